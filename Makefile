@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both set up .venv first if needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The CPU build of torch lies on this machine's disk; an unpinned torch would pull a 5 GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+export MPLBACKEND := Agg
+
+.PHONY: setup run test smoke lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/mie demo
+
+smoke: $(STAMP)
+	$(BIN)/python -m pytest -m smoke -x -q -p no:cacheprovider --no-cov tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+test: smoke lint
+	$(BIN)/python -m pytest -q --cov=mie --cov-report=term:skip-covered --cov-fail-under=85 tests
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	@for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .coverage

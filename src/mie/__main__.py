@@ -1,0 +1,5 @@
+"""Allow ``python -m mie``."""
+
+from mie.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""mie.optimization"""
