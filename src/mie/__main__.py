@@ -2,4 +2,5 @@
 
 from mie.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # importing the module (e.g. the smoke test's walk) must not run the CLI
+    raise SystemExit(main())

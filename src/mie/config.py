@@ -6,9 +6,18 @@ validation and YAML round-trips are implemented in this module so that every com
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
+import re
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 
 @dataclass
@@ -153,3 +162,329 @@ class TrainingConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     stages: list[StageConfig] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading, overrides, validation
+# --------------------------------------------------------------------------------------------------
+
+
+class ConfigError(ValueError):
+    """A config value, key or file is wrong; the message names the dotted key, the value and the fix."""
+
+
+# A float written as ``3e-4`` is a string to YAML 1.1 (PyYAML wants ``3.0e-4``); float fields accept it.
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _describe(tp: Any) -> str:
+    """A short human name for a type annotation, used in error messages."""
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping ({tp.__name__})"
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is list:
+        return f"a list of {_describe(args[0])}"
+    if origin is dict:
+        return "a mapping"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    return getattr(tp, "__name__", str(tp))
+
+
+def _type_error(key: str, value: Any, tp: Any) -> ConfigError:
+    error = ConfigError(f"{key}: expected {_describe(tp)}, got {value!r} ({type(value).__name__})")
+    error.key = key  # lets a union re-describe a mismatch at its own key (see _convert)
+    return error
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against annotation ``tp`` and return it in the field's type (int -> float)."""
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            value = dataclasses.asdict(value)
+        if not isinstance(value, Mapping):
+            raise _type_error(key, value, tp)
+        return _build(tp, value, key)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, option, key)
+            except ConfigError as exc:
+                if getattr(exc, "key", None) != key:
+                    raise  # a mistake deeper inside (e.g. stages[0].loss.name) keeps its own message
+        raise _type_error(key, value, tp)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise _type_error(key, value, tp)
+        return [_convert(item, args[0], f"{key}[{i}]") for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise _type_error(key, value, tp)
+        key_tp, value_tp = args
+        return {
+            _convert(k, key_tp, f"{key} key"): _convert(v, value_tp, f"{key}.{k}") for k, v in value.items()
+        }
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _type_error(key, value, tp)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _type_error(key, value, tp)
+        return value
+    if tp is float:
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            return float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _type_error(key, value, tp)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _type_error(key, value, tp)
+        return value
+    raise TypeError(f"config.py: no conversion for annotation {tp!r} of {key}")  # a schema bug, not user input
+
+
+def _closest(name: str, allowed: Iterable[str], prefix: str) -> str:
+    match = difflib.get_close_matches(name, list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean '{prefix + '.' if prefix else ''}{match[0]}'?)" if match else ""
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    """Build dataclass ``cls`` from a (possibly partial) mapping; missing keys keep their defaults."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if name not in hints:
+            raise ConfigError(
+                f"unknown key '{key}'{_closest(str(name), names, prefix)}; "
+                f"allowed keys{' in ' + prefix if prefix else ''}: {', '.join(names)}"
+            )
+        kwargs[name] = _convert(value, hints[name], key)
+    return cls(**kwargs)
+
+
+# ---- value rules: (predicate, what is allowed) per dataclass field --------------------------------
+
+_Rule = tuple[Callable[[Any], bool], str]
+_POSITIVE: _Rule = (lambda v: v > 0, "> 0")
+_NON_NEGATIVE: _Rule = (lambda v: v >= 0, ">= 0")
+_FRACTION: _Rule = (lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _one_of(*choices: str) -> _Rule:
+    return (lambda v: v in choices, "one of " + " | ".join(choices))
+
+
+def _crop_range(v: list[float]) -> bool:
+    return len(v) == 2 and 0.0 < v[0] <= v[1] <= 1.0
+
+
+def _betas(v: list[float]) -> bool:
+    return len(v) == 2 and all(0.0 <= b < 1.0 for b in v)
+
+
+_RULES: dict[type, dict[str, _Rule]] = {
+    TrainingConfig: {
+        "epochs": _POSITIVE,
+        "max_steps": _NON_NEGATIVE,
+        "max_minutes": _NON_NEGATIVE,
+        "grad_accum_steps": _POSITIVE,
+        "precision": _one_of("fp32", "bf16", "fp16"),
+        "device": (lambda v: _DEVICE.fullmatch(v) is not None, "auto | cpu | cuda | cuda:N | mps"),
+        "log_every": _POSITIVE,
+        "eval_every_epochs": _POSITIVE,
+        "checkpoint_every_steps": _NON_NEGATIVE,
+        "best_metric": (lambda v: bool(v.strip()), "a non-empty metric name such as val/mean_r1"),
+        "best_mode": _one_of("max", "min"),
+    },
+    ModelConfig: {
+        **{
+            name: _POSITIVE
+            for name in (
+                "embed_dim", "image_size", "patch_size", "in_channels", "vision_width", "vision_layers",
+                "vision_heads", "text_width", "text_layers", "text_heads", "context_length", "mlp_ratio",
+                "max_logit_scale",
+            )
+        },
+        "vocab_size": _NON_NEGATIVE,
+        "vision_pool": _one_of("cls", "mean"),
+        "norm": _one_of("layernorm", "rmsnorm"),
+        "dropout": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    },
+    SyntheticConfig: {
+        "num_train": _POSITIVE,
+        "num_val": _NON_NEGATIVE,
+        "num_test": _NON_NEGATIVE,
+        "num_heldout": _NON_NEGATIVE,
+        "image_size": _POSITIVE,
+    },
+    DataConfig: {
+        "format": (lambda v: bool(v.strip()), "a dataset format name such as synthetic"),
+        "image_size": _POSITIVE,
+        "batch_size": _POSITIVE,
+        "num_workers": _NON_NEGATIVE,
+        "max_train_samples": _NON_NEGATIVE,
+        "random_crop_scale": (_crop_range, "two numbers [min, max] with 0 < min <= max <= 1"),
+    },
+    TokenizerConfig: {"name": _one_of("simple", "bpe"), "vocab_size": _POSITIVE},
+    LossConfig: {"name": (lambda v: bool(v.strip()), "a loss name from mie.losses.LOSSES such as clip")},
+    OptimizerConfig: {
+        "lr": _POSITIVE,
+        "weight_decay": _NON_NEGATIVE,
+        "betas": (_betas, "two numbers [beta1, beta2], each in [0, 1)"),
+        "eps": _POSITIVE,
+    },
+    ScheduleConfig: {
+        "name": _one_of("cosine", "linear", "constant"),
+        "warmup_steps": _NON_NEGATIVE,
+        "min_lr_ratio": _FRACTION,
+    },
+    StageConfig: {"epochs": _POSITIVE, "lr": _NON_NEGATIVE},
+}
+
+
+def _check_values(obj: Any, prefix: str) -> None:
+    """Apply ``_RULES`` (and finiteness of every float) to a built dataclass tree."""
+    rules = _RULES.get(type(obj), {})
+    for f in dataclasses.fields(obj):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_values(value, key)
+            continue
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if dataclasses.is_dataclass(item):
+                    _check_values(item, f"{key}[{i}]")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}: got {value!r}; must be a finite number")
+        if f.name in rules:
+            ok, allowed = rules[f.name]
+            if not ok(value):
+                raise ConfigError(f"{key}: got {value!r}; must be {allowed}")
+
+
+# ---- public API ------------------------------------------------------------------------------------
+
+
+def config_from_dict(data: Mapping[str, Any] | None) -> TrainingConfig:
+    """Build and validate a ``TrainingConfig`` from a (possibly partial) nested mapping."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}")
+    cfg = _build(TrainingConfig, data, "")
+    _check_values(cfg, "")
+    return cfg
+
+
+def validate_config(cfg: TrainingConfig) -> TrainingConfig:
+    """Check the types and values of a config built in Python; returns a clean copy or raises ConfigError."""
+    return config_from_dict(config_to_dict(cfg))
+
+
+def config_to_dict(cfg: TrainingConfig) -> dict[str, Any]:
+    """The config as plain nested dicts/lists (what YAML stores)."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: TrainingConfig, path: str | Path) -> Path:
+    """Write ``cfg`` as YAML (keys in schema order); returns the path written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _parse_override(text: str) -> tuple[list[str], str]:
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"bad override {text!r}: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=3e-4")
+    return key.split("."), raw.strip()
+
+
+def _set_path(tree: Any, parts: list[str], value: Any, key: str) -> None:
+    """Set ``value`` at ``parts`` inside nested dicts/lists; list items are addressed by index."""
+    node = tree
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[:depth]) or "the config"
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"override {key}: '{part}' is not an index of {where} (it has {len(node)} items)")
+            index: Any = int(part)
+        elif isinstance(node, dict):
+            index = part
+        else:
+            raise ConfigError(f"override {key}: {where} is a value ({node!r}), not a section")
+        if last:
+            node[index] = value
+        else:
+            if isinstance(node, dict) and node.get(index) is None:
+                node[index] = {}  # an unset optional section (e.g. stages.0.loss) or a new mapping key
+            node = node[index]
+
+
+def _field_annotation(parts: list[str]) -> Any:
+    """The annotation of the field at a dotted path, or None when the path leaves the schema."""
+    tp: Any = TrainingConfig
+    for part in parts:
+        origin = typing.get_origin(tp)
+        if origin in (typing.Union, types.UnionType):
+            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+            origin = typing.get_origin(tp)
+        if origin is list and part.isdigit():
+            tp = typing.get_args(tp)[0]
+        elif dataclasses.is_dataclass(tp):
+            tp = typing.get_type_hints(tp).get(part)
+            if tp is None:
+                return None
+        else:
+            return None
+    return tp
+
+
+def apply_overrides(cfg: TrainingConfig, overrides: Iterable[str]) -> TrainingConfig:
+    """Return a new config with ``KEY=VALUE`` overrides applied (values parsed as YAML), validated.
+
+    ``optimizer.lr=3e-4``, ``data.test_splits=[test]``, ``stages.0.lr=1e-4``, ``loss.kwargs.t=0.1``.
+    """
+    tree = config_to_dict(cfg)
+    for text in overrides:
+        parts, raw = _parse_override(text)
+        try:
+            value = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {text!r}: value is not valid YAML ({exc.__class__.__name__})") from None
+        if _field_annotation(parts) is str and value is not None and not isinstance(value, str):
+            value = raw  # `--set data.path=2024` means the text, not the number
+        _set_path(tree, parts, value, ".".join(parts))
+    return config_from_dict(tree)
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> TrainingConfig:
+    """Read a YAML config (keys left out take their defaults), apply ``--set`` overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file '{path}' does not exist; pass a YAML file such as configs/demo.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    try:
+        cfg = config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return apply_overrides(cfg, overrides)

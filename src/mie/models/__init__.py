@@ -1,1 +1,40 @@
-"""mie.models"""
+"""mie.models: transformer components and the image–text models built from them.
+
+``attention`` -> ``positional`` -> ``blocks`` -> ``vision`` / ``text`` -> ``multimodal`` -> ``registry``.
+"""
+
+from mie.models.attention import KVCache, MultiHeadAttention, reference_attention
+from mie.models.blocks import FeedForward, RMSNorm, TransformerBlock, build_norm
+from mie.models.multimodal import CrossModalFusion, DualEncoder
+from mie.models.positional import LearnedPositionalEmbedding, RotaryEmbedding, SinusoidalPositionalEmbedding
+from mie.models.registry import (
+    MODEL_PRESETS,
+    build_model,
+    build_torch_reference_model,
+    get_model_config,
+    num_parameters,
+)
+from mie.models.text import TextEncoder
+from mie.models.vision import VisionTransformer
+
+__all__ = [
+    "MODEL_PRESETS",
+    "CrossModalFusion",
+    "DualEncoder",
+    "FeedForward",
+    "KVCache",
+    "LearnedPositionalEmbedding",
+    "MultiHeadAttention",
+    "RMSNorm",
+    "RotaryEmbedding",
+    "SinusoidalPositionalEmbedding",
+    "TextEncoder",
+    "TransformerBlock",
+    "VisionTransformer",
+    "build_model",
+    "build_norm",
+    "build_torch_reference_model",
+    "get_model_config",
+    "num_parameters",
+    "reference_attention",
+]

@@ -1,1 +1,44 @@
-"""mie.tokenization"""
+"""mie.tokenization: text -> ids. Word/char tokenizers (``simple``) and a byte-level BPE pipeline.
+
+Names are imported lazily (PEP 562) so ``import mie.tokenization`` stays cheap until one is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BaseTokenizer": "mie.tokenization.base",
+    "SPECIAL_TOKENS": "mie.tokenization.base",
+    "SimpleTokenizer": "mie.tokenization.simple",
+    "CharTokenizer": "mie.tokenization.simple",
+    "BPETokenizer": "mie.tokenization.tokenizer",
+    "BPEModel": "mie.tokenization.bpe",
+    "BPETrainer": "mie.tokenization.bpe",
+    "bytes_to_unicode": "mie.tokenization.bpe",
+    "RegexPreTokenizer": "mie.tokenization.pre_tokenizers",
+    "PostProcessor": "mie.tokenization.processors",
+    "build_normalizer": "mie.tokenization.normalizers",
+    "save_tokenizer": "mie.tokenization.formats",
+    "load_tokenizer": "mie.tokenization.formats",
+    "from_gpt2_files": "mie.tokenization.formats",
+    "from_clip_bpe": "mie.tokenization.formats",
+    "TokenCache": "mie.tokenization.cache",
+    "build_token_cache": "mie.tokenization.cache",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mie.tokenization' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this hook
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -1,0 +1,164 @@
+"""The ``mie`` command: parses arguments and dispatches to the module that owns each subcommand.
+
+Adding a subcommand is one line in ``COMMANDS``: the module is imported only when its subcommand
+runs, so ``mie --help`` stays fast (no torch or numpy import here). A module exposes an
+``add_arguments(parser)`` function and a ``run(args) -> int`` function (other names may be given in
+the table, e.g. ``mie.recipes.commands`` holds train, eval and demo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+from mie import __version__
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+logger = logging.getLogger("mie")
+
+
+class Command(NamedTuple):
+    """Where a subcommand lives: ``module`` (None = not built yet) and its two entry points."""
+
+    help: str
+    module: str | None = None
+    add_arguments: str = "add_arguments"
+    run: str = "run"
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command("train a model from a YAML config", "mie.recipes.commands", "add_train_arguments", "run_train"),
+    "eval": Command("evaluate a checkpoint (retrieval, zero-shot, ...)", "mie.recipes.commands",
+                    "add_eval_arguments", "run_eval"),
+    "demo": Command("train and evaluate the small demo end to end", "mie.recipes.commands",
+                    "add_demo_arguments", "run_demo"),
+    "data": Command("prepare, inspect and convert image-text datasets"),
+    "tokenizer": Command("train, inspect and apply tokenizers"),
+    "safety": Command("run the safety evaluator, filter and red-team suites"),
+    "optimize": Command("quantize, prune and benchmark a model"),
+    "doctor": Command("report the machine, packages and accelerators", "mie.tools.doctor"),
+    "metadata": Command("describe Python sources (classes, functions, docstrings) via ast", "mie.tools.metadata"),
+}
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is when a record is emitted.
+
+    Test runners swap ``sys.stderr`` per test; holding the stream of the first call would write to a
+    closed file later.
+    """
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
+    """One logging set-up for every ``mie.*`` logger: a stderr handler, one format, a level.
+
+    ``-v`` shows DEBUG, ``-q`` only WARNING and above, neither INFO. Calling it again replaces the
+    previous set-up rather than stacking handlers.
+    """
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+def _verbosity_options(in_subcommand: bool) -> argparse.ArgumentParser:
+    """-v/-q, accepted before or after the subcommand (after it they default to 'not given')."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS if in_subcommand else 0,
+                       help="more output (DEBUG logs, tracebacks on errors)")
+    group.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS if in_subcommand else False,
+                       help="only warnings and errors")
+    return parent
+
+
+def _entry_point(command: Command, attr: str) -> Callable | None:
+    """The function ``attr`` of the command's module, or None when the module is not built yet."""
+    if command.module is None:
+        return None
+    try:
+        module = importlib.import_module(command.module)
+    except ModuleNotFoundError as exc:
+        # Only a missing command module means "not built"; a missing dependency inside it is a real error.
+        if exc.name and (command.module == exc.name or command.module.startswith(exc.name + ".")):
+            return None
+        raise
+    return getattr(module, attr, None)
+
+
+def build_parser(load: str | None = None) -> argparse.ArgumentParser:
+    """The ``mie`` parser; only subcommand ``load`` (if any) gets its own arguments, by importing its module."""
+    parser = argparse.ArgumentParser(
+        prog="mie",
+        description="MultiModal Insight Engine: build, train, evaluate and safety-check transformer models.",
+        parents=[_verbosity_options(in_subcommand=False)],
+    )
+    parser.add_argument("--version", action="version", version=f"mie {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    sub_parent = _verbosity_options(in_subcommand=True)
+    for name, command in COMMANDS.items():
+        child = sub.add_parser(name, help=command.help, description=command.help, parents=[sub_parent])
+        if name == load:
+            add_arguments = _entry_point(command, command.add_arguments)
+            if add_arguments is not None:
+                add_arguments(child)
+    return parser
+
+
+def _chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv``: the first token that is not a global option."""
+    for token in argv:
+        if not token.startswith("-"):
+            return token if token in COMMANDS else None
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mie`` console script; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = _chosen_command(argv)
+    run = None if name is None else _entry_point(COMMANDS[name], COMMANDS[name].run)
+    if name is not None and run is None:
+        print(f"mie {name}: not built yet (see the issue tracker)", file=sys.stderr)
+        return EXIT_USAGE
+    parser = build_parser(load=name)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    configure_logging(verbose=args.verbose, quiet=args.quiet)
+    try:
+        status = run(args)
+    except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
+        if args.verbose:
+            traceback.print_exc()
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"mie {name}: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"mie {name}: interrupted", file=sys.stderr)
+        return 130
+    return 0 if status is None else int(status)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""What every loss shares: input validation, fp32 compute, a logit scale, and detached metrics for logging.
+
+Convention: after each forward a loss sets ``self.last_metrics: dict[str, float]`` holding its component
+terms and diagnostics (detached Python floats), e.g. ``{"loss": 2.1, "accuracy": 0.4, ...}``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Diagnostics never build a B x B matrix larger than this many rows at once (chunked losses stay linear).
+_DIAG_ROWS = 1024
+# Uniformity is quadratic in B; it is estimated on at most this many rows.
+_UNIFORMITY_ROWS = 512
+
+
+def to_compute_dtype(x: Tensor) -> Tensor:
+    """Half-precision inputs are upcast to fp32 so exp/log stay finite; fp32/fp64 pass through."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def check_tensor(x: object, name: str, ndim: int | None = 2, min_batch: int = 1) -> Tensor:
+    """Validate one input (tensor, rank, batch size, finite) and return it in the compute dtype."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if ndim is not None and x.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
+    if x.dim() == 0 or x.shape[0] < min_batch:
+        raise ValueError(
+            f"{name} has batch size {x.shape[0] if x.dim() else 0}; this loss needs at least {min_batch} rows"
+        )
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or Inf values; check the model outputs / learning rate")
+    return to_compute_dtype(x)
+
+
+def check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
+    """Raise a clear ValueError when two paired inputs differ in shape."""
+    if a.shape != b.shape:
+        raise ValueError(f"{name_a} and {name_b} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def check_ids(ids: object, batch: int, name: str = "match_ids") -> Tensor:
+    """Validate a 1-D integer id/label tensor of length ``batch`` (entries sharing an id are positives)."""
+    if not isinstance(ids, Tensor):
+        raise ValueError(f"{name} must be a 1-D integer torch.Tensor, got {type(ids).__name__}")
+    if ids.dim() != 1 or ids.shape[0] != batch:
+        raise ValueError(f"{name} must have shape ({batch},), got {tuple(ids.shape)}")
+    if ids.is_floating_point() or ids.is_complex():
+        raise ValueError(f"{name} must hold integers, got dtype {ids.dtype}")
+    return ids.long()
+
+
+def check_scale(scale: object, name: str = "logit_scale") -> Tensor:
+    """Validate a positive finite scalar (a tensor from the model or a float) and return it as a tensor."""
+    t = torch.as_tensor(scale)
+    if t.numel() != 1:
+        raise ValueError(f"{name} must be a scalar, got shape {tuple(t.shape)}")
+    t = to_compute_dtype(t.reshape(()) if t.is_floating_point() else t.float().reshape(()))
+    if not torch.isfinite(t) or t <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {float(t)}")
+    return t
+
+
+def check_positive(value: float, name: str) -> float:
+    """Constructor helper: raise ValueError unless ``value`` > 0."""
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return float(value)
+
+
+class LossBase(nn.Module):
+    """Base of every loss in ``mie.losses``: holds ``last_metrics`` and the minimum batch it needs."""
+
+    min_batch: int = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_metrics: dict[str, float] = {}
+
+    def check_pair(self, a: Tensor, b: Tensor, name_a: str = "a", name_b: str = "b") -> tuple[Tensor, Tensor]:
+        """Validate two paired 2-D embedding batches of the same shape; return them in the compute dtype."""
+        a = check_tensor(a, name_a, ndim=2, min_batch=self.min_batch)
+        b = check_tensor(b, name_b, ndim=2, min_batch=self.min_batch)
+        check_same_shape(a, b, name_a, name_b)
+        return a, b
+
+    def record(self, **values: Tensor | float) -> None:
+        """Store detached float metrics for logging (overwrites the previous step's)."""
+        self.last_metrics = {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in values.items()}
+
+
+class LogitScale(nn.Module):
+    """Multiplier ``1 / temperature`` for similarity logits, fixed (a buffer) or learnable (a parameter).
+
+    Stored as ``log(1 / temperature)`` so a learnable scale stays positive; clamped at ``max_scale``
+    as in CLIP so training cannot blow the logits up.
+    """
+
+    def __init__(self, temperature: float = 0.07, learnable: bool = False, max_scale: float = 100.0) -> None:
+        super().__init__()
+        check_positive(temperature, "temperature")
+        self.max_scale = check_positive(max_scale, "max_logit_scale")
+        value = torch.tensor(math.log(1.0 / temperature))
+        if learnable:
+            self.log_scale = nn.Parameter(value)
+        else:
+            self.register_buffer("log_scale", value)
+
+    def forward(self) -> Tensor:
+        """The current scale, ``min(exp(log_scale), max_scale)``."""
+        return self.log_scale.exp().clamp(max=self.max_scale)
+
+
+@torch.no_grad()
+def pair_diagnostics(a: Tensor, b: Tensor, ids: Tensor | None = None) -> dict[str, float]:
+    """Alignment/uniformity (Wang & Isola 2020), mean positive/negative cosine and a->b top-1 accuracy.
+
+    ``a[i]`` and ``b[i]`` are the positive pairs; with ``ids`` a retrieval counts as correct when it hits
+    any ``b[j]`` with the same id. Everything is O(B) memory except uniformity, estimated on the first
+    512 rows.
+    """
+    a = F.normalize(a.detach().float(), dim=-1)
+    b = F.normalize(b.detach().float(), dim=-1)
+    n = a.shape[0]
+    diag = (a * b).sum(-1)
+    pos = diag.mean()
+    # Sum over all i != j of a_i . b_j without materialising the matrix.
+    neg = ((a.sum(0) @ b.sum(0)) - diag.sum()) / max(n * (n - 1), 1)
+    alignment = (a - b).pow(2).sum(-1).mean()
+    sub = a[:_UNIFORMITY_ROWS]
+    if sub.shape[0] > 1:
+        sq = torch.cdist(sub, sub).pow(2)
+        off = ~torch.eye(sub.shape[0], dtype=torch.bool, device=sub.device)
+        uniformity = float(torch.log(torch.exp(-2 * sq[off]).mean()))
+    else:
+        uniformity = 0.0
+    correct = 0
+    for start in range(0, n, _DIAG_ROWS):
+        best = (a[start : start + _DIAG_ROWS] @ b.T).argmax(dim=1)
+        rows = torch.arange(start, start + best.shape[0], device=a.device)
+        correct += int((ids[best] == ids[rows]).sum()) if ids is not None else int((best == rows).sum())
+    return {
+        "alignment": float(alignment),
+        "uniformity": uniformity,
+        "pos_sim": float(pos),
+        "neg_sim": float(neg),
+        "accuracy": correct / n,
+    }

@@ -1,0 +1,65 @@
+"""Image-text InfoNCE with in-batch plus queued negatives, for batches too small to hold enough
+negatives (the memory bank of Wu et al., 2018, "Unsupervised Feature Learning via Non-Parametric
+Instance Discrimination", applied to both modalities as in MoCo-style cross-modal retrieval).
+
+    >>> loss_fn = MemoryQueueContrastiveLoss(embed_dim=256, queue_size=1024)
+    >>> loss = loss_fn(image_embeds, text_embeds)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mie.losses.base import LossBase, check_positive, pair_diagnostics
+from mie.losses.infonce import info_nce
+from mie.losses.registry import register_loss
+
+
+@register_loss("memory_queue")
+class MemoryQueueContrastiveLoss(LossBase):
+    """Symmetric InfoNCE where each side's keys are the batch followed by a FIFO queue of past batches.
+
+    The queues start empty (only filled slots are used), hold detached embeddings (no gradient) and
+    are updated after each training-mode call.
+    """
+
+    def __init__(self, embed_dim: int = 256, queue_size: int = 1024, temperature: float = 0.07, normalize: bool = True) -> None:
+        super().__init__()
+        if int(embed_dim) < 1 or int(queue_size) < 1:
+            raise ValueError(f"embed_dim and queue_size must be positive, got {embed_dim} and {queue_size}")
+        self.temperature = check_positive(temperature, "temperature")
+        self.normalize = normalize
+        self.register_buffer("image_queue", torch.zeros(int(queue_size), int(embed_dim)))
+        self.register_buffer("text_queue", torch.zeros(int(queue_size), int(embed_dim)))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("queue_count", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def enqueue(self, image: Tensor, text: Tensor) -> None:
+        """Write a batch into both queues (FIFO, wrapping around)."""
+        size = self.image_queue.shape[0]
+        image, text = image.detach()[-size:], text.detach()[-size:]
+        index = (self.queue_ptr + torch.arange(image.shape[0], device=image.device)) % size
+        self.image_queue[index] = image.to(self.image_queue.dtype)
+        self.text_queue[index] = text.to(self.text_queue.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + image.shape[0]) % size)
+        self.queue_count.copy_(torch.clamp(self.queue_count + image.shape[0], max=size))
+
+    def forward(self, image_embeds: Tensor, text_embeds: Tensor) -> Tensor:
+        """Mean of image->(texts + queued texts) and text->(images + queued images) InfoNCE."""
+        img, txt = self.check_pair(image_embeds, text_embeds, "image_embeds", "text_embeds")
+        if img.shape[1] != self.image_queue.shape[1]:
+            raise ValueError(f"embeddings have dim {img.shape[1]}, the queue holds {self.image_queue.shape[1]}; set embed_dim")
+        if self.normalize:
+            img, txt = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
+        filled = int(self.queue_count)
+        text_keys = torch.cat([txt, self.text_queue[:filled].to(txt.dtype)])
+        image_keys = torch.cat([img, self.image_queue[:filled].to(img.dtype)])
+        scale = torch.tensor(1.0 / self.temperature, dtype=img.dtype, device=img.device)
+        loss = (info_nce(img, text_keys, scale).mean() + info_nce(txt, image_keys, scale).mean()) / 2
+        self.record(loss=loss, queued=filled, **pair_diagnostics(img, txt))
+        if self.training:
+            self.enqueue(img, txt)
+        return loss

@@ -1,0 +1,121 @@
+"""MoCo: contrastive loss against a FIFO queue of past keys (He et al., 2020, "Momentum Contrast for
+Unsupervised Visual Representation Learning"), and the momentum key encoder that produces them.
+
+    >>> loss_fn = MoCoLoss(embed_dim=128, queue_size=4096)
+    >>> loss = loss_fn(encoder(view1), key_encoder(view2))       # keys are detached, then enqueued
+
+    >>> loss_fn = EMAMoCoLoss(embed_dim=128, momentum=0.999)
+    >>> loss_fn.attach(encoder)                                  # copies it as the momentum encoder
+    >>> loss = loss_fn(encoder(view1), view2)                    # second argument: raw key inputs
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mie.losses.base import LossBase, check_positive
+from mie.losses.registry import register_loss
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, source: nn.Module, momentum: float) -> None:
+    """``target <- momentum * target + (1 - momentum) * source`` for parameters; buffers are copied."""
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+    target_params, source_params = dict(target.named_parameters()), dict(source.named_parameters())
+    if target_params.keys() != source_params.keys():
+        raise ValueError("ema_update: target and source modules have different parameters")
+    for name, param in target_params.items():
+        param.lerp_(source_params[name].detach(), 1.0 - momentum)
+    source_buffers = dict(source.named_buffers())
+    for name, buf in target.named_buffers():
+        buf.copy_(source_buffers[name])
+
+
+@register_loss("moco")
+class MoCoLoss(LossBase):
+    """InfoNCE of queries vs. their keys (positive) and a queue of past keys (negatives).
+
+    The queue starts as random unit vectors (as in the paper), is a buffer (no gradient flows into it),
+    and each training-mode call replaces its oldest ``B`` entries with the batch's detached keys.
+    """
+
+    def __init__(self, embed_dim: int = 128, queue_size: int = 4096, temperature: float = 0.07, normalize: bool = True) -> None:
+        super().__init__()
+        if int(embed_dim) < 1 or int(queue_size) < 1:
+            raise ValueError(f"embed_dim and queue_size must be positive, got {embed_dim} and {queue_size}")
+        self.temperature = check_positive(temperature, "temperature")
+        self.normalize = normalize
+        self.register_buffer("queue", F.normalize(torch.randn(int(queue_size), int(embed_dim)), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def enqueue(self, keys: Tensor) -> None:
+        """Overwrite the oldest entries with ``keys`` (FIFO, wrapping around)."""
+        size = self.queue.shape[0]
+        keys = keys.detach()[-size:].to(self.queue.dtype)
+        index = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % size
+        self.queue[index] = keys
+        self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
+
+    def forward(self, query: Tensor, key: Tensor) -> Tensor:
+        """Cross-entropy with the key as the positive among ``1 + queue_size`` candidates (a scalar)."""
+        q, k = self.check_pair(query, key, "query", "key")
+        if q.shape[1] != self.queue.shape[1]:
+            raise ValueError(f"embeddings have dim {q.shape[1]} but the queue holds dim {self.queue.shape[1]}; set embed_dim")
+        k = k.detach()
+        if self.normalize:
+            q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        positive = (q * k).sum(-1, keepdim=True)
+        negative = q @ self.queue.to(q.dtype).T
+        logits = torch.cat([positive, negative], dim=1) / self.temperature
+        loss = F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
+        accuracy = (logits.argmax(1) == 0).float().mean()
+        self.record(loss=loss, pos_sim=positive.mean(), neg_sim=negative.mean(), accuracy=accuracy)
+        if self.training:
+            self.enqueue(k)
+        return loss
+
+
+@register_loss("ema_moco")
+class EMAMoCoLoss(MoCoLoss):
+    """MoCo with its own momentum key encoder: an EMA copy of the query encoder made by ``attach``.
+
+    Each training-mode call first moves the key encoder towards the query encoder (``ema_update``),
+    then encodes the key inputs without gradient, then applies the MoCo loss.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int = 128,
+        queue_size: int = 4096,
+        temperature: float = 0.07,
+        momentum: float = 0.999,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__(embed_dim, queue_size, temperature, normalize)
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        self.momentum = float(momentum)
+        self.register_module("key_encoder", None)
+        self._source: list[nn.Module] = []  # a plain list so the query encoder is not registered twice
+
+    def attach(self, encoder: nn.Module) -> EMAMoCoLoss:
+        """Use ``encoder`` as the query encoder; its frozen deep copy becomes the key encoder."""
+        self.key_encoder = copy.deepcopy(encoder).requires_grad_(False)
+        self._source = [encoder]
+        return self
+
+    def forward(self, query: Tensor, key_inputs: Tensor) -> Tensor:  # type: ignore[override]
+        """MoCo loss of ``query`` against ``key_encoder(key_inputs)``."""
+        if self.key_encoder is None:
+            raise ValueError("EMAMoCoLoss has no key encoder: call loss.attach(query_encoder) before the first step")
+        if self.training:
+            ema_update(self.key_encoder, self._source[0], self.momentum)
+        with torch.no_grad():
+            key = self.key_encoder(key_inputs)
+        return super().forward(query, key)

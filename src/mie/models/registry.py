@@ -1,0 +1,108 @@
+"""Named model sizes and the factory that builds a model from a name or a ``ModelConfig``.
+
+>>> model = build_model("tiny", vocab_size=tokenizer.vocab_size,
+...                     eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch import nn
+
+from mie.config import ModelConfig
+from mie.models.multimodal import DualEncoder
+from mie.models.torch_reference import TorchReferenceDualEncoder
+from mie.tokenization.base import SPECIAL_TOKENS
+
+DEFAULT_PAD_ID = SPECIAL_TOKENS.index("<pad>")
+DEFAULT_EOS_ID = SPECIAL_TOKENS.index("<eos>")
+
+
+def _preset(name: str, width: int, layers: int, heads: int, **sizes: int) -> ModelConfig:
+    return ModelConfig(
+        name=name,
+        embed_dim=width,
+        vision_width=width,
+        vision_layers=layers,
+        vision_heads=heads,
+        text_width=width,
+        text_layers=layers,
+        text_heads=heads,
+        **sizes,
+    )
+
+
+MODEL_PRESETS: dict[str, ModelConfig] = {
+    # For tests and CPU smoke runs: trains in seconds.
+    "tiny": _preset("tiny", 128, 2, 4, image_size=64, patch_size=8, context_length=32),
+    # The prototype size of the project: synthetic shapes at 64 px in minutes on one GPU.
+    "small": _preset("small", 256, 4, 4, image_size=64, patch_size=8, context_length=32),
+    # ViT-B/16-like input (224 px, 16 px patches, CLIP's 77-token context) at half the width and depth.
+    "base": _preset("base", 512, 8, 8, image_size=224, patch_size=16, context_length=77),
+}
+
+
+def get_model_config(name: str, **overrides: object) -> ModelConfig:
+    """A fresh copy of the preset ``name``, with any ``ModelConfig`` fields in ``overrides`` replaced."""
+    if name not in MODEL_PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; known presets: {', '.join(sorted(MODEL_PRESETS))}")
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown ModelConfig field(s) {unknown}; valid fields: {', '.join(sorted(fields))}")
+    return dataclasses.replace(MODEL_PRESETS[name], **overrides)
+
+
+def _resolve(name_or_config: str | ModelConfig, vocab_size: int | None) -> ModelConfig:
+    if isinstance(name_or_config, str):
+        config = get_model_config(name_or_config)
+    elif isinstance(name_or_config, ModelConfig):
+        config = dataclasses.replace(name_or_config)
+    else:
+        raise TypeError(f"expected a preset name or a ModelConfig, got {type(name_or_config).__name__}")
+    if vocab_size is not None:
+        if vocab_size <= 0:
+            raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+        if config.vocab_size not in (0, vocab_size):
+            raise ValueError(
+                f"model.vocab_size={config.vocab_size} disagrees with the tokenizer's vocab_size={vocab_size}; "
+                "set model.vocab_size to 0 (take it from the tokenizer) or to the same value"
+            )
+        config.vocab_size = vocab_size
+    if config.vocab_size <= 0:
+        raise ValueError(
+            f"model {config.name!r} has vocab_size=0 (take it from the tokenizer): pass "
+            "vocab_size=tokenizer.vocab_size to build_model"
+        )
+    return config
+
+
+def build_model(
+    name_or_config: str | ModelConfig,
+    *,
+    vocab_size: int | None = None,
+    eos_id: int = DEFAULT_EOS_ID,
+    pad_id: int = DEFAULT_PAD_ID,
+) -> DualEncoder:
+    """Build a ``DualEncoder`` from a preset name or a complete ``ModelConfig``.
+
+    ``vocab_size`` (the tokenizer's) is required when the config's ``vocab_size`` is 0.
+    """
+    return DualEncoder(_resolve(name_or_config, vocab_size), eos_id=eos_id, pad_id=pad_id)
+
+
+def build_torch_reference_model(
+    name_or_config: str | ModelConfig,
+    *,
+    vocab_size: int | None = None,
+    eos_id: int = DEFAULT_EOS_ID,
+    pad_id: int = DEFAULT_PAD_ID,
+) -> TorchReferenceDualEncoder:
+    """The same architecture from ``torch.nn.TransformerEncoder`` layers: the peer in benchmarks."""
+    return TorchReferenceDualEncoder(_resolve(name_or_config, vocab_size), eos_id=eos_id, pad_id=pad_id)
+
+
+def num_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of scalar parameters in ``model`` (only those with ``requires_grad`` if ``trainable_only``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

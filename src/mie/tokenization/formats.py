@@ -1,0 +1,149 @@
+"""Tokenizer files: our single JSON file, GPT-2's ``vocab.json`` + ``merges.txt``, CLIP's merges file.
+
+* ``save_tokenizer`` / ``load_tokenizer``: one JSON document holds the whole pipeline
+  (normalizer, pre-tokenizer, vocab, merges, special tokens, post-processor settings).
+* ``from_gpt2_files``: GPT-2 / RoBERTa style files, encoding exactly as GPT-2 does.
+* ``from_clip_bpe``: OpenAI CLIP's ``bpe_simple_vocab_16e6.txt.gz`` layout, encoding as CLIP does.
+  One difference: CLIP first runs ``ftfy.fix_text`` (mojibake repair); we do not depend on ftfy and apply
+  only its NFC step, so text that ftfy would repair can tokenize differently.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from mie.tokenization.bpe import BPEModel, bytes_to_unicode
+from mie.tokenization.normalizers import NFC, HtmlUnescape, Lowercase, NormalizerSequence, WhitespaceClean
+from mie.tokenization.pre_tokenizers import RegexPreTokenizer
+from mie.tokenization.tokenizer import BPETokenizer
+
+CLIP_START, CLIP_END = "<|startoftext|>", "<|endoftext|>"
+CLIP_CONTEXT_LENGTH = 77
+# CLIP keeps only the merges that fill a 49,152 vocab: 256 bytes x 2 (plain and with </w>) + 2 specials.
+CLIP_MAX_MERGES = 49152 - 256 - 2
+
+
+def save_tokenizer(tokenizer: BPETokenizer, path: str | Path) -> Path:
+    """Write ``tokenizer`` as one JSON file (atomically: a temp file then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(tokenizer.to_dict(), fh, ensure_ascii=False, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_tokenizer(path: str | Path) -> BPETokenizer:
+    """Read a tokenizer written by :func:`save_tokenizer`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"tokenizer file {path} does not exist; train one with `mie tokenizer train`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    try:
+        return BPETokenizer.from_dict(data)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def _read_merges(lines: list[str], source: Path) -> list[tuple[str, str]]:
+    merges = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip() or line.startswith("#version"):
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise ValueError(f"{source} line {lineno}: a merge is two tokens separated by a space, got {line!r}")
+        merges.append((parts[0], parts[1]))
+    return merges
+
+
+def from_gpt2_files(
+    vocab_path: str | Path,
+    merges_path: str | Path,
+    bos_token: str = "<|endoftext|>",
+    eos_token: str = "<|endoftext|>",
+    pad_token: str | None = None,
+    pre_tokenizer: str = "gpt2",
+    context_length: int = 1024,
+) -> BPETokenizer:
+    """A tokenizer from GPT-2 style ``vocab.json`` (token -> id) and ``merges.txt`` (``#version`` header).
+
+    Special tokens are the vocab entries that are neither a byte nor a merge result (GPT-2:
+    ``<|endoftext|>``), plus the named bos/eos/pad tokens. No normalizer, as GPT-2.
+    """
+    vocab_path, merges_path = Path(vocab_path), Path(merges_path)
+    for p in (vocab_path, merges_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"GPT-2 tokenizer file {p} does not exist")
+    try:
+        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{vocab_path} is not valid JSON: {err}") from None
+    if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
+        raise ValueError(f"{vocab_path} must map token strings to integer ids")
+    merges = _read_merges(merges_path.read_text(encoding="utf-8").splitlines(), merges_path)
+    named = [t for t in (bos_token, eos_token, pad_token) if t is not None]
+    learned = set(bytes_to_unicode().values()) | {left + right for left, right in merges}
+    specials = [t for t in vocab if t not in learned or t in named]
+    missing = [t for t in named if t not in vocab]
+    if missing:
+        raise ValueError(f"{vocab_path} has no entry for special token(s) {missing}")
+    model = BPEModel(vocab, merges, special_tokens=specials)
+    return BPETokenizer(
+        model, None, RegexPreTokenizer.named(pre_tokenizer), bos_token, eos_token, pad_token, context_length
+    )
+
+
+def clip_normalizer() -> NormalizerSequence:
+    """CLIP's text clean-up: NFC, HTML unescape twice, whitespace runs -> one space, strip, lowercase."""
+    return NormalizerSequence([NFC(), HtmlUnescape(), WhitespaceClean(), Lowercase()])
+
+
+def from_clip_bpe(
+    path: str | Path, context_length: int = CLIP_CONTEXT_LENGTH, max_merges: int = CLIP_MAX_MERGES
+) -> BPETokenizer:
+    """A tokenizer reproducing OpenAI CLIP's from its gzipped merges file.
+
+    Layout: gzip UTF-8 text, a version header line, then one ``left right`` merge per line where a word's
+    last symbol carries ``</w>``. Ids: the 256 byte characters (in :func:`bytes_to_unicode` order), the
+    same with ``</w>``, one per merge, then ``<|startoftext|>`` and ``<|endoftext|>``. Padding is id 0 and
+    truncation keeps the final ``<|endoftext|>``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CLIP merges file {path} does not exist (expected bpe_simple_vocab_16e6.txt.gz)")
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            lines = fh.read().split("\n")
+    except OSError as err:
+        raise ValueError(f"{path} is not a gzip file: {err}") from None
+    merges = _read_merges(lines[1 : max_merges + 1], path)  # line 0 is the version header
+    chars = list(bytes_to_unicode().values())
+    tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges] + [CLIP_START, CLIP_END]
+    vocab: dict[str, int] = {}
+    for token in tokens:
+        vocab.setdefault(token, len(vocab))
+    if len(vocab) != len(tokens):
+        raise ValueError(f"{path}: merges produce a token twice; not a CLIP merges file")
+    model = BPEModel(vocab, merges, end_of_word_suffix="</w>", special_tokens=[CLIP_START, CLIP_END])
+    return BPETokenizer(
+        model,
+        clip_normalizer(),
+        RegexPreTokenizer.named("clip"),
+        bos_token=CLIP_START,
+        eos_token=CLIP_END,
+        pad_token=None,
+        context_length=context_length,
+    )

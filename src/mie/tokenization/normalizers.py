@@ -1,0 +1,122 @@
+"""Normalizers: the first pipeline stage, text -> text, applied before pre-tokenization.
+
+Each stage is small and serializable (``to_dict`` / ``normalizer_from_dict``) so a whole tokenizer fits in
+one JSON file. Stages compose with :class:`NormalizerSequence`.
+"""
+
+from __future__ import annotations
+
+import html
+import unicodedata
+from collections.abc import Sequence
+from typing import Any
+
+import regex
+
+
+class Normalizer:
+    """A text -> text transform; subclasses set ``kind`` and implement ``__call__``."""
+
+    kind = "identity"
+
+    def __call__(self, text: str) -> str:
+        """Return the normalized text (the identity here)."""
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description; ``normalizer_from_dict`` rebuilds the stage."""
+        return {"type": self.kind}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Normalizer) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.to_dict()})"
+
+
+class NFC(Normalizer):
+    """Unicode canonical composition, so ``e`` + combining acute and ``é`` give the same tokens."""
+
+    kind = "nfc"
+
+    def __call__(self, text: str) -> str:
+        # is_normalized is a fast scan; most text is already NFC and needs no copy.
+        return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+
+
+class Lowercase(Normalizer):
+    """``str.lower`` (what CLIP does after cleaning)."""
+
+    kind = "lowercase"
+
+    def __call__(self, text: str) -> str:
+        return text.lower()
+
+
+_WHITESPACE_RUN = regex.compile(r"\s+")
+
+
+class WhitespaceClean(Normalizer):
+    """Collapse every run of Unicode whitespace into one space and strip both ends (CLIP's clean-up)."""
+
+    kind = "whitespace_clean"
+
+    def __call__(self, text: str) -> str:
+        return _WHITESPACE_RUN.sub(" ", text).strip()
+
+
+class HtmlUnescape(Normalizer):
+    """Undo HTML escapes twice (``&amp;amp;`` -> ``&``) and strip, as CLIP's ``basic_clean`` does."""
+
+    kind = "html_unescape"
+
+    def __call__(self, text: str) -> str:
+        return html.unescape(html.unescape(text)).strip()
+
+
+class NormalizerSequence(Normalizer):
+    """Apply several normalizers in order."""
+
+    kind = "sequence"
+
+    def __init__(self, stages: Sequence[Normalizer]) -> None:
+        self.stages = list(stages)
+
+    def __call__(self, text: str) -> str:
+        for stage in self.stages:
+            text = stage(text)
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.kind, "stages": [s.to_dict() for s in self.stages]}
+
+
+_KINDS: dict[str, type[Normalizer]] = {
+    cls.kind: cls for cls in (Normalizer, NFC, Lowercase, WhitespaceClean, HtmlUnescape)
+}
+
+
+def normalizer_from_dict(data: dict[str, Any]) -> Normalizer:
+    """Rebuild a normalizer written by ``Normalizer.to_dict``."""
+    kind = data.get("type")
+    if kind == NormalizerSequence.kind:
+        return NormalizerSequence([normalizer_from_dict(d) for d in data.get("stages", [])])
+    if kind not in _KINDS:
+        raise ValueError(
+            f"unknown normalizer type {kind!r}; expected one of {sorted([*_KINDS, NormalizerSequence.kind])}"
+        )
+    return _KINDS[kind]()
+
+
+def build_normalizer(nfc: bool = True, lowercase: bool = False, clean_whitespace: bool = False) -> Normalizer:
+    """The usual pipeline: NFC, then optional whitespace clean-up, then optional lowercasing."""
+    stages: list[Normalizer] = []
+    if nfc:
+        stages.append(NFC())
+    if clean_whitespace:
+        stages.append(WhitespaceClean())
+    if lowercase:
+        stages.append(Lowercase())
+    if len(stages) == 1:
+        return stages[0]
+    return NormalizerSequence(stages) if stages else Normalizer()

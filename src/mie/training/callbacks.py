@@ -1,0 +1,319 @@
+"""Callbacks: observers of the training loop with named hooks (the Keras / Lightning pattern).
+
+The trainer owns the loop and calls, in this order::
+
+    on_train_begin
+      on_epoch_begin
+        on_step_end            (after every optimizer step)
+        on_validation_end      (when the epoch is validated)
+        on_checkpoint          (whenever a checkpoint file is written)
+      on_epoch_end
+    on_train_end
+
+Callbacks that write files or print check ``trainer.is_main`` so only rank 0 does. A callback
+with state worth resuming (best score, patience) implements ``state_dict`` / ``load_state_dict``;
+the trainer stores it in its own state under the callback's class name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mie.training.base import BaseTrainer
+
+
+class Callback:
+    """Base class: every hook is a no-op; override the ones you need."""
+
+    def on_train_begin(self, trainer: BaseTrainer) -> None:
+        """Called once before the first epoch (after a resume has been loaded)."""
+
+    def on_train_end(self, trainer: BaseTrainer, history: list[dict[str, float]]) -> None:
+        """Called once when the loop stops, for whatever reason."""
+
+    def on_epoch_begin(self, trainer: BaseTrainer, epoch: int) -> None:
+        """Called before epoch ``epoch`` (0-based) starts or resumes."""
+
+    def on_epoch_end(self, trainer: BaseTrainer, epoch: int, metrics: dict[str, float]) -> None:
+        """Called after epoch ``epoch`` with its train (and val) metrics; ``trainer.epoch`` is already ``epoch + 1``."""
+
+    def on_step_end(self, trainer: BaseTrainer, step: int, metrics: dict[str, float]) -> None:
+        """Called after optimizer step number ``step`` (1-based) with that step's ``train/...`` metrics."""
+
+    def on_validation_end(self, trainer: BaseTrainer, metrics: dict[str, float]) -> None:
+        """Called after validation with its ``val/...`` metrics."""
+
+    def on_checkpoint(self, trainer: BaseTrainer, path: Path) -> None:
+        """Called after a checkpoint has been written to ``path``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-typed state to resume this callback (empty by default)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+class CallbackList(Callback):
+    """Calls each hook on every callback, in the order given."""
+
+    def __init__(self, callbacks: Iterable[Callback] | None = None) -> None:
+        self.callbacks: list[Callback] = list(callbacks or [])
+
+    def __iter__(self):
+        return iter(self.callbacks)
+
+    def __len__(self) -> int:
+        return len(self.callbacks)
+
+    def append(self, callback: Callback) -> None:
+        """Add a callback at the end."""
+        self.callbacks.append(callback)
+
+    def on_train_begin(self, trainer: BaseTrainer) -> None:
+        for cb in self.callbacks:
+            cb.on_train_begin(trainer)
+
+    def on_train_end(self, trainer: BaseTrainer, history: list[dict[str, float]]) -> None:
+        for cb in self.callbacks:
+            cb.on_train_end(trainer, history)
+
+    def on_epoch_begin(self, trainer: BaseTrainer, epoch: int) -> None:
+        for cb in self.callbacks:
+            cb.on_epoch_begin(trainer, epoch)
+
+    def on_epoch_end(self, trainer: BaseTrainer, epoch: int, metrics: dict[str, float]) -> None:
+        for cb in self.callbacks:
+            cb.on_epoch_end(trainer, epoch, metrics)
+
+    def on_step_end(self, trainer: BaseTrainer, step: int, metrics: dict[str, float]) -> None:
+        for cb in self.callbacks:
+            cb.on_step_end(trainer, step, metrics)
+
+    def on_validation_end(self, trainer: BaseTrainer, metrics: dict[str, float]) -> None:
+        for cb in self.callbacks:
+            cb.on_validation_end(trainer, metrics)
+
+    def on_checkpoint(self, trainer: BaseTrainer, path: Path) -> None:
+        for cb in self.callbacks:
+            cb.on_checkpoint(trainer, path)
+
+    def state_dict(self) -> dict[str, Any]:
+        """States of the callbacks that have one, keyed by class name (numbered if repeated)."""
+        return {key: state for key, cb in self._keyed() if (state := cb.state_dict())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, cb in self._keyed():
+            if key in state:
+                cb.load_state_dict(state[key])
+
+    def _keyed(self) -> list[tuple[str, Callback]]:
+        counts: dict[str, int] = {}
+        keyed = []
+        for cb in self.callbacks:
+            name = type(cb).__name__
+            counts[name] = counts.get(name, 0) + 1
+            keyed.append((name if counts[name] == 1 else f"{name}_{counts[name]}", cb))
+        return keyed
+
+
+def _improved(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
+    if best is None:
+        return not math.isnan(value)
+    return value > best + min_delta if mode == "max" else value < best - min_delta
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode={mode!r} must be 'max' or 'min'")
+    return mode
+
+
+class ProgressBar(Callback):
+    """One self-rewriting status line: epoch, step, loss, lr and samples/s.
+
+    Shown only on rank 0, when ``stream`` (stderr by default) is a terminal and ``quiet`` is off,
+    so logs of batch jobs stay clean. Refreshes every ``trainer.config.log_every`` steps.
+    """
+
+    def __init__(self, stream: IO[str] | None = None, quiet: bool = False) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.quiet = quiet
+        self._shown = False
+
+    def _enabled(self, trainer: BaseTrainer) -> bool:
+        isatty = getattr(self.stream, "isatty", None)
+        return trainer.is_main and not self.quiet and bool(isatty and isatty())
+
+    def on_step_end(self, trainer: BaseTrainer, step: int, metrics: dict[str, float]) -> None:
+        every = max(1, trainer.config.log_every)
+        if step % every != 0 or not self._enabled(trainer):
+            return
+        total = trainer.total_steps
+        line = (f"epoch {trainer.epoch + 1}/{trainer.num_epochs} step {step}/{total} "
+                f"loss {metrics.get('train/loss', float('nan')):.4f} lr {metrics.get('train/lr', 0.0):.2e} "
+                f"{metrics.get('train/samples_per_sec', 0.0):.0f} samples/s")
+        self.stream.write("\r" + line.ljust(79))
+        self.stream.flush()
+        self._shown = True
+
+    def on_epoch_end(self, trainer: BaseTrainer, epoch: int, metrics: dict[str, float]) -> None:
+        if not self._enabled(trainer):
+            return
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.endswith("loss") or k.startswith("val/"))
+        self.stream.write(("\n" if self._shown else "") + f"epoch {epoch + 1} done: {shown}\n")
+        self.stream.flush()
+        self._shown = False
+
+
+class MetricsLogger(Callback):
+    """Appends JSON lines to ``<output_dir>/metrics.jsonl`` (rank 0 only).
+
+    Every ``log_every`` steps: ``{"event": "step", "step", "epoch", "time", "train/loss", "train/lr", ...}``;
+    after each epoch: ``{"event": "epoch", "step", "epoch", "train/...", "val/..."}``.
+    Appending (not rewriting) keeps the lines of a run that is later resumed.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+
+    def _file(self, trainer: BaseTrainer) -> Path:
+        return self.path or Path(trainer.config.output_dir) / "metrics.jsonl"
+
+    def _write(self, trainer: BaseTrainer, record: dict[str, Any]) -> None:
+        if not trainer.is_main:
+            return
+        file = self._file(trainer)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with open(file, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def on_step_end(self, trainer: BaseTrainer, step: int, metrics: dict[str, float]) -> None:
+        if step % max(1, trainer.config.log_every) == 0:
+            self._write(trainer, {"event": "step", "step": step, "epoch": trainer.epoch,
+                                  "time": round(time.time(), 3), **metrics})
+
+    def on_epoch_end(self, trainer: BaseTrainer, epoch: int, metrics: dict[str, float]) -> None:
+        self._write(trainer, {"event": "epoch", "step": trainer.global_step, "epoch": epoch,
+                              "time": round(time.time(), 3), **metrics})
+
+
+class EarlyStopping(Callback):
+    """Stops training when ``monitor`` has not improved by ``min_delta`` for ``patience`` validations."""
+
+    def __init__(self, monitor: str = "val/loss", mode: str = "min", patience: int = 3,
+                 min_delta: float = 0.0) -> None:
+        self.monitor = monitor
+        self.mode = _check_mode(mode)
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best: float | None = None
+        self.bad_epochs = 0
+
+    def on_validation_end(self, trainer: BaseTrainer, metrics: dict[str, float]) -> None:
+        if self.monitor not in metrics:
+            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, but validation returned "
+                             f"{sorted(metrics)}; pick one of those")
+        value = float(metrics[self.monitor])
+        if _improved(value, self.best, self.mode, self.min_delta):
+            self.best, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+            if self.bad_epochs >= self.patience:
+                trainer.should_stop = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.bad_epochs = state["best"], state["bad_epochs"]
+
+
+class ModelCheckpoint(Callback):
+    """Writes checkpoints through ``mie.io`` (atomic, safetensors + JSON, weights-only state).
+
+    In ``dirpath`` (default ``<output_dir>/checkpoints``):
+
+    * ``last.safetensors`` + ``last.json`` + ``last_state.pt`` every ``every_n_steps`` steps and at
+      the end of training (``last_state.pt`` is what ``fit(resume_from=...)`` reads);
+    * ``best.safetensors`` + ``best.json`` whenever ``monitor`` improves (by ``mode``);
+    * ``step_000100.safetensors`` (+ json) at the periodic saves when ``keep_last_n > 0``, keeping
+      only the newest ``keep_last_n`` of them.
+
+    ``None`` arguments take their value from the trainer's config (``checkpoint_every_steps``,
+    ``best_metric``, ``best_mode``).
+    """
+
+    def __init__(self, dirpath: str | Path | None = None, every_n_steps: int | None = None,
+                 monitor: str | None = None, mode: str | None = None, keep_last_n: int = 0,
+                 save_last: bool = True) -> None:
+        self.dirpath = Path(dirpath) if dirpath is not None else None
+        self.every_n_steps = every_n_steps
+        self.monitor = monitor
+        self.mode = _check_mode(mode) if mode is not None else None
+        self.keep_last_n = keep_last_n
+        self.save_last = save_last
+        self.best_score: float | None = None
+        self.best_step: int | None = None
+        self._last_saved_step: int | None = None
+        self._warned_missing = False
+
+    def on_train_begin(self, trainer: BaseTrainer) -> None:
+        cfg = trainer.config
+        self.dirpath = self.dirpath or Path(cfg.output_dir) / "checkpoints"
+        self.every_n_steps = cfg.checkpoint_every_steps if self.every_n_steps is None else self.every_n_steps
+        self.monitor = self.monitor or cfg.best_metric
+        self.mode = self.mode or _check_mode(cfg.best_mode)
+
+    def _save_last(self, trainer: BaseTrainer) -> None:
+        if self._last_saved_step == trainer.global_step:
+            return
+        trainer.save_checkpoint(self.dirpath, "last", with_state=True)
+        self._last_saved_step = trainer.global_step
+
+    def on_step_end(self, trainer: BaseTrainer, step: int, metrics: dict[str, float]) -> None:
+        if not self.every_n_steps or step % self.every_n_steps != 0:
+            return
+        self._save_last(trainer)
+        if self.keep_last_n > 0:
+            trainer.save_checkpoint(self.dirpath, f"step_{step:06d}", with_state=False)
+            self._prune(trainer)
+
+    def _prune(self, trainer: BaseTrainer) -> None:
+        if not trainer.is_main:
+            return
+        periodic = sorted(self.dirpath.glob("step_*.safetensors"))
+        for old in periodic[: max(0, len(periodic) - self.keep_last_n)]:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".json").unlink(missing_ok=True)
+
+    def on_validation_end(self, trainer: BaseTrainer, metrics: dict[str, float]) -> None:
+        if self.monitor not in metrics:
+            if not self._warned_missing:
+                warnings.warn(f"ModelCheckpoint: metric {self.monitor!r} not among validation metrics "
+                              f"{sorted(metrics)}; no best checkpoint is kept (set best_metric)", stacklevel=2)
+                self._warned_missing = True
+            return
+        value = float(metrics[self.monitor])
+        if _improved(value, self.best_score, self.mode):
+            self.best_score, self.best_step = value, trainer.global_step
+            trainer.save_checkpoint(self.dirpath, "best", with_state=False,
+                                    extra_metadata={"best_metric": self.monitor, "best_score": value})
+
+    def on_train_end(self, trainer: BaseTrainer, history: list[dict[str, float]]) -> None:
+        if self.save_last:
+            self._save_last(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_score": self.best_score, "best_step": self.best_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_score, self.best_step = state["best_score"], state["best_step"]

@@ -1,0 +1,130 @@
+"""Data-parallel training with ``torchrun``: process-group set-up, DDP wrapping and collectives.
+
+Launch ``torchrun --nproc_per_node N ...``; :func:`init_distributed` reads ``RANK``, ``WORLD_SIZE``
+and ``LOCAL_RANK`` from the environment. Without them everything here degrades to the
+single-process case (rank 0 of 1), so the trainer calls these functions unconditionally.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+
+@dataclass(frozen=True)
+class DistributedInfo:
+    """Where this process sits in the job."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as err:
+        raise ValueError(f"environment variable {name}={value!r} must be an integer (set by torchrun)") from err
+
+
+def init_distributed(backend: str | None = None) -> DistributedInfo:
+    """Join the process group described by the torchrun environment (no-op for one process).
+
+    ``backend`` defaults to ``nccl`` when CUDA is available, else ``gloo``. On CUDA each process
+    is pinned to ``cuda:LOCAL_RANK``.
+    """
+    world_size = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", rank)
+    use_cuda = torch.cuda.is_available()
+    device = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend=backend or ("nccl" if use_cuda else "gloo"),
+                                rank=rank, world_size=world_size)
+    return DistributedInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def is_distributed() -> bool:
+    """True inside an initialised process group of more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def get_rank() -> int:
+    """This process's rank (0 when not distributed)."""
+    return dist.get_rank() if is_distributed() else 0
+
+
+def get_world_size() -> int:
+    """Number of processes (1 when not distributed)."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main_process() -> bool:
+    """Only rank 0 writes files, logs and shows progress."""
+    return get_rank() == 0
+
+
+def rank_seed(seed: int) -> int:
+    """A per-process seed (``seed + rank``): ranks draw different dropout/augmentation noise.
+
+    Data order is not affected: a ``DistributedSampler`` shuffles with its own seed and
+    ``set_epoch``, identically on every rank, and then takes this rank's shard.
+    """
+    return seed + get_rank()
+
+
+def wrap_ddp(model: nn.Module, device: torch.device | None = None) -> nn.Module:
+    """Wrap ``model`` in ``DistributedDataParallel`` when distributed; return it unchanged otherwise."""
+    if not is_distributed():
+        return model
+    if device is not None and device.type == "cuda":
+        return DistributedDataParallel(model, device_ids=[device.index or 0], output_device=device.index or 0)
+    return DistributedDataParallel(model)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare model inside a DDP wrapper (the one whose ``state_dict`` has clean names)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def barrier() -> None:
+    """Wait for every process (no-op when not distributed)."""
+    if is_distributed():
+        dist.barrier()
+
+
+def all_reduce_mean(values: dict[str, float], device: torch.device | None = None) -> dict[str, float]:
+    """Average a dict of floats over all processes (same keys on every rank); identity when alone."""
+    if not is_distributed() or not values:
+        return dict(values)
+    keys = sorted(values)
+    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    tensor /= get_world_size()
+    return dict(zip(keys, tensor.tolist()))
+
+
+def broadcast_int(value: int, device: torch.device | None = None) -> int:
+    """Rank 0's ``value`` on every rank, so time-based decisions agree across processes."""
+    if not is_distributed():
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.broadcast(tensor, src=0)
+    return int(tensor.item())
+
+
+def cleanup() -> None:
+    """Leave the process group (safe to call when none exists)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

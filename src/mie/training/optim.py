@@ -1,0 +1,67 @@
+"""AdamW with decay / no-decay parameter groups (the nanoGPT / CLIP recipe).
+
+Weight decay shrinks matrices towards zero; applied to biases, norm gains, embeddings, positional
+embeddings, class tokens or the CLIP temperature it only hurts, so those get ``weight_decay=0``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from mie.config import OptimizerConfig
+
+# Parameter names that never get weight decay, whatever their shape.
+_NO_DECAY_NAME = re.compile(r"embedding|pos_emb|position|cls_token|class_token|logit_scale|logit_bias")
+_NO_DECAY_MODULES = (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.RMSNorm)
+
+
+def split_decay_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter], list[str]]:
+    """Trainable parameters split into ``(decay, no_decay, no_decay_names)``.
+
+    No decay: ``ndim < 2``, parameters of embedding / norm modules, names matching
+    ``embedding|pos_emb|position|cls_token|class_token|logit_scale|logit_bias``, and names the model lists in
+    an optional ``no_weight_decay()`` method (the timm convention). Tied parameters appear once.
+    """
+    extra = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    no_decay_names: list[str] = []
+    seen: set[int] = set()
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            name = f"{module_name}.{param_name}" if module_name else param_name
+            if (param.ndim < 2 or isinstance(module, _NO_DECAY_MODULES) or _NO_DECAY_NAME.search(name.lower())
+                    or name in extra):
+                no_decay.append(param)
+                no_decay_names.append(name)
+            else:
+                decay.append(param)
+    return decay, no_decay, no_decay_names
+
+
+def create_optimizer(model: nn.Module, cfg: OptimizerConfig, lr: float | None = None) -> torch.optim.AdamW:
+    """AdamW over ``model``'s trainable parameters; ``lr`` (e.g. a stage's) overrides ``cfg.lr``.
+
+    Groups are named ``"decay"`` / ``"no_decay"`` (an extra ``name`` key in each param group).
+    Frozen parameters (``requires_grad=False``) are left out. The fused kernel is used only when
+    every parameter lives on CUDA; elsewhere PyTorch's default (foreach) implementation runs.
+    """
+    if cfg.name.lower() != "adamw":
+        raise ValueError(f"optimizer.name={cfg.name!r} is not supported; use 'adamw'")
+    if len(cfg.betas) != 2:
+        raise ValueError(f"optimizer.betas must hold two numbers, got {cfg.betas}")
+    decay, no_decay, _ = split_decay_parameters(model)
+    if not decay and not no_decay:
+        raise ValueError("the model has no trainable parameters (all frozen?); unfreeze some before training")
+    groups = [{"params": params, "weight_decay": wd, "name": name}
+              for name, params, wd in (("decay", decay, cfg.weight_decay), ("no_decay", no_decay, 0.0)) if params]
+    lr = cfg.lr if lr is None or lr <= 0 else lr
+    fused = all(p.is_cuda for p in decay + no_decay)
+    return torch.optim.AdamW(groups, lr=lr, betas=(float(cfg.betas[0]), float(cfg.betas[1])), eps=cfg.eps,
+                             fused=fused or None)
