@@ -38,7 +38,7 @@ COMMANDS: dict[str, Command] = {
     "demo": Command("train and evaluate the small demo end to end", "mie.recipes.commands",
                     "add_demo_arguments", "run_demo"),
     "data": Command("prepare, inspect and convert image-text datasets"),
-    "tokenizer": Command("train, inspect and apply tokenizers"),
+    "tokenizer": Command("train, inspect and apply BPE tokenizers", "mie.tokenization.commands"),
     "safety": Command("run the safety evaluator, filter and red-team suites"),
     "optimize": Command("quantize, prune and benchmark a model"),
     "doctor": Command("report the machine, packages and accelerators", "mie.tools.doctor"),

@@ -172,6 +172,8 @@ class TrainingConfig:
 class ConfigError(ValueError):
     """A config value, key or file is wrong; the message names the dotted key, the value and the fix."""
 
+    key: str | None = None  # the dotted key of a type mismatch, when there is one
+
 
 # A float written as ``3e-4`` is a string to YAML 1.1 (PyYAML wants ``3.0e-4``); float fields accept it.
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -215,7 +217,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             try:
                 return _convert(value, option, key)
             except ConfigError as exc:
-                if getattr(exc, "key", None) != key:
+                if exc.key != key:
                     raise  # a mistake deeper inside (e.g. stages[0].loss.name) keeps its own message
         raise _type_error(key, value, tp)
     if origin is list:

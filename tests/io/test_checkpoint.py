@@ -44,9 +44,10 @@ def test_round_trip_with_shared_and_non_contiguous_tensors(tmp_path):
 def test_dataclass_metadata_is_stored_as_dict(tmp_path):
     from mie.config import OptimizerConfig
 
-    path = save_weights(tmp_path / "m.safetensors", {"x": torch.zeros(2)}, {"opt": OptimizerConfig(lr=0.5)})
+    meta_in = {"opt": OptimizerConfig(lr=0.5), "where": tmp_path / "data", "loss": torch.tensor(0.25)}
+    path = save_weights(tmp_path / "m.safetensors", {"x": torch.zeros(2)}, meta_in)
     _, meta = load_weights(path)
-    assert meta["opt"]["lr"] == 0.5
+    assert meta["opt"]["lr"] == 0.5 and meta["where"] == str(tmp_path / "data") and meta["loss"] == 0.25
 
 
 def test_bad_arguments_are_refused(tmp_path):

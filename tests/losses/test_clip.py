@@ -95,7 +95,9 @@ def test_gradcheck_float64(chunk, with_ids):
     scale = torch.tensor(5.0, dtype=torch.float64, requires_grad=True)
     ids = torch.tensor([0, 1, 1, 2]) if with_ids else None
     loss_fn = CLIPStyleLoss(label_smoothing=0.1, chunk_size=chunk)
-    assert torch.autograd.gradcheck(lambda a, b, s: loss_fn(a, b, logit_scale=s, match_ids=ids), (img, txt, scale))
+    assert torch.autograd.gradcheck(
+        lambda a, b, s: loss_fn(a, b, logit_scale=s, match_ids=ids), (img, txt, scale)
+    )
 
 
 def test_logit_scale_argument_overrides_own_temperature():
@@ -175,7 +177,11 @@ def test_bad_inputs_raise(args, kwargs, match):
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [({"temperature": 0}, "temperature"), ({"label_smoothing": 1.0}, "label_smoothing"), ({"chunk_size": 0}, "chunk")],
+    [
+        ({"temperature": 0}, "temperature"),
+        ({"label_smoothing": 1.0}, "label_smoothing"),
+        ({"chunk_size": 0}, "chunk"),
+    ],
 )
 def test_bad_constructor_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -41,7 +41,7 @@ class RegressionTrainer(BaseTrainer):
     def training_step(self, batch):
         pred = self.model(batch["x"])
         loss = torch.nn.functional.mse_loss(pred, batch["y"])
-        self.seen_losses = getattr(self, "seen_losses", []) + [float(loss)]
+        self.seen_losses = getattr(self, "seen_losses", []) + [loss.item()]
         return {"loss": loss, "mae": (pred - batch["y"]).abs().mean()}
 
     def validation_step(self, batch):

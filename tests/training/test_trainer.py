@@ -46,8 +46,9 @@ def test_accumulation_matches_one_big_batch(toys, tmp_path):
     torch.manual_seed(0)
     model = toys.Model(dropout=0.0)
     twin = copy.deepcopy(model)
-    cfg_small = toys.config(tmp_path, grad_accum_steps=2, epochs=1)
-    cfg_big = toys.config(tmp_path, grad_accum_steps=1, epochs=1)
+    schedule = ScheduleConfig(name="constant", warmup_steps=0)
+    cfg_small = toys.config(tmp_path, grad_accum_steps=2, epochs=1, schedule=schedule)
+    cfg_big = toys.config(tmp_path, grad_accum_steps=1, epochs=1, schedule=schedule)
     small = toys.Trainer(model, cfg_small, toys.loader(n=16, batch_size=4, shuffle=False), callbacks=[])
     big = toys.Trainer(twin, cfg_big, toys.loader(n=16, batch_size=8, shuffle=False), callbacks=[])
     assert small.steps_per_epoch == big.steps_per_epoch == 2
@@ -267,7 +268,6 @@ class Stream(IterableDataset):
     """A loader without a length: the trainer must be given max_steps."""
 
     def __iter__(self):
-        data = toys_data = None  # noqa: F841 - placeholder names keep the generator simple
         g = torch.Generator().manual_seed(0)
         for _ in range(10):
             x = torch.randn(4, generator=g)
@@ -320,11 +320,27 @@ def test_device_helpers():
 
 
 def test_mid_epoch_resume_without_generator_warns(toys, tmp_path):
-    trainer = toys.Trainer(toys.Model(), toys.config(tmp_path, epochs=1),
-                           DataLoader(toys.Dataset(8), batch_size=4, shuffle=True), callbacks=[])
+    cfg = toys.config(tmp_path, epochs=1, schedule=ScheduleConfig(name="constant", warmup_steps=0))
+    trainer = toys.Trainer(toys.Model(), cfg, DataLoader(toys.Dataset(8), batch_size=4, shuffle=True), callbacks=[])
     trainer.batch_in_epoch = 1
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit()
     assert any("mid-epoch" in str(w.message) for w in caught)
     assert trainer.global_step == 1  # only the second batch was left in the epoch
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fp16_with_grad_scaler_on_cuda(toys, tmp_path):
+    cfg = toys.config(tmp_path, epochs=3, precision="fp16", device="cuda",
+                      optimizer=OptimizerConfig(lr=0.05, weight_decay=0.0, grad_clip=1.0))
+    trainer = toys.Trainer(toys.Model(), cfg, toys.loader(), val_loader=toys.loader(n=8), callbacks=[])
+    assert trainer.scaler is not None and trainer.autocast_dtype is torch.float16
+    history = trainer.fit()
+    assert history[-1]["train/loss"] < history[0]["train/loss"]
+    state = trainer.state_dict()
+    assert state["scaler"]["scale"] > 0 and "cuda" in state["rng"]
+    path = trainer.save_checkpoint(tmp_path / "ck")
+    other = toys.Trainer(toys.Model(), cfg, toys.loader(), callbacks=[])
+    other.load_checkpoint(path)
+    assert other.scaler.get_scale() == trainer.scaler.get_scale()

@@ -173,12 +173,31 @@ def _chunks(total: int, chunk_size: int | None) -> Iterator[slice]:
         yield slice(start, min(start + step, total))
 
 
-def _ranks_from_scores(scores: torch.Tensor, positive: torch.Tensor, ties: str) -> torch.Tensor:
-    """1-based rank of the best positive per row of ``scores`` ``[Q, G]`` given a positive mask ``[Q, G]``."""
-    best = scores.masked_fill(~positive, float("-inf")).max(dim=1, keepdim=True).values
-    rank = 1 + (scores > best).sum(dim=1)
+def _i2t_chunk_ranks(scores: torch.Tensor, text_to_image: torch.Tensor, first_image: int, ties: str) -> torch.Tensor:
+    """Ranks of images ``first_image ..`` given their scores ``[chunk, M]`` against every caption.
+
+    The best caption of each image is found by a scatter over that image's captions instead of a
+    ``[chunk, M]`` mask, which keeps the per-chunk work to one comparison pass over ``scores``.
+    """
+    n_rows = scores.shape[0]
+    mine = torch.nonzero((text_to_image >= first_image) & (text_to_image < first_image + n_rows)).flatten()
+    rows = text_to_image[mine] - first_image
+    own = scores[rows, mine]  # score of every caption of this chunk's images, against its own image
+    best = torch.full((n_rows,), float("-inf"), dtype=scores.dtype).scatter_reduce(0, rows, own, "amax")
+    rank = 1 + (scores > best.unsqueeze(1)).sum(dim=1)
     if ties == "pessimistic":
-        rank += ((scores == best) & ~positive).sum(dim=1)
+        # Tied captions count against the image unless they are its own (any own caption is correct).
+        own_ties = torch.zeros(n_rows, dtype=torch.long).index_add_(0, rows, (own == best[rows]).long())
+        rank += (scores == best.unsqueeze(1)).sum(dim=1) - own_ties
+    return rank
+
+
+def _t2i_chunk_ranks(scores: torch.Tensor, targets: torch.Tensor, ties: str) -> torch.Tensor:
+    """Ranks of captions given their scores ``[chunk, N]`` against every image and their images ``[chunk]``."""
+    own = scores.gather(1, targets.unsqueeze(1))
+    rank = 1 + (scores > own).sum(dim=1)
+    if ties == "pessimistic":
+        rank += (scores == own).sum(dim=1) - 1  # every tie but the caption's own image
     return rank
 
 
@@ -210,16 +229,11 @@ def retrieval_ranks(
 
     i2t = torch.empty(n_img, dtype=torch.long)
     for rows in _chunks(n_img, chunk_size):
-        scores = images[rows] @ texts.T  # [chunk, M]
-        image_ids = torch.arange(rows.start, rows.stop).unsqueeze(1)
-        i2t[rows] = _ranks_from_scores(scores, t2i.unsqueeze(0) == image_ids, ties)
+        i2t[rows] = _i2t_chunk_ranks(images[rows] @ texts.T, t2i, rows.start, ties)  # scores [chunk, M]
 
     t2i_ranks = torch.empty(n_txt, dtype=torch.long)
     for rows in _chunks(n_txt, chunk_size):
-        scores = texts[rows] @ images.T  # [chunk, N]
-        positive = torch.zeros_like(scores, dtype=torch.bool)
-        positive[torch.arange(scores.shape[0]), t2i[rows]] = True
-        t2i_ranks[rows] = _ranks_from_scores(scores, positive, ties)
+        t2i_ranks[rows] = _t2i_chunk_ranks(texts[rows] @ images.T, t2i[rows], ties)  # scores [chunk, N]
     return {"i2t": i2t, "t2i": t2i_ranks}
 
 

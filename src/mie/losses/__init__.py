@@ -8,16 +8,55 @@
 Importing this package imports every loss module so that ``LOSSES`` is complete.
 """
 
+from mie.losses.barlow_twins import BarlowTwinsLoss
 from mie.losses.base import LogitScale, LossBase
 from mie.losses.clip import CLIPStyleLoss
+from mie.losses.combined import CombinedLoss, MultitaskLoss
+from mie.losses.contrastive import ContrastiveLoss
+from mie.losses.cross_entropy import CrossEntropyLoss
+from mie.losses.decorrelation import DecorrelationLoss
+from mie.losses.decoupled import DecoupledContrastiveLoss
+from mie.losses.dynamic_temperature import DynamicTemperatureLoss
+from mie.losses.feature_consistency import FeatureConsistencyLoss
+from mie.losses.hard_negative import HardNegativeLoss
+from mie.losses.hybrid_vicreg import HybridPretrainVICRegLoss
+from mie.losses.memory_queue import MemoryQueueContrastiveLoss
+from mie.losses.moco import EMAMoCoLoss, MoCoLoss, ema_update
+from mie.losses.multimodal_mixed import MultimodalMixedContrastiveLoss
+from mie.losses.ntxent import NTXentLoss
 from mie.losses.registry import LOSSES, build_loss, loss_arguments, register_loss
+from mie.losses.siglip import SigLIPLoss
+from mie.losses.simple_contrastive import SimpleContrastiveLoss
+from mie.losses.supcon import SupervisedContrastiveLoss
+from mie.losses.vicreg import VICRegLoss
 
 __all__ = [
     "LOSSES",
+    "BarlowTwinsLoss",
     "CLIPStyleLoss",
+    "CombinedLoss",
+    "ContrastiveLoss",
+    "CrossEntropyLoss",
+    "DecorrelationLoss",
+    "DecoupledContrastiveLoss",
+    "DynamicTemperatureLoss",
+    "EMAMoCoLoss",
+    "FeatureConsistencyLoss",
+    "HardNegativeLoss",
+    "HybridPretrainVICRegLoss",
     "LogitScale",
     "LossBase",
+    "MemoryQueueContrastiveLoss",
+    "MoCoLoss",
+    "MultimodalMixedContrastiveLoss",
+    "MultitaskLoss",
+    "NTXentLoss",
+    "SigLIPLoss",
+    "SimpleContrastiveLoss",
+    "SupervisedContrastiveLoss",
+    "VICRegLoss",
     "build_loss",
+    "ema_update",
     "loss_arguments",
     "register_loss",
 ]

@@ -43,7 +43,9 @@ def check_tensor(x: object, name: str, ndim: int | None = 2, min_batch: int = 1)
 def check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
     """Raise a clear ValueError when two paired inputs differ in shape."""
     if a.shape != b.shape:
-        raise ValueError(f"{name_a} and {name_b} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
 
 
 def check_ids(ids: object, batch: int, name: str = "match_ids") -> Tensor:
@@ -93,7 +95,9 @@ class LossBase(nn.Module):
 
     def record(self, **values: Tensor | float) -> None:
         """Store detached float metrics for logging (overwrites the previous step's)."""
-        self.last_metrics = {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in values.items()}
+        self.last_metrics = {
+            k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in values.items()
+        }
 
 
 class LogitScale(nn.Module):

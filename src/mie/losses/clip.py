@@ -73,11 +73,22 @@ class CLIPStyleLoss(LossBase):
         img_all, offset = gather_with_grad(img) if self.gather_distributed else (img, 0)
         txt_all, _ = gather_with_grad(txt) if self.gather_distributed else (txt, 0)
         ids_all = gather_no_grad(ids) if (ids is not None and self.gather_distributed) else ids
-        common = dict(offset=offset, q_ids=ids, k_ids=ids_all, label_smoothing=self.label_smoothing,
-                      chunk_size=self.chunk_size)
+        common = dict(
+            offset=offset,
+            q_ids=ids,
+            k_ids=ids_all,
+            label_smoothing=self.label_smoothing,
+            chunk_size=self.chunk_size,
+        )
         loss_i2t = info_nce(img, txt_all, scale, **common).mean()
         loss_t2i = info_nce(txt, img_all, scale, **common).mean()
         loss = (loss_i2t + loss_t2i) / 2
-        self.record(loss=loss, loss_i2t=loss_i2t, loss_t2i=loss_t2i, logit_scale=scale,
-                    temperature=1.0 / scale, **pair_diagnostics(img, txt, ids))
+        self.record(
+            loss=loss,
+            loss_i2t=loss_i2t,
+            loss_t2i=loss_t2i,
+            logit_scale=scale,
+            temperature=1.0 / scale,
+            **pair_diagnostics(img, txt, ids),
+        )
         return loss

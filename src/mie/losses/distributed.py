@@ -26,7 +26,9 @@ def _check_equal_batches(x: Tensor, world_size: int) -> None:
     dist.all_gather(sizes, torch.tensor([x.shape[0]], dtype=torch.long, device=x.device))
     got = [int(s) for s in sizes]
     if len(set(got)) != 1:
-        raise ValueError(f"gather_distributed needs the same batch size on every rank, got {got}; use drop_last=True")
+        raise ValueError(
+            f"gather_distributed needs the same batch size on every rank, got {got}; use drop_last=True"
+        )
 
 
 class _GatherWithGrad(torch.autograd.Function):

@@ -37,7 +37,9 @@ class DynamicTemperatureLoss(LossBase):
         self.min_temperature = check_positive(min_temperature, "min_temperature")
         self.max_temperature = check_positive(max_temperature, "max_temperature")
         if self.max_temperature < self.min_temperature:
-            raise ValueError(f"max_temperature ({max_temperature}) must be >= min_temperature ({min_temperature})")
+            raise ValueError(
+                f"max_temperature ({max_temperature}) must be >= min_temperature ({min_temperature})"
+            )
         if int(period) < 1:
             raise ValueError(f"period must be a positive number of steps, got {period}")
         self.period = int(period)
@@ -49,7 +51,9 @@ class DynamicTemperatureLoss(LossBase):
         phase = (1 + math.cos(2 * math.pi * step / self.period)) / 2
         return self.min_temperature + (self.max_temperature - self.min_temperature) * phase
 
-    def forward(self, a: Tensor, b: Tensor, step: int | None = None, match_ids: Tensor | None = None) -> Tensor:
+    def forward(
+        self, a: Tensor, b: Tensor, step: int | None = None, match_ids: Tensor | None = None
+    ) -> Tensor:
         """Loss at ``step`` (default: the internal counter, advanced after each training-mode call)."""
         a, b = self.check_pair(a, b)
         if self.normalize:
@@ -58,7 +62,10 @@ class DynamicTemperatureLoss(LossBase):
         temperature = self.temperature_at(current)
         ids = None if match_ids is None else check_ids(match_ids, a.shape[0]).to(a.device)
         scale = torch.tensor(1.0 / temperature, dtype=a.dtype, device=a.device)
-        loss = (info_nce(a, b, scale, q_ids=ids, k_ids=ids).mean() + info_nce(b, a, scale, q_ids=ids, k_ids=ids).mean()) / 2
+        loss = (
+            info_nce(a, b, scale, q_ids=ids, k_ids=ids).mean()
+            + info_nce(b, a, scale, q_ids=ids, k_ids=ids).mean()
+        ) / 2
         if self.training and step is None:
             self.step += 1
         self.record(loss=loss, temperature=temperature, step=current, **pair_diagnostics(a, b, ids))

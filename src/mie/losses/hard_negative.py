@@ -27,7 +27,9 @@ class HardNegativeLoss(LossBase):
 
     min_batch = 2
 
-    def __init__(self, temperature: float = 0.07, beta: float = 1.0, mode: str = "hard", normalize: bool = True) -> None:
+    def __init__(
+        self, temperature: float = 0.07, beta: float = 1.0, mode: str = "hard", normalize: bool = True
+    ) -> None:
         super().__init__()
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
@@ -57,7 +59,9 @@ class HardNegativeLoss(LossBase):
         eye = torch.eye(q.shape[0], dtype=torch.bool, device=q.device)
         # log(w * e^l) = l + log w; the positive keeps weight 1.
         weighted = torch.where(eye, logits, logits + self.weights(sims.detach()).clamp_min(1e-30).log())
-        return (torch.logsumexp(weighted, dim=1) - logits.diagonal()).mean(), (sims.detach() < sims.diagonal()[:, None]).float()
+        return (torch.logsumexp(weighted, dim=1) - logits.diagonal()).mean(), (
+            sims.detach() < sims.diagonal()[:, None]
+        ).float()
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         """Mean of the two directions' weighted InfoNCE (a scalar)."""

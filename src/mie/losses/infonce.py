@@ -32,7 +32,9 @@ def positive_key_sums(q_ids: Tensor, k: Tensor, k_ids: Tensor) -> tuple[Tensor, 
     counts = torch.bincount(k_group, minlength=uniq.shape[0]).to(k.dtype)[q_group]
     if bool((counts == 0).any()):
         missing = q_ids[counts == 0].unique().tolist()
-        raise ValueError(f"match_ids {missing} have no positive among the keys; every id needs a matching pair")
+        raise ValueError(
+            f"match_ids {missing} have no positive among the keys; every id needs a matching pair"
+        )
     return sums[q_group], counts
 
 

@@ -25,7 +25,9 @@ class MemoryQueueContrastiveLoss(LossBase):
     are updated after each training-mode call.
     """
 
-    def __init__(self, embed_dim: int = 256, queue_size: int = 1024, temperature: float = 0.07, normalize: bool = True) -> None:
+    def __init__(
+        self, embed_dim: int = 256, queue_size: int = 1024, temperature: float = 0.07, normalize: bool = True
+    ) -> None:
         super().__init__()
         if int(embed_dim) < 1 or int(queue_size) < 1:
             raise ValueError(f"embed_dim and queue_size must be positive, got {embed_dim} and {queue_size}")
@@ -51,7 +53,9 @@ class MemoryQueueContrastiveLoss(LossBase):
         """Mean of image->(texts + queued texts) and text->(images + queued images) InfoNCE."""
         img, txt = self.check_pair(image_embeds, text_embeds, "image_embeds", "text_embeds")
         if img.shape[1] != self.image_queue.shape[1]:
-            raise ValueError(f"embeddings have dim {img.shape[1]}, the queue holds {self.image_queue.shape[1]}; set embed_dim")
+            raise ValueError(
+                f"embeddings have dim {img.shape[1]}, the queue holds {self.image_queue.shape[1]}; set embed_dim"
+            )
         if self.normalize:
             img, txt = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
         filled = int(self.queue_count)

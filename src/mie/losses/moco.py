@@ -44,7 +44,9 @@ class MoCoLoss(LossBase):
     and each training-mode call replaces its oldest ``B`` entries with the batch's detached keys.
     """
 
-    def __init__(self, embed_dim: int = 128, queue_size: int = 4096, temperature: float = 0.07, normalize: bool = True) -> None:
+    def __init__(
+        self, embed_dim: int = 128, queue_size: int = 4096, temperature: float = 0.07, normalize: bool = True
+    ) -> None:
         super().__init__()
         if int(embed_dim) < 1 or int(queue_size) < 1:
             raise ValueError(f"embed_dim and queue_size must be positive, got {embed_dim} and {queue_size}")
@@ -66,12 +68,15 @@ class MoCoLoss(LossBase):
         """Cross-entropy with the key as the positive among ``1 + queue_size`` candidates (a scalar)."""
         q, k = self.check_pair(query, key, "query", "key")
         if q.shape[1] != self.queue.shape[1]:
-            raise ValueError(f"embeddings have dim {q.shape[1]} but the queue holds dim {self.queue.shape[1]}; set embed_dim")
+            raise ValueError(
+                f"embeddings have dim {q.shape[1]} but the queue holds dim {self.queue.shape[1]}; set embed_dim"
+            )
         k = k.detach()
         if self.normalize:
             q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         positive = (q * k).sum(-1, keepdim=True)
-        negative = q @ self.queue.to(q.dtype).T
+        # A copy: the in-place enqueue below must not alter a tensor saved for backward.
+        negative = q @ self.queue.to(q.dtype, copy=True).T
         logits = torch.cat([positive, negative], dim=1) / self.temperature
         loss = F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
         accuracy = (logits.argmax(1) == 0).float().mean()
@@ -113,7 +118,9 @@ class EMAMoCoLoss(MoCoLoss):
     def forward(self, query: Tensor, key_inputs: Tensor) -> Tensor:  # type: ignore[override]
         """MoCo loss of ``query`` against ``key_encoder(key_inputs)``."""
         if self.key_encoder is None:
-            raise ValueError("EMAMoCoLoss has no key encoder: call loss.attach(query_encoder) before the first step")
+            raise ValueError(
+                "EMAMoCoLoss has no key encoder: call loss.attach(query_encoder) before the first step"
+            )
         if self.training:
             ema_update(self.key_encoder, self._source[0], self.momentum)
         with torch.no_grad():

@@ -36,7 +36,11 @@ class MultimodalMixedContrastiveLoss(LossBase):
         normalize: bool = True,
     ) -> None:
         super().__init__()
-        weights = {"infonce_weight": infonce_weight, "ntxent_weight": ntxent_weight, "supervised_weight": supervised_weight}
+        weights = {
+            "infonce_weight": infonce_weight,
+            "ntxent_weight": ntxent_weight,
+            "supervised_weight": supervised_weight,
+        }
         for name, value in weights.items():
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
@@ -45,10 +49,16 @@ class MultimodalMixedContrastiveLoss(LossBase):
         self.weights = {k.removesuffix("_weight"): float(v) for k, v in weights.items()}
         self.infonce = ContrastiveLoss(temperature=temperature, normalize=normalize)
         self.ntxent = NTXentLoss(temperature=temperature, normalize=normalize)
-        self.supervised = SupervisedContrastiveLoss(temperature, base_temperature=temperature, normalize=normalize)
+        self.supervised = SupervisedContrastiveLoss(
+            temperature, base_temperature=temperature, normalize=normalize
+        )
 
     def forward(
-        self, image_embeds: Tensor, text_embeds: Tensor, labels: Tensor | None = None, match_ids: Tensor | None = None
+        self,
+        image_embeds: Tensor,
+        text_embeds: Tensor,
+        labels: Tensor | None = None,
+        match_ids: Tensor | None = None,
     ) -> Tensor:
         """The weighted sum of the active terms (a scalar)."""
         img, txt = self.check_pair(image_embeds, text_embeds, "image_embeds", "text_embeds")
@@ -61,7 +71,9 @@ class MultimodalMixedContrastiveLoss(LossBase):
         if self.weights["supervised"] and class_ids is not None:
             terms["supervised"] = self.supervised(img, txt, labels=class_ids)
         if not terms:
-            raise ValueError("only the supervised term is enabled but neither labels nor match_ids were given")
+            raise ValueError(
+                "only the supervised term is enabled but neither labels nor match_ids were given"
+            )
         loss = sum(self.weights[name] * value for name, value in terms.items())
         self.record(loss=loss, **{f"loss_{name}": value for name, value in terms.items()})
         return loss

@@ -36,7 +36,9 @@ class NTXentLoss(LossBase):
 
     min_batch = 2
 
-    def __init__(self, temperature: float = 0.5, normalize: bool = True, gather_distributed: bool = False) -> None:
+    def __init__(
+        self, temperature: float = 0.5, normalize: bool = True, gather_distributed: bool = False
+    ) -> None:
         super().__init__()
         self.temperature = check_positive(temperature, "temperature")
         self.normalize = normalize

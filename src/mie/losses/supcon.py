@@ -53,7 +53,11 @@ class SupervisedContrastiveLoss(LossBase):
         return F.normalize(views, dim=-1) if self.normalize else views
 
     def forward(
-        self, a: Tensor, b: Tensor | None = None, labels: Tensor | None = None, match_ids: Tensor | None = None
+        self,
+        a: Tensor,
+        b: Tensor | None = None,
+        labels: Tensor | None = None,
+        match_ids: Tensor | None = None,
     ) -> Tensor:
         """Mean SupCon loss over anchors that have at least one positive (a scalar)."""
         views = self._views(a, b)

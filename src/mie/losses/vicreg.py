@@ -35,7 +35,12 @@ class VICRegLoss(LossBase):
     min_batch = 2
 
     def __init__(
-        self, sim_coeff: float = 25.0, std_coeff: float = 25.0, cov_coeff: float = 1.0, gamma: float = 1.0, eps: float = 1e-4
+        self,
+        sim_coeff: float = 25.0,
+        std_coeff: float = 25.0,
+        cov_coeff: float = 1.0,
+        gamma: float = 1.0,
+        eps: float = 1e-4,
     ) -> None:
         super().__init__()
         for name, value in {"sim_coeff": sim_coeff, "std_coeff": std_coeff, "cov_coeff": cov_coeff}.items():

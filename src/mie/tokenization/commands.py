@@ -11,7 +11,6 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from mie.tokenization.base import SPECIAL_TOKENS

@@ -69,7 +69,8 @@ class MultimodalTrainer(BaseTrainer):
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Contrastive loss on one batch, plus the loss's ``last_metrics`` and the logit scale."""
         loss, out = self._forward_loss(batch)
-        return {"loss": loss, **self._loss_metrics(), "logit_scale": out["logit_scale"].detach()}
+        # The loss's own diagnostics may include a float "loss"; the tensor with its graph must win.
+        return {**self._loss_metrics(), "loss": loss, "logit_scale": out["logit_scale"].detach()}
 
     def validation_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """The contrastive loss of one validation batch."""

@@ -1,0 +1,73 @@
+"""Contrastive warm-up followed by a scheduled switch to VICReg: InfoNCE gives a well-spread embedding
+early, VICReg (Bardes et al., 2022) then trains without negatives.
+
+``loss = (1 - w) * InfoNCE + w * VICReg`` with ``w = 0`` for ``step < warmup_steps``, rising linearly to 1
+over ``transition_steps``.
+
+    >>> loss_fn = HybridPretrainVICRegLoss(warmup_steps=500, transition_steps=500)
+    >>> loss = loss_fn(image_embeds, text_embeds)            # advances its own step in training mode
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from mie.losses.base import LossBase
+from mie.losses.contrastive import ContrastiveLoss
+from mie.losses.registry import register_loss
+from mie.losses.vicreg import VICRegLoss
+
+
+@register_loss("hybrid_vicreg")
+class HybridPretrainVICRegLoss(LossBase):
+    """Step-scheduled blend of symmetric InfoNCE and VICReg; the step counter is a saved buffer."""
+
+    min_batch = 2
+
+    def __init__(
+        self,
+        warmup_steps: int = 1000,
+        transition_steps: int = 1000,
+        temperature: float = 0.07,
+        sim_coeff: float = 25.0,
+        std_coeff: float = 25.0,
+        cov_coeff: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if int(warmup_steps) < 0 or int(transition_steps) < 0:
+            raise ValueError(
+                f"warmup_steps and transition_steps must be >= 0, got {warmup_steps}, {transition_steps}"
+            )
+        self.warmup_steps, self.transition_steps = int(warmup_steps), int(transition_steps)
+        self.contrastive = ContrastiveLoss(temperature=temperature)
+        self.vicreg = VICRegLoss(sim_coeff=sim_coeff, std_coeff=std_coeff, cov_coeff=cov_coeff)
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    def vicreg_weight(self, step: int) -> float:
+        """Weight of the VICReg term at ``step`` (0 during warm-up, 1 after the transition)."""
+        if step < self.warmup_steps:
+            return 0.0
+        if self.transition_steps == 0:
+            return 1.0
+        return min(1.0, (step - self.warmup_steps) / self.transition_steps)
+
+    def forward(self, a: Tensor, b: Tensor, step: int | None = None) -> Tensor:
+        """The blended loss at ``step`` (default: the internal counter)."""
+        a, b = self.check_pair(a, b)
+        current = int(self.step) if step is None else int(step)
+        weight = self.vicreg_weight(current)
+        metrics: dict[str, float] = {"vicreg_weight": weight, "step": current}
+        loss = a.new_zeros(())
+        if weight < 1.0:
+            contrastive = self.contrastive(a, b)
+            loss = loss + (1 - weight) * contrastive
+            metrics["loss_contrastive"] = float(contrastive.detach())
+        if weight > 0.0:
+            vicreg = self.vicreg(a, b)
+            loss = loss + weight * vicreg
+            metrics["loss_vicreg"] = float(vicreg.detach())
+        if self.training and step is None:
+            self.step += 1
+        self.record(loss=loss, **metrics)
+        return loss

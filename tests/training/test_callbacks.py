@@ -1,0 +1,195 @@
+"""Callbacks: hook order, metrics.jsonl, checkpoints (last / best / periodic), early stopping, progress."""
+
+import io
+import json
+
+import pytest
+import torch
+
+from mie.io import load_state, load_weights
+from mie.training import (
+    Callback,
+    CallbackList,
+    EarlyStopping,
+    MetricsLogger,
+    ModelCheckpoint,
+    ProgressBar,
+)
+
+
+class Recorder(Callback):
+    def __init__(self, log, name="r"):
+        self.log, self.name = log, name
+
+    def on_train_begin(self, trainer):
+        self.log.append(("train_begin", self.name))
+
+    def on_epoch_begin(self, trainer, epoch):
+        self.log.append(("epoch_begin", epoch))
+
+    def on_step_end(self, trainer, step, metrics):
+        self.log.append(("step", step))
+
+    def on_validation_end(self, trainer, metrics):
+        self.log.append(("val", trainer.epoch))
+
+    def on_checkpoint(self, trainer, path):
+        self.log.append(("checkpoint", path.name))
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        self.log.append(("epoch_end", epoch, trainer.epoch))
+
+    def on_train_end(self, trainer, history):
+        self.log.append(("train_end", len(history)))
+
+
+def test_hook_order(toys, tmp_path):
+    log = []
+    cfg = toys.config(tmp_path, epochs=2)
+    trainer = toys.Trainer(toys.Model(), cfg, toys.loader(n=8), val_loader=toys.loader(n=4),
+                           callbacks=[Recorder(log, "a"), Recorder(log, "b")])
+    trainer.fit()
+    assert log[:2] == [("train_begin", "a"), ("train_begin", "b")]
+    assert log[2:10] == [("epoch_begin", 0), ("epoch_begin", 0), ("step", 1), ("step", 1), ("step", 2),
+                         ("step", 2), ("val", 0), ("val", 0)]
+    assert log[10:12] == [("epoch_end", 0, 1), ("epoch_end", 0, 1)]  # trainer.epoch already advanced
+    assert log[-2:] == [("train_end", 2), ("train_end", 2)]
+    assert sum(1 for entry in log if entry[0] == "step") == 8
+
+
+def test_metrics_jsonl(toys, tmp_path):
+    cfg = toys.config(tmp_path, epochs=2, log_every=2)
+    trainer = toys.Trainer(toys.Model(), cfg, toys.loader(n=12), val_loader=toys.loader(n=4),
+                           callbacks=[MetricsLogger()])
+    history = trainer.fit()
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in lines if r["event"] == "step"]
+    epochs = [r for r in lines if r["event"] == "epoch"]
+    assert [r["step"] for r in steps] == [2, 4, 6]  # 3 steps per epoch, every 2nd logged
+    assert [r["epoch"] for r in steps] == [0, 1, 1]
+    assert all({"train/loss", "train/lr", "train/samples_per_sec"} <= set(r) for r in steps)
+    assert [r["epoch"] for r in epochs] == [0, 1]
+    assert epochs[1]["val/loss"] == pytest.approx(history[1]["val/loss"])
+    assert epochs[0]["train/loss"] == pytest.approx(history[0]["train/loss"])
+
+
+def test_model_checkpoint_last_best_and_periodic(toys, tmp_path):
+    scores = iter([0.5, 0.2, 0.7])
+
+    class ScoredTrainer(toys.Trainer):
+        def validation_epoch_end(self, outputs):
+            return {"score": next(scores)}
+
+    ckpt = ModelCheckpoint(every_n_steps=2, keep_last_n=2, monitor="val/score", mode="max")
+    cfg = toys.config(tmp_path, epochs=3)
+    trainer = ScoredTrainer(toys.Model(), cfg, toys.loader(n=12), val_loader=toys.loader(n=4), callbacks=[ckpt])
+    trainer.fit()
+    directory = tmp_path / "run" / "checkpoints"
+    names = sorted(p.name for p in directory.iterdir())
+    assert names == ["best.json", "best.safetensors", "last.json", "last.safetensors", "last_state.pt",
+                     "step_000006.json", "step_000006.safetensors", "step_000008.json", "step_000008.safetensors"]
+    best, meta = load_weights(directory / "best.safetensors")
+    assert meta["step"] == 9 and meta["best_score"] == 0.7 and meta["metrics"]["val/score"] == 0.7
+    assert meta["config"]["project_name"] == "t" and meta["kind"] == "best"
+    for name, tensor in trainer.raw_model.state_dict().items():
+        assert torch.equal(best[name], tensor)  # best was the last epoch here
+    assert ckpt.best_score == 0.7 and ckpt.best_step == 9
+    state = load_state(directory / "last_state.pt")
+    assert state["global_step"] == 9 and state["callbacks"]["ModelCheckpoint"]["best_score"] == 0.7
+
+
+def test_best_is_kept_when_later_epochs_are_worse(toys, tmp_path):
+    scores = iter([0.3, 0.9, 0.1])
+
+    class ScoredTrainer(toys.Trainer):
+        def validation_epoch_end(self, outputs):
+            return {"loss": next(scores)}
+
+    cfg = toys.config(tmp_path, epochs=3)  # best_metric val/loss, mode min
+    snapshots = {}
+
+    class Snap(Callback):
+        def on_validation_end(self, trainer, metrics):
+            snapshots[trainer.global_step] = {k: v.clone() for k, v in trainer.raw_model.state_dict().items()}
+
+    trainer = ScoredTrainer(toys.Model(), cfg, toys.loader(n=8), val_loader=toys.loader(n=4),
+                            callbacks=[Snap(), ModelCheckpoint()])
+    trainer.fit()
+    best, meta = load_weights(tmp_path / "run" / "checkpoints" / "best.safetensors")
+    assert meta["step"] == 6 and meta["best_score"] == 0.1
+    scores_again = iter([0.3, 0.9, 0.5])
+
+    class Worse(toys.Trainer):
+        def validation_epoch_end(self, outputs):
+            return {"loss": next(scores_again)}
+
+    out = tmp_path / "second"
+    snapshots.clear()
+    trainer = Worse(toys.Model(), toys.config(out, epochs=3), toys.loader(n=8), val_loader=toys.loader(n=4),
+                    callbacks=[Snap(), ModelCheckpoint()])
+    trainer.fit()
+    best, meta = load_weights(out / "run" / "checkpoints" / "best.safetensors")
+    assert meta["step"] == 2 and meta["best_score"] == 0.3
+    for name, tensor in snapshots[2].items():
+        assert torch.equal(best[name], tensor)
+
+
+def test_missing_monitor_warns_once(toys, tmp_path):
+    cfg = toys.config(tmp_path, epochs=2, best_metric="val/mean_r1")
+    trainer = toys.Trainer(toys.Model(), cfg, toys.loader(n=8), val_loader=toys.loader(n=4),
+                           callbacks=[ModelCheckpoint()])
+    with pytest.warns(UserWarning, match="'val/mean_r1' not among validation metrics") as caught:
+        trainer.fit()
+    assert len([w for w in caught if "val/mean_r1" in str(w.message)]) == 1
+    assert not (tmp_path / "run" / "checkpoints" / "best.safetensors").exists()
+    assert (tmp_path / "run" / "checkpoints" / "last.safetensors").exists()
+
+
+def test_early_stopping(toys, tmp_path):
+    scores = iter([1.0, 0.5, 0.6, 0.55, 0.4, 0.3])
+
+    class ScoredTrainer(toys.Trainer):
+        def validation_epoch_end(self, outputs):
+            return {"loss": next(scores)}
+
+    stopper = EarlyStopping(monitor="val/loss", mode="min", patience=2)
+    trainer = ScoredTrainer(toys.Model(), toys.config(tmp_path, epochs=6), toys.loader(n=8),
+                            val_loader=toys.loader(n=4), callbacks=[stopper])
+    history = trainer.fit()
+    assert len(history) == 4 and stopper.best == 0.5 and stopper.bad_epochs == 2
+    clone = EarlyStopping()
+    clone.load_state_dict(stopper.state_dict())
+    assert clone.best == 0.5 and clone.bad_epochs == 2
+    with pytest.raises(ValueError, match="'val/nope'"):
+        EarlyStopping(monitor="val/nope").on_validation_end(trainer, {"val/loss": 1.0})
+    with pytest.raises(ValueError, match="mode='up'"):
+        EarlyStopping(mode="up")
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_only_on_a_terminal(toys, tmp_path):
+    tty, pipe = FakeTTY(), io.StringIO()
+    cfg = toys.config(tmp_path, epochs=1)
+    toys.Trainer(toys.Model(), cfg, toys.loader(n=12), callbacks=[ProgressBar(tty), ProgressBar(pipe),
+                                                                 ProgressBar(FakeTTY(), quiet=True)]).fit()
+    text = tty.getvalue()
+    assert "\repoch 1/1 step 3/3 loss" in text and "samples/s" in text and "lr " in text
+    assert "epoch 1 done: train/loss" in text
+    assert pipe.getvalue() == ""
+
+
+def test_callback_list_state_keys():
+    a, b = EarlyStopping(), EarlyStopping()
+    a.best, b.best = 1.0, 2.0
+    callbacks = CallbackList([a, b, Callback()])
+    state = callbacks.state_dict()
+    assert set(state) == {"EarlyStopping", "EarlyStopping_2"}
+    fresh = CallbackList([EarlyStopping(), EarlyStopping()])
+    fresh.load_state_dict(state)
+    assert [cb.best for cb in fresh] == [1.0, 2.0]
+    fresh.append(Callback())
+    assert len(fresh) == 3
