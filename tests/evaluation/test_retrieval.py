@@ -210,6 +210,8 @@ def test_topk_matches_full_sort_and_breaks_ties_by_index():
     assert tie_idx.tolist() == [[0, 1, 2, 3]]  # k clipped to the gallery; equal scores in index order
     with pytest.raises(ValueError, match="same D"):
         retrieval_topk(torch.randn(2, 3), torch.randn(2, 4))
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        retrieval_topk(torch.randn(2, 3), torch.randn(2, 3), k=0)
 
 
 class TinyEncoder(torch.nn.Module):

@@ -3,7 +3,6 @@
 import os
 import socket
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -75,7 +74,6 @@ def test_gather_is_identity_without_process_group():
     assert gathered is x and offset == 0 and gather_no_grad(x) is x and world() == (0, 1)
 
 
-@pytest.mark.slow
 def test_two_process_losses_and_gradients_match_single_process(tmp_path):
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]

@@ -261,7 +261,8 @@ def contact_sheet(
         if index < len(images):
             ax.imshow(to_uint8_image(images[index]))
             if captions is not None:
-                ax.set_title(_wrap(captions[index], 26), fontsize=7, y=-0.02, va="top")
+                ax.text(0.5, -0.04, _wrap(captions[index], 26), fontsize=7, ha="center", va="top",
+                        transform=ax.transAxes)
     if title:
         fig.suptitle(title)
     return _save(fig, out_png)

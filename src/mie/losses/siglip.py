@@ -71,7 +71,10 @@ class SigLIPLoss(LossBase):
         if self.normalize:
             img, txt = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
         scale = self.log_scale.exp() if logit_scale is None else check_scale(logit_scale)
-        bias = self.bias if logit_bias is None else torch.as_tensor(logit_bias, dtype=torch.float32)
+        bias = self.bias if logit_bias is None else torch.as_tensor(logit_bias)
+        if bias.numel() != 1 or not torch.isfinite(bias).all():
+            raise ValueError(f"logit_bias must be a finite scalar, got {logit_bias!r}")
+        bias = bias.reshape(())
         scale, bias = scale.to(img.device, img.dtype), bias.to(img.device, img.dtype)
         ids = None if match_ids is None else check_ids(match_ids, img.shape[0]).to(img.device)
         txt_all, offset = gather_with_grad(txt) if self.gather_distributed else (txt, 0)

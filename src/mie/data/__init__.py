@@ -1,0 +1,47 @@
+"""Image–text data: the embedded shapes dataset, manifests, datasets, batching and image transforms.
+
+Names are imported lazily (PEP 562) so that ``import mie.data.synthetic`` — done by every spawned
+generation worker — does not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "generate_shapes_dataset": "mie.data.synthetic",
+    "generate_from_config": "mie.data.synthetic",
+    "ensure_shapes_dataset": "mie.data.synthetic",
+    "attribute_prompts": "mie.data.synthetic",
+    "SHAPES": "mie.data.synthetic",
+    "COLORS": "mie.data.synthetic",
+    "ImageTextRecord": "mie.data.image_text",
+    "ImageTextSample": "mie.data.image_text",
+    "ImageTextDataset": "mie.data.image_text",
+    "JsonlImageText": "mie.data.image_text",
+    "EvalBatch": "mie.data.image_text",
+    "read_manifest": "mie.data.image_text",
+    "collate_image_text": "mie.data.image_text",
+    "images_and_all_captions": "mie.data.image_text",
+    "caption_image_index": "mie.data.image_text",
+    "all_captions": "mie.data.image_text",
+    "build_image_transform": "mie.data.transforms",
+    "build_dataset": "mie.data.registry",
+    "register_dataset_format": "mie.data.registry",
+    "DATASET_FORMATS": "mie.data.registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module that defines ``name`` on first use."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mie.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

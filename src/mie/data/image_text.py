@@ -1,0 +1,317 @@
+"""Image–caption datasets: records, a map-style dataset over them, batching and evaluation iteration.
+
+The manifest format (``captions.jsonl``) has one JSON object per image::
+
+    {"image": "images/train/0001.png", "captions": ["a red circle", ...], "split": "train",
+     "id": "train_0001", "attributes": {...}}
+
+``image`` is relative to the manifest's folder (or absolute); ``id``, ``split`` and ``attributes``
+are optional. A missing or corrupt image never stops an epoch: the dataset returns ``None`` for it
+(warning once per file) and ``collate_image_text`` drops it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Subset
+
+from mie.data.transforms import LoadImage, ToTensor
+from mie.tokenization.base import BaseTokenizer
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_LAYOUT = (
+    "a JSON-lines file with one object per image, e.g. "
+    '{"image": "images/train/0001.png", "captions": ["a red circle", "..."], "split": "train"}; '
+    "image paths are relative to the manifest's folder"
+)
+
+
+@dataclass
+class ImageTextRecord:
+    """One un-decoded dataset entry: where the image is and what describes it."""
+
+    path: Path
+    captions: list[str]
+    image_id: str
+    split: str | None = None
+    attributes: dict[str, Any] | None = None
+
+
+@dataclass
+class ImageTextSample:
+    """One decoded entry: the transformed image tensor and all its captions."""
+
+    image: torch.Tensor
+    captions: list[str]
+    image_id: str
+    attributes: dict[str, Any] | None = None
+
+
+@dataclass
+class EvalBatch:
+    """A batch for retrieval evaluation: every image once, with all of its captions."""
+
+    images: torch.Tensor
+    captions: list[list[str]]
+    image_ids: list[str]
+
+
+def _parse_record(obj: Any, where: str, root: Path) -> ImageTextRecord:
+    """Validate one manifest object and turn it into a record; ``where`` is "file:line" for errors."""
+    if not isinstance(obj, dict):
+        raise ValueError(
+            f"{where}: expected a JSON object, got {type(obj).__name__}; the manifest is {MANIFEST_LAYOUT}"
+        )
+    missing = [key for key in ("image", "captions") if key not in obj]
+    if missing:
+        raise ValueError(
+            f"{where}: missing key(s) {', '.join(missing)}; each line needs them: {MANIFEST_LAYOUT}"
+        )
+    captions = obj["captions"]
+    if not isinstance(captions, list) or not captions or not all(isinstance(c, str) for c in captions):
+        raise ValueError(f"{where}: 'captions' must be a non-empty list of strings, got {captions!r}")
+    if not isinstance(obj["image"], str) or not obj["image"]:
+        raise ValueError(f"{where}: 'image' must be a non-empty path string, got {obj['image']!r}")
+    path = Path(obj["image"])
+    return ImageTextRecord(
+        path=path if path.is_absolute() else root / path,
+        captions=list(captions),
+        image_id=str(obj.get("id", obj["image"])),
+        split=obj.get("split"),
+        attributes=obj.get("attributes"),
+    )
+
+
+def read_manifest(
+    manifest_path: str | os.PathLike[str],
+    split: str | None = None,
+    root: str | os.PathLike[str] | None = None,
+) -> list[ImageTextRecord]:
+    """Read a ``captions.jsonl`` manifest into records, keeping only ``split`` when given."""
+    manifest = Path(manifest_path)
+    if not manifest.is_file():
+        raise FileNotFoundError(f"image-text manifest {manifest} not found; expected {MANIFEST_LAYOUT}")
+    base = Path(root) if root is not None else manifest.parent
+    records: list[ImageTextRecord] = []
+    with open(manifest, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{manifest}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where}: invalid JSON ({err.msg} at column {err.colno})") from err
+            record = _parse_record(obj, where, base)
+            if split is not None and record.split is None:
+                raise ValueError(f"{where}: no 'split' key, so split {split!r} cannot be selected")
+            if split is None or record.split == split:
+                records.append(record)
+    if split is not None and not records:
+        raise ValueError(
+            f"{manifest}: no records in split {split!r}; splits present: {manifest_splits(manifest)}"
+        )
+    return records
+
+
+def manifest_splits(manifest_path: str | os.PathLike[str]) -> list[str]:
+    """The distinct ``split`` values of a manifest, sorted."""
+    splits = set()
+    with open(manifest_path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                splits.add(str(json.loads(line).get("split")))
+    return sorted(splits)
+
+
+class ImageTextDataset(Dataset):
+    """Map-style dataset over ``ImageTextRecord``s: ``dataset[i]`` is an ``ImageTextSample`` or ``None``.
+
+    ``None`` means the image was missing or could not be decoded; it is logged once per file and
+    counted in ``skipped`` (reason -> number of distinct files). ``cache_images=True`` keeps every
+    decoded image as uint8 in memory after its first use, so later epochs skip PNG decoding (each
+    DataLoader worker holds its own cache; use ``persistent_workers=True`` to keep it across epochs).
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ImageTextRecord],
+        transform: Callable[[Image.Image], torch.Tensor] | None = None,
+        cache_images: bool = False,
+    ) -> None:
+        self.records = list(records)
+        self.transform = transform if transform is not None else ToTensor()
+        self.cache_images = cache_images
+        self.skipped: Counter[str] = Counter()
+        self._bad: dict[int, str] = {}
+        self._cache: dict[int, np.ndarray] = {}
+        self._load = LoadImage()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _decode(self, index: int) -> Image.Image | None:
+        """The RGB image of record ``index``, from the cache when possible; ``None`` if unreadable."""
+        if index in self._bad:
+            return None
+        if index in self._cache:
+            return Image.fromarray(self._cache[index], mode="RGB")
+        path = self.records[index].path
+        try:
+            image = self._load(path)
+        except FileNotFoundError:
+            return self._skip(index, "missing")
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+            # Pillow signals unreadable data with OSError (UnidentifiedImageError, truncation),
+            # and with ValueError / SyntaxError for some malformed headers.
+            return self._skip(index, "corrupt", err)
+        if self.cache_images:
+            self._cache[index] = np.asarray(image, dtype=np.uint8)
+        return image
+
+    def _skip(self, index: int, reason: str, err: Exception | None = None) -> None:
+        """Remember a bad file, count it and warn about it once."""
+        self._bad[index] = reason
+        self.skipped[reason] += 1
+        detail = f": {err}" if err is not None else ""
+        logger.warning("skipping %s image %s%s", reason, self.records[index].path, detail)
+        return None
+
+    def __getitem__(self, index: int) -> ImageTextSample | None:
+        image = self._decode(index)
+        if image is None:
+            return None
+        record = self.records[index]
+        return ImageTextSample(self.transform(image), record.captions, record.image_id, record.attributes)
+
+
+class JsonlImageText(ImageTextDataset):
+    """An ``ImageTextDataset`` read from a ``captions.jsonl`` manifest (optionally one split of it).
+
+    ``root`` is the folder image paths are relative to (default: the manifest's folder);
+    ``max_samples > 0`` keeps only the first that many records.
+    """
+
+    def __init__(
+        self,
+        manifest_path: str | os.PathLike[str],
+        split: str | None = None,
+        transform: Callable[[Image.Image], torch.Tensor] | None = None,
+        root: str | os.PathLike[str] | None = None,
+        cache_images: bool = False,
+        max_samples: int = 0,
+    ) -> None:
+        records = read_manifest(manifest_path, split=split, root=root)
+        if max_samples > 0:
+            records = records[:max_samples]
+        super().__init__(records, transform=transform, cache_images=cache_images)
+        self.manifest_path = Path(manifest_path)
+        self.split = split
+
+
+def collate_image_text(
+    batch: Sequence[ImageTextSample | None],
+    tokenizer: BaseTokenizer,
+    context_length: int,
+    caption_index: str | int = "random",
+    generator: torch.Generator | None = None,
+) -> dict[str, Any] | None:
+    """Batch samples for contrastive training, choosing ONE caption per image.
+
+    Drops ``None`` samples (reported as ``num_skipped``). ``caption_index="random"`` picks a caption
+    uniformly (from ``generator``, else torch's global RNG, which DataLoader seeds per worker); an
+    int picks that caption (modulo the count). ``match_ids`` gives the same integer to entries of
+    the same image, so a loss can treat them as positives of each other. Returns ``None`` when every
+    sample was dropped, so the caller skips the step. Use with ``functools.partial`` as a
+    DataLoader ``collate_fn``.
+    """
+    samples = [s for s in batch if s is not None]
+    num_skipped = len(batch) - len(samples)
+    if not samples:
+        return None
+    if caption_index == "random":
+        picks = torch.randint(0, 2**31 - 1, (len(samples),), generator=generator).tolist()
+        captions = [s.captions[p % len(s.captions)] for s, p in zip(samples, picks)]
+    elif isinstance(caption_index, int):
+        captions = [s.captions[caption_index % len(s.captions)] for s in samples]
+    else:
+        raise ValueError(f"caption_index must be 'random' or an int, got {caption_index!r}")
+    first_seen: dict[str, int] = {}
+    match_ids = [first_seen.setdefault(s.image_id, len(first_seen)) for s in samples]
+    return {
+        "images": torch.stack([s.image for s in samples]),
+        "input_ids": tokenizer(captions, context_length),
+        "match_ids": torch.tensor(match_ids, dtype=torch.long),
+        "image_ids": [s.image_id for s in samples],
+        "captions": captions,
+        "num_skipped": num_skipped,
+    }
+
+
+def images_and_all_captions(dataset: Dataset, batch_size: int = 64) -> Iterator[EvalBatch]:
+    """Yield every readable image of ``dataset`` once, in order, with ALL its captions (for R@K).
+
+    Unreadable images are left out, so build the caption index from the yielded batches
+    (``caption_image_index``) and both sides stay aligned.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    pending: list[ImageTextSample] = []
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        if sample is None:
+            continue
+        pending.append(sample)
+        if len(pending) == batch_size:
+            yield _eval_batch(pending)
+            pending = []
+    if pending:
+        yield _eval_batch(pending)
+
+
+def _eval_batch(samples: list[ImageTextSample]) -> EvalBatch:
+    return EvalBatch(
+        images=torch.stack([s.image for s in samples]),
+        captions=[list(s.captions) for s in samples],
+        image_ids=[s.image_id for s in samples],
+    )
+
+
+def caption_image_index(captions_per_image: Sequence[Sequence[str]]) -> tuple[list[str], torch.Tensor]:
+    """Flatten per-image captions; return them with ``caption_to_image[k]`` = image row of caption ``k``."""
+    flat: list[str] = []
+    owners: list[int] = []
+    for image_row, captions in enumerate(captions_per_image):
+        flat.extend(captions)
+        owners.extend([image_row] * len(captions))
+    return flat, torch.tensor(owners, dtype=torch.long)
+
+
+def dataset_records(dataset: Dataset) -> list[ImageTextRecord]:
+    """The records behind ``dataset`` (an ``ImageTextDataset`` or a ``Subset`` of one), not decoded."""
+    if isinstance(dataset, Subset):
+        inner = dataset_records(dataset.dataset)
+        return [inner[i] for i in dataset.indices]
+    records = getattr(dataset, "records", None)
+    if records is None:
+        raise TypeError(
+            f"{type(dataset).__name__} has no 'records'; expected an ImageTextDataset or a Subset of one"
+        )
+    return list(records)
+
+
+def all_captions(dataset: Dataset) -> list[str]:
+    """Every caption of every record (e.g. to build a tokenizer) without decoding any image."""
+    return [caption for record in dataset_records(dataset) for caption in record.captions]
