@@ -11,7 +11,7 @@ import pytest
 from mie import __version__, cli
 from mie.config import ConfigError
 
-NOT_BUILT = ["data", "safety", "optimize"]
+NOT_BUILT = ["safety", "optimize"]
 
 
 @pytest.fixture(autouse=True)

@@ -37,7 +37,7 @@ COMMANDS: dict[str, Command] = {
                     "add_eval_arguments", "run_eval"),
     "demo": Command("train and evaluate the small demo end to end", "mie.recipes.commands",
                     "add_demo_arguments", "run_demo"),
-    "data": Command("prepare, inspect and convert image-text datasets"),
+    "data": Command("inspect datasets: format, counts, caption lengths, broken files", "mie.data.commands"),
     "tokenizer": Command("train, inspect and apply BPE tokenizers", "mie.tokenization.commands"),
     "safety": Command("run the safety evaluator, filter and red-team suites"),
     "optimize": Command("quantize, prune and benchmark a model"),

@@ -24,9 +24,10 @@ import yaml
 class ModelConfig:
     """Architecture of a dual encoder (ViT image tower + causal text tower + projections).
 
-    ``name`` picks a registered preset (``tiny``/``small``/``base``) in ``mie.models.registry``;
-    any field set explicitly here overrides the preset. ``vocab_size = 0`` means "take it from the
-    tokenizer".
+    Every field is explicit: ``name`` only labels the architecture. The registered presets
+    (``tiny``/``small``/``base``) live in ``mie.models.registry``: ``build_model("small")`` builds one and
+    ``get_model_config("small")`` gives its fields to copy into a YAML file. ``vocab_size = 0`` means
+    "take it from the tokenizer".
     """
 
     name: str = "tiny"
@@ -153,7 +154,7 @@ class TrainingConfig:
     log_every: int = 10
     eval_every_epochs: int = 1
     checkpoint_every_steps: int = 0  # 0 = only at the end (and the best)
-    best_metric: str = "val/mean_r1"
+    best_metric: str = "val/mean_R@1"
     best_mode: str = "max"  # max | min
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -305,7 +306,7 @@ _RULES: dict[type, dict[str, _Rule]] = {
         "log_every": _POSITIVE,
         "eval_every_epochs": _POSITIVE,
         "checkpoint_every_steps": _NON_NEGATIVE,
-        "best_metric": (lambda v: bool(v.strip()), "a non-empty metric name such as val/mean_r1"),
+        "best_metric": (lambda v: bool(v.strip()), "a non-empty metric name such as val/mean_R@1"),
         "best_mode": _one_of("max", "min"),
     },
     ModelConfig: {

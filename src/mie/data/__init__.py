@@ -1,4 +1,4 @@
-"""Image–text data: the embedded shapes dataset, manifests, datasets, batching and image transforms.
+"""Data: the shapes dataset, image–text formats, samplers, augmentation, text, translation, classification.
 
 Names are imported lazily (PEP 562) so that ``import mie.data.synthetic`` — done by every spawned
 generation worker — does not pay for importing torch.
@@ -30,6 +30,26 @@ _EXPORTS = {
     "build_dataset": "mie.data.registry",
     "register_dataset_format": "mie.data.registry",
     "DATASET_FORMATS": "mie.data.registry",
+    "skip_report": "mie.data.image_text",
+    "FlickrDataset": "mie.data.flickr",
+    "CocoCaptions": "mie.data.coco",
+    "CsvImageText": "mie.data.tabular",
+    "WebDatasetImageText": "mie.data.webdataset",
+    "expand_shards": "mie.data.webdataset",
+    "shard_assignment": "mie.data.webdataset",
+    "PerCaptionDataset": "mie.data.samplers",
+    "UniqueImageBatchSampler": "mie.data.samplers",
+    "BucketBatchSampler": "mie.data.samplers",
+    "build_augmented_transform": "mie.data.augment",
+    "AugmentedCaptions": "mie.data.augment",
+    "LMBlockDataset": "mie.data.text",
+    "TranslationDataset": "mie.data.translation",
+    "read_parallel_files": "mie.data.translation",
+    "read_tsv_pairs": "mie.data.translation",
+    "collate_translation": "mie.data.translation",
+    "ImageFolderDataset": "mie.data.classification",
+    "collate_classification": "mie.data.classification",
+    "detect_format": "mie.data.commands",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -315,3 +315,39 @@ def dataset_records(dataset: Dataset) -> list[ImageTextRecord]:
 def all_captions(dataset: Dataset) -> list[str]:
     """Every caption of every record (e.g. to build a tokenizer) without decoding any image."""
     return [caption for record in dataset_records(dataset) for caption in record.captions]
+
+
+def keep_captioned(records: Sequence[ImageTextRecord], skipped: Counter[str]) -> list[ImageTextRecord]:
+    """``records`` with blank captions removed (counted as ``empty caption`` in ``skipped``).
+
+    A record left with no caption at all is dropped and counted as ``no caption``: an image
+    nothing describes cannot be a contrastive pair.
+    """
+    kept: list[ImageTextRecord] = []
+    for record in records:
+        captions = [c.strip() for c in record.captions if c and c.strip()]
+        if len(captions) < len(record.captions):
+            skipped["empty caption"] += len(record.captions) - len(captions)
+        if not captions:
+            skipped["no caption"] += 1
+            continue
+        record.captions = captions
+        kept.append(record)
+    return kept
+
+
+def skip_report(dataset: Any) -> str:
+    """One line saying what ``dataset`` skipped so far (its ``skipped`` reason -> count), for the epoch log.
+
+    Works on any dataset with a ``skipped`` Counter (all image-text formats, ImageFolder, parallel
+    corpora) and on a ``Subset`` of one. With DataLoader workers each worker counts its own copy, so
+    the line covers what the main process saw (everything when ``num_workers=0``).
+    """
+    inner = dataset.dataset if isinstance(dataset, Subset) else dataset
+    skipped = getattr(inner, "skipped", None) or {}
+    name = type(inner).__name__
+    total = sum(skipped.values())
+    if not total:
+        return f"{name}: nothing skipped"
+    parts = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()) if count)
+    return f"{name}: skipped {total} ({parts})"

@@ -2,7 +2,8 @@
 
 A format is a builder ``(config: DataConfig, split: str, transform, **kw) -> Dataset`` registered with
 ``@register_dataset_format("name")``. Builders validate ``config.format_options`` themselves, rejecting
-option names they do not know. This module registers ``synthetic`` and ``jsonl``::
+option names they do not know. This module registers ``synthetic`` and ``jsonl``; ``flickr``, ``coco``,
+``csv`` and ``webdataset`` are registered by their modules, imported at the bottom of this one::
 
     @register_dataset_format("csv")
     def build_csv(config, split, transform=None, **kw): ...
@@ -62,7 +63,7 @@ def check_format_options(config: DataConfig, allowed: Iterable[str]) -> dict[str
     return dict(config.format_options)
 
 
-def _max_samples(config: DataConfig, split: str) -> int:
+def max_samples_for(config: DataConfig, split: str) -> int:
     """How many records to keep: ``max_train_samples`` for the training split, else all (0)."""
     return config.max_train_samples if split == config.train_split else 0
 
@@ -85,7 +86,7 @@ def build_jsonl(
         transform=transform,
         root=options.get("root"),
         cache_images=cache_images,
-        max_samples=_max_samples(config, split),
+        max_samples=max_samples_for(config, split),
     )
 
 
@@ -104,5 +105,9 @@ def build_synthetic(
         split=split,
         transform=transform,
         cache_images=cache_images,
-        max_samples=_max_samples(config, split),
+        max_samples=max_samples_for(config, split),
     )
+
+
+# The other formats register themselves on import; imported last because they import this module.
+from mie.data import coco, flickr, tabular, webdataset  # noqa: E402, F401

@@ -169,13 +169,19 @@ def evaluate_model(model: nn.Module, tokenizer: BaseTokenizer, evalsets: Sequenc
 
 # ----------------------------------------------------------------------------- training
 def build_train_loader(config: TrainingConfig, dataset: Dataset, tokenizer: BaseTokenizer) -> DataLoader:
-    """Shuffled batches with one random caption per image; the trainer reseeds the generator per epoch."""
+    """Shuffled batches with one random caption per image, reproducible per epoch.
+
+    The trainer reseeds the loader's generator with ``seed + epoch``. Caption picks draw from that
+    same generator when batches are made in-process (with workers, DataLoader seeds each worker from
+    it), so an epoch's batches depend only on the seed and the epoch: skipping the batches already
+    trained on when resuming mid-epoch replays the same draws.
+    """
     data = config.data
-    collate = functools.partial(collate_image_text, tokenizer=tokenizer,
-                                context_length=config.model.context_length)
-    return DataLoader(dataset, batch_size=data.batch_size, shuffle=True, drop_last=True,
-                      generator=torch.Generator().manual_seed(config.seed), collate_fn=collate,
-                      num_workers=data.num_workers, persistent_workers=data.num_workers > 0)
+    generator = torch.Generator().manual_seed(config.seed)
+    collate = functools.partial(collate_image_text, tokenizer=tokenizer, context_length=config.model.context_length,
+                                generator=generator if data.num_workers == 0 else None)
+    return DataLoader(dataset, batch_size=data.batch_size, shuffle=True, drop_last=True, generator=generator,
+                      collate_fn=collate, num_workers=data.num_workers, persistent_workers=data.num_workers > 0)
 
 
 def _train_dataset(config: TrainingConfig) -> Dataset:

@@ -28,9 +28,9 @@ def _has_trainable(module: Any) -> bool:
 class MultimodalTrainer(BaseTrainer):
     """Trains a dual encoder with a contrastive loss; validation adds an optional ``evaluator``.
 
-    ``evaluator(model) -> {"mean_r1": ..., ...}`` runs once per validation on the bare model in
+    ``evaluator(model) -> {"mean_R@1": ..., ...}`` runs once per validation on the bare model in
     eval mode (e.g. retrieval recall@K over the whole val set); its metrics join the mean val loss
-    under a ``val/`` prefix, so ``best_metric="val/mean_r1"`` can pick the best checkpoint.
+    under a ``val/`` prefix, so ``best_metric="val/mean_R@1"`` can pick the best checkpoint.
     A loss with learnable parameters (e.g. a SigLIP bias) is moved to the device, trained by the
     default optimizer alongside the model, and saved in the trainer state.
     """

@@ -1,0 +1,136 @@
+"""CSV / TSV image–caption tables, as OpenCLIP reads them (``--csv-img-key``, ``--csv-caption-key``).
+
+One row per (image, caption); rows of the same image are grouped into one record with all its
+captions. Columns are configurable; the defaults are OpenCLIP's (``filepath``, ``title``)::
+
+    filepath<TAB>title<TAB>split
+    images/0001.jpg<TAB>a red circle<TAB>train
+
+The separator follows the extension (``.tsv`` tab, otherwise comma) unless given. Splits come from
+a split column when the table has one, else from one file per split (``train.csv``, ``val.tsv``,
+... in a folder), else the single table serves whatever split is asked (OpenCLIP's one file per
+``--train-data`` / ``--val-data``). Image paths are relative to the table's folder unless absolute.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from mie.config import DataConfig
+from mie.data.image_text import ImageTextDataset, ImageTextRecord, keep_captioned
+from mie.data.registry import check_format_options, max_samples_for, register_dataset_format
+
+TABLE_SUFFIXES = (".csv", ".tsv")
+CSV_LAYOUT = (
+    "a CSV/TSV table with a header row naming an image column (default 'filepath') and a caption "
+    "column (default 'title'), optionally a 'split' column; or a folder of <split>.csv / <split>.tsv"
+)
+
+
+def default_separator(path: Path) -> str:
+    """Tab for ``.tsv`` files, comma otherwise."""
+    return "\t" if path.suffix.lower() == ".tsv" else ","
+
+
+def read_table(
+    path: Path,
+    split: str | None = None,
+    image_column: str = "filepath",
+    caption_column: str = "title",
+    split_column: str = "split",
+    separator: str | None = None,
+    root: Path | None = None,
+) -> list[ImageTextRecord]:
+    """Records of a CSV/TSV table, grouping rows by image; filter by ``split`` if the table has that column."""
+    separator = separator or default_separator(path)
+    base = root or path.parent
+    grouped: dict[str, ImageTextRecord] = {}
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter=separator)
+        columns = reader.fieldnames or []
+        missing = [c for c in (image_column, caption_column) if c not in columns]
+        if missing:
+            raise ValueError(f"{path}: no column(s) {missing} (columns: {columns}, separator {separator!r}); "
+                             f"set format_options image_column / caption_column / separator; expected {CSV_LAYOUT}")
+        has_split = split_column in columns
+        for row in reader:
+            row_split = row.get(split_column) if has_split else None
+            if has_split and split is not None and row_split != split:
+                continue
+            image = (row.get(image_column) or "").strip()
+            if not image:
+                continue
+            record = grouped.get(image)
+            if record is None:
+                image_path = Path(image)
+                record = ImageTextRecord(image_path if image_path.is_absolute() else base / image_path, [],
+                                         image_id=image, split=row_split)
+                grouped[image] = record
+            record.captions.append(row.get(caption_column) or "")
+    return list(grouped.values())
+
+
+def find_table(path: Path, split: str) -> Path:
+    """The table for ``split``: ``path`` itself, or ``<split>.csv`` / ``<split>.tsv`` in folder ``path``."""
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for suffix in TABLE_SUFFIXES:
+            if (path / f"{split}{suffix}").is_file():
+                return path / f"{split}{suffix}"
+        raise FileNotFoundError(f"no {split}.csv or {split}.tsv in {path}; expected {CSV_LAYOUT}")
+    raise FileNotFoundError(f"CSV table {path} not found; expected {CSV_LAYOUT}")
+
+
+class CsvImageText(ImageTextDataset):
+    """Image–caption pairs from a CSV/TSV table (OpenCLIP's format), one record per distinct image.
+
+    ``path`` is a table or a folder of per-split tables. Blank captions, and images without any, are
+    skipped and counted in ``skipped``; unreadable images are skipped when first read.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        split: str | None = None,
+        transform: Callable[[Image.Image], torch.Tensor] | None = None,
+        image_column: str = "filepath",
+        caption_column: str = "title",
+        split_column: str = "split",
+        separator: str | None = None,
+        root: str | os.PathLike[str] | None = None,
+        cache_images: bool = False,
+        max_samples: int = 0,
+    ) -> None:
+        table = find_table(Path(path), split or "train")
+        records = read_table(table, split, image_column, caption_column, split_column, separator,
+                             Path(root) if root else None)
+        parse_skips: Counter[str] = Counter()
+        records = keep_captioned(records, parse_skips)
+        if not records:
+            raise ValueError(f"{table}: no rows with an image and a caption for split {split!r}")
+        if max_samples > 0:
+            records = records[:max_samples]
+        super().__init__(records, transform=transform, cache_images=cache_images)
+        self.skipped.update(parse_skips)
+        self.table_path = table
+        self.split = split
+
+
+@register_dataset_format("csv")
+def build_csv(config: DataConfig, split: str, transform: Callable | None = None,
+              cache_images: bool = False) -> CsvImageText:
+    """A CSV/TSV table (or a folder of them) at ``config.path``.
+
+    Options: ``image_column``, ``caption_column``, ``split_column``, ``separator`` and ``root``.
+    """
+    options = check_format_options(config, ("image_column", "caption_column", "split_column", "separator", "root"))
+    return CsvImageText(config.path, split, transform=transform, cache_images=cache_images,
+                        max_samples=max_samples_for(config, split), **options)
