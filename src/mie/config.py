@@ -39,6 +39,7 @@ class ModelConfig:
     vision_layers: int = 4
     vision_heads: int = 4
     vision_pool: str = "cls"  # cls | mean
+    vision_stem: str = "patch"  # patch (one linear per patch) | conv (3x3 stride-2 convs, Xiao et al. 2021)
     text_width: int = 256
     text_layers: int = 4
     text_heads: int = 4
@@ -320,6 +321,7 @@ _RULES: dict[type, dict[str, _Rule]] = {
         },
         "vocab_size": _NON_NEGATIVE,
         "vision_pool": _one_of("cls", "mean"),
+        "vision_stem": _one_of("patch", "conv"),
         "norm": _one_of("layernorm", "rmsnorm"),
         "dropout": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     },

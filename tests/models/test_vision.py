@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mie.models.vision import PatchEmbedding, VisionTransformer
+from mie.models.vision import ConvStem, PatchEmbedding, VisionTransformer
 
 
 def tiny_vit(**kwargs):
@@ -55,3 +55,41 @@ def test_vit_errors():
         tiny_vit(pool="max")
     with pytest.raises(ValueError, match=r"\[B, C, 16, 16\]"):
         tiny_vit()(torch.randn(1, 3, 32, 32))
+
+
+def test_conv_stem_keeps_the_patch_grid_and_sees_only_its_receptive_field():
+    stem = ConvStem(image_size=32, patch_size=8, in_channels=3, width=24)
+    assert stem.num_patches == 16
+    images = torch.randn(2, 3, 32, 32)
+    tokens = stem(images)
+    assert tokens.shape == (2, 16, 24)
+    # Three 3x3 stride-2 convs see at most 15 px from a token's patch: changing the bottom-right corner
+    # must leave the top-left token unchanged and change the bottom-right one.
+    changed = images.clone()
+    changed[:, :, 28:, 28:] += 5.0
+    after = stem(changed)
+    torch.testing.assert_close(after[:, 0], tokens[:, 0])
+    assert not torch.allclose(after[:, -1], tokens[:, -1])
+
+
+@pytest.mark.parametrize("patch", [1, 6, 12])
+def test_conv_stem_needs_a_power_of_two_patch(patch):
+    with pytest.raises(ValueError, match="power of two"):
+        ConvStem(image_size=48, patch_size=patch, in_channels=3, width=16)
+
+
+def test_vit_with_conv_stem_and_bad_stem_name():
+    vit = VisionTransformer(image_size=32, patch_size=8, width=32, layers=1, heads=2, stem="conv")
+    assert isinstance(vit.patch_embed, ConvStem)
+    assert vit(torch.randn(3, 3, 32, 32)).shape == (3, 32)
+    with pytest.raises(ValueError, match="model.vision_stem"):
+        VisionTransformer(image_size=32, patch_size=8, width=32, layers=1, heads=2, stem="resnet")
+
+
+def test_channel_layer_norm_matches_layer_norm_per_pixel():
+    from mie.models.vision import ChannelLayerNorm
+
+    norm = ChannelLayerNorm(6)
+    x = torch.randn(2, 6, 4, 5)
+    expected = torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), (6,)).permute(0, 3, 1, 2)
+    torch.testing.assert_close(norm(x), expected)

@@ -47,6 +47,7 @@ class DualEncoder(nn.Module):
             dropout=config.dropout,
             norm=config.norm,
             pool=config.vision_pool,
+            stem=config.vision_stem,
         )
         self.text = TextEncoder(
             config.vocab_size,

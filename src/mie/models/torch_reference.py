@@ -16,7 +16,7 @@ from torch import nn
 from mie.config import ModelConfig
 from mie.models.positional import LearnedPositionalEmbedding
 from mie.models.text import eot_positions
-from mie.models.vision import POOLS, PatchEmbedding
+from mie.models.vision import POOLS, ConvStem, PatchEmbedding
 
 
 def _encoder(width: int, layers: int, heads: int, config: ModelConfig) -> nn.TransformerEncoder:
@@ -43,9 +43,8 @@ class TorchReferenceDualEncoder(nn.Module):
         if config.vision_pool not in POOLS:
             raise ValueError(f"unknown vision pool {config.vision_pool!r}; choose one of {', '.join(POOLS)}")
         self.config, self.eos_id, self.pad_id = config, eos_id, pad_id
-        self.patch_embed = PatchEmbedding(
-            config.image_size, config.patch_size, config.in_channels, config.vision_width
-        )
+        stem = ConvStem if config.vision_stem == "conv" else PatchEmbedding  # the same stem as ours
+        self.patch_embed = stem(config.image_size, config.patch_size, config.in_channels, config.vision_width)
         use_cls = config.vision_pool == "cls"
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.vision_width)) if use_cls else None
         num_image_tokens = self.patch_embed.num_patches + int(use_cls)

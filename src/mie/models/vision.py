@@ -9,6 +9,7 @@ from mie.models.blocks import TransformerBlock, build_norm, init_transformer_, t
 from mie.models.positional import LearnedPositionalEmbedding
 
 POOLS = ("cls", "mean")
+STEMS = ("patch", "conv")
 
 
 class PatchEmbedding(nn.Module):
@@ -35,6 +36,42 @@ class PatchEmbedding(nn.Module):
         return self.proj(images).flatten(2).transpose(1, 2)
 
 
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of each pixel of a ``[B, C, H, W]`` map (as in ConvNeXt).
+
+    Unlike GroupNorm(1, C) it keeps each output position a function of its own receptive field only,
+    and unlike BatchNorm it never mixes the images of a (contrastive) batch.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x`` over dimension 1."""
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvStem(PatchEmbedding):
+    """Patch tokens from a few 3x3 stride-2 convolutions instead of one linear map per patch.
+
+    "Early convolutions help transformers see better" (Xiao et al., 2021): a conv stem with the same
+    output grid as the patchify stem makes small ViTs learn faster and more stably, which matters most
+    when training from scratch on little data. Each stage halves the resolution (so ``patch_size``
+    must be a power of two), normalises over channels and applies GELU; a 1x1 conv maps to ``width``.
+    """
+
+    def __init__(self, image_size: int, patch_size: int, in_channels: int, width: int) -> None:
+        super().__init__(image_size, patch_size, in_channels, width)
+        stages = patch_size.bit_length() - 1
+        if patch_size < 2 or 2**stages != patch_size:
+            raise ValueError(f"a conv stem needs patch_size to be a power of two >= 2, got {patch_size}")
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for stage in range(stages):
+            out = max(16, width >> (stages - 1 - stage))  # widths grow to `width` at the last stage
+            layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False), ChannelLayerNorm(out), nn.GELU()]
+            channels = out
+        layers.append(nn.Conv2d(channels, width, kernel_size=1))
+        self.proj = nn.Sequential(*layers)
+
+
 class VisionTransformer(nn.Module):
     """ViT image encoder: patch embedding, optional class token, learned positions, pre-norm blocks and
     a final norm, pooled to ``[B, width]`` by the class token (``pool="cls"``) or the patch mean
@@ -52,15 +89,19 @@ class VisionTransformer(nn.Module):
         dropout: float = 0.0,
         norm: str = "layernorm",
         pool: str = "cls",
+        stem: str = "patch",
     ) -> None:
         super().__init__()
         if pool not in POOLS:
             raise ValueError(
                 f"unknown vision pool {pool!r}; choose one of {', '.join(POOLS)} (model.vision_pool)"
             )
+        if stem not in STEMS:
+            raise ValueError(f"unknown vision stem {stem!r}; choose one of {', '.join(STEMS)} (model.vision_stem)")
         self.pool = pool
         self.width = width
-        self.patch_embed = PatchEmbedding(image_size, patch_size, in_channels, width)
+        stem_class = ConvStem if stem == "conv" else PatchEmbedding
+        self.patch_embed = stem_class(image_size, patch_size, in_channels, width)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width)) if pool == "cls" else None
         num_tokens = self.patch_embed.num_patches + (1 if pool == "cls" else 0)
         self.pos_embed = LearnedPositionalEmbedding(num_tokens, width)
