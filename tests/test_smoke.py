@@ -33,3 +33,23 @@ def test_every_module_imports(name):
 def test_config_round_trip(tmp_path):
     cfg = TrainingConfig(project_name="smoke", seed=1)
     assert load_config(save_config(cfg, tmp_path / "c.yaml")) == cfg
+
+
+def test_tiny_model_forward_pass():
+    import torch
+
+    from mie.models.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model("tiny", vocab_size=50, eos_id=2, pad_id=0).eval()
+    size = model.config.image_size
+    images = torch.randn(3, 3, size, size)
+    ids = torch.tensor([[1, 5, 6, 2, 0], [1, 7, 2, 0, 0], [1, 8, 9, 10, 2]])
+    with torch.no_grad():
+        out = model(images, ids)
+    image, text = out["image_embeds"], out["text_embeds"]
+    assert image.shape == text.shape == (3, model.config.embed_dim)
+    # Embeddings leave the model L2-normalized, ready for cosine similarity.
+    torch.testing.assert_close(image.norm(dim=-1), torch.ones(3))
+    torch.testing.assert_close(text.norm(dim=-1), torch.ones(3))
+    assert torch.isfinite(out["logit_scale"]).all()
