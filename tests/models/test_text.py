@@ -74,3 +74,14 @@ def test_text_encoder_errors():
         tiny_text()(torch.full((1, 9), EOS))
     with pytest.raises(ValueError, match=r"\[B, L\]"):
         tiny_text().forward_tokens(torch.zeros(4, dtype=torch.long))
+
+
+def test_trailing_padding_is_trimmed_without_changing_features():
+    # forward() drops the columns after the batch's last eos; with causal attention the features at
+    # each eos must equal those from the full-length pass.
+    torch.manual_seed(0)
+    model = tiny_text()
+    ids = make_ids()
+    full = model.forward_tokens(ids)[torch.arange(3), eot_positions(ids, EOS)]
+    torch.testing.assert_close(model(ids), full)
+    assert eot_positions(ids, EOS).max() + 1 < ids.shape[1]  # the example really has columns to drop

@@ -75,6 +75,13 @@ class TextEncoder(nn.Module):
 
     def forward_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         """Per-token features after the final norm, ``[B, L, width]``."""
+        self._check_ids(ids)
+        x = self.dropout(self.pos_embed(self.token_embed(ids)))
+        for block in self.blocks:
+            x = block(x, is_causal=True)
+        return self.norm(x)
+
+    def _check_ids(self, ids: torch.Tensor) -> None:
         if ids.dim() != 2:
             raise ValueError(f"expected token ids [B, L], got shape {tuple(ids.shape)}")
         if ids.shape[1] > self.context_length:
@@ -82,13 +89,12 @@ class TextEncoder(nn.Module):
                 f"got {ids.shape[1]} tokens but context_length is {self.context_length}; tokenize with "
                 f"context_length={self.context_length}"
             )
-        x = self.dropout(self.pos_embed(self.token_embed(ids)))
-        for block in self.blocks:
-            x = block(x, is_causal=True)
-        return self.norm(x)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Text features ``[B, width]`` taken at each row's first ``eos_id``."""
+        self._check_ids(ids)
         positions = eot_positions(ids, self.eos_id)
-        tokens = self.forward_tokens(ids)
+        # Attention is causal, so tokens after the last end-of-text in the batch cannot change any
+        # pooled feature: drop those padding columns (captions are often half the context length).
+        tokens = self.forward_tokens(ids[:, : int(positions.max()) + 1])
         return tokens[torch.arange(ids.shape[0], device=ids.device), positions]
