@@ -156,6 +156,11 @@ def init_transformer_(module: nn.Module, num_layers: int, std: float = 0.02) -> 
     """GPT-2 initialization, in place: truncated normal(``std``) for linear, conv and embedding weights,
     zero biases, and ``std / sqrt(2 * num_layers)`` for projections that write into the residual stream,
     so the stream's variance does not grow with depth. Norm layers keep their ones/zeros.
+
+    The encoders pass ``std = width ** -0.5`` (as OpenCLIP does) rather than GPT-2's 0.02, which was
+    chosen for width 768: at width 128, 0.02 leaves the attention and MLP branches so small that a
+    from-scratch dual encoder's embeddings start almost identical and, at a usual learning rate,
+    collapse to a constant (loss stuck at log(batch)) for hundreds of steps.
     """
     for submodule in module.modules():
         if isinstance(submodule, (nn.Linear, nn.Conv2d, nn.Embedding)):

@@ -125,7 +125,7 @@ class CrossModalFusion(nn.Module):
             for _ in range(layers)
         )
         self.norm = build_norm(norm, dim)
-        init_transformer_(self, layers)
+        init_transformer_(self, layers, std=dim ** -0.5)  # see init_transformer_ on why not 0.02
 
     def forward_tokens(
         self,

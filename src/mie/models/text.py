@@ -66,7 +66,7 @@ class TextEncoder(nn.Module):
             for _ in range(layers)
         )
         self.norm = build_norm(norm, width)
-        init_transformer_(self, layers)
+        init_transformer_(self, layers, std=width ** -0.5)  # see init_transformer_ on why not 0.02
 
     def padding_mask(self, ids: torch.Tensor) -> torch.Tensor:
         """Bool ``[B, L]``, True at every position after the first ``<eos>`` (the padding)."""

@@ -111,7 +111,7 @@ class VisionTransformer(nn.Module):
             for _ in range(layers)
         )
         self.norm = build_norm(norm, width)
-        init_transformer_(self, layers)
+        init_transformer_(self, layers, std=width ** -0.5)  # see init_transformer_ on why not 0.02
         if self.cls_token is not None:
             trunc_normal_(self.cls_token, std=0.02)
 
