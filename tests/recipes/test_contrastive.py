@@ -130,3 +130,21 @@ def test_eval_set_keeps_all_captions_and_attributes(tmp_path, shapes_dir):
 def test_missing_run_directory_is_a_clear_error(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nope")]) == 1
     assert "config.yaml" in capsys.readouterr().err
+
+
+def test_any_object_zero_shot_counts_a_hit_on_any_object_and_reports_chance():
+    from mie.recipes.contrastive import EvalSet, _any_object_accuracy
+
+    def objects(*shapes):
+        return {"objects": [{"shape": s, "color": "red"} for s in shapes]}
+
+    classnames = ["circle", "square", "star"]
+    classes = torch.eye(3)  # class k's embedding is the k-th axis
+    # Predictions (argmax over axes): star, circle, square, circle.
+    images = torch.tensor([[0.0, 0.1, 1.0], [1.0, 0.0, 0.0], [0.2, 0.9, 0.0], [0.9, 0.5, 0.0]])
+    attributes = [objects("star"), objects("square", "circle"), objects("star"), objects("circle", "square", "star")]
+    evalset = EvalSet("test", torch.zeros(4, 3, 8, 8), [["c"]] * 4, ["a", "b", "c", "d"], attributes)
+    result = _any_object_accuracy(evalset, "shape", classnames, images, classes)
+    assert result["accuracy"] == pytest.approx(3 / 4)  # only image 2 (a star, predicted square) misses
+    assert result["chance"] == pytest.approx((1 / 3 + 2 / 3 + 1 / 3 + 3 / 3) / 4)
+    assert (result["num_samples"], result["num_classes"]) == (4, 3)

@@ -166,9 +166,10 @@ def format_zero_shot_table(zero_shot: Mapping[str, Mapping[str, Any]]) -> str:
     """Markdown table of zero-shot accuracy (%) per split, plus top-K and balanced accuracy when present."""
     ks = sorted({int(m.group(1)) for r in zero_shot.values() for key in r
                  if (m := re.fullmatch(r"top(\d+)_accuracy", key))})
-    header = ["split", "top-1 acc", *[f"top-{k} acc" for k in ks], "balanced acc", "images", "classes"]
+    header = ["split", "top-1 acc", *[f"top-{k} acc" for k in ks], "balanced acc", "chance", "images", "classes"]
     rows = [[split, _pct(r.get("accuracy")), *[_pct(r.get(f"top{k}_accuracy")) for k in ks],
-             _pct(r.get("balanced_accuracy")), _num(r.get("num_samples")), _num(r.get("num_classes"))]
+             _pct(r.get("balanced_accuracy")), _pct(r.get("chance")), _num(r.get("num_samples")),
+             _num(r.get("num_classes"))]
             for split, r in zero_shot.items()]
     return _markdown_table(header, rows)
 
