@@ -263,3 +263,11 @@ def test_generator_module_does_not_import_torch() -> None:
     code = "import sys, mie.data.synthetic; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_attribute_prompts_name_the_other_attribute_in_caption_words() -> None:
+    # Captions always pair a colour with a shape, so prompts do too (averaged over the other one).
+    _, shape_templates = attribute_prompts("shape")
+    assert {t.format("circle") for t in shape_templates} >= {f"the {c} circle" for c in COLORS}
+    _, color_templates = attribute_prompts("color")
+    assert {t.format("red") for t in color_templates} >= {f"the red {s}" for s in SHAPES}

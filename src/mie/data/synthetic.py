@@ -119,20 +119,17 @@ def attribute_prompts(attribute: str) -> tuple[list[str], list[str]]:
     """Class names and prompt templates for zero-shot classification of ``shape``/``color``/``size``.
 
     Format each template with a class name (``template.format(name)``) and average the text
-    embeddings over templates. Templates avoid an article before a colour ("a orange ...").
+    embeddings over templates. Captions never name a shape without its colour (nor a colour without
+    a shape), so, as CLIP's prompt ensembles do, each class is described in the captions' own words
+    and averaged over the other attribute: "the red {}", "the blue {}", ... Templates avoid an
+    article before a colour ("a orange ...").
     """
     if attribute == "shape":
-        return list(SHAPES), ["a {}", "a {} shape", "one {}", "a picture of a {}", "there is a {}"]
+        return list(SHAPES), [f"the {color} {{}}" for color in COLORS] + ["a {}", "one {}"]
     if attribute == "color":
-        return list(COLORS), [
-            "the {} shape",
-            "one {} shape",
-            "{} shapes",
-            "a shape that is {}",
-            "something {}",
-        ]
+        return list(COLORS), [f"the {{}} {shape}" for shape in SHAPES] + ["one {} shape", "{} shapes"]
     if attribute == "size":
-        return list(SIZES), ["a {} shape", "one {} shape", "the {} shape"]
+        return list(SIZES), [f"the {{}} {shape}" for shape in SHAPES] + ["one {} shape"]
     raise ValueError(f"unknown attribute {attribute!r} for zero-shot prompts; expected shape, color or size")
 
 
