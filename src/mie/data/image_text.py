@@ -263,14 +263,16 @@ def collate_image_text(
 def images_and_all_captions(dataset: Dataset, batch_size: int = 64) -> Iterator[EvalBatch]:
     """Yield every readable image of ``dataset`` once, in order, with ALL its captions (for R@K).
 
-    Unreadable images are left out, so build the caption index from the yielded batches
+    Unreadable images are left out (and a stream such as WebDataset shards is read through its
+    ``iter_all()``, whole and in order), so build the caption index from the yielded batches
     (``caption_image_index``) and both sides stay aligned.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     pending: list[ImageTextSample] = []
-    for index in range(len(dataset)):
-        sample = dataset[index]
+    # A stream (WebDataset) is read whole by this one process, not split by rank or worker.
+    samples = dataset.iter_all() if hasattr(dataset, "iter_all") else (dataset[i] for i in range(len(dataset)))
+    for sample in samples:
         if sample is None:
             continue
         pending.append(sample)
@@ -313,7 +315,12 @@ def dataset_records(dataset: Dataset) -> list[ImageTextRecord]:
 
 
 def all_captions(dataset: Dataset) -> list[str]:
-    """Every caption of every record (e.g. to build a tokenizer) without decoding any image."""
+    """Every caption of every record (e.g. to build a tokenizer) without decoding any image.
+
+    A streamed dataset (WebDataset shards) provides its own ``all_captions()``.
+    """
+    if hasattr(dataset, "all_captions"):
+        return list(dataset.all_captions())
     return [caption for record in dataset_records(dataset) for caption in record.captions]
 
 

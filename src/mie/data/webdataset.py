@@ -194,6 +194,29 @@ class WebDatasetImageText(IterableDataset):
             random.Random(self.seed + self.epoch).shuffle(order)
         return order
 
+    def iter_all(self) -> Iterator[ImageTextSample]:
+        """Every usable sample of every shard, in shard order, ignoring the rank / worker split.
+
+        For evaluation and inspection, where one process must see the whole split exactly once.
+        """
+        for shard in self.shards:
+            for raw in iter_tar_samples(shard, self.skipped):
+                sample = self.decode(raw)
+                if sample is not None:
+                    yield sample
+
+    def all_captions(self) -> list[str]:
+        """Every caption of every shard (e.g. to train a tokenizer), without decoding any image."""
+        captions: list[str] = []
+        for shard in self.shards:
+            for raw in iter_tar_samples(shard, Counter()):
+                if any(e in raw for e in CAPTION_EXTENSIONS):
+                    try:
+                        captions += _captions_and_attributes(raw)[0]
+                    except (ValueError, UnicodeDecodeError):
+                        continue  # counted as "bad caption" when the sample is decoded for training
+        return captions
+
     def iter_raw(self) -> Iterator[dict[str, Any]]:
         """This reader's raw samples (``{"__key__", extension: bytes}``), before decoding."""
         order = self.shard_order()

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from mie.config import TrainingConfig, load_config, save_config
 from mie.data import build_dataset, build_image_transform, collate_image_text, images_and_all_captions
@@ -203,7 +203,10 @@ def build_train_loader(config: TrainingConfig, dataset: Dataset, tokenizer: Base
     generator = torch.Generator().manual_seed(config.seed)
     collate = functools.partial(collate_image_text, tokenizer=tokenizer, context_length=config.model.context_length,
                                 generator=generator if data.num_workers == 0 else None)
-    return DataLoader(dataset, batch_size=data.batch_size, shuffle=True, drop_last=True, generator=generator,
+    # A stream (WebDataset) orders itself: shards are split by rank and worker and reordered per
+    # epoch by the dataset's set_epoch, which the trainer calls; it cannot take a shuffling sampler.
+    shuffle = not isinstance(dataset, IterableDataset)
+    return DataLoader(dataset, batch_size=data.batch_size, shuffle=shuffle, drop_last=True, generator=generator,
                       collate_fn=collate, num_workers=data.num_workers, persistent_workers=data.num_workers > 0)
 
 
@@ -225,11 +228,17 @@ def _checkpoint_to_evaluate(run_dir: Path) -> Path:
                             "is this a finished run directory of `mie train`?")
 
 
-def _training_summary(trainer: MultimodalTrainer, seconds: float, num_train: int) -> dict[str, Any]:
+def _training_summary(trainer: MultimodalTrainer, seconds: float, num_train: int | None) -> dict[str, Any]:
     steps = trainer.global_step
     samples = steps * trainer.config.data.batch_size * trainer.config.grad_accum_steps
-    return {"steps": steps, "epochs": round(samples / max(1, num_train), 2), "wall_time_s": round(seconds, 1),
-            "samples_per_s": round(samples / max(seconds, 1e-9), 1), "train_images": num_train}
+    epochs = round(samples / max(1, num_train), 2) if num_train else trainer.epoch
+    return {"steps": steps, "epochs": epochs, "wall_time_s": round(seconds, 1),
+            "samples_per_s": round(samples / max(seconds, 1e-9), 1), "train_images": num_train or "streamed"}
+
+
+def _num_images(dataset: Dataset) -> int | None:
+    """``len(dataset)``, or None for a stream (WebDataset shards) whose length is unknown up front."""
+    return None if isinstance(dataset, IterableDataset) else len(dataset)
 
 
 def _config_summary(config: TrainingConfig, model: nn.Module, vocab_size: int) -> dict[str, Any]:
@@ -312,14 +321,16 @@ def train_from_config(config: TrainingConfig, resume: str | Path | None = None, 
     trainer = MultimodalTrainer(model, resolved, build_train_loader(resolved, train_set, tokenizer),
                                 val_loader=[] if evaluator else None, loss_fn=loss_fn, evaluator=evaluator,
                                 device=device, quiet=quiet)
-    logger.info("training %s parameters on %d images", f"{num_parameters(model):,}", len(train_set))
+    num_train = _num_images(train_set)
+    logger.info("training %s parameters on %s images", f"{num_parameters(model):,}",
+                "streamed" if num_train is None else f"{num_train:,}")
     start = time.monotonic()
     trainer.fit(resume_from=resume)
     seconds = trainer.elapsed_seconds() if resume is None else time.monotonic() - start
     skipped = dict(getattr(train_set, "skipped", {}) or {})
     if skipped:
         logger.warning("training skipped unreadable images: %s", skipped)
-    summary = _training_summary(trainer, seconds, len(train_set))
+    summary = _training_summary(trainer, seconds, num_train)
     return _evaluate_and_report(run_dir, resolved, tokenizer, device, summary)
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import IterableDataset
 
 from mie.config import TrainingConfig
 from mie.io import load_state, save_state, save_weights
@@ -230,6 +231,9 @@ class BaseTrainer(ABC):
         for sampler in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch)
+        dataset = getattr(loader, "dataset", None)
+        if isinstance(dataset, IterableDataset) and hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)  # a stream's shard order (WebDataset)
         generator = getattr(loader, "generator", None)
         if isinstance(generator, torch.Generator):
             generator.manual_seed(self.config.seed + epoch)
