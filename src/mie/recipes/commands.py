@@ -43,8 +43,9 @@ def run_train(args: argparse.Namespace) -> int:
     config = _config(args.config, args)
     resume = config.output_dir if args.resume == "auto" else args.resume
     result = train_from_config(config, resume=resume, quiet=bool(getattr(args, "quiet", False)))
-    print_results(result)
-    print(f"report: {result.run_dir / 'report.md'}")
+    if result.results:  # under torchrun only rank 0 evaluates
+        print_results(result)
+        print(f"report: {result.run_dir / 'report.md'}")
     return 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import logging
 import math
 import time
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
 from mie.config import TrainingConfig, load_config, save_config
 from mie.data import build_dataset, build_image_transform, collate_image_text, images_and_all_captions
@@ -34,11 +35,19 @@ from mie.evaluation.report import compare_results, format_metrics_table, load_re
 from mie.evaluation.retrieval import retrieval_metrics, retrieval_topk
 from mie.evaluation.zero_shot import build_class_embeddings, zero_shot_classify
 from mie.io import load_weights
-from mie.losses import build_loss
+from mie.losses import LOSSES, build_loss
 from mie.models.registry import build_model, num_parameters
 from mie.tokenization.base import BaseTokenizer
 from mie.tokenization.factory import load_any_tokenizer, train_tokenizer
 from mie.training.base import resolve_device
+from mie.training.distributed import (
+    barrier,
+    cleanup,
+    init_distributed,
+    is_distributed,
+    is_main_process,
+    main_process_first,
+)
 from mie.training.multimodal import MultimodalTrainer
 
 logger = logging.getLogger(__name__)
@@ -205,9 +214,14 @@ def build_train_loader(config: TrainingConfig, dataset: Dataset, tokenizer: Base
                                 generator=generator if data.num_workers == 0 else None)
     # A stream (WebDataset) orders itself: shards are split by rank and worker and reordered per
     # epoch by the dataset's set_epoch, which the trainer calls; it cannot take a shuffling sampler.
-    shuffle = not isinstance(dataset, IterableDataset)
-    return DataLoader(dataset, batch_size=data.batch_size, shuffle=shuffle, drop_last=True, generator=generator,
-                      collate_fn=collate, num_workers=data.num_workers, persistent_workers=data.num_workers > 0)
+    stream = isinstance(dataset, IterableDataset)
+    # Under DDP each rank takes its own slice of a shuffle that is the same on every rank (seeded, and
+    # re-drawn per epoch by the trainer's set_epoch); data.batch_size is the batch of ONE rank.
+    sampler = (DistributedSampler(dataset, shuffle=True, seed=config.seed, drop_last=True)
+               if is_distributed() and not stream else None)
+    return DataLoader(dataset, batch_size=data.batch_size, shuffle=not stream and sampler is None, sampler=sampler,
+                      drop_last=True, generator=generator, collate_fn=collate, num_workers=data.num_workers,
+                      persistent_workers=data.num_workers > 0)
 
 
 def _train_dataset(config: TrainingConfig) -> Dataset:
@@ -299,23 +313,28 @@ class RunResult:
 
 def train_from_config(config: TrainingConfig, resume: str | Path | None = None, quiet: bool = False) -> RunResult:
     """Train a dual encoder as ``config`` says, evaluate its best checkpoint and write the report."""
+    init_distributed()  # under torchrun: join the process group (a no-op for one process)
+    main = is_main_process()
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    train_set = _train_dataset(config)
     tokenizer_path = run_dir / TOKENIZER_FILE
-    if resume is not None and tokenizer_path.is_file():
-        tokenizer = load_any_tokenizer(tokenizer_path)
-    else:
-        tokenizer = build_tokenizer(config, all_captions(train_set))
-        tokenizer.save(tokenizer_path)
+    # Rank 0 generates the data (if needed) and trains the tokenizer; the other ranks then read both.
+    with main_process_first():
+        train_set = _train_dataset(config)
+        if (resume is not None or not main) and tokenizer_path.is_file():
+            tokenizer = load_any_tokenizer(tokenizer_path)
+        else:
+            tokenizer = build_tokenizer(config, all_captions(train_set))
+            tokenizer.save(tokenizer_path)
     # The run directory owns its tokenizer (tokenizer.json); the saved config records the vocabulary size.
     resolved = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size))
-    save_config(resolved, run_dir / CONFIG_FILE)
+    if main:
+        save_config(resolved, run_dir / CONFIG_FILE)
 
     device = resolve_device(config.device)
     model = build_model(resolved.model, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
-    loss_fn = build_loss(config.loss.name, **config.loss.kwargs)
+    loss_fn = build_loss(config.loss.name, **_loss_kwargs(config))
     val_set = load_eval_set(config, config.data.val_split) if config.data.val_split else None
     evaluator = retrieval_evaluator(val_set, tokenizer, device) if val_set is not None else None
     trainer = MultimodalTrainer(model, resolved, build_train_loader(resolved, train_set, tokenizer),
@@ -331,7 +350,22 @@ def train_from_config(config: TrainingConfig, resume: str | Path | None = None, 
     if skipped:
         logger.warning("training skipped unreadable images: %s", skipped)
     summary = _training_summary(trainer, seconds, num_train)
-    return _evaluate_and_report(run_dir, resolved, tokenizer, device, summary)
+    # Rank 0 alone evaluates and writes the report; the others wait for it, then all leave the group.
+    result = _evaluate_and_report(run_dir, resolved, tokenizer, device, summary) if main else RunResult(run_dir, {}, {})
+    if is_distributed():
+        barrier()
+        cleanup()
+    return result
+
+
+def _loss_kwargs(config: TrainingConfig) -> dict[str, Any]:
+    """The loss's keyword arguments; under DDP, losses that can compare against every rank's batch do
+    (``gather_distributed``, as OpenCLIP does), unless the config says otherwise."""
+    kwargs = dict(config.loss.kwargs)
+    if is_distributed() and "gather_distributed" not in kwargs:
+        if "gather_distributed" in inspect.signature(LOSSES[config.loss.name]).parameters:
+            kwargs["gather_distributed"] = True
+    return kwargs
 
 
 def _load_run(run_dir: Path) -> tuple[TrainingConfig, BaseTokenizer, nn.Module, torch.device]:

@@ -7,7 +7,9 @@ single-process case (rank 0 of 1), so the trainer calls these functions uncondit
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -102,6 +104,19 @@ def barrier() -> None:
     """Wait for every process (no-op when not distributed)."""
     if is_distributed():
         dist.barrier()
+
+
+@contextlib.contextmanager
+def main_process_first() -> Iterator[None]:
+    """Run the body on rank 0 first and on the other ranks after it: for work that writes shared files
+    (generating a dataset, training a tokenizer) that the other ranks then read."""
+    if not is_main_process():
+        barrier()
+    try:
+        yield
+    finally:
+        if is_main_process():
+            barrier()
 
 
 def all_reduce_mean(values: dict[str, float], device: torch.device | None = None) -> dict[str, float]:

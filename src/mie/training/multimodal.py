@@ -1,7 +1,8 @@
 """``MultimodalTrainer``: contrastive training of a dual (image + text) encoder.
 
 A batch is a dict with ``images`` ``[B, 3, H, W]``, ``input_ids`` ``[B, L]`` and optionally
-``match_ids`` ``[B]`` (equal ids mark captions of the same image, so they are not negatives).
+``match_ids`` ``[B]`` (equal ids mark captions of the same image, so they are not negatives). The
+ids are batch-local, in ``[0, B)``; under DDP they are offset by ``rank * B`` before the loss.
 The model returns ``{"image_embeds", "text_embeds", "logit_scale"}`` and the loss is any
 ``mie.losses`` loss called as ``loss_fn(image_embeds, text_embeds, logit_scale=..., match_ids=...)``.
 """
@@ -17,6 +18,7 @@ from torch import nn
 from mie.config import TrainingConfig
 from mie.training.base import BaseTrainer
 from mie.training.callbacks import Callback
+from mie.training.distributed import get_rank, get_world_size
 
 Evaluator = Callable[[nn.Module], dict[str, float]]
 
@@ -58,8 +60,13 @@ class MultimodalTrainer(BaseTrainer):
             if key not in batch:
                 raise ValueError(f"a multimodal batch needs {key!r}; got keys {sorted(batch)}")
         out = self.model(batch["images"], batch["input_ids"])
+        match_ids = batch.get("match_ids")
+        if match_ids is not None and get_world_size() > 1:
+            # collate_image_text numbers images 0..B-1 within a batch; a loss that gathers every
+            # rank's batch must not read rank 0's image 3 and rank 1's image 3 as one image.
+            match_ids = match_ids + get_rank() * match_ids.shape[0]
         loss = self.loss_fn(out["image_embeds"], out["text_embeds"], logit_scale=out["logit_scale"],
-                            match_ids=batch.get("match_ids"))
+                            match_ids=match_ids)
         return loss, out
 
     def _loss_metrics(self) -> dict[str, float]:
