@@ -33,7 +33,7 @@ from mie.data.image_text import all_captions, caption_image_index
 from mie.evaluation.plots import plot_curves, plot_retrieval_grid
 from mie.evaluation.report import compare_results, format_metrics_table, load_results, write_report
 from mie.evaluation.retrieval import retrieval_metrics, retrieval_topk
-from mie.evaluation.zero_shot import build_class_embeddings, zero_shot_classify
+from mie.evaluation.zero_shot import average_prompt_embeddings, build_class_embeddings, zero_shot_classify
 from mie.io import load_weights
 from mie.losses import LOSSES, build_loss
 from mie.models.registry import build_model, num_parameters
@@ -173,7 +173,7 @@ def _any_object_accuracy(evalset: EvalSet, attribute: str, classnames: list[str]
     Single-object images are few (each split's combinations are unique), so this is the larger test;
     ``chance`` is the accuracy of a uniform random guess on the same images, for comparison.
     """
-    class_embeds = F.normalize(classes.mean(dim=1) if classes.dim() == 3 else classes, dim=-1)
+    class_embeds = average_prompt_embeddings(classes) if classes.dim() == 3 else F.normalize(classes, dim=-1)
     pred = (F.normalize(image_embeds.float(), dim=-1) @ class_embeds.T).argmax(dim=1).tolist()
     hits, chance, count = 0, 0.0, 0
     for row, attrs in enumerate(evalset.attributes):
