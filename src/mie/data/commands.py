@@ -1,4 +1,5 @@
-"""``mie data inspect PATH``: what a dataset folder holds, what is broken in it, and a look at it.
+"""``mie data inspect PATH``: what a dataset folder holds, what is broken in it, and a look at it;
+``mie data shards PATH OUT``: the same dataset as WebDataset tar shards.
 
 The format is detected from the files (or given with ``--format``); for each split it prints the
 number of images and captions, caption-length statistics (words) and the broken files, then writes
@@ -196,7 +197,7 @@ def format_report(path: str | Path, fmt: str, reports: Sequence[SplitReport], ma
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``inspect`` sub-subcommand."""
+    """The ``inspect`` and ``shards`` sub-subcommands."""
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     inspect = sub.add_parser("inspect", help="detect a dataset's format; print counts, splits, caption "
                              "lengths and broken files; write a contact sheet")
@@ -207,10 +208,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="decode at most this many images per split to find broken ones (0 = all)")
     inspect.add_argument("--out", default="data_inspect.png", help="contact sheet PNG to write")
     inspect.add_argument("--samples", type=int, default=12, help="samples on the contact sheet (0 = none)")
+    shards = sub.add_parser("shards", help="convert a dataset's splits to WebDataset tar shards")
+    shards.add_argument("path", help="dataset folder, manifest or table")
+    shards.add_argument("out_dir", help="folder to write <split>/<split>-NNNNN.tar into")
+    shards.add_argument("--format", dest="data_format", default=None,
+                        choices=["jsonl", "csv", "flickr", "coco"], help="skip detection")
+    shards.add_argument("--samples-per-shard", type=int, default=1000, help="samples per tar file")
+
+
+def to_shards(path: str | Path, out_dir: str | Path, fmt: str | None = None, samples_per_shard: int = 1000,
+              options: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Convert every split of a dataset to WebDataset shards ``out_dir/<split>/<split>-NNNNN.tar``.
+
+    The result trains with ``data.format=webdataset`` and ``data.path=out_dir``. Returns, per split,
+    what :func:`mie.data.webdataset.write_shards` reports.
+    """
+    from mie.data.image_text import dataset_records
+    from mie.data.registry import build_dataset
+    from mie.data.webdataset import write_shards
+
+    fmt = fmt or detect_format(path)
+    if fmt == "webdataset":
+        raise ValueError(f"{path} already holds WebDataset shards; nothing to convert")
+    config = DataConfig(format=fmt, path=str(path), format_options=dict(options or {}))
+    written: dict[str, dict[str, Any]] = {}
+    for split in _splits_to_try(fmt, Path(path)):
+        try:
+            records = dataset_records(build_dataset(config, split))
+        except (FileNotFoundError, ValueError):
+            continue  # this split is absent; the others may exist
+        if records:
+            written[split] = write_shards(records, Path(out_dir) / split, split, samples_per_shard)
+    if not written:
+        raise ValueError(f"no readable split in {path} as format {fmt!r}")
+    return written
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the chosen action (only ``inspect``)."""
+    """Run the chosen action: ``inspect`` or ``shards``."""
+    if args.data_command == "shards":
+        for split, info in to_shards(args.path, args.out_dir, args.data_format, args.samples_per_shard).items():
+            skipped = f", skipped {info['skipped']}" if info["skipped"] else ""
+            print(f"{split}: {info['samples']} samples in {len(info['shards'])} shards{skipped}")
+        print(f"train on them with: --set data.format=webdataset --set data.path={args.out_dir} --set max_steps=N")
+        return 0
     fmt, reports, preview = inspect_dataset(args.path, args.data_format, check=args.check,
                                             preview_size=max(0, args.samples))
     print(format_report(args.path, fmt, reports))

@@ -287,3 +287,52 @@ def build_webdataset(config: DataConfig, split: str, transform: Callable | None 
     return WebDatasetImageText(split_shards(config, split, options.get("shards")), transform=transform,
                                shuffle_shards=bool(options.get("shuffle_shards", False)),
                                seed=int(options.get("seed", 0)))
+
+
+def write_shards(records: Sequence[Any], out_dir: str | os.PathLike[str], prefix: str,
+                 samples_per_shard: int = 1000) -> dict[str, Any]:
+    """Pack image-text records (``ImageTextRecord``: image path, captions, id, attributes) into tar
+    shards ``out_dir/{prefix}-00000.tar``, ... that ``WebDatasetImageText`` streams back.
+
+    Each sample is ``KEY.<ext>`` (the image file's bytes, not re-encoded) plus ``KEY.json``
+    (``{"captions": [...], "id": ..., **attributes}``). Keys are the sample's position, zero-padded,
+    so shards keep the records' order. Each shard is written to a temporary file and renamed, so an
+    interrupted run never leaves a half-written shard under its final name. A record whose image is
+    missing is skipped and counted. Returns ``{"shards": [paths], "samples": n, "skipped": {...}}``.
+    """
+    from mie.io import atomic_path
+
+    if samples_per_shard < 1:
+        raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+    out = Path(out_dir)
+    skipped: Counter[str] = Counter()
+    shards: list[str] = []
+    written = 0
+    for start in range(0, len(records), samples_per_shard):
+        path = out / f"{prefix}-{len(shards):05d}.tar"
+        with atomic_path(path) as tmp, tarfile.open(tmp, "w") as tar:
+            for position, record in enumerate(records[start : start + samples_per_shard], start=start):
+                image = Path(record.path)
+                if not image.is_file():
+                    skipped["missing image"] += 1
+                    logger.warning("skipping %s: image %s not found", record.image_id, image)
+                    continue
+                extension = image.suffix.lower().lstrip(".")
+                if extension not in IMAGE_EXTENSIONS:
+                    skipped["unsupported image type"] += 1
+                    logger.warning("skipping %s: %s is not one of %s", record.image_id, image, IMAGE_EXTENSIONS)
+                    continue
+                key = f"{position:08d}"
+                meta = {"captions": list(record.captions), "id": record.image_id, **(record.attributes or {})}
+                _add_member(tar, f"{key}.{extension}", image.read_bytes())
+                _add_member(tar, f"{key}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+                written += 1
+        shards.append(str(path))
+    return {"shards": shards, "samples": written, "skipped": dict(skipped)}
+
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
