@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,35 +21,14 @@ TINY = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow  # ~15 s: two processes each train, rank 0 evaluates
-def test_mie_train_under_two_process_ddp(tmp_path: Path) -> None:
+def test_mie_train_under_two_process_ddp(tmp_path: Path, launch_ranks) -> None:
     args = ["train", str(REPO / "configs" / "demo.yaml"), "--output-dir", str(tmp_path / "run"),
             "--set", f"data.path={tmp_path / 'data'}"]
     for item in TINY:
         args += ["--set", item]
     code = f"import sys; from mie.cli import main; sys.exit(main({args!r}))"
-    port = str(_free_port())
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "RANK": str(rank),
-               "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-        procs.append(subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = []
-    for proc in procs:
-        try:
-            outputs.append(proc.communicate(timeout=240)[0])
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            raise
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(outputs)
+    outputs = launch_ranks([sys.executable, "-c", code], cwd=tmp_path)
     # Only rank 0 evaluates and prints the report; both ranks generated nothing twice.
     assert "report:" in outputs[0] and "report:" not in outputs[1]
     events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -1,8 +1,5 @@
 """Distributed helpers: the single-process fallbacks, and a real 2-process gloo DDP run on CPU."""
 
-import os
-import socket
-import subprocess
 import sys
 import textwrap
 
@@ -82,32 +79,11 @@ WORKER = textwrap.dedent('''
 ''')
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_two_process_gloo_ddp_keeps_ranks_in_sync(tmp_path):
+def test_two_process_gloo_ddp_keeps_ranks_in_sync(tmp_path, launch_ranks):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    port = str(_free_port())
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "RANK": str(rank),
-               "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = []
-    for proc in procs:
-        try:
-            outputs.append(proc.communicate(timeout=120)[0])
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            raise
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(outputs)
+    launch_ranks([sys.executable, str(script), str(tmp_path)], timeout=120)
     w0, meta0 = load_weights(tmp_path / "rank0.safetensors")
     w1, meta1 = load_weights(tmp_path / "rank1.safetensors")
     for name in w0:
