@@ -22,6 +22,7 @@ class _ChunkedLogSumExp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, scale: Tensor, chunk_size: int) -> Tensor:  # type: ignore[override]
+        """Autograd forward (see the class docstring)."""
         lse = torch.full((q.shape[0],), float("-inf"), dtype=q.dtype, device=q.device)
         for s, e in _chunks(k.shape[0], chunk_size):
             lse = torch.logaddexp(lse, torch.logsumexp(scale * (q @ k[s:e].T), dim=1))
@@ -31,6 +32,7 @@ class _ChunkedLogSumExp(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_lse: Tensor):  # type: ignore[override]
+        """Autograd backward (see the class docstring)."""
         q, k, scale, lse = ctx.saved_tensors
         need_q, need_k, need_s, _ = ctx.needs_input_grad
         gq = torch.zeros_like(q) if need_q else None
@@ -55,6 +57,7 @@ class _ChunkedSoftplusSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, scale: Tensor, bias: Tensor, chunk_size: int) -> Tensor:  # type: ignore[override]
+        """Autograd forward (see the class docstring)."""
         total = q.new_zeros(())
         for s, e in _chunks(k.shape[0], chunk_size):
             total = total + F.softplus(scale * (q @ k[s:e].T) + bias).sum()
@@ -64,6 +67,7 @@ class _ChunkedSoftplusSum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
+        """Autograd backward (see the class docstring)."""
         q, k, scale, bias = ctx.saved_tensors
         need_q, need_k, need_s, need_b, _ = ctx.needs_input_grad
         gq = torch.zeros_like(q) if need_q else None

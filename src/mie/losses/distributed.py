@@ -36,6 +36,7 @@ class _GatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        """Autograd forward (see the class docstring)."""
         rank, world_size = world()
         ctx.rank, ctx.batch = rank, x.shape[0]
         parts = [torch.empty_like(x) for _ in range(world_size)]
@@ -44,6 +45,7 @@ class _GatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        """Autograd backward (see the class docstring)."""
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         return grad[ctx.rank * ctx.batch : (ctx.rank + 1) * ctx.batch]

@@ -88,6 +88,7 @@ class NormalizerSequence(Normalizer):
         return text
 
     def to_dict(self) -> dict[str, Any]:
+        """This stage as a JSON-friendly dict (for the tokenizer file)."""
         return {"type": self.kind, "stages": [s.to_dict() for s in self.stages]}
 
 

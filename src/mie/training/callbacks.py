@@ -79,30 +79,37 @@ class CallbackList(Callback):
         self.callbacks.append(callback)
 
     def on_train_begin(self, trainer: BaseTrainer) -> None:
+        """Call ``on_train_begin`` on every callback, in order."""
         for cb in self.callbacks:
             cb.on_train_begin(trainer)
 
     def on_train_end(self, trainer: BaseTrainer, history: list[dict[str, float]]) -> None:
+        """Call ``on_train_end`` on every callback, in order."""
         for cb in self.callbacks:
             cb.on_train_end(trainer, history)
 
     def on_epoch_begin(self, trainer: BaseTrainer, epoch: int) -> None:
+        """Call ``on_epoch_begin`` on every callback, in order."""
         for cb in self.callbacks:
             cb.on_epoch_begin(trainer, epoch)
 
     def on_epoch_end(self, trainer: BaseTrainer, epoch: int, metrics: dict[str, float]) -> None:
+        """Call ``on_epoch_end`` on every callback, in order."""
         for cb in self.callbacks:
             cb.on_epoch_end(trainer, epoch, metrics)
 
     def on_step_end(self, trainer: BaseTrainer, step: int, metrics: dict[str, float]) -> None:
+        """Call ``on_step_end`` on every callback, in order."""
         for cb in self.callbacks:
             cb.on_step_end(trainer, step, metrics)
 
     def on_validation_end(self, trainer: BaseTrainer, metrics: dict[str, float]) -> None:
+        """Call ``on_validation_end`` on every callback, in order."""
         for cb in self.callbacks:
             cb.on_validation_end(trainer, metrics)
 
     def on_checkpoint(self, trainer: BaseTrainer, path: Path) -> None:
+        """Call ``on_checkpoint`` on every callback, in order."""
         for cb in self.callbacks:
             cb.on_checkpoint(trainer, path)
 
@@ -111,6 +118,7 @@ class CallbackList(Callback):
         return {key: state for key, cb in self._keyed() if (state := cb.state_dict())}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Give each callback its part of ``state_dict()``'s output."""
         for key, cb in self._keyed():
             if key in state:
                 cb.load_state_dict(state[key])
@@ -154,6 +162,7 @@ class ProgressBar(Callback):
         return trainer.is_main and not self.quiet and bool(isatty and isatty())
 
     def on_step_end(self, trainer: BaseTrainer, step: int, metrics: dict[str, float]) -> None:
+        """Hook: an optimizer step has been taken."""
         every = max(1, trainer.config.log_every)
         if step % every != 0 or not self._enabled(trainer):
             return
@@ -166,6 +175,7 @@ class ProgressBar(Callback):
         self._shown = True
 
     def on_epoch_end(self, trainer: BaseTrainer, epoch: int, metrics: dict[str, float]) -> None:
+        """Hook: an epoch has ended with these metrics."""
         if not self._enabled(trainer):
             return
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.endswith("loss") or k.startswith("val/"))
@@ -197,11 +207,13 @@ class MetricsLogger(Callback):
             handle.write(json.dumps(record) + "\n")
 
     def on_step_end(self, trainer: BaseTrainer, step: int, metrics: dict[str, float]) -> None:
+        """Hook: an optimizer step has been taken."""
         if step % max(1, trainer.config.log_every) == 0:
             self._write(trainer, {"event": "step", "step": step, "epoch": trainer.epoch,
                                   "time": round(time.time(), 3), **metrics})
 
     def on_epoch_end(self, trainer: BaseTrainer, epoch: int, metrics: dict[str, float]) -> None:
+        """Hook: an epoch has ended with these metrics."""
         self._write(trainer, {"event": "epoch", "step": trainer.global_step, "epoch": epoch,
                               "time": round(time.time(), 3), **metrics})
 
@@ -219,6 +231,7 @@ class EarlyStopping(Callback):
         self.bad_epochs = 0
 
     def on_validation_end(self, trainer: BaseTrainer, metrics: dict[str, float]) -> None:
+        """Hook: validation has produced these metrics."""
         if self.monitor not in metrics:
             raise ValueError(f"EarlyStopping monitors {self.monitor!r}, but validation returned "
                              f"{sorted(metrics)}; pick one of those")
@@ -231,9 +244,11 @@ class EarlyStopping(Callback):
                 trainer.should_stop = True
 
     def state_dict(self) -> dict[str, Any]:
+        """What this object needs to resume exactly (JSON-friendly)."""
         return {"best": self.best, "bad_epochs": self.bad_epochs}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
         self.best, self.bad_epochs = state["best"], state["bad_epochs"]
 
 
@@ -267,6 +282,7 @@ class ModelCheckpoint(Callback):
         self._warned_missing = False
 
     def on_train_begin(self, trainer: BaseTrainer) -> None:
+        """Hook: training is about to start."""
         cfg = trainer.config
         self.dirpath = self.dirpath or Path(cfg.output_dir) / "checkpoints"
         self.every_n_steps = cfg.checkpoint_every_steps if self.every_n_steps is None else self.every_n_steps
@@ -280,6 +296,7 @@ class ModelCheckpoint(Callback):
         self._last_saved_step = trainer.global_step
 
     def on_step_end(self, trainer: BaseTrainer, step: int, metrics: dict[str, float]) -> None:
+        """Hook: an optimizer step has been taken."""
         if not self.every_n_steps or step % self.every_n_steps != 0:
             return
         self._save_last(trainer)
@@ -296,6 +313,7 @@ class ModelCheckpoint(Callback):
             old.with_suffix(".json").unlink(missing_ok=True)
 
     def on_validation_end(self, trainer: BaseTrainer, metrics: dict[str, float]) -> None:
+        """Hook: validation has produced these metrics."""
         if self.monitor not in metrics:
             if not self._warned_missing:
                 warnings.warn(f"ModelCheckpoint: metric {self.monitor!r} not among validation metrics "
@@ -309,11 +327,14 @@ class ModelCheckpoint(Callback):
                                     extra_metadata={"best_metric": self.monitor, "best_score": value})
 
     def on_train_end(self, trainer: BaseTrainer, history: list[dict[str, float]]) -> None:
+        """Hook: training has finished; ``history`` holds the epoch metrics."""
         if self.save_last:
             self._save_last(trainer)
 
     def state_dict(self) -> dict[str, Any]:
+        """What this object needs to resume exactly (JSON-friendly)."""
         return {"best_score": self.best_score, "best_step": self.best_step}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
         self.best_score, self.best_step = state["best_score"], state["best_step"]
