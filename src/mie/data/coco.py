@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from mie.config import DataConfig
-from mie.data.image_text import ImageTextDataset, ImageTextRecord, keep_captioned
+from mie.data.image_text import ImageTextDataset, ImageTextRecord, usable_records
 from mie.data.karpathy import read_karpathy_json
 from mie.data.registry import check_format_options, max_samples_for, register_dataset_format
 
@@ -110,11 +110,8 @@ class CocoCaptions(ImageTextDataset):
         else:
             records = read_coco_captions(annotation_path, image_root)
         parse_skips: Counter[str] = Counter()
-        records = keep_captioned(records, parse_skips)
-        if not records:
-            raise ValueError(f"{annotation_path}: no images with captions for split {split!r}")
-        if max_samples > 0:
-            records = records[:max_samples]
+        records = usable_records(records, annotation_path, f"no images with captions for split {split!r}",
+                                 max_samples, parse_skips)
         super().__init__(records, transform=transform, cache_images=cache_images)
         self.skipped.update(parse_skips)
         self.annotation_path = annotation_path

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from mie.config import DataConfig
-from mie.data.image_text import ImageTextDataset, ImageTextRecord, keep_captioned
+from mie.data.image_text import ImageTextDataset, ImageTextRecord, usable_records
 from mie.data.karpathy import read_karpathy_json
 from mie.data.registry import check_format_options, max_samples_for, register_dataset_format
 
@@ -166,11 +166,8 @@ class FlickrDataset(ImageTextDataset):
             records = read_karpathy_json(annotation_path, split, image_root)
         else:
             records = _original_records(data_dir, annotation_path, split, image_root, parse_skips)
-        records = keep_captioned(records, parse_skips)
-        if not records:
-            raise ValueError(f"{annotation_path}: no images with captions in split {split!r}")
-        if max_samples > 0:
-            records = records[:max_samples]
+        records = usable_records(records, annotation_path, f"no images with captions in split {split!r}",
+                                 max_samples, parse_skips)
         super().__init__(records, transform=transform, cache_images=cache_images or not lazy_load)
         self.skipped.update(parse_skips)
         self.annotation_path = annotation_path

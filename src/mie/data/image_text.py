@@ -324,6 +324,17 @@ def all_captions(dataset: Dataset) -> list[str]:
     return [caption for record in dataset_records(dataset) for caption in record.captions]
 
 
+def usable_records(records: Sequence[ImageTextRecord], source: str | os.PathLike[str], empty: str,
+                   max_samples: int, skipped: Counter[str]) -> list[ImageTextRecord]:
+    """What a format reader hands to ``ImageTextDataset``: ``records`` without blank captions (counted in
+    ``skipped``), at most ``max_samples`` of them (0 = all). Raises ``ValueError("{source}: {empty}")``
+    when nothing usable is left, so an empty split fails at open time, naming the file."""
+    kept = keep_captioned(records, skipped)
+    if not kept:
+        raise ValueError(f"{source}: {empty}")
+    return kept[:max_samples] if max_samples > 0 else kept
+
+
 def keep_captioned(records: Sequence[ImageTextRecord], skipped: Counter[str]) -> list[ImageTextRecord]:
     """``records`` with blank captions removed (counted as ``empty caption`` in ``skipped``).
 

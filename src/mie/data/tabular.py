@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from mie.config import DataConfig
-from mie.data.image_text import ImageTextDataset, ImageTextRecord, keep_captioned
+from mie.data.image_text import ImageTextDataset, ImageTextRecord, usable_records
 from mie.data.registry import check_format_options, max_samples_for, register_dataset_format
 
 TABLE_SUFFIXES = (".csv", ".tsv")
@@ -113,11 +113,8 @@ class CsvImageText(ImageTextDataset):
         records = read_table(table, split, image_column, caption_column, split_column, separator,
                              Path(root) if root else None)
         parse_skips: Counter[str] = Counter()
-        records = keep_captioned(records, parse_skips)
-        if not records:
-            raise ValueError(f"{table}: no rows with an image and a caption for split {split!r}")
-        if max_samples > 0:
-            records = records[:max_samples]
+        records = usable_records(records, table, f"no rows with an image and a caption for split {split!r}",
+                                 max_samples, parse_skips)
         super().__init__(records, transform=transform, cache_images=cache_images)
         self.skipped.update(parse_skips)
         self.table_path = table
