@@ -74,6 +74,7 @@ WORKER = textwrap.dedent('''
     assert d.broadcast_int(7 + info.rank) == 7
     save_weights(out / f"rank{info.rank}.safetensors", d.unwrap_model(trainer.model).state_dict(),
                  {"val": history[-1]["val/loss"]})
+    del trainer  # drop the DDP wrapper before leaving the group
     d.barrier()
     d.cleanup()
 ''')

@@ -350,6 +350,7 @@ def train_from_config(config: TrainingConfig, resume: str | Path | None = None, 
     if skipped:
         logger.warning("training skipped unreadable images: %s", skipped)
     summary = _training_summary(trainer, seconds, num_train)
+    del trainer, model  # evaluation reloads the best checkpoint; free the (DDP-wrapped) model first
     # Rank 0 alone evaluates and writes the report; the others wait for it, then all leave the group.
     result = _evaluate_and_report(run_dir, resolved, tokenizer, device, summary) if main else RunResult(run_dir, {}, {})
     if is_distributed():

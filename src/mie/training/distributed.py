@@ -8,6 +8,7 @@ single-process case (rank 0 of 1), so the trainer calls these functions uncondit
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -140,6 +141,11 @@ def broadcast_int(value: int, device: torch.device | None = None) -> int:
 
 
 def cleanup() -> None:
-    """Leave the process group (safe to call when none exists)."""
+    """Leave the process group (safe to call when none exists).
+
+    Garbage is collected first: a DDP wrapper or gloo work object left for interpreter shutdown can
+    abort the process ("terminate called without an active exception") after a successful run.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
