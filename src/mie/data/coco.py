@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from mie.config import DataConfig
+from mie.data.config import DataConfig
 from mie.data.image_text import ImageTextDataset, ImageTextRecord, usable_records
 from mie.data.karpathy import read_karpathy_json
 from mie.data.registry import check_format_options, max_samples_for, register_dataset_format

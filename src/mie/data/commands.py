@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mie.config import DataConfig
+from mie.data.config import DataConfig
 
 SPLIT_CANDIDATES = ("train", "val", "test", "test_heldout")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from mie.config import DataConfig
+from mie.data.config import DataConfig
 from mie.data.image_text import JsonlImageText
 from mie.data.synthetic import ensure_shapes_dataset
 

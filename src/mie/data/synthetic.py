@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 if TYPE_CHECKING:
-    from mie.config import SyntheticConfig
+    from mie.data.config import SyntheticConfig
 
 GENERATOR_VERSION = 1
 SPLITS = ("train", "val", "test", "test_heldout")

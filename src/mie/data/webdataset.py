@@ -34,7 +34,7 @@ import torch.distributed as dist
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from mie.config import DataConfig
+from mie.data.config import DataConfig
 from mie.data.image_text import ImageTextSample
 from mie.data.registry import check_format_options, register_dataset_format
 from mie.data.transforms import LoadImage, ToTensor

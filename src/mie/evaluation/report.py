@@ -197,6 +197,7 @@ def write_report(
     *,
     zero_shot: Mapping[str, Mapping[str, Any]] | None = None,
     training: Mapping[str, Any] | None = None,
+    stages: list[Mapping[str, Any]] | None = None,
     title: str = "Run report",
 ) -> Path:
     """Write ``RUN_DIR/report.md`` and ``RUN_DIR/results.json``; return the report path.
@@ -204,7 +205,8 @@ def write_report(
     ``figures`` maps a caption to a PNG path relative to ``run_dir`` (embedded in the report; a
     missing file is an error, so a report never shows broken images). ``training`` holds the
     training summary (steps, wall_time_s, samples_per_s, ...), ``zero_shot`` maps split -> the dict
-    of :func:`mie.evaluation.zero_shot.zero_shot_classify`, and ``extra`` is any further key/values.
+    of :func:`mie.evaluation.zero_shot.zero_shot_classify`, ``stages`` one row (a mapping of
+    column -> value) per stage of a multistage run, and ``extra`` is any further key/values.
     """
     root = Path(run_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -217,7 +219,7 @@ def write_report(
 
     payload = jsonable({
         "retrieval": results, "zero_shot": zero_shot, "training": training,
-        "config": config_summary, "figures": figures, "extra": extra,
+        "config": config_summary, "figures": figures, "extra": extra, "stages": stages,
     })
     save_json_atomic(root / RESULTS_FILE, payload)
 
@@ -228,6 +230,10 @@ def write_report(
         for split, result in zero_shot.items():
             if result.get("per_class_accuracy"):
                 parts += [f"Per-class accuracy ({split}):", "", _per_class_table(result), ""]
+    if stages:
+        header = list(dict.fromkeys(k for row in stages for k in row))
+        rows = [[_num(row.get(k, "")) for k in header] for row in stages]
+        parts += ["## Stages", "", _markdown_table(header, rows), ""]
     if training:
         parts += ["## Training summary", "", _key_value_table(training, _TRAINING_LABELS), ""]
     if config_summary:

@@ -4,15 +4,61 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mie.config import ModelConfig
+from mie.config import NON_NEGATIVE, POSITIVE, Rule, one_of
 from mie.models.blocks import TransformerBlock, build_norm, init_transformer_, trunc_normal_
 from mie.models.text import TextEncoder
 from mie.models.vision import VisionTransformer
+
+
+@dataclass
+class DualEncoderConfig:
+    """Architecture of a dual encoder (ViT image tower + causal text tower + projections).
+
+    Every field is explicit: ``name`` only labels the architecture. The registered presets
+    (``tiny``/``small``/``base``) live in ``mie.models.registry``: ``build_model("small")`` builds one and
+    ``get_model_config("small")`` gives its fields to copy into a YAML file. ``vocab_size = 0`` means
+    "take it from the tokenizer".
+    """
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        **{name: POSITIVE for name in (
+            "embed_dim", "image_size", "patch_size", "in_channels", "vision_width", "vision_layers",
+            "vision_heads", "text_width", "text_layers", "text_heads", "context_length", "mlp_ratio",
+            "max_logit_scale")},
+        "vocab_size": NON_NEGATIVE,
+        "vision_pool": one_of("cls", "mean"),
+        "vision_stem": one_of("patch", "conv"),
+        "norm": one_of("layernorm", "rmsnorm"),
+        "dropout": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    }
+
+    name: str = "tiny"
+    embed_dim: int = 256
+    image_size: int = 64
+    patch_size: int = 8
+    in_channels: int = 3
+    vision_width: int = 256
+    vision_layers: int = 4
+    vision_heads: int = 4
+    vision_pool: str = "cls"  # cls | mean
+    vision_stem: str = "patch"  # patch (one linear per patch) | conv (3x3 stride-2 convs, Xiao et al. 2021)
+    text_width: int = 256
+    text_layers: int = 4
+    text_heads: int = 4
+    context_length: int = 32
+    vocab_size: int = 0
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    init_logit_scale: float = math.log(1 / 0.07)
+    max_logit_scale: float = 100.0
 
 
 class DualEncoder(nn.Module):
@@ -25,7 +71,7 @@ class DualEncoder(nn.Module):
     past the cap where its gradient is zero.
     """
 
-    def __init__(self, config: ModelConfig, eos_id: int, pad_id: int) -> None:
+    def __init__(self, config: DualEncoderConfig, eos_id: int, pad_id: int) -> None:
         super().__init__()
         if config.vocab_size <= 0:
             raise ValueError(

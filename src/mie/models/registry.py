@@ -1,4 +1,4 @@
-"""Named model sizes and the factory that builds a model from a name or a ``ModelConfig``.
+"""Named model sizes and the factory that builds a model from a name or a ``DualEncoderConfig``.
 
 >>> model = build_model("tiny", vocab_size=tokenizer.vocab_size,
 ...                     eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)  # doctest: +SKIP
@@ -10,7 +10,7 @@ import dataclasses
 
 from torch import nn
 
-from mie.config import ModelConfig
+from mie.models.multimodal import DualEncoderConfig
 from mie.models.multimodal import DualEncoder
 from mie.models.torch_reference import TorchReferenceDualEncoder
 from mie.tokenization.base import SPECIAL_TOKENS
@@ -19,8 +19,8 @@ DEFAULT_PAD_ID = SPECIAL_TOKENS.index("<pad>")
 DEFAULT_EOS_ID = SPECIAL_TOKENS.index("<eos>")
 
 
-def _preset(name: str, width: int, layers: int, heads: int, **sizes: int) -> ModelConfig:
-    return ModelConfig(
+def _preset(name: str, width: int, layers: int, heads: int, **sizes: int) -> DualEncoderConfig:
+    return DualEncoderConfig(
         name=name,
         embed_dim=width,
         vision_width=width,
@@ -33,7 +33,7 @@ def _preset(name: str, width: int, layers: int, heads: int, **sizes: int) -> Mod
     )
 
 
-MODEL_PRESETS: dict[str, ModelConfig] = {
+MODEL_PRESETS: dict[str, DualEncoderConfig] = {
     # For tests and CPU smoke runs: trains in seconds.
     "tiny": _preset("tiny", 128, 2, 4, image_size=64, patch_size=8, context_length=32),
     # The prototype size of the project: synthetic shapes at 64 px in minutes on one GPU.
@@ -43,24 +43,24 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
 }
 
 
-def get_model_config(name: str, **overrides: object) -> ModelConfig:
-    """A fresh copy of the preset ``name``, with any ``ModelConfig`` fields in ``overrides`` replaced."""
+def get_model_config(name: str, **overrides: object) -> DualEncoderConfig:
+    """A fresh copy of the preset ``name``, with any ``DualEncoderConfig`` fields in ``overrides`` replaced."""
     if name not in MODEL_PRESETS:
         raise ValueError(f"unknown model preset {name!r}; known presets: {', '.join(sorted(MODEL_PRESETS))}")
-    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    fields = {f.name for f in dataclasses.fields(DualEncoderConfig)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ValueError(f"unknown ModelConfig field(s) {unknown}; valid fields: {', '.join(sorted(fields))}")
+        raise ValueError(f"unknown DualEncoderConfig field(s) {unknown}; valid fields: {', '.join(sorted(fields))}")
     return dataclasses.replace(MODEL_PRESETS[name], **overrides)
 
 
-def _resolve(name_or_config: str | ModelConfig, vocab_size: int | None) -> ModelConfig:
+def _resolve(name_or_config: str | DualEncoderConfig, vocab_size: int | None) -> DualEncoderConfig:
     if isinstance(name_or_config, str):
         config = get_model_config(name_or_config)
-    elif isinstance(name_or_config, ModelConfig):
+    elif isinstance(name_or_config, DualEncoderConfig):
         config = dataclasses.replace(name_or_config)
     else:
-        raise TypeError(f"expected a preset name or a ModelConfig, got {type(name_or_config).__name__}")
+        raise TypeError(f"expected a preset name or a DualEncoderConfig, got {type(name_or_config).__name__}")
     if vocab_size is not None:
         if vocab_size <= 0:
             raise ValueError(f"vocab_size must be positive, got {vocab_size}")
@@ -79,13 +79,13 @@ def _resolve(name_or_config: str | ModelConfig, vocab_size: int | None) -> Model
 
 
 def build_model(
-    name_or_config: str | ModelConfig,
+    name_or_config: str | DualEncoderConfig,
     *,
     vocab_size: int | None = None,
     eos_id: int = DEFAULT_EOS_ID,
     pad_id: int = DEFAULT_PAD_ID,
 ) -> DualEncoder:
-    """Build a ``DualEncoder`` from a preset name or a complete ``ModelConfig``.
+    """Build a ``DualEncoder`` from a preset name or a complete ``DualEncoderConfig``.
 
     ``vocab_size`` (the tokenizer's) is required when the config's ``vocab_size`` is 0.
     """
@@ -93,7 +93,7 @@ def build_model(
 
 
 def build_torch_reference_model(
-    name_or_config: str | ModelConfig,
+    name_or_config: str | DualEncoderConfig,
     *,
     vocab_size: int | None = None,
     eos_id: int = DEFAULT_EOS_ID,

@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mie.config import ModelConfig
+from mie.models.multimodal import DualEncoderConfig
 from mie.models.positional import LearnedPositionalEmbedding
 from mie.models.text import eot_positions
 from mie.models.vision import POOLS, ConvStem, PatchEmbedding
 
 
-def _encoder(width: int, layers: int, heads: int, config: ModelConfig) -> nn.TransformerEncoder:
+def _encoder(width: int, layers: int, heads: int, config: DualEncoderConfig) -> nn.TransformerEncoder:
     layer = nn.TransformerEncoderLayer(
         width,
         heads,
@@ -36,7 +36,7 @@ def _encoder(width: int, layers: int, heads: int, config: ModelConfig) -> nn.Tra
 class TorchReferenceDualEncoder(nn.Module):
     """Same interface and outputs as ``DualEncoder``; built by ``build_torch_reference_model``."""
 
-    def __init__(self, config: ModelConfig, eos_id: int, pad_id: int) -> None:
+    def __init__(self, config: DualEncoderConfig, eos_id: int, pad_id: int) -> None:
         super().__init__()
         if config.vocab_size <= 0:
             raise ValueError(f"model.vocab_size is {config.vocab_size}; set it from the tokenizer")

@@ -1,13 +1,19 @@
-"""``mie train``, ``mie eval`` and ``mie demo``: argument parsing around :mod:`mie.recipes.contrastive`."""
+"""``mie train``, ``mie eval`` and ``mie demo``: argument parsing around the recipes.
+
+``mie train FILE`` reads the config's ``recipe`` and runs that recipe; ``mie eval RUN_DIR`` reads
+the recipe from the run's saved ``config.yaml``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
+import time
 from pathlib import Path
 
-from mie.config import TrainingConfig, load_config
+from mie.config import read_yaml
+from mie.recipes import get_recipe, load_recipe_config, recipe_name
+from mie.recipes.run_dir import run_config_path
 
 logger = logging.getLogger(__name__)
 
@@ -20,16 +26,16 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", help="run directory (overrides output_dir)")
 
 
-def _config(path: str | Path, args: argparse.Namespace) -> TrainingConfig:
+def _overrides(args: argparse.Namespace) -> list[str]:
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
-    return load_config(path, overrides)
+    return overrides
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``mie train``."""
-    parser.add_argument("config", help="YAML training config (see configs/)")
+    parser.add_argument("config", help="YAML config naming its recipe (see configs/)")
     parser.add_argument("--resume", nargs="?", const="auto", metavar="PATH",
                         help="continue a run exactly: a *_state.pt file or a run directory "
                              "(no value: the config's output_dir)")
@@ -38,13 +44,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train, evaluate the best checkpoint on the test splits and write the report."""
-    from mie.recipes.contrastive import print_results, train_from_config
-
-    config = _config(args.config, args)
+    recipe, config = load_recipe_config(args.config, _overrides(args))
+    module = recipe.load()
     resume = config.output_dir if args.resume == "auto" else args.resume
-    result = train_from_config(config, resume=resume, quiet=bool(getattr(args, "quiet", False)))
+    result = module.train(config, resume=resume, quiet=bool(getattr(args, "quiet", False)))
     if result.results:  # under torchrun only rank 0 evaluates
-        print_results(result)
+        module.print_results(result)
         print(f"report: {result.run_dir / 'report.md'}")
     return 0
 
@@ -58,10 +63,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     """Re-score a run's checkpoint; exit 1 when the numbers differ from its report."""
-    from mie.recipes.contrastive import evaluate_run, print_results
-
-    result, differences = evaluate_run(args.run_dir, args.splits)
-    print_results(result)
+    module = get_recipe(recipe_name(read_yaml(run_config_path(Path(args.run_dir))))).load()
+    result, differences = module.evaluate(args.run_dir, args.splits)
+    module.print_results(result)
     if differences:
         print("differs from results.json / report.md:")
         for line in differences:
@@ -79,19 +83,20 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """Generate the shapes data if absent, train, evaluate and report."""
-    from mie.recipes.contrastive import print_results
-    from mie.recipes.contrastive import run_demo as demo
-
+    """Generate the shapes data if absent, train, evaluate and report: the engine's main job."""
     path = Path(args.config)
     if path.is_file():
-        config = _config(path, args)
+        recipe, config = load_recipe_config(path, _overrides(args))
+        module = recipe.load()
     else:
         if args.config != DEFAULT_DEMO_CONFIG:
             raise FileNotFoundError(f"demo config {path} not found")
         logger.warning("%s not found; using the built-in demo defaults", path)
-        config = dataclasses.replace(TrainingConfig(project_name="demo", output_dir="runs/demo"))
-    result = demo(config, quiet=bool(getattr(args, "quiet", False)))
-    print_results(result)
+        module = get_recipe("clip").load()
+        config = module.Config(project_name="demo", output_dir="runs/demo")
+    start = time.monotonic()
+    result = module.train(config, quiet=bool(getattr(args, "quiet", False)))
+    logger.info("demo finished in %.1f min", (time.monotonic() - start) / 60)
+    module.print_results(result)
     print(f"report: {result.run_dir / 'report.md'}")
     return 0

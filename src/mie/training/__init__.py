@@ -1,6 +1,6 @@
-"""Training: ``BaseTrainer`` owns the loop, trainers fill in the steps, callbacks observe."""
+"""Training: ``BaseTrainer`` owns the loop, a ``Task`` says what a batch means, callbacks observe."""
 
-from mie.training.base import BaseTrainer, batch_size_of, move_to_device, resolve_device
+from mie.training.base import BaseTrainer
 from mie.training.callbacks import (
     Callback,
     CallbackList,
@@ -9,10 +9,12 @@ from mie.training.callbacks import (
     ModelCheckpoint,
     ProgressBar,
 )
-from mie.training.multimodal import MultimodalTrainer
-from mie.training.optim import create_optimizer, split_decay_parameters
+from mie.training.config import OptimizerConfig, ScheduleConfig, StageConfig, TrainerConfig
+from mie.training.loop_utils import batch_size_of, move_to_device, resolve_device
+from mie.training.optim import create_adamw, create_optimizer, split_decay_parameters
 from mie.training.rng import capture_rng_state, restore_rng_state, set_seed
 from mie.training.schedules import build_scheduler, lr_multiplier
+from mie.training.task import Task
 
 __all__ = [
     "BaseTrainer",
@@ -21,11 +23,16 @@ __all__ = [
     "EarlyStopping",
     "MetricsLogger",
     "ModelCheckpoint",
-    "MultimodalTrainer",
+    "OptimizerConfig",
     "ProgressBar",
+    "ScheduleConfig",
+    "StageConfig",
+    "Task",
+    "TrainerConfig",
     "batch_size_of",
     "build_scheduler",
     "capture_rng_state",
+    "create_adamw",
     "create_optimizer",
     "lr_multiplier",
     "move_to_device",

@@ -4,10 +4,11 @@ The trainer owns the loop and calls, in this order::
 
     on_train_begin
       on_epoch_begin
-        on_step_end            (after every optimizer step)
+        on_step_end            (after every optimizer step; metrics only every log_every steps)
         on_validation_end      (when the epoch is validated)
         on_checkpoint          (whenever a checkpoint file is written)
       on_epoch_end
+      on_stage_end             (when a stage of a multistage run has finished)
     on_train_end
 
 Callbacks that write files or print check ``trainer.is_main`` so only rank 0 does. A callback
@@ -46,7 +47,11 @@ class Callback:
         """Called after epoch ``epoch`` with its train (and val) metrics; ``trainer.epoch`` is already ``epoch + 1``."""
 
     def on_step_end(self, trainer: BaseTrainer, step: int, metrics: dict[str, float]) -> None:
-        """Called after optimizer step number ``step`` (1-based) with that step's ``train/...`` metrics."""
+        """Called after optimizer step number ``step`` (1-based). On logged steps (every ``log_every``)
+        ``metrics`` holds the ``train/...`` means since the last log; on the others it is empty."""
+
+    def on_stage_end(self, trainer: BaseTrainer, stage: int) -> None:
+        """Called when stage ``stage`` (0-based) of a multistage run has finished."""
 
     def on_validation_end(self, trainer: BaseTrainer, metrics: dict[str, float]) -> None:
         """Called after validation with its ``val/...`` metrics."""
@@ -108,6 +113,11 @@ class CallbackList(Callback):
         for cb in self.callbacks:
             cb.on_validation_end(trainer, metrics)
 
+    def on_stage_end(self, trainer: BaseTrainer, stage: int) -> None:
+        """Call ``on_stage_end`` on every callback, in order."""
+        for cb in self.callbacks:
+            cb.on_stage_end(trainer, stage)
+
     def on_checkpoint(self, trainer: BaseTrainer, path: Path) -> None:
         """Call ``on_checkpoint`` on every callback, in order."""
         for cb in self.callbacks:
@@ -163,11 +173,10 @@ class ProgressBar(Callback):
 
     def on_step_end(self, trainer: BaseTrainer, step: int, metrics: dict[str, float]) -> None:
         """Hook: an optimizer step has been taken."""
-        every = max(1, trainer.config.log_every)
-        if step % every != 0 or not self._enabled(trainer):
+        if not metrics or not self._enabled(trainer):
             return
-        total = trainer.total_steps
-        line = (f"epoch {trainer.epoch + 1}/{trainer.num_epochs} step {step}/{total} "
+        stages = f"stage {trainer.stage + 1}/{len(trainer.stages)} " if len(trainer.stages) > 1 else ""
+        line = (f"{stages}epoch {trainer.epoch + 1} step {trainer.stage_step}/{trainer.total_steps} "
                 f"loss {metrics.get('train/loss', float('nan')):.4f} lr {metrics.get('train/lr', 0.0):.2e} "
                 f"{metrics.get('train/samples_per_sec', 0.0):.0f} samples/s")
         self.stream.write("\r" + line.ljust(79))
@@ -208,14 +217,14 @@ class MetricsLogger(Callback):
 
     def on_step_end(self, trainer: BaseTrainer, step: int, metrics: dict[str, float]) -> None:
         """Hook: an optimizer step has been taken."""
-        if step % max(1, trainer.config.log_every) == 0:
-            self._write(trainer, {"event": "step", "step": step, "epoch": trainer.epoch,
+        if metrics:
+            self._write(trainer, {"event": "step", "step": step, "stage": trainer.stage, "epoch": trainer.epoch,
                                   "time": round(time.time(), 3), **metrics})
 
     def on_epoch_end(self, trainer: BaseTrainer, epoch: int, metrics: dict[str, float]) -> None:
         """Hook: an epoch has ended with these metrics."""
-        self._write(trainer, {"event": "epoch", "step": trainer.global_step, "epoch": epoch,
-                              "time": round(time.time(), 3), **metrics})
+        self._write(trainer, {"event": "epoch", "step": trainer.global_step, "stage": trainer.stage,
+                              "epoch": epoch, "time": round(time.time(), 3), **metrics})
 
 
 class EarlyStopping(Callback):
@@ -303,6 +312,10 @@ class ModelCheckpoint(Callback):
         if self.keep_last_n > 0:
             trainer.save_checkpoint(self.dirpath, f"step_{step:06d}", with_state=False)
             self._prune(trainer)
+
+    def on_stage_end(self, trainer: BaseTrainer, stage: int) -> None:
+        """Hook: a stage has finished; its end is a resumable checkpoint (``last``)."""
+        self._save_last(trainer)
 
     def _prune(self, trainer: BaseTrainer) -> None:
         if not trainer.is_main:

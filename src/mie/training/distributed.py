@@ -87,13 +87,19 @@ def rank_seed(seed: int) -> int:
     return seed + get_rank()
 
 
-def wrap_ddp(model: nn.Module, device: torch.device | None = None) -> nn.Module:
-    """Wrap ``model`` in ``DistributedDataParallel`` when distributed; return it unchanged otherwise."""
+def wrap_ddp(model: nn.Module, device: torch.device | None = None,
+             find_unused_parameters: bool = False) -> nn.Module:
+    """Wrap ``model`` in ``DistributedDataParallel`` when distributed; return it unchanged otherwise.
+
+    ``find_unused_parameters`` lets a step leave trainable parameters without a gradient (a loss
+    that ignores the model's logit scale).
+    """
     if not is_distributed():
         return model
     if device is not None and device.type == "cuda":
-        return DistributedDataParallel(model, device_ids=[device.index or 0], output_device=device.index or 0)
-    return DistributedDataParallel(model)
+        return DistributedDataParallel(model, device_ids=[device.index or 0], output_device=device.index or 0,
+                                       find_unused_parameters=find_unused_parameters)
+    return DistributedDataParallel(model, find_unused_parameters=find_unused_parameters)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

@@ -11,7 +11,7 @@ import re
 import torch
 from torch import nn
 
-from mie.config import OptimizerConfig
+from mie.training.config import OptimizerConfig
 
 # Parameter names that never get weight decay, whatever their shape.
 _NO_DECAY_NAME = re.compile(r"embedding|pos_emb|position|cls_token|class_token|logit_scale|logit_bias")
@@ -61,7 +61,18 @@ def create_optimizer(model: nn.Module, cfg: OptimizerConfig, lr: float | None = 
         raise ValueError("the model has no trainable parameters (all frozen?); unfreeze some before training")
     groups = [{"params": params, "weight_decay": wd, "name": name}
               for name, params, wd in (("decay", decay, cfg.weight_decay), ("no_decay", no_decay, 0.0)) if params]
-    lr = cfg.lr if lr is None or lr <= 0 else lr
-    fused = all(p.is_cuda for p in decay + no_decay)
+    return create_adamw(groups, cfg, cfg.lr if lr is None or lr <= 0 else lr)
+
+
+def create_adamw(groups: list[dict], cfg: OptimizerConfig, lr: float) -> torch.optim.AdamW:
+    """AdamW over ready parameter ``groups`` (a group's own ``lr`` / ``weight_decay`` win over ``lr``).
+
+    The fused kernel is used only when every parameter lives on CUDA; elsewhere PyTorch's default
+    (foreach) implementation runs.
+    """
+    if cfg.name.lower() != "adamw":
+        raise ValueError(f"optimizer.name={cfg.name!r} is not supported; use 'adamw'")
+    params = [p for group in groups for p in group["params"]]
+    fused = bool(params) and all(p.is_cuda for p in params)
     return torch.optim.AdamW(groups, lr=lr, betas=(float(cfg.betas[0]), float(cfg.betas[1])), eps=cfg.eps,
                              fused=fused or None)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from mie.config import ScheduleConfig
+from mie.training.config import ScheduleConfig
 
 SCHEDULES = ("cosine", "linear", "constant")
 

@@ -1,0 +1,232 @@
+"""The clip recipe: config -> data -> tokenizer -> dual encoder -> contrastive task -> trainer ->
+retrieval -> report. ``train`` runs a whole job into a run directory (see ``mie.recipes.run_dir``);
+``evaluate`` re-scores a finished run from its files alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
+
+from mie.config import load_config
+from mie.data import build_dataset, build_image_transform, collate_image_text
+from mie.data.image_text import all_captions
+from mie.evaluation.report import compare_results, format_metrics_table, load_results, write_report
+from mie.io import load_weights
+from mie.models.registry import build_model, num_parameters
+from mie.recipes.clip.config import ClipConfig
+from mie.recipes.clip.evaluate import EvalSet, evaluate_model, load_eval_set, retrieval_evaluator, write_figures
+from mie.recipes.run_dir import TOKENIZER_FILE, checkpoint_to_evaluate, run_config_path, save_run_config
+from mie.tokenization.base import BaseTokenizer
+from mie.tokenization.factory import load_any_tokenizer, train_tokenizer
+from mie.training import BaseTrainer, resolve_device
+from mie.training.distributed import barrier, cleanup, init_distributed, is_distributed, is_main_process
+from mie.training.distributed import main_process_first
+from mie.training.tasks import ContrastiveTask
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced: where it lives and its evaluation numbers."""
+
+    run_dir: Path
+    results: dict[str, dict[str, float]]
+    zero_shot: dict[str, dict[str, Any]]
+
+
+def build_tokenizer(config: ClipConfig, captions: Sequence[str]) -> BaseTokenizer:
+    """The tokenizer named by ``config.tokenizer``: loaded from its ``path``, else built on ``captions``."""
+    tcfg = config.tokenizer
+    if tcfg.path:
+        return load_any_tokenizer(tcfg.path)
+    return train_tokenizer(tcfg.name, captions, vocab_size=tcfg.vocab_size, lowercase=tcfg.lowercase)
+
+
+def build_train_loader(config: ClipConfig, dataset: Dataset, tokenizer: BaseTokenizer,
+                       batch_size: int | None = None) -> DataLoader:
+    """Shuffled batches with one random caption per image, reproducible per epoch.
+
+    The trainer reseeds the loader's generator each epoch. Caption picks draw from that same
+    generator when batches are made in-process (with workers, DataLoader seeds each worker from it),
+    so an epoch's batches depend only on the seed, the stage and the epoch: skipping the batches
+    already trained on when resuming mid-epoch replays the same draws.
+    """
+    data = config.data
+    generator = torch.Generator().manual_seed(config.seed)
+    collate = functools.partial(collate_image_text, tokenizer=tokenizer, context_length=config.model.context_length,
+                                generator=generator if data.num_workers == 0 else None)
+    # A stream (WebDataset) orders itself: shards are split by rank and worker and reordered per
+    # epoch by the dataset's set_epoch, which the trainer calls; it cannot take a shuffling sampler.
+    stream = isinstance(dataset, IterableDataset)
+    # Under DDP each rank takes its own slice of a shuffle that is the same on every rank (seeded, and
+    # re-drawn per epoch by the trainer's set_epoch); data.batch_size is the batch of ONE rank.
+    sampler = (DistributedSampler(dataset, shuffle=True, seed=config.seed, drop_last=True)
+               if is_distributed() and not stream else None)
+    return DataLoader(dataset, batch_size=batch_size or data.batch_size, shuffle=not stream and sampler is None,
+                      sampler=sampler, drop_last=True, generator=generator, collate_fn=collate,
+                      num_workers=data.num_workers, persistent_workers=data.num_workers > 0)
+
+
+def _train_dataset(config: ClipConfig) -> Dataset:
+    data = config.data
+    transform = build_image_transform(config.model.image_size, train=True,
+                                      crop_scale=tuple(data.random_crop_scale), hflip=data.hflip)
+    # Decoded images are kept in memory: the demo revisits every small image many times.
+    return build_dataset(data, data.train_split, transform=transform, cache_images=True)
+
+
+def _num_images(dataset: Dataset) -> int | None:
+    """``len(dataset)``, or None for a stream (WebDataset shards) whose length is unknown up front."""
+    return None if isinstance(dataset, IterableDataset) else len(dataset)
+
+
+def _training_summary(trainer: BaseTrainer, seconds: float, num_train: int | None) -> dict[str, Any]:
+    steps = trainer.global_step
+    samples = sum(row.get("samples", 0) for row in _stage_rows(trainer)) if len(trainer.stages) > 1 else (
+        steps * trainer.config.data.batch_size * trainer.config.grad_accum_steps)
+    epochs = round(samples / max(1, num_train), 2) if num_train else trainer.epoch
+    return {"steps": steps, "epochs": epochs, "wall_time_s": round(seconds, 1),
+            "samples_per_s": round(samples / max(seconds, 1e-9), 1), "train_images": num_train or "streamed"}
+
+
+def _stage_rows(trainer: BaseTrainer) -> list[dict[str, Any]]:
+    """One report row per stage: its name, loss, steps, last train loss and validation R@1."""
+    rows = []
+    for index, stage in enumerate(trainer.stages):
+        history = [h for h in trainer.history if h.get("stage") == index]
+        if not history:
+            continue
+        last_val = next((h for h in reversed(history) if "val/mean_R@1" in h), {})
+        start = max((h["step"] for h in trainer.history if h.get("stage", 0) < index), default=0)
+        batch = (stage.batch_size or trainer.config.data.batch_size) * stage.grad_accum_steps
+        loss = stage.loss or trainer.config.loss
+        terms = loss.kwargs.get("losses") if loss.name == "combined" else None
+        name = " + ".join(f"{t.get('weight', 1.0):g} x {t['name']}" for t in terms) if terms else loss.name
+        rows.append({"stage": index, "name": stage.name, "loss": name, "steps": history[-1]["step"] - start,
+                     "samples": (history[-1]["step"] - start) * batch,
+                     "final train loss": history[-1].get("train/loss"), "val mean R@1": last_val.get("val/mean_R@1")})
+    return rows
+
+
+def _config_summary(config: ClipConfig, model: nn.Module, vocab_size: int) -> dict[str, Any]:
+    m = config.model
+    return {
+        "model": f"ViT {m.image_size}px/patch {m.patch_size}/width {m.vision_width}/{m.vision_layers} layers + "
+                 f"text width {m.text_width}/{m.text_layers} layers/context {m.context_length}",
+        "parameters": num_parameters(model), "vocab_size": vocab_size,
+        "loss": config.loss.name if not config.stages else f"{len(config.stages)} stages",
+        "batch_size": config.data.batch_size, "lr": config.optimizer.lr, "precision": config.precision,
+        "data": f"{config.data.format}:{config.data.path}",
+    }
+
+
+def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = False) -> RunResult:
+    """Train a dual encoder as ``config`` says, evaluate its best checkpoint and write the report."""
+    init_distributed()  # under torchrun: join the process group (a no-op for one process)
+    main = is_main_process()
+    run_dir = Path(config.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    tokenizer_path = run_dir / TOKENIZER_FILE
+    # Rank 0 generates the data (if needed) and trains the tokenizer; the other ranks then read both.
+    with main_process_first():
+        train_set = _train_dataset(config)
+        if (resume is not None or not main) and tokenizer_path.is_file():
+            tokenizer = load_any_tokenizer(tokenizer_path)
+        else:
+            tokenizer = build_tokenizer(config, all_captions(train_set))
+            tokenizer.save(tokenizer_path)
+    # The run directory owns its tokenizer (tokenizer.json); the saved config records the vocabulary size.
+    resolved = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size))
+    if main:
+        save_run_config(resolved, run_dir)
+
+    device = resolve_device(config.device)
+    model = build_model(resolved.model, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
+    val_set = load_eval_set(config, config.data.val_split) if config.data.val_split else None
+    evaluator = retrieval_evaluator(val_set, tokenizer, device) if val_set is not None else None
+    task = ContrastiveTask(model, resolved.loss, evaluator=evaluator)
+    trainer = BaseTrainer(task, resolved, functools.partial(build_train_loader, resolved, train_set, tokenizer),
+                          device=device, quiet=quiet, batch_size=resolved.data.batch_size)
+    num_train = _num_images(train_set)
+    logger.info("training %s parameters on %s images", f"{num_parameters(model):,}",
+                "streamed" if num_train is None else f"{num_train:,}")
+    start = time.monotonic()
+    trainer.fit(resume_from=resume)
+    seconds = trainer.elapsed_seconds() if resume is None else time.monotonic() - start
+    skipped = dict(getattr(train_set, "skipped", {}) or {})
+    if skipped:
+        logger.warning("training skipped unreadable images: %s", skipped)
+    summary = _training_summary(trainer, seconds, num_train)
+    stages = _stage_rows(trainer) if len(trainer.stages) > 1 else None
+    del trainer, task, model  # evaluation reloads the best checkpoint; free the (DDP-wrapped) task first
+    # Rank 0 alone evaluates and writes the report; the others wait for it, then all leave the group.
+    result = (_evaluate_and_report(run_dir, resolved, tokenizer, device, summary, stages) if main
+              else RunResult(run_dir, {}, {}))
+    if is_distributed():
+        barrier()
+        cleanup()
+    return result
+
+
+def _load_run(run_dir: Path) -> tuple[ClipConfig, BaseTokenizer, nn.Module, torch.device]:
+    config = load_config(run_config_path(run_dir), ClipConfig)
+    tokenizer = load_any_tokenizer(run_dir / TOKENIZER_FILE)
+    device = resolve_device(config.device)
+    model = build_model(config.model, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
+    state, _ = load_weights(checkpoint_to_evaluate(run_dir))
+    model.load_state_dict(state)
+    return config, tokenizer, model.to(device).eval(), device
+
+
+def _evaluate_and_report(run_dir: Path, config: ClipConfig, tokenizer: BaseTokenizer, device: torch.device,
+                         training: dict[str, Any], stages: list[dict[str, Any]] | None) -> RunResult:
+    _, _, model, _ = _load_run(run_dir)
+    evalsets = [load_eval_set(config, split) for split in config.data.test_splits]
+    results, zero_shot = evaluate_model(model, tokenizer, evalsets, device)
+    figures = write_figures(run_dir, model, tokenizer, evalsets[0], device)
+    checkpoint = checkpoint_to_evaluate(run_dir).name
+    write_report(run_dir, results, _config_summary(config, model, tokenizer.vocab_size), figures,
+                 extra={"evaluated checkpoint": checkpoint}, zero_shot=zero_shot, training=training,
+                 stages=stages, title=f"{config.project_name}: image-text retrieval report")
+    return RunResult(run_dir, results, zero_shot)
+
+
+def evaluate(run_dir: str | Path, splits: Sequence[str] | None = None) -> tuple[RunResult, list[str]]:
+    """Re-score a finished run from its files; return the results and their differences from ``results.json``."""
+    run_dir = Path(run_dir)
+    config, tokenizer, model, device = _load_run(run_dir)
+    evalsets: list[EvalSet] = [load_eval_set(config, split) for split in (splits or config.data.test_splits)]
+    results, zero_shot = evaluate_model(model, tokenizer, evalsets, device)
+    differences: list[str] = []
+    if (run_dir / "results.json").is_file():
+        saved = load_results(run_dir)
+        saved_retrieval = {k: v for k, v in (saved.get("retrieval") or {}).items() if k in results}
+        differences = compare_results(saved_retrieval, results)
+    return RunResult(run_dir, results, zero_shot), differences
+
+
+def print_results(result: RunResult, echo: Callable[[str], Any] = print) -> None:
+    """R@1/5/10 both ways per split, and the mean R@1 the acceptance bar is set on."""
+    echo(format_metrics_table(result.results))
+    for split, metrics in result.results.items():
+        echo(f"{split}: mean R@1 = {metrics['mean_R@1']:.3f} "
+             f"(i2t {metrics['i2t_R@1']:.3f}, t2i {metrics['t2i_R@1']:.3f})")
+    for name, zs in result.zero_shot.items():
+        if "chance" in zs:
+            echo(f"zero-shot {name}: accuracy {zs['accuracy']:.3f} (chance {zs['chance']:.3f}) "
+                 f"over {zs['num_samples']} images")
+        else:
+            echo(f"zero-shot {name}: accuracy {zs['accuracy']:.3f} over {zs['num_samples']} single-object images")
