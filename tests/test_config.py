@@ -8,16 +8,25 @@ import yaml
 
 from mie.config import (
     ConfigError,
-    LossConfig,
-    StageConfig,
-    TrainingConfig,
     apply_overrides,
-    config_from_dict,
     config_to_dict,
-    load_config,
     save_config,
     validate_config,
 )
+from mie.config import config_from_dict as _from_dict
+from mie.config import load_config as _load
+from mie.losses.config import LossConfig
+from mie.recipes.clip.config import ClipConfig as TrainingConfig
+from mie.training.config import StageConfig
+
+
+def config_from_dict(data):
+    """The generic loader with the clip recipe's schema (the fullest one)."""
+    return _from_dict(TrainingConfig, data)
+
+
+def load_config(path, overrides=()):
+    return _load(path, TrainingConfig, overrides)
 
 
 def write(tmp_path, text, name="cfg.yaml"):
@@ -73,7 +82,7 @@ def test_unknown_key_without_close_match_lists_allowed_keys():
         ({"data": {"test_splits": ["test", 3]}}, "data.test_splits[1]", "expected str, got 3"),
         ({"data": {"test_splits": "test"}}, "data.test_splits", "expected a list of str"),
         ({"loss": {"kwargs": [1]}}, "loss.kwargs", "expected a mapping"),
-        ({"model": 3}, "model", "expected a mapping (ModelConfig)"),
+        ({"model": 3}, "model", "expected a mapping (DualEncoderConfig)"),
         ({"stages": [{"loss": 5}]}, "stages[0].loss", "expected a mapping (LossConfig) or null"),
         ({"stages": [{"lr": "x"}]}, "stages[0].lr", "expected float"),
         ({"stages": [{"loss": {"name": 3}}]}, "stages[0].loss.name", "expected str, got 3 (int)"),

@@ -6,7 +6,8 @@ import pkgutil
 import pytest
 
 import mie
-from mie.config import TrainingConfig, load_config, save_config
+from mie.config import load_config, save_config
+from mie.recipes.clip import ClipConfig
 
 pytestmark = pytest.mark.smoke
 
@@ -31,8 +32,8 @@ def test_every_module_imports(name):
 
 
 def test_config_round_trip(tmp_path):
-    cfg = TrainingConfig(project_name="smoke", seed=1)
-    assert load_config(save_config(cfg, tmp_path / "c.yaml")) == cfg
+    cfg = ClipConfig(project_name="smoke", seed=1)
+    assert load_config(save_config(cfg, tmp_path / "c.yaml"), ClipConfig) == cfg
 
 
 def test_tiny_model_forward_pass():

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mie.config import load_config
-from mie.recipes.contrastive import train_from_config
+from mie.recipes import load_recipe_config
+from mie.recipes.clip import train as train_from_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,12 +23,12 @@ def test_demo_config_trains_on_a_flickr_layout(tmp_path: Path, karpathy_flickr, 
         "data.format=flickr", f"data.path={root}", "data.test_splits=[test]",
         # and only to keep this test tiny and fast:
         f"output_dir={tmp_path / 'run'}", "epochs=1", "eval_every_epochs=1", "precision=fp32",
-        "data.batch_size=8", "data.image_size=16", "model.image_size=16", "model.patch_size=8",
+        "data.batch_size=8", "model.image_size=16", "model.patch_size=8",
         "model.embed_dim=16", "model.vision_width=16", "model.vision_layers=1", "model.vision_heads=2",
         "model.text_width=16", "model.text_layers=1", "model.text_heads=2", "model.context_length=16",
         "schedule.warmup_steps=1",
     ]
-    config = load_config(REPO / "configs" / "demo.yaml", overrides)
+    config = load_recipe_config(REPO / "configs" / "demo.yaml", overrides)[1]
     with caplog.at_level(logging.WARNING):
         result = train_from_config(config, quiet=True)
     assert set(result.results) == {"test"}

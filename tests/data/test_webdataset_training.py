@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mie.config import load_config
+from mie.recipes import load_recipe_config
 from mie.data.image_text import all_captions, images_and_all_captions
 from mie.data.webdataset import WebDatasetImageText
-from mie.recipes.contrastive import train_from_config
+from mie.recipes.clip import train as train_from_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,12 +57,12 @@ def test_demo_config_trains_on_webdataset_shards(tmp_path: Path, images) -> None
         "data.format=webdataset", f"data.path={root}", "data.test_splits=[test]", "max_steps=4",
         # and only to keep this test tiny and fast:
         f"output_dir={tmp_path / 'run'}", "epochs=3", "eval_every_epochs=1", "precision=fp32",
-        "data.batch_size=8", "data.image_size=16", "model.image_size=16", "model.patch_size=8",
+        "data.batch_size=8", "model.image_size=16", "model.patch_size=8",
         "model.embed_dim=16", "model.vision_width=16", "model.vision_layers=1", "model.vision_heads=2",
         "model.text_width=16", "model.text_layers=1", "model.text_heads=2", "model.context_length=16",
         "schedule.warmup_steps=1", "tokenizer.name=simple",
     ]
-    result = train_from_config(load_config(REPO / "configs" / "demo.yaml", overrides), quiet=True)
+    result = train_from_config(load_recipe_config(REPO / "configs" / "demo.yaml", overrides)[1], quiet=True)
     test = result.results["test"]
     assert (test["num_images"], test["num_texts"]) == (6, 30)
     saved = json.loads((result.run_dir / "results.json").read_text())

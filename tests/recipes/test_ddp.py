@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from mie.training import multimodal
+from mie.training.tasks import contrastive
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = [
     "data.synthetic.num_train=64", "data.synthetic.num_val=16", "data.synthetic.num_test=16",
-    "data.synthetic.num_heldout=16", "data.synthetic.image_size=32", "data.image_size=32", "model.image_size=32",
+    "data.synthetic.num_heldout=16", "data.synthetic.image_size=32", "model.image_size=32",
     "data.batch_size=16", "epochs=2", "eval_every_epochs=1", "model.vision_layers=1", "model.text_layers=1",
     "model.vision_width=32", "model.text_width=32", "model.embed_dim=32", "schedule.warmup_steps=1",
     "tokenizer.name=simple", "log_every=1",
@@ -40,24 +40,14 @@ def test_mie_train_under_two_process_ddp(tmp_path: Path, launch_ranks) -> None:
 
 
 def test_match_ids_are_offset_by_rank_under_ddp(monkeypatch) -> None:
-    seen = {}
+    from mie.losses.config import LossConfig
+    from mie.models.registry import build_model
 
-    def loss_fn(image_embeds, text_embeds, logit_scale=None, match_ids=None):
-        seen["ids"] = match_ids
-        return (image_embeds * text_embeds).sum()
-
-    class Model(torch.nn.Module):
-        def forward(self, images, ids):
-            x = images.flatten(1)[:, :4]
-            return {"image_embeds": x, "text_embeds": x, "logit_scale": torch.tensor(1.0)}
-
-    trainer = multimodal.MultimodalTrainer.__new__(multimodal.MultimodalTrainer)
-    trainer.model, trainer.loss_fn = Model(), loss_fn
-    batch = {"images": torch.randn(3, 3, 2, 2), "input_ids": torch.ones(3, 2, dtype=torch.long),
+    task = contrastive.ContrastiveTask(build_model("tiny", vocab_size=50, eos_id=2, pad_id=0), LossConfig("clip"))
+    size = task.model.config.image_size
+    batch = {"images": torch.randn(3, 3, size, size), "input_ids": torch.tensor([[1, 5, 2]] * 3),
              "match_ids": torch.tensor([0, 1, 1])}
-    trainer._forward_loss(batch)
-    assert seen["ids"].tolist() == [0, 1, 1]  # one process: unchanged
-    monkeypatch.setattr(multimodal, "get_world_size", lambda: 4)
-    monkeypatch.setattr(multimodal, "get_rank", lambda: 2)
-    trainer._forward_loss(batch)
-    assert seen["ids"].tolist() == [6, 7, 7]  # rank 2 of 4, batch 3: ids move to [6, 9)
+    assert task._context(batch)["match_ids"].tolist() == [0, 1, 1]  # one process: unchanged
+    monkeypatch.setattr(contrastive, "get_world_size", lambda: 4)
+    monkeypatch.setattr(contrastive, "get_rank", lambda: 2)
+    assert task._context(batch)["match_ids"].tolist() == [6, 7, 7]  # rank 2 of 4, batch 3: ids move to [6, 9)

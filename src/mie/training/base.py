@@ -45,7 +45,7 @@ from mie.training.loop_utils import batch_size_of, move_to_device, resolve_devic
 from mie.training.optim import create_adamw
 from mie.training.rng import set_seed
 from mie.training.schedules import build_scheduler
-from mie.training.stages import apply_freeze, param_groups, resolve_stages, stage_rng_offset
+from mie.training.stages import apply_freeze, check_patterns, param_groups, resolve_stages, stage_rng_offset
 from mie.training.task import Task
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -96,6 +96,7 @@ class BaseTrainer(TrainerStateMixin):
         self._window_counts: dict[str, int] = {}
         self._log_samples, self._log_seconds = 0, 0.0
         self.ddp_task: torch.nn.Module = self.task
+        check_patterns(self.task, self.stages, bool(config.stages))
         self._enter_stage(0)
 
     # ----------------------------------------------------------------- set-up

@@ -47,6 +47,17 @@ def _check_patterns(patterns: Iterable[str], names: list[str], where: str) -> No
                              f"{', '.join(roots)} (e.g. 'visual.*')")
 
 
+def check_patterns(task: nn.Module, stages: list[StageConfig], multistage: bool) -> None:
+    """Check every stage's ``freeze`` and ``lr_multipliers`` patterns before anything trains, so a typo
+    in stage 3 fails at once rather than after stages 1 and 2."""
+    model_names = [n for n, _ in task.model.named_parameters()]
+    all_names = [n.removeprefix("model.") for n, _ in task.named_parameters()]
+    for index, stage in enumerate(stages):
+        where = f"stages[{index}]" if multistage else "training"
+        _check_patterns(stage.freeze, model_names, f"{where}.freeze")
+        _check_patterns(stage.lr_multipliers, all_names, f"{where}.lr_multipliers")
+
+
 def apply_freeze(model: nn.Module, patterns: list[str], where: str = "freeze") -> int:
     """Freeze the model's parameters whose names match ``patterns``, unfreeze the rest; returns how
     many parameters (elements) stay trainable."""

@@ -25,6 +25,8 @@ class ClipConfig(TrainerConfig):
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    #: weights to start from (a ``.safetensors`` of an earlier run with the same model section)
+    init_checkpoint: str = ""
 
 
 def check_config(config: ClipConfig) -> None:

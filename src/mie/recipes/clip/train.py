@@ -25,13 +25,25 @@ from mie.evaluation.report import compare_results, format_metrics_table, load_re
 from mie.io import load_weights
 from mie.models.registry import build_model, num_parameters
 from mie.recipes.clip.config import ClipConfig
-from mie.recipes.clip.evaluate import EvalSet, evaluate_model, load_eval_set, retrieval_evaluator, write_figures
+from mie.recipes.clip.evaluate import (
+    EvalSet,
+    evaluate_model,
+    load_eval_set,
+    retrieval_evaluator,
+    write_figures,
+)
 from mie.recipes.run_dir import TOKENIZER_FILE, checkpoint_to_evaluate, run_config_path, save_run_config
 from mie.tokenization.base import BaseTokenizer
 from mie.tokenization.factory import load_any_tokenizer, train_tokenizer
 from mie.training import BaseTrainer, resolve_device
-from mie.training.distributed import barrier, cleanup, init_distributed, is_distributed, is_main_process
-from mie.training.distributed import main_process_first
+from mie.training.distributed import (
+    barrier,
+    cleanup,
+    init_distributed,
+    is_distributed,
+    is_main_process,
+    main_process_first,
+)
 from mie.training.tasks import ContrastiveTask
 
 logger = logging.getLogger(__name__)
@@ -155,6 +167,8 @@ def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = Fa
 
     device = resolve_device(config.device)
     model = build_model(resolved.model, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
+    if config.init_checkpoint and resume is None:
+        _load_weights_into(model, Path(config.init_checkpoint))
     val_set = load_eval_set(config, config.data.val_split) if config.data.val_split else None
     evaluator = retrieval_evaluator(val_set, tokenizer, device) if val_set is not None else None
     task = ContrastiveTask(model, resolved.loss, evaluator=evaluator)
@@ -181,6 +195,19 @@ def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = Fa
     return result
 
 
+def _load_weights_into(model: nn.Module, path: Path) -> None:
+    """Start from ``path``'s weights; a missing file or another architecture is a one-line error."""
+    if not path.is_file():
+        raise FileNotFoundError(f"init_checkpoint: {path} does not exist; pass a .safetensors of an earlier run")
+    state, _ = load_weights(path)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "different parameters"
+        raise ValueError(f"init_checkpoint: {path} does not fit model (set the model section and tokenizer.path "
+                         f"of the run it came from): {first}") from None
+
+
 def _load_run(run_dir: Path) -> tuple[ClipConfig, BaseTokenizer, nn.Module, torch.device]:
     config = load_config(run_config_path(run_dir), ClipConfig)
     tokenizer = load_any_tokenizer(run_dir / TOKENIZER_FILE)
@@ -196,7 +223,8 @@ def _evaluate_and_report(run_dir: Path, config: ClipConfig, tokenizer: BaseToken
     _, _, model, _ = _load_run(run_dir)
     evalsets = [load_eval_set(config, split) for split in config.data.test_splits]
     results, zero_shot = evaluate_model(model, tokenizer, evalsets, device)
-    figures = write_figures(run_dir, model, tokenizer, evalsets[0], device)
+    # No test split (a smoke run): the report holds the training summary and curves only.
+    figures = write_figures(run_dir, model, tokenizer, evalsets[0], device) if evalsets else {}
     checkpoint = checkpoint_to_evaluate(run_dir).name
     write_report(run_dir, results, _config_summary(config, model, tokenizer.vocab_size), figures,
                  extra={"evaluated checkpoint": checkpoint}, zero_shot=zero_shot, training=training,

@@ -1,4 +1,4 @@
-"""End to end: `mie train` / `mie eval` / resume on a tiny generated shapes set with a tiny model."""
+"""End to end: the clip recipe's `mie train` / `mie eval` / resume on a tiny shapes set and model."""
 
 from __future__ import annotations
 
@@ -10,9 +10,18 @@ import torch
 import yaml
 
 from mie.cli import main
-from mie.config import config_from_dict
+from mie.config import config_from_dict as _from_dict
 from mie.io import load_weights
-from mie.recipes.contrastive import evaluate_run, load_eval_set, train_from_config
+from mie.recipes.clip import ClipConfig
+from mie.recipes.clip import evaluate as evaluate_run
+from mie.recipes.clip import train as train_from_config
+from mie.recipes.clip.evaluate import EvalSet, _any_object_accuracy, load_eval_set
+
+
+def config_from_dict(raw):
+    """A clip recipe config from a mapping."""
+    return _from_dict(ClipConfig, raw)
+
 
 TINY = {
     "project_name": "tiny",
@@ -22,7 +31,7 @@ TINY = {
     "log_every": 1,
     "model": {"embed_dim": 32, "image_size": 32, "patch_size": 8, "vision_width": 32, "vision_layers": 1,
               "vision_heads": 2, "text_width": 32, "text_layers": 1, "text_heads": 2, "context_length": 32},
-    "data": {"image_size": 32, "batch_size": 16, "test_splits": ["test", "test_heldout"],
+    "data": {"batch_size": 16, "test_splits": ["test", "test_heldout"],
              "synthetic": {"num_train": 48, "num_val": 12, "num_test": 16, "num_heldout": 12, "image_size": 32}},
     "schedule": {"warmup_steps": 2},
 }
@@ -133,8 +142,6 @@ def test_missing_run_directory_is_a_clear_error(tmp_path, capsys):
 
 
 def test_any_object_zero_shot_counts_a_hit_on_any_object_and_reports_chance():
-    from mie.recipes.contrastive import EvalSet, _any_object_accuracy
-
     def objects(*shapes):
         return {"objects": [{"shape": s, "color": "red"} for s in shapes]}
 
