@@ -200,9 +200,15 @@ def test_dynamic_temperature_schedule_and_step_counter():
         assert loss_fn.last_metrics["step"] == step
         want = ContrastiveLoss(temperature=loss_fn.temperature_at(step))(a, b)
         assert torch.allclose(got, want, atol=1e-6)
+        loss_fn(a, b)  # a second micro-batch of the same optimizer step: same temperature
+        assert loss_fn.last_metrics["step"] == step
+        loss_fn.after_optimizer_step()
     assert int(loss_fn.step) == 3
+    restored = DynamicTemperatureLoss(min_temperature=0.1, max_temperature=0.9, period=8)
+    restored.load_state_dict(loss_fn.state_dict())  # the counter survives a checkpoint
+    restored(a, b)
+    assert restored.last_metrics["step"] == 3
     loss_fn.eval()
-    loss_fn(a, b)
     loss_fn(a, b, step=100)
     assert int(loss_fn.step) == 3 and loss_fn.last_metrics["temperature"] == pytest.approx(
         loss_fn.temperature_at(100)

@@ -19,6 +19,8 @@ def test_moco_loss_matches_reference_and_enqueues_fifo():
         logits = torch.cat([(uq[i] @ uk[i]).view(1), queue @ uq[i]]) / 0.2
         rows.append(torch.logsumexp(logits, 0) - logits[0])
     assert loss.item() == pytest.approx(float(torch.stack(rows).mean()), abs=1e-6)
+    assert torch.equal(loss_fn.queue, queue)  # keys wait for the optimizer step
+    loss_fn.after_optimizer_step()
     assert torch.allclose(loss_fn.queue[:3], uk) and torch.equal(loss_fn.queue[3:], queue[3:])
     assert int(loss_fn.queue_ptr) == 3
     loss.backward()
@@ -26,6 +28,7 @@ def test_moco_loss_matches_reference_and_enqueues_fifo():
     # Wrap-around: the next 3 keys fill slots 3, 4, 0; slots 1, 2 keep the first batch.
     k2 = torch.randn(3, 4)
     loss_fn(torch.randn(3, 4), k2)
+    loss_fn.after_optimizer_step()
     uk2 = F.normalize(k2, dim=-1)
     assert torch.allclose(loss_fn.queue[[3, 4, 0]], uk2) and torch.allclose(loss_fn.queue[1:3], uk[1:])
     assert int(loss_fn.queue_ptr) == 1
@@ -36,10 +39,23 @@ def test_moco_key_gets_no_gradient_and_eval_does_not_enqueue():
     k = torch.randn(2, 4, requires_grad=True)
     loss_fn(torch.randn(2, 4, requires_grad=True), k).backward()
     assert k.grad is None
+    loss_fn.after_optimizer_step()
     loss_fn.eval()
     before = loss_fn.queue.clone()
     loss_fn(torch.randn(2, 4), torch.randn(2, 4))
+    loss_fn.after_optimizer_step()
     assert torch.equal(before, loss_fn.queue)
+
+
+def test_moco_micro_batches_of_one_step_enter_the_queue_in_order():
+    loss_fn = MoCoLoss(embed_dim=2, queue_size=6, normalize=False)
+    k1, k2 = torch.randn(2, 2), torch.randn(2, 2)
+    loss_fn(torch.randn(2, 2), k1)
+    loss_fn(torch.randn(2, 2), k2)  # gradient accumulation: two micro-batches, one optimizer step
+    loss_fn.after_optimizer_step()
+    assert torch.equal(loss_fn.queue[:4], torch.cat([k1, k2])) and int(loss_fn.queue_ptr) == 4
+    loss_fn.after_optimizer_step()  # nothing stashed: nothing changes
+    assert int(loss_fn.queue_ptr) == 4
 
 
 def test_moco_batch_larger_than_queue_keeps_latest_keys():
@@ -83,7 +99,10 @@ def test_ema_moco_key_encoder_follows_query_encoder():
     x = torch.randn(2, 4)
     loss = loss_fn(encoder(x), x)
     loss.backward()
+    assert torch.equal(loss_fn.key_encoder.weight, start)  # the forward uses the key encoder as it is
+    loss_fn.after_optimizer_step()
     assert torch.allclose(loss_fn.key_encoder.weight, 0.5 * start + 0.5 * encoder.weight.detach())
+    assert int(loss_fn.queue_ptr) == 2
     assert encoder.weight.grad is not None and loss_fn.key_encoder.weight.grad is None
     # Only the frozen key copy is registered inside the loss, never the query encoder itself.
     own = {id(p) for p in encoder.parameters()}
@@ -98,7 +117,9 @@ def test_memory_queue_uses_in_batch_then_queued_negatives():
     scale = torch.tensor(2.0)
     first = loss_fn(a1, b1)
     want = (info_nce(a1, b1, scale).mean() + info_nce(b1, a1, scale).mean()) / 2
-    assert torch.allclose(first, want, atol=1e-6) and int(loss_fn.queue_count) == 3
+    assert torch.allclose(first, want, atol=1e-6) and int(loss_fn.queue_count) == 0
+    loss_fn.after_optimizer_step()
+    assert int(loss_fn.queue_count) == 3
     a2 = F.normalize(torch.randn(3, 3), dim=-1).requires_grad_()
     b2 = F.normalize(torch.randn(3, 3), dim=-1)
     second = loss_fn(a2, b2)
@@ -110,6 +131,7 @@ def test_memory_queue_uses_in_batch_then_queued_negatives():
             rows.append(torch.logsumexp(logits, 0) - logits[i])
     assert second.item() == pytest.approx(float(sum(rows[:3]) / 3 + sum(rows[3:]) / 3) / 2, abs=1e-6)
     second.backward()
+    loss_fn.after_optimizer_step()
     assert a2.grad is not None and not loss_fn.image_queue.requires_grad
     assert int(loss_fn.queue_count) == 4 and int(loss_fn.queue_ptr) == 2  # capped at the queue size
     assert torch.allclose(loss_fn.text_queue[[3, 0, 1]], b2)

@@ -121,10 +121,11 @@ def test_hybrid_schedule_blends_contrastive_into_vicreg():
     assert torch.allclose(loss_fn(a, b, step=4), 0.5 * contrastive + 0.5 * vicreg)
     assert torch.allclose(loss_fn(a, b, step=9), vicreg)
     assert "loss_contrastive" not in loss_fn.last_metrics
-    assert int(loss_fn.step) == 0  # explicit steps do not advance the counter
-    loss_fn(a, b)
-    loss_fn(a, b)
-    assert int(loss_fn.step) == 2
+    assert int(loss_fn.step) == 0  # calls never advance the counter; optimizer steps do
+    for _ in range(4):
+        loss_fn.after_optimizer_step()
+    assert int(loss_fn.step) == 4
+    assert torch.allclose(loss_fn(a, b), 0.5 * contrastive + 0.5 * vicreg)
     assert HybridPretrainVICRegLoss(warmup_steps=0, transition_steps=0).vicreg_weight(0) == 1.0
     with pytest.raises(ValueError, match="warmup_steps"):
         HybridPretrainVICRegLoss(warmup_steps=-1)

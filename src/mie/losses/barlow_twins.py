@@ -6,6 +6,8 @@ drive the cross-correlation matrix of the two batch-standardised views to the id
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -21,6 +23,8 @@ def standardize(x: Tensor, eps: float) -> Tensor:
 @register_loss("barlow_twins")
 class BarlowTwinsLoss(LossBase):
     """``sum_i (1 - C_ii)^2 + lambda * sum_{i != j} C_ij^2`` with ``C = z_a^T z_b / N``."""
+
+    consumes: ClassVar[dict[str, str]] = {"a": "image_embeds", "b": "text_embeds"}
 
     min_batch = 2
 

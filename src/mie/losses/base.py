@@ -1,12 +1,26 @@
-"""What every loss shares: input validation, fp32 compute, a logit scale, and detached metrics for logging.
+"""What every loss shares: input validation, fp32 compute, a logit scale, detached metrics for logging,
+the named inputs it consumes, and a hook after each optimizer step.
 
 Convention: after each forward a loss sets ``self.last_metrics: dict[str, float]`` holding its component
 terms and diagnostics (detached Python floats), e.g. ``{"loss": 2.1, "accuracy": 0.4, ...}``.
+
+Diagnostics cost host synchronisations (``float(tensor)``) and extra compute. A trainer turns them off
+on the steps it does not log (``with diagnostics(False): ...``): then no loss reads a value back from
+the device, value checks that need the data (finiteness) are skipped and ``last_metrics`` is ``{}``.
+They are on by default, so standalone use behaves as documented.
+
+A task feeds any loss from one mapping of named inputs (``INPUT_KINDS``) with
+``loss.forward_context(context)``: each loss declares in ``consumes`` which forward parameter takes
+which input, so a task can tell before training whether it can feed a loss (``required_inputs``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import math
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +30,38 @@ from torch import Tensor, nn
 _DIAG_ROWS = 1024
 # Uniformity is quadratic in B; it is estimated on at most this many rows.
 _UNIFORMITY_ROWS = 512
+
+
+#: The named inputs a task may offer a loss (``LossBase.consumes`` maps forward parameters to these).
+INPUT_KINDS: dict[str, str] = {
+    "image_embeds": "first embedding batch [B, D] (images; one view)",
+    "text_embeds": "second embedding batch [B, D], paired row by row (captions; the other view)",
+    "logit_scale": "the model's learnable 1 / temperature (a positive scalar)",
+    "match_ids": "[B] integer ids; equal ids mark the same image, so they are not negatives",
+    "labels": "[B] integer class labels",
+    "features": "the current model's features [..., D]",
+    "reference_features": "features of the same inputs from a frozen reference model, same shape",
+    "key_inputs": "raw inputs a momentum key encoder encodes (e.g. token ids)",
+    "logits": "token or class logits [..., V]",
+    "targets": "integer targets of the logits [...]",
+}
+
+_DIAGNOSTICS = [True]
+
+
+def diagnostics_enabled() -> bool:
+    """Whether losses compute diagnostics and value checks now (see the module docstring)."""
+    return _DIAGNOSTICS[-1]
+
+
+@contextlib.contextmanager
+def diagnostics(enabled: bool = True) -> Iterator[None]:
+    """Turn loss diagnostics on or off inside the block; the previous state comes back after it."""
+    _DIAGNOSTICS.append(bool(enabled))
+    try:
+        yield
+    finally:
+        _DIAGNOSTICS.pop()
 
 
 def to_compute_dtype(x: Tensor) -> Tensor:
@@ -35,7 +81,7 @@ def check_tensor(x: object, name: str, ndim: int | None = 2, min_batch: int = 1)
         raise ValueError(
             f"{name} has batch size {x.shape[0] if x.dim() else 0}; this loss needs at least {min_batch} rows"
         )
-    if not torch.isfinite(x).all():
+    if diagnostics_enabled() and not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or Inf values; check the model outputs / learning rate")
     return to_compute_dtype(x)
 
@@ -65,7 +111,7 @@ def check_scale(scale: object, name: str = "logit_scale") -> Tensor:
     if t.numel() != 1:
         raise ValueError(f"{name} must be a scalar, got shape {tuple(t.shape)}")
     t = to_compute_dtype(t.reshape(()) if t.is_floating_point() else t.float().reshape(()))
-    if not torch.isfinite(t) or t <= 0:
+    if diagnostics_enabled() and (not torch.isfinite(t) or t <= 0):
         raise ValueError(f"{name} must be a positive finite number, got {float(t)}")
     return t
 
@@ -78,9 +124,11 @@ def check_positive(value: float, name: str) -> float:
 
 
 class LossBase(nn.Module):
-    """Base of every loss in ``mie.losses``: holds ``last_metrics`` and the minimum batch it needs."""
+    """Base of every loss in ``mie.losses``: holds ``last_metrics``, the minimum batch it needs, and
+    ``consumes``: forward parameter -> the ``INPUT_KINDS`` key a task passes there."""
 
     min_batch: int = 1
+    consumes: ClassVar[dict[str, str]] = {}
 
     def __init__(self) -> None:
         super().__init__()
@@ -93,8 +141,42 @@ class LossBase(nn.Module):
         check_same_shape(a, b, name_a, name_b)
         return a, b
 
+    def _parameters_by_kind(self) -> dict[str, inspect.Parameter]:
+        params = inspect.signature(self.forward).parameters
+        return {param: params[param] for param in self.consumes if param in params}
+
+    def required_inputs(self) -> set[str]:
+        """The ``INPUT_KINDS`` keys this loss cannot run without (forward parameters with no default)."""
+        return {self.consumes[name] for name, p in self._parameters_by_kind().items() if p.default is p.empty}
+
+    def accepted_inputs(self) -> set[str]:
+        """Every ``INPUT_KINDS`` key this loss takes when offered."""
+        return set(self.consumes.values())
+
+    def forward_context(self, context: Mapping[str, Any]) -> Tensor:
+        """The loss, called with the inputs it ``consumes`` taken from ``context`` (absent or None
+        ones are left out); a missing required input is a ValueError naming it."""
+        missing = sorted(k for k in self.required_inputs() if context.get(k) is None)
+        if missing:
+            name = getattr(self, "registered_name", type(self).__name__)
+            given = sorted(k for k, v in context.items() if v is not None)
+            raise ValueError(f"loss {name!r} needs {', '.join(missing)}; the task gave {', '.join(given) or 'nothing'}")
+        return self(**{param: context[key] for param, key in self.consumes.items() if context.get(key) is not None})
+
+    def after_optimizer_step(self) -> None:
+        """Update the loss's own state (queues, momentum encoders, step counters); a task calls it once
+        after every optimizer step. Stateless losses do nothing."""
+
+    def pair_stats(self, a: Tensor, b: Tensor, ids: Tensor | None = None) -> dict[str, float]:
+        """:func:`pair_diagnostics` when diagnostics are on, else nothing (no host synchronisation)."""
+        return pair_diagnostics(a, b, ids) if diagnostics_enabled() else {}
+
     def record(self, **values: Tensor | float) -> None:
-        """Store detached float metrics for logging (overwrites the previous step's)."""
+        """Store detached float metrics for logging (overwrites the previous step's); with diagnostics
+        off it stores nothing (``last_metrics == {}``), so no value is read back from the device."""
+        if not diagnostics_enabled():
+            self.last_metrics = {}
+            return
         self.last_metrics = {
             k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in values.items()
         }

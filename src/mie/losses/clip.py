@@ -8,10 +8,12 @@ Natural Language Supervision").
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch.nn.functional as F
 from torch import Tensor
 
-from mie.losses.base import LogitScale, LossBase, check_ids, check_scale, pair_diagnostics
+from mie.losses.base import LogitScale, LossBase, check_ids, check_scale
 from mie.losses.distributed import gather_no_grad, gather_with_grad
 from mie.losses.infonce import info_nce
 from mie.losses.registry import register_loss
@@ -28,6 +30,9 @@ class CLIPStyleLoss(LossBase):
     smoothing are supported there too. ``gather_distributed`` compares local features with the
     features of all ranks (labels offset by ``rank * B``).
     """
+
+    consumes: ClassVar[dict[str, str]] = {"image_embeds": "image_embeds", "text_embeds": "text_embeds", "logit_scale": "logit_scale",
+                                           "match_ids": "match_ids"}
 
     min_batch = 1
 
@@ -89,6 +94,6 @@ class CLIPStyleLoss(LossBase):
             loss_t2i=loss_t2i,
             logit_scale=scale,
             temperature=1.0 / scale,
-            **pair_diagnostics(img, txt, ids),
+            **self.pair_stats(img, txt, ids),
         )
         return loss

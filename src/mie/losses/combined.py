@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -67,16 +68,36 @@ class CombinedLoss(LossBase):
 
     def forward(self, *args: Any, **kwargs: Any) -> Tensor:
         """The weighted sum of all terms (a scalar)."""
+        return self._sum(lambda term: term(*args, **_accepted_kwargs(term, kwargs)))
+
+    def forward_context(self, context: Mapping[str, Any]) -> Tensor:
+        """The weighted sum, each term fed from ``context`` by what it consumes."""
+        return self._sum(lambda term: term.forward_context(context))
+
+    def _sum(self, call: Any) -> Tensor:
         weighted: list[Tensor] = []
-        metrics: dict[str, float] = {}
+        metrics: dict[str, Any] = {}
         for name, weight, term in zip(self.names, self.weights, self.terms):
-            value = term(*args, **_accepted_kwargs(term, kwargs))
+            value = call(term)
             weighted.append(weight * value)
             metrics.update(_metrics_of(name, term))
-            metrics[f"{name}/weighted"] = weight * float(value.detach())
+            metrics[f"{name}/weighted"] = weight * value.detach()
         total = torch.stack(weighted).sum()
         self.record(loss=total, **metrics)
         return total
+
+    def required_inputs(self) -> set[str]:
+        """What any term cannot run without."""
+        return set().union(*(term.required_inputs() for term in self.terms))
+
+    def accepted_inputs(self) -> set[str]:
+        """What any term takes."""
+        return set().union(*(term.accepted_inputs() for term in self.terms))
+
+    def after_optimizer_step(self) -> None:
+        """Each term updates its own state."""
+        for term in self.terms:
+            term.after_optimizer_step()
 
 
 @register_loss("multitask")
@@ -111,16 +132,40 @@ class MultitaskLoss(LossBase):
             raise ValueError(
                 f"multitask inputs: missing {missing}, unknown {unknown}; expected tasks {self.task_names}"
             )
-        weighted: list[Tensor] = []
-        metrics: dict[str, float] = {}
-        for task in self.task_names:
+
+        def call(task: str) -> Tensor:
             given = inputs[task]
-            value = self.tasks[task](**given) if isinstance(given, dict) else self.tasks[task](*given)
+            return self.tasks[task](**given) if isinstance(given, dict) else self.tasks[task](*given)
+
+        return self._sum(call)
+
+    def forward_context(self, context: Mapping[str, Any]) -> Tensor:
+        """The weighted sum, every task's loss fed from the same ``context`` by what it consumes."""
+        return self._sum(lambda task: self.tasks[task].forward_context(context))
+
+    def required_inputs(self) -> set[str]:
+        """What any task's loss cannot run without."""
+        return set().union(*(t.required_inputs() for t in self.tasks.values()))
+
+    def accepted_inputs(self) -> set[str]:
+        """What any task's loss takes."""
+        return set().union(*(t.accepted_inputs() for t in self.tasks.values()))
+
+    def after_optimizer_step(self) -> None:
+        """Each task's loss updates its own state."""
+        for term in self.tasks.values():
+            term.after_optimizer_step()
+
+    def _sum(self, call: Any) -> Tensor:
+        weighted: list[Tensor] = []
+        metrics: dict[str, Any] = {}
+        for task in self.task_names:
+            value = call(task)
             metrics.update(_metrics_of(task, self.tasks[task]))
             if self.uncertainty_weighting:
                 log_var = self.log_vars[task]
                 term = self.weights[task] * (torch.exp(-log_var) * value + log_var)
-                metrics[f"{task}/log_var"] = float(log_var.detach())
+                metrics[f"{task}/log_var"] = log_var.detach()
             else:
                 term = self.weights[task] * value
             weighted.append(term)

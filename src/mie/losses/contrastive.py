@@ -7,11 +7,13 @@ Predictive Coding"), one direction or symmetric, with a fixed temperature.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mie.losses.base import LossBase, check_ids, check_positive, pair_diagnostics
+from mie.losses.base import LossBase, check_ids, check_positive
 from mie.losses.distributed import gather_no_grad, gather_with_grad
 from mie.losses.infonce import info_nce
 from mie.losses.registry import register_loss
@@ -24,6 +26,8 @@ class ContrastiveLoss(LossBase):
     Without ``match_ids`` row ``i`` of ``a`` pairs with row ``i`` of ``b``; with them every entry sharing
     an id is a positive (targets spread uniformly).
     """
+
+    consumes: ClassVar[dict[str, str]] = {"a": "image_embeds", "b": "text_embeds", "match_ids": "match_ids"}
 
     def __init__(
         self,
@@ -55,5 +59,5 @@ class ContrastiveLoss(LossBase):
             loss_ba = info_nce(b, a_all, scale, offset=offset, q_ids=ids, k_ids=ids_all).mean()
             terms["loss_ba"] = loss_ba
             loss = (loss_ab + loss_ba) / 2
-        self.record(loss=loss, **terms, **pair_diagnostics(a, b, ids))
+        self.record(loss=loss, **terms, **self.pair_stats(a, b, ids))
         return loss

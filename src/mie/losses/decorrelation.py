@@ -7,6 +7,8 @@ Networks by Decorrelating Representations"), with a scale-free correlation varia
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -24,6 +26,8 @@ class DecorrelationLoss(LossBase):
     ``correlation`` uses the correlation matrix and averages the squared off-diagonal entries, so it is
     in [0, 1] whatever the feature scale. With two inputs the two penalties are averaged.
     """
+
+    consumes: ClassVar[dict[str, str]] = {"a": "image_embeds", "b": "text_embeds"}
 
     min_batch = 2
 

@@ -10,11 +10,13 @@ weight ``w_i = 2 - N * softmax_i(a_i . b_i / sigma)`` so hard positives count mo
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mie.losses.base import LossBase, check_positive, pair_diagnostics
+from mie.losses.base import LossBase, check_positive
 from mie.losses.distributed import gather_with_grad
 from mie.losses.ntxent import two_view_logits
 from mie.losses.registry import register_loss
@@ -27,6 +29,8 @@ class DecoupledContrastiveLoss(LossBase):
     ``weighting=None`` is DCL (``w = 1``); ``weighting="vmf"`` is DCLW. The weights are computed on
     detached similarities over the whole (gathered) batch.
     """
+
+    consumes: ClassVar[dict[str, str]] = {"a": "image_embeds", "b": "text_embeds"}
 
     min_batch = 2
 
@@ -71,5 +75,5 @@ class DecoupledContrastiveLoss(LossBase):
         negatives = negatives.index_put((rows, positive_index), logits.new_tensor(float("-inf")))
         per_view = -self._weights(a, b) * positive + torch.logsumexp(negatives, dim=1)
         loss = per_view.mean()
-        self.record(loss=loss, positive_term=-positive.mean(), **pair_diagnostics(a, b))
+        self.record(loss=loss, positive_term=-positive.mean(), **self.pair_stats(a, b))
         return loss

@@ -12,12 +12,13 @@ group-wise (semantic) structure, a low one instance discrimination; oscillating 
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from mie.losses.base import LossBase, check_ids, check_positive, pair_diagnostics
+from mie.losses.base import LossBase, check_ids, check_positive
 from mie.losses.infonce import info_nce
 from mie.losses.registry import register_loss
 
@@ -25,6 +26,8 @@ from mie.losses.registry import register_loss
 @register_loss("dynamic_temperature")
 class DynamicTemperatureLoss(LossBase):
     """Symmetric InfoNCE at the scheduled temperature; the step counter is a buffer (saved in checkpoints)."""
+
+    consumes: ClassVar[dict[str, str]] = {"a": "image_embeds", "b": "text_embeds", "match_ids": "match_ids"}
 
     def __init__(
         self,
@@ -45,6 +48,10 @@ class DynamicTemperatureLoss(LossBase):
         self.period = int(period)
         self.normalize = normalize
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        # A host copy of the counter, so forward never reads the buffer back from the device; kept in
+        # step by after_optimizer_step and by load_state_dict (the buffer is what checkpoints hold).
+        self._host_step = 0
+        self.register_load_state_dict_post_hook(_sync_host_step)
 
     def temperature_at(self, step: int) -> float:
         """The scheduled temperature at ``step``."""
@@ -54,11 +61,11 @@ class DynamicTemperatureLoss(LossBase):
     def forward(
         self, a: Tensor, b: Tensor, step: int | None = None, match_ids: Tensor | None = None
     ) -> Tensor:
-        """Loss at ``step`` (default: the internal counter, advanced after each training-mode call)."""
+        """Loss at ``step`` (default: the internal counter, advanced by ``after_optimizer_step``)."""
         a, b = self.check_pair(a, b)
         if self.normalize:
             a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
-        current = int(self.step) if step is None else int(step)
+        current = self._host_step if step is None else int(step)
         temperature = self.temperature_at(current)
         ids = None if match_ids is None else check_ids(match_ids, a.shape[0]).to(a.device)
         scale = torch.tensor(1.0 / temperature, dtype=a.dtype, device=a.device)
@@ -66,7 +73,15 @@ class DynamicTemperatureLoss(LossBase):
             info_nce(a, b, scale, q_ids=ids, k_ids=ids).mean()
             + info_nce(b, a, scale, q_ids=ids, k_ids=ids).mean()
         ) / 2
-        if self.training and step is None:
-            self.step += 1
-        self.record(loss=loss, temperature=temperature, step=current, **pair_diagnostics(a, b, ids))
+        self.record(loss=loss, temperature=temperature, step=current, **self.pair_stats(a, b, ids))
         return loss
+
+    def after_optimizer_step(self) -> None:
+        """Advance the step counter (once per optimizer step, however many micro-batches it had)."""
+        self.step += 1
+        self._host_step += 1
+
+
+def _sync_host_step(module: nn.Module, incompatible_keys: object) -> None:
+    """After ``load_state_dict``: the host copy of the step counter follows the loaded buffer."""
+    module._host_step = int(module.step)

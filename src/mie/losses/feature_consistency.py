@@ -7,6 +7,8 @@ distillation against forgetting (Li & Hoiem, 2017, "Learning without Forgetting"
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -23,6 +25,8 @@ class FeatureConsistencyLoss(LossBase):
     ``cosine``: mean ``1 - cos``; ``l2``: mean squared error; ``l1``: mean absolute error;
     ``smooth_l1``: Huber with threshold ``beta``. No gradient reaches the reference.
     """
+
+    consumes: ClassVar[dict[str, str]] = {"features": "features", "reference": "reference_features"}
 
     def __init__(self, distance: str = "cosine", beta: float = 1.0) -> None:
         super().__init__()

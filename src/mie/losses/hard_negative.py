@@ -11,11 +11,13 @@ similar than the positive (those more similar are likely false negatives and kee
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mie.losses.base import LossBase, check_positive, pair_diagnostics
+from mie.losses.base import LossBase, check_positive
 from mie.losses.registry import register_loss
 
 _MODES = ("hard", "semi_hard")
@@ -24,6 +26,8 @@ _MODES = ("hard", "semi_hard")
 @register_loss("hard_negative")
 class HardNegativeLoss(LossBase):
     """Symmetric InfoNCE whose negatives are re-weighted by hardness (``beta = 0`` gives plain InfoNCE)."""
+
+    consumes: ClassVar[dict[str, str]] = {"a": "image_embeds", "b": "text_embeds"}
 
     min_batch = 2
 
@@ -72,5 +76,5 @@ class HardNegativeLoss(LossBase):
         loss_ba, _ = self._direction(b, a)
         loss = (loss_ab + loss_ba) / 2
         off = ~torch.eye(a.shape[0], dtype=torch.bool, device=a.device)
-        self.record(loss=loss, semi_hard_fraction=easier[off].mean(), **pair_diagnostics(a, b))
+        self.record(loss=loss, semi_hard_fraction=easier[off].mean(), **self.pair_stats(a, b))
         return loss

@@ -10,8 +10,10 @@ over ``transition_steps``.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mie.losses.base import LossBase
 from mie.losses.contrastive import ContrastiveLoss
@@ -22,6 +24,8 @@ from mie.losses.vicreg import VICRegLoss
 @register_loss("hybrid_vicreg")
 class HybridPretrainVICRegLoss(LossBase):
     """Step-scheduled blend of symmetric InfoNCE and VICReg; the step counter is a saved buffer."""
+
+    consumes: ClassVar[dict[str, str]] = {"a": "image_embeds", "b": "text_embeds"}
 
     min_batch = 2
 
@@ -43,6 +47,10 @@ class HybridPretrainVICRegLoss(LossBase):
         self.contrastive = ContrastiveLoss(temperature=temperature)
         self.vicreg = VICRegLoss(sim_coeff=sim_coeff, std_coeff=std_coeff, cov_coeff=cov_coeff)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        # A host copy of the counter, so forward never reads the buffer back from the device; kept in
+        # step by after_optimizer_step and by load_state_dict (the buffer is what checkpoints hold).
+        self._host_step = 0
+        self.register_load_state_dict_post_hook(_sync_host_step)
 
     def vicreg_weight(self, step: int) -> float:
         """Weight of the VICReg term at ``step`` (0 during warm-up, 1 after the transition)."""
@@ -53,21 +61,29 @@ class HybridPretrainVICRegLoss(LossBase):
         return min(1.0, (step - self.warmup_steps) / self.transition_steps)
 
     def forward(self, a: Tensor, b: Tensor, step: int | None = None) -> Tensor:
-        """The blended loss at ``step`` (default: the internal counter)."""
+        """The blended loss at ``step`` (default: the internal counter, advanced by ``after_optimizer_step``)."""
         a, b = self.check_pair(a, b)
-        current = int(self.step) if step is None else int(step)
+        current = self._host_step if step is None else int(step)
         weight = self.vicreg_weight(current)
-        metrics: dict[str, float] = {"vicreg_weight": weight, "step": current}
+        metrics: dict[str, Any] = {"vicreg_weight": weight, "step": current}
         loss = a.new_zeros(())
         if weight < 1.0:
             contrastive = self.contrastive(a, b)
             loss = loss + (1 - weight) * contrastive
-            metrics["loss_contrastive"] = float(contrastive.detach())
+            metrics["loss_contrastive"] = contrastive.detach()
         if weight > 0.0:
             vicreg = self.vicreg(a, b)
             loss = loss + weight * vicreg
-            metrics["loss_vicreg"] = float(vicreg.detach())
-        if self.training and step is None:
-            self.step += 1
+            metrics["loss_vicreg"] = vicreg.detach()
         self.record(loss=loss, **metrics)
         return loss
+
+    def after_optimizer_step(self) -> None:
+        """Advance the step counter (once per optimizer step, however many micro-batches it had)."""
+        self.step += 1
+        self._host_step += 1
+
+
+def _sync_host_step(module: nn.Module, incompatible_keys: object) -> None:
+    """After ``load_state_dict``: the host copy of the step counter follows the loaded buffer."""
+    module._host_step = int(module.step)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mie.losses.base import diagnostics_enabled
 from mie.losses.chunked import chunked_logsumexp
 
 
@@ -30,7 +31,7 @@ def positive_key_sums(q_ids: Tensor, k: Tensor, k_ids: Tensor) -> tuple[Tensor, 
     q_group, k_group = inverse[: q_ids.shape[0]], inverse[q_ids.shape[0] :]
     sums = k.new_zeros(uniq.shape[0], k.shape[1]).index_add(0, k_group, k)
     counts = torch.bincount(k_group, minlength=uniq.shape[0]).to(k.dtype)[q_group]
-    if bool((counts == 0).any()):
+    if diagnostics_enabled() and bool((counts == 0).any()):
         missing = q_ids[counts == 0].unique().tolist()
         raise ValueError(
             f"match_ids {missing} have no positive among the keys; every id needs a matching pair"

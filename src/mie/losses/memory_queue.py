@@ -8,12 +8,13 @@ Instance Discrimination", applied to both modalities as in MoCo-style cross-moda
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mie.losses.base import LossBase, check_positive, pair_diagnostics
-from mie.losses.infonce import info_nce
+from mie.losses.base import LossBase, check_positive
 from mie.losses.registry import register_loss
 
 
@@ -21,9 +22,11 @@ from mie.losses.registry import register_loss
 class MemoryQueueContrastiveLoss(LossBase):
     """Symmetric InfoNCE where each side's keys are the batch followed by a FIFO queue of past batches.
 
-    The queues start empty (only filled slots are used), hold detached embeddings (no gradient) and
-    are updated after each training-mode call.
+    The queues start empty (unfilled slots are masked out), hold detached embeddings (no gradient)
+    and take the batches of the training-mode calls since the last step in ``after_optimizer_step``.
     """
+
+    consumes: ClassVar[dict[str, str]] = {"image_embeds": "image_embeds", "text_embeds": "text_embeds"}
 
     def __init__(
         self, embed_dim: int = 256, queue_size: int = 1024, temperature: float = 0.07, normalize: bool = True
@@ -37,6 +40,7 @@ class MemoryQueueContrastiveLoss(LossBase):
         self.register_buffer("text_queue", torch.zeros(int(queue_size), int(embed_dim)))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("queue_count", torch.zeros((), dtype=torch.long))
+        self._pending: list[tuple[Tensor, Tensor]] = []
 
     @torch.no_grad()
     def enqueue(self, image: Tensor, text: Tensor) -> None:
@@ -58,12 +62,27 @@ class MemoryQueueContrastiveLoss(LossBase):
             )
         if self.normalize:
             img, txt = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
-        filled = int(self.queue_count)
-        text_keys = torch.cat([txt, self.text_queue[:filled].to(txt.dtype)])
-        image_keys = torch.cat([img, self.image_queue[:filled].to(img.dtype)])
-        scale = torch.tensor(1.0 / self.temperature, dtype=img.dtype, device=img.device)
-        loss = (info_nce(img, text_keys, scale).mean() + info_nce(txt, image_keys, scale).mean()) / 2
-        self.record(loss=loss, queued=filled, **pair_diagnostics(img, txt))
+        # Unfilled slots are masked instead of sliced off: slicing by the count would read it back
+        # from the device on every call.
+        filled = torch.arange(self.image_queue.shape[0], device=img.device) < self.queue_count
+        batch = torch.ones(img.shape[0], dtype=torch.bool, device=img.device)
+        mask = torch.cat([batch, filled])
+        text_keys = torch.cat([txt, self.text_queue.to(txt.dtype)])
+        image_keys = torch.cat([img, self.image_queue.to(img.dtype)])
+        loss = (self._masked_info_nce(img, text_keys, mask) + self._masked_info_nce(txt, image_keys, mask)) / 2
+        self.record(loss=loss, queued=self.queue_count, **self.pair_stats(img, txt))
         if self.training:
-            self.enqueue(img, txt)
+            self._pending.append((img.detach(), txt.detach()))
         return loss
+
+    def _masked_info_nce(self, q: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+        """Mean InfoNCE of ``q`` whose positive is key ``i``, over the keys where ``mask`` is True."""
+        logits = (q @ keys.T / self.temperature).masked_fill(~mask[None, :], float("-inf"))
+        positive = (q * keys[: q.shape[0]]).sum(-1) / self.temperature
+        return (torch.logsumexp(logits, dim=1) - positive).mean()
+
+    def after_optimizer_step(self) -> None:
+        """Write the batches of the calls since the last optimizer step into both queues, in order."""
+        for image, text in self._pending:
+            self.enqueue(image, text)
+        self._pending = []

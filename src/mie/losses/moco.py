@@ -2,16 +2,21 @@
 Unsupervised Visual Representation Learning"), and the momentum key encoder that produces them.
 
     >>> loss_fn = MoCoLoss(embed_dim=128, queue_size=4096)
-    >>> loss = loss_fn(encoder(view1), key_encoder(view2))       # keys are detached, then enqueued
+    >>> loss = loss_fn(encoder(view1), key_encoder(view2))       # keys are detached and stashed
+    >>> loss.backward(); optimizer.step()
+    >>> loss_fn.after_optimizer_step()                           # the stashed keys join the queue
 
     >>> loss_fn = EMAMoCoLoss(embed_dim=128, momentum=0.999)
     >>> loss_fn.attach(encoder)                                  # copies it as the momentum encoder
     >>> loss = loss_fn(encoder(view1), view2)                    # second argument: raw key inputs
+    >>> loss.backward(); optimizer.step()
+    >>> loss_fn.after_optimizer_step()                           # enqueue, then the EMA update
 """
 
 from __future__ import annotations
 
 import copy
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -40,9 +45,13 @@ def ema_update(target: nn.Module, source: nn.Module, momentum: float) -> None:
 class MoCoLoss(LossBase):
     """InfoNCE of queries vs. their keys (positive) and a queue of past keys (negatives).
 
-    The queue starts as random unit vectors (as in the paper), is a buffer (no gradient flows into it),
-    and each training-mode call replaces its oldest ``B`` entries with the batch's detached keys.
+    The queue starts as random unit vectors (as in the paper) and is a buffer (no gradient flows into
+    it). Each training-mode call stashes the batch's detached keys; ``after_optimizer_step`` writes
+    every stashed batch, in order, over the oldest entries (once per optimizer step, so several
+    micro-batches of one step all enter; eval-mode calls change nothing).
     """
+
+    consumes: ClassVar[dict[str, str]] = {"query": "image_embeds", "key": "text_embeds"}
 
     def __init__(
         self, embed_dim: int = 128, queue_size: int = 4096, temperature: float = 0.07, normalize: bool = True
@@ -54,6 +63,7 @@ class MoCoLoss(LossBase):
         self.normalize = normalize
         self.register_buffer("queue", F.normalize(torch.randn(int(queue_size), int(embed_dim)), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self._pending: list[Tensor] = []
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor) -> None:
@@ -82,17 +92,26 @@ class MoCoLoss(LossBase):
         accuracy = (logits.argmax(1) == 0).float().mean()
         self.record(loss=loss, pos_sim=positive.mean(), neg_sim=negative.mean(), accuracy=accuracy)
         if self.training:
-            self.enqueue(k)
+            self._pending.append(k.detach())
         return loss
+
+    def after_optimizer_step(self) -> None:
+        """Enqueue the keys stashed since the last optimizer step."""
+        for keys in self._pending:
+            self.enqueue(keys)
+        self._pending = []
 
 
 @register_loss("ema_moco")
 class EMAMoCoLoss(MoCoLoss):
     """MoCo with its own momentum key encoder: an EMA copy of the query encoder made by ``attach``.
 
-    Each training-mode call first moves the key encoder towards the query encoder (``ema_update``),
-    then encodes the key inputs without gradient, then applies the MoCo loss.
+    A call encodes the key inputs with the key encoder, without gradient, and applies the MoCo loss.
+    ``after_optimizer_step`` enqueues the stashed keys and then moves the key encoder towards the
+    query encoder (``ema_update``): once per optimizer step, right after the weights changed.
     """
+
+    consumes: ClassVar[dict[str, str]] = {"query": "image_embeds", "key_inputs": "key_inputs"}
 
     def __init__(
         self,
@@ -121,8 +140,12 @@ class EMAMoCoLoss(MoCoLoss):
             raise ValueError(
                 "EMAMoCoLoss has no key encoder: call loss.attach(query_encoder) before the first step"
             )
-        if self.training:
-            ema_update(self.key_encoder, self._source[0], self.momentum)
         with torch.no_grad():
             key = self.key_encoder(key_inputs)
         return super().forward(query, key)
+
+    def after_optimizer_step(self) -> None:
+        """Enqueue the stashed keys, then the momentum (EMA) update of the key encoder."""
+        super().after_optimizer_step()
+        if self.key_encoder is not None:
+            ema_update(self.key_encoder, self._source[0], self.momentum)

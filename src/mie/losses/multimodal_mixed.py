@@ -8,6 +8,8 @@ Mu et al., 2022, "SLIP: Self-supervision meets Language-Image Pre-training" mixe
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor
 
 from mie.losses.base import LossBase
@@ -24,6 +26,9 @@ class MultimodalMixedContrastiveLoss(LossBase):
     The supervised term needs ``labels`` (``match_ids`` are used when labels are absent); with neither
     it is skipped. ``match_ids`` also mark InfoNCE positives.
     """
+
+    consumes: ClassVar[dict[str, str]] = {"image_embeds": "image_embeds", "text_embeds": "text_embeds", "labels": "labels",
+                                           "match_ids": "match_ids"}
 
     min_batch = 2
 

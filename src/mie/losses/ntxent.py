@@ -6,11 +6,13 @@ Representations"): 2N views, each view's positive is its pair, the other 2N - 2 
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mie.losses.base import LossBase, check_positive, pair_diagnostics
+from mie.losses.base import LossBase, check_positive
 from mie.losses.distributed import gather_with_grad
 from mie.losses.registry import register_loss
 
@@ -34,6 +36,8 @@ def two_view_logits(a: Tensor, b: Tensor, temperature: float, gather: bool) -> t
 class NTXentLoss(LossBase):
     """Normalised-temperature cross-entropy over the 2N views of N pairs (symmetric in the two views)."""
 
+    consumes: ClassVar[dict[str, str]] = {"a": "image_embeds", "b": "text_embeds"}
+
     min_batch = 2
 
     def __init__(
@@ -54,5 +58,5 @@ class NTXentLoss(LossBase):
         # A view is never its own negative: drop it from the softmax.
         logits = logits.index_put((rows, self_index), logits.new_tensor(float("-inf")))
         loss = F.cross_entropy(logits, positive_index)
-        self.record(loss=loss, **pair_diagnostics(a, b))
+        self.record(loss=loss, **self.pair_stats(a, b))
         return loss

@@ -11,12 +11,13 @@ and ``-1`` otherwise; ``t = exp(t')`` and ``b`` are learnable, initialised to ``
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mie.losses.base import LossBase, check_ids, check_scale, pair_diagnostics
+from mie.losses.base import LossBase, check_ids, check_scale, diagnostics_enabled
 from mie.losses.chunked import chunked_softplus_sum
 from mie.losses.distributed import gather_no_grad, gather_with_grad
 from mie.losses.infonce import positive_key_sums
@@ -32,6 +33,8 @@ class SigLIPLoss(LossBase):
     it over column chunks with recomputation in backward (no B x B logits, same result as dense).
     ``match_ids`` makes all pairs sharing an id positive.
     """
+
+    consumes: ClassVar[dict[str, str]] = {"image_embeds": "image_embeds", "text_embeds": "text_embeds", "match_ids": "match_ids"}
 
     def __init__(
         self,
@@ -72,7 +75,7 @@ class SigLIPLoss(LossBase):
             img, txt = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
         scale = self.log_scale.exp() if logit_scale is None else check_scale(logit_scale)
         bias = self.bias if logit_bias is None else torch.as_tensor(logit_bias)
-        if bias.numel() != 1 or not torch.isfinite(bias).all():
+        if bias.numel() != 1 or (diagnostics_enabled() and not torch.isfinite(bias).all()):
             raise ValueError(f"logit_bias must be a finite scalar, got {logit_bias!r}")
         bias = bias.reshape(())
         scale, bias = scale.to(img.device, img.dtype), bias.to(img.device, img.dtype)
@@ -89,5 +92,5 @@ class SigLIPLoss(LossBase):
             pos_sum, n_pos = positive_key_sums(ids, txt_all, ids_all)
         positives = scale * (img * pos_sum).sum() + bias * n_pos.sum()
         loss = (all_pairs - positives) / img.shape[0]
-        self.record(loss=loss, logit_scale=scale, logit_bias=bias, **pair_diagnostics(img, txt, ids))
+        self.record(loss=loss, logit_scale=scale, logit_bias=bias, **self.pair_stats(img, txt, ids))
         return loss

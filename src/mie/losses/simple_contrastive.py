@@ -6,11 +6,13 @@ diagonal as targets (as in CLIP, Radford et al., 2021), with a choice of reducti
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mie.losses.base import LossBase, check_positive, pair_diagnostics
+from mie.losses.base import LossBase, check_positive
 from mie.losses.distributed import gather_with_grad
 from mie.losses.registry import register_loss
 
@@ -24,6 +26,8 @@ class SimpleContrastiveLoss(LossBase):
     ``reduction="none"`` returns the ``[B]`` per-pair losses (useful for hard-example mining);
     the other reductions return a scalar.
     """
+
+    consumes: ClassVar[dict[str, str]] = {"a": "image_embeds", "b": "text_embeds"}
 
     def __init__(
         self,
@@ -52,5 +56,5 @@ class SimpleContrastiveLoss(LossBase):
         per_ba = F.cross_entropy(b @ a_all.T / self.temperature, targets, reduction="none")
         per_pair = (per_ab + per_ba) / 2
         loss = per_pair if self.reduction == "none" else getattr(per_pair, self.reduction)()
-        self.record(loss=per_pair.mean(), **pair_diagnostics(a, b))
+        self.record(loss=per_pair.mean(), **self.pair_stats(a, b))
         return loss

@@ -7,11 +7,20 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mie.losses.base import LossBase, check_ids, check_positive, check_same_shape, check_tensor
+from mie.losses.base import (
+    LossBase,
+    check_ids,
+    check_positive,
+    check_same_shape,
+    check_tensor,
+    diagnostics_enabled,
+)
 from mie.losses.distributed import gather_no_grad, gather_with_grad
 from mie.losses.registry import register_loss
 
@@ -25,6 +34,8 @@ class SupervisedContrastiveLoss(LossBase):
     Anchors with no positive are left out of the mean. The loss is scaled by
     ``temperature / base_temperature`` as in the paper's code.
     """
+
+    consumes: ClassVar[dict[str, str]] = {"a": "image_embeds", "b": "text_embeds", "labels": "labels", "match_ids": "match_ids"}
 
     min_batch = 1
 
@@ -82,9 +93,9 @@ class SupervisedContrastiveLoss(LossBase):
         log_prob = logits - torch.logsumexp(logits.masked_fill(~not_self, float("-inf")), dim=1, keepdim=True)
         n_pos = positive.sum(1)
         valid = n_pos > 0
-        if not bool(valid.any()):
+        if diagnostics_enabled() and not bool(valid.any()):
             raise ValueError("no anchor has a positive: pass labels with repeats or a second view")
         mean_log_prob = (log_prob * positive).sum(1)[valid] / n_pos[valid]
         loss = -(self.temperature / self.base_temperature) * mean_log_prob.mean()
-        self.record(loss=loss, anchors_with_positives=float(valid.float().mean()))
+        self.record(loss=loss, anchors_with_positives=valid.float().mean())
         return loss

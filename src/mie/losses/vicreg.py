@@ -6,6 +6,8 @@ Covariance Regularization for Self-Supervised Learning").
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -31,6 +33,8 @@ def covariance_term(x: Tensor) -> Tensor:
 class VICRegLoss(LossBase):
     """``sim_coeff * MSE(a, b) + std_coeff * variance + cov_coeff * covariance`` (variance and covariance
     averaged over the two branches, as in the paper's pseudo-code)."""
+
+    consumes: ClassVar[dict[str, str]] = {"a": "image_embeds", "b": "text_embeds"}
 
     min_batch = 2
 

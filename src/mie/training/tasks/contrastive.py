@@ -87,6 +87,12 @@ def build_task_loss(config: LossConfig, embed_dim: int) -> nn.Module:
 def check_task_loss(config: LossConfig, embed_dim: int, where: str = "loss") -> None:
     """Raise ``ValueError`` (one line naming ``where``, the loss and what it needs) unless the loss
     can be built and trained from what an image–text batch supplies."""
+    key = _COMPOSITES.get(config.name)
+    if key is not None and key not in config.kwargs:
+        example = ("[{name: clip}, {name: vicreg, weight: 0.1}]" if key == "losses"
+                   else "{retrieval: {name: clip}, redundancy: {name: barlow_twins, weight: 0.01}}")
+        raise ValueError(f"{where}.kwargs.{key}: loss {config.name!r} combines registered losses; name them, "
+                         f"e.g. --set '{where}.kwargs.{key}={example}'")
     try:
         loss = build_task_loss(config, embed_dim)
     except (ValueError, TypeError) as exc:
