@@ -1,12 +1,11 @@
-"""Toy model, data and trainer shared by the training tests (tiny, deterministic, CPU)."""
+"""Toy model, data, task and config shared by the training tests (tiny, deterministic, CPU)."""
 
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from mie.config import OptimizerConfig, ScheduleConfig, TrainingConfig
-from mie.training import BaseTrainer
+from mie.training import BaseTrainer, OptimizerConfig, ScheduleConfig, Task, TrainerConfig
 
 
 class ToyRegression(nn.Module):
@@ -35,25 +34,29 @@ class DictDataset(Dataset):
         return {"x": self.x[i], "y": self.y[i]}
 
 
-class RegressionTrainer(BaseTrainer):
-    """Mean squared error; records every training loss it sees."""
+class RegressionTask(Task):
+    """Mean squared error; keeps every training loss it computes (detached, no host sync)."""
 
-    def training_step(self, batch):
+    def __init__(self, model: nn.Module):
+        super().__init__(model)
+        self.seen_losses: list[torch.Tensor] = []
+
+    def training_forward(self, batch):
         pred = self.model(batch["x"])
-        loss = torch.nn.functional.mse_loss(pred, batch["y"])
-        self.seen_losses = getattr(self, "seen_losses", []) + [loss.item()]
-        return {"loss": loss, "mae": (pred - batch["y"]).abs().mean()}
+        loss = nn.functional.mse_loss(pred, batch["y"])
+        self.seen_losses.append(loss.detach().clone())
+        return {"loss": loss, "mae": (pred - batch["y"]).abs().mean().detach()}
 
-    def validation_step(self, batch):
-        return {"loss": torch.nn.functional.mse_loss(self.model(batch["x"]), batch["y"])}
+    def validation_forward(self, batch):
+        return {"loss": nn.functional.mse_loss(self.model(batch["x"]), batch["y"])}
 
 
-def make_config(tmp_path, **overrides) -> TrainingConfig:
-    """A small CPU config writing into ``tmp_path``."""
-    cfg = TrainingConfig(project_name="t", output_dir=str(tmp_path / "run"), seed=3, epochs=3, device="cpu",
-                         log_every=1, best_metric="val/loss", best_mode="min",
-                         optimizer=OptimizerConfig(lr=0.05, weight_decay=0.01, grad_clip=0.0),
-                         schedule=ScheduleConfig(name="cosine", warmup_steps=2, min_lr_ratio=0.1))
+def make_config(tmp_path, **overrides) -> TrainerConfig:
+    """A small CPU config writing into ``tmp_path / "run"``."""
+    cfg = TrainerConfig(project_name="t", output_dir=str(tmp_path / "run"), seed=3, epochs=3, device="cpu",
+                        log_every=1, best_metric="val/loss", best_mode="min",
+                        optimizer=OptimizerConfig(lr=0.05, weight_decay=0.01, grad_clip=0.0),
+                        schedule=ScheduleConfig(name="cosine", warmup_steps=2, min_lr_ratio=0.1))
     for key, value in overrides.items():
         setattr(cfg, key, value)
     return cfg
@@ -65,6 +68,12 @@ def make_loader(n=24, batch_size=4, shuffle=True, seed=0):
                       generator=torch.Generator().manual_seed(seed))
 
 
+def make_trainer(model, config, loader, **kwargs) -> BaseTrainer:
+    """``BaseTrainer`` over ``RegressionTask(model)``; pass ``task=`` to use another task."""
+    task = kwargs.pop("task", None) or RegressionTask(model)
+    return BaseTrainer(task, config, loader, **kwargs)
+
+
 @pytest.fixture
 def toys():
     """The toy pieces, as a namespace."""
@@ -72,8 +81,9 @@ def toys():
     class Toys:
         Model = ToyRegression
         Dataset = DictDataset
-        Trainer = RegressionTrainer
+        Task = RegressionTask
         config = staticmethod(make_config)
         loader = staticmethod(make_loader)
+        trainer = staticmethod(make_trainer)
 
     return Toys

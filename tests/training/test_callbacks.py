@@ -28,7 +28,10 @@ class Recorder(Callback):
         self.log.append(("epoch_begin", epoch))
 
     def on_step_end(self, trainer, step, metrics):
-        self.log.append(("step", step))
+        self.log.append(("step", step) if metrics else ("quiet_step", step))
+
+    def on_stage_end(self, trainer, stage):
+        self.log.append(("stage_end", stage))
 
     def on_validation_end(self, trainer, metrics):
         self.log.append(("val", trainer.epoch))
@@ -43,10 +46,21 @@ class Recorder(Callback):
         self.log.append(("train_end", len(history)))
 
 
+def scored(toys, scores):
+    """A regression task whose whole-set validation metrics come from ``scores``, one dict per call."""
+    values = iter(scores)
+
+    class Scored(toys.Task):
+        def validation_metrics(self):
+            return next(values)
+
+    return lambda: Scored(toys.Model())
+
+
 def test_hook_order(toys, tmp_path):
     log = []
     cfg = toys.config(tmp_path, epochs=2)
-    trainer = toys.Trainer(toys.Model(), cfg, toys.loader(n=8), val_loader=toys.loader(n=4),
+    trainer = toys.trainer(toys.Model(), cfg, toys.loader(n=8), val_loader=toys.loader(n=4),
                            callbacks=[Recorder(log, "a"), Recorder(log, "b")])
     trainer.fit()
     assert log[:2] == [("train_begin", "a"), ("train_begin", "b")]
@@ -55,11 +69,32 @@ def test_hook_order(toys, tmp_path):
     assert log[10:12] == [("epoch_end", 0, 1), ("epoch_end", 0, 1)]  # trainer.epoch already advanced
     assert log[-2:] == [("train_end", 2), ("train_end", 2)]
     assert sum(1 for entry in log if entry[0] == "step") == 8
+    assert not any(entry[0] in ("quiet_step", "stage_end") for entry in log)  # log_every=1, one stage
+
+
+def test_step_metrics_only_on_logged_steps(toys, tmp_path):
+    log, seen = [], {}
+
+    class Metrics(Callback):
+        def on_step_end(self, trainer, step, metrics):
+            seen[step] = dict(metrics)
+
+    trainer = toys.trainer(toys.Model(), toys.config(tmp_path, epochs=1, log_every=3), toys.loader(n=28),
+                           callbacks=[Recorder(log), Metrics()])
+    trainer.fit()
+    assert [e for e in log if "step" in e[0]] == [("quiet_step", 1), ("quiet_step", 2), ("step", 3),
+                                                  ("quiet_step", 4), ("quiet_step", 5), ("step", 6),
+                                                  ("quiet_step", 7)]
+    # A logged step's train/loss is the mean over the steps since the previous log.
+    losses = [float(v) for v in trainer.task.seen_losses]
+    assert seen[3]["train/loss"] == pytest.approx(sum(losses[:3]) / 3)
+    assert seen[6]["train/loss"] == pytest.approx(sum(losses[3:6]) / 3)
+    assert trainer.last_step_metrics == seen[6]
 
 
 def test_metrics_jsonl(toys, tmp_path):
     cfg = toys.config(tmp_path, epochs=2, log_every=2)
-    trainer = toys.Trainer(toys.Model(), cfg, toys.loader(n=12), val_loader=toys.loader(n=4),
+    trainer = toys.trainer(toys.Model(), cfg, toys.loader(n=12), val_loader=toys.loader(n=4),
                            callbacks=[MetricsLogger()])
     history = trainer.fit()
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -68,21 +103,17 @@ def test_metrics_jsonl(toys, tmp_path):
     assert [r["step"] for r in steps] == [2, 4, 6]  # 3 steps per epoch, every 2nd logged
     assert [r["epoch"] for r in steps] == [0, 1, 1]
     assert all({"train/loss", "train/lr", "train/samples_per_sec"} <= set(r) for r in steps)
+    assert all(r["stage"] == 0 for r in lines)
     assert [r["epoch"] for r in epochs] == [0, 1]
     assert epochs[1]["val/loss"] == pytest.approx(history[1]["val/loss"])
     assert epochs[0]["train/loss"] == pytest.approx(history[0]["train/loss"])
 
 
 def test_model_checkpoint_last_best_and_periodic(toys, tmp_path):
-    scores = iter([0.5, 0.2, 0.7])
-
-    class ScoredTrainer(toys.Trainer):
-        def validation_epoch_end(self, outputs):
-            return {"score": next(scores)}
-
+    task = scored(toys, [{"score": 0.5}, {"score": 0.2}, {"score": 0.7}])()
     ckpt = ModelCheckpoint(every_n_steps=2, keep_last_n=2, monitor="val/score", mode="max")
     cfg = toys.config(tmp_path, epochs=3)
-    trainer = ScoredTrainer(toys.Model(), cfg, toys.loader(n=12), val_loader=toys.loader(n=4), callbacks=[ckpt])
+    trainer = toys.trainer(None, cfg, toys.loader(n=12), val_loader=toys.loader(n=4), callbacks=[ckpt], task=task)
     trainer.fit()
     directory = tmp_path / "run" / "checkpoints"
     names = sorted(p.name for p in directory.iterdir())
@@ -91,7 +122,7 @@ def test_model_checkpoint_last_best_and_periodic(toys, tmp_path):
     best, meta = load_weights(directory / "best.safetensors")
     assert meta["step"] == 9 and meta["best_score"] == 0.7 and meta["metrics"]["val/score"] == 0.7
     assert meta["config"]["project_name"] == "t" and meta["kind"] == "best"
-    for name, tensor in trainer.raw_model.state_dict().items():
+    for name, tensor in trainer.model.state_dict().items():
         assert torch.equal(best[name], tensor)  # best was the last epoch here
     assert ckpt.best_score == 0.7 and ckpt.best_step == 9
     state = load_state(directory / "last_state.pt")
@@ -99,34 +130,24 @@ def test_model_checkpoint_last_best_and_periodic(toys, tmp_path):
 
 
 def test_best_is_kept_when_later_epochs_are_worse(toys, tmp_path):
-    scores = iter([0.3, 0.9, 0.1])
-
-    class ScoredTrainer(toys.Trainer):
-        def validation_epoch_end(self, outputs):
-            return {"loss": next(scores)}
-
     cfg = toys.config(tmp_path, epochs=3)  # best_metric val/loss, mode min
     snapshots = {}
 
     class Snap(Callback):
         def on_validation_end(self, trainer, metrics):
-            snapshots[trainer.global_step] = {k: v.clone() for k, v in trainer.raw_model.state_dict().items()}
+            snapshots[trainer.global_step] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
-    trainer = ScoredTrainer(toys.Model(), cfg, toys.loader(n=8), val_loader=toys.loader(n=4),
-                            callbacks=[Snap(), ModelCheckpoint()])
+    task = scored(toys, [{"loss": 0.3}, {"loss": 0.9}, {"loss": 0.1}])()
+    trainer = toys.trainer(None, cfg, toys.loader(n=8), val_loader=toys.loader(n=4),
+                           callbacks=[Snap(), ModelCheckpoint()], task=task)
     trainer.fit()
     best, meta = load_weights(tmp_path / "run" / "checkpoints" / "best.safetensors")
     assert meta["step"] == 6 and meta["best_score"] == 0.1
-    scores_again = iter([0.3, 0.9, 0.5])
-
-    class Worse(toys.Trainer):
-        def validation_epoch_end(self, outputs):
-            return {"loss": next(scores_again)}
-
     out = tmp_path / "second"
     snapshots.clear()
-    trainer = Worse(toys.Model(), toys.config(out, epochs=3), toys.loader(n=8), val_loader=toys.loader(n=4),
-                    callbacks=[Snap(), ModelCheckpoint()])
+    task = scored(toys, [{"loss": 0.3}, {"loss": 0.9}, {"loss": 0.5}])()
+    trainer = toys.trainer(None, toys.config(out, epochs=3), toys.loader(n=8), val_loader=toys.loader(n=4),
+                           callbacks=[Snap(), ModelCheckpoint()], task=task)
     trainer.fit()
     best, meta = load_weights(out / "run" / "checkpoints" / "best.safetensors")
     assert meta["step"] == 2 and meta["best_score"] == 0.3
@@ -136,7 +157,7 @@ def test_best_is_kept_when_later_epochs_are_worse(toys, tmp_path):
 
 def test_missing_monitor_warns_once(toys, tmp_path):
     cfg = toys.config(tmp_path, epochs=2, best_metric="val/mean_r1")
-    trainer = toys.Trainer(toys.Model(), cfg, toys.loader(n=8), val_loader=toys.loader(n=4),
+    trainer = toys.trainer(toys.Model(), cfg, toys.loader(n=8), val_loader=toys.loader(n=4),
                            callbacks=[ModelCheckpoint()])
     with pytest.warns(UserWarning, match="'val/mean_r1' not among validation metrics") as caught:
         trainer.fit()
@@ -146,15 +167,10 @@ def test_missing_monitor_warns_once(toys, tmp_path):
 
 
 def test_early_stopping(toys, tmp_path):
-    scores = iter([1.0, 0.5, 0.6, 0.55, 0.4, 0.3])
-
-    class ScoredTrainer(toys.Trainer):
-        def validation_epoch_end(self, outputs):
-            return {"loss": next(scores)}
-
+    task = scored(toys, [{"loss": v} for v in (1.0, 0.5, 0.6, 0.55, 0.4, 0.3)])()
     stopper = EarlyStopping(monitor="val/loss", mode="min", patience=2)
-    trainer = ScoredTrainer(toys.Model(), toys.config(tmp_path, epochs=6), toys.loader(n=8),
-                            val_loader=toys.loader(n=4), callbacks=[stopper])
+    trainer = toys.trainer(None, toys.config(tmp_path, epochs=6), toys.loader(n=8),
+                           val_loader=toys.loader(n=4), callbacks=[stopper], task=task)
     history = trainer.fit()
     assert len(history) == 4 and stopper.best == 0.5 and stopper.bad_epochs == 2
     clone = EarlyStopping()
@@ -174,10 +190,10 @@ class FakeTTY(io.StringIO):
 def test_progress_bar_only_on_a_terminal(toys, tmp_path):
     tty, pipe = FakeTTY(), io.StringIO()
     cfg = toys.config(tmp_path, epochs=1)
-    toys.Trainer(toys.Model(), cfg, toys.loader(n=12), callbacks=[ProgressBar(tty), ProgressBar(pipe),
+    toys.trainer(toys.Model(), cfg, toys.loader(n=12), callbacks=[ProgressBar(tty), ProgressBar(pipe),
                                                                  ProgressBar(FakeTTY(), quiet=True)]).fit()
     text = tty.getvalue()
-    assert "\repoch 1/1 step 3/3 loss" in text and "samples/s" in text and "lr " in text
+    assert "\repoch 1 step 3/3 loss" in text and "samples/s" in text and "lr " in text
     assert "epoch 1 done: train/loss" in text
     assert pipe.getvalue() == ""
 

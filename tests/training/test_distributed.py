@@ -39,10 +39,10 @@ WORKER = textwrap.dedent('''
     from torch import nn
     from torch.utils.data import DataLoader, DistributedSampler
 
-    from mie.config import OptimizerConfig, ScheduleConfig, TrainingConfig
     from mie.io import save_weights
-    from mie.training import BaseTrainer, MetricsLogger, ModelCheckpoint
+    from mie.training import BaseTrainer, MetricsLogger, ModelCheckpoint, Task
     from mie.training import distributed as d
+    from mie.training.config import OptimizerConfig, ScheduleConfig, TrainerConfig
 
     out = Path(sys.argv[1])
     info = d.init_distributed()
@@ -54,25 +54,24 @@ WORKER = textwrap.dedent('''
     loader = DataLoader(data, batch_size=4, sampler=DistributedSampler(data, shuffle=True, seed=0))
 
 
-    class Trainer(BaseTrainer):
-        def training_step(self, batch):
+    class Regression(Task):
+        def training_forward(self, batch):
             return {"loss": nn.functional.mse_loss(self.model(batch["x"]), batch["y"]), "rank": float(info.rank)}
 
-        def validation_step(self, batch):
-            return {"loss": nn.functional.mse_loss(self.model(batch["x"]), batch["y"])}
 
-
-    cfg = TrainingConfig(output_dir=str(out / "run"), device="cpu", epochs=2, grad_accum_steps=2, log_every=1,
-                         best_metric="val/loss", best_mode="min",
-                         optimizer=OptimizerConfig(lr=0.05), schedule=ScheduleConfig(warmup_steps=1))
-    trainer = Trainer(model, cfg, loader, val_loader=loader, callbacks=[MetricsLogger(), ModelCheckpoint()])
+    cfg = TrainerConfig(output_dir=str(out / "run"), device="cpu", epochs=2, grad_accum_steps=2, log_every=1,
+                        best_metric="val/loss", best_mode="min",
+                        optimizer=OptimizerConfig(lr=0.05), schedule=ScheduleConfig(warmup_steps=1))
+    trainer = BaseTrainer(Regression(model), cfg, loader, val_loader=loader,
+                          callbacks=[MetricsLogger(), ModelCheckpoint()])
+    assert isinstance(trainer.ddp_task, nn.parallel.DistributedDataParallel)
     history = trainer.fit()
     assert trainer.global_step == 4, trainer.global_step  # 32 / 2 ranks / 4 per batch / accum 2 * 2 epochs
     assert history[-1]["train/rank"] == info.rank  # train means are per rank ...
     reduced = d.all_reduce_mean({"r": float(info.rank)})
     assert reduced == {"r": 0.5}, reduced
     assert d.broadcast_int(7 + info.rank) == 7
-    save_weights(out / f"rank{info.rank}.safetensors", d.unwrap_model(trainer.model).state_dict(),
+    save_weights(out / f"rank{info.rank}.safetensors", trainer.model.state_dict(),
                  {"val": history[-1]["val/loss"]})
     del trainer  # drop the DDP wrapper before leaving the group
     d.barrier()

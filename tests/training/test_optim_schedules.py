@@ -6,8 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from mie.config import OptimizerConfig, ScheduleConfig
-from mie.training import build_scheduler, create_optimizer, lr_multiplier, split_decay_parameters
+from mie.training import (
+    OptimizerConfig,
+    ScheduleConfig,
+    build_scheduler,
+    create_optimizer,
+    lr_multiplier,
+    split_decay_parameters,
+)
 
 
 class Tower(nn.Module):

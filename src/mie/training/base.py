@@ -138,6 +138,8 @@ class BaseTrainer(TrainerStateMixin):
         if stage.steps:
             return stage.steps
         if self.steps_per_epoch is None:
+            if self.config.max_steps > 0:
+                return self.config.max_steps  # a stream: the run's step cap sizes the stage
             raise ValueError(f"the training loader has no length, so {where} cannot be sized in epochs; "
                              "set max_steps (or the stage's steps)")
         return stage.epochs * self.steps_per_epoch
