@@ -114,7 +114,8 @@ def test_wrong_type_message_names_key_and_value(data, key, shown):
         ({"optimizer": {"betas": [0.9]}}, "optimizer.betas: got [0.9]; must be two numbers"),
         ({"data": {"random_crop_scale": [0.9, 0.5]}}, "data.random_crop_scale: got [0.9, 0.5]"),
         ({"schedule": {"min_lr_ratio": 1.5}}, "schedule.min_lr_ratio: got 1.5; must be in [0, 1]"),
-        ({"stages": [{"epochs": 0}]}, "stages[0].epochs: got 0; must be > 0"),
+        ({"stages": [{"epochs": -1}]}, "stages[0].epochs: got -1; must be >= 0"),
+        ({"stages": [{"lr_multipliers": {"v": -1}}]}, "stages[0].lr_multipliers: got {'v': -1.0}"),
         ({"max_minutes": float("inf")}, "max_minutes: got inf; must be a finite number"),
         ({"stages": [{"loss": {"name": " "}}]}, "stages[0].loss.name: got ' '"),
     ],
@@ -153,8 +154,8 @@ def test_yaml_round_trip_is_lossless(tmp_path):
     cfg.model.init_logit_scale = math.log(1 / 0.07)
     cfg.data.format_options = {"image_column": "img", "sep": "\t"}
     cfg.loss = LossConfig("siglip", {"init_bias": -10.0})
-    cfg.stages = [StageConfig("frozen", 2, ["vision.", "text."], 0.0, None),
-                  StageConfig("all", 1, [], 1e-5, LossConfig("clip", {"label_smoothing": 0.1}))]
+    cfg.stages = [StageConfig("frozen", epochs=2, freeze=["vision", "text"], lr_multipliers={"*": 0.5}),
+                  StageConfig("all", steps=7, lr=1e-5, loss=LossConfig("clip", {"label_smoothing": 0.1}))]
     path = save_config(cfg, tmp_path / "sub" / "cfg.yaml")
     again = load_config(path)
     assert again == cfg

@@ -16,7 +16,7 @@ from mie.training import BaseTrainer
 REPO = Path(__file__).resolve().parents[2]
 TINY = [
     "data.synthetic.num_train=48", "data.synthetic.num_val=8", "data.synthetic.num_test=8",
-    "data.synthetic.num_heldout=8", "data.synthetic.image_size=16", "data.test_splits=[test]",
+    "data.synthetic.num_heldout=8", "data.synthetic.image_size=24", "data.test_splits=[test]",
     "data.batch_size=8", "model.image_size=16", "model.embed_dim=16", "model.vision_width=16",
     "model.vision_layers=1", "model.vision_heads=2", "model.text_width=16", "model.text_layers=1",
     "model.text_heads=2", "tokenizer.name=simple", "schedule.warmup_steps=1", "log_every=1",
@@ -54,7 +54,7 @@ def test_three_stages_run_in_order_with_their_own_losses_and_freezing(tmp_path, 
     monkeypatch.setattr(BaseTrainer, "_enter_stage", spy)
     run = tmp_path / "run"
     assert main(_args(run, shapes)) == 0
-    stages = [(i, name, trainable, factors) for i, name, trainable, factors in seen[1:]]  # [0] is the constructor
+    stages = seen  # stage 0 is entered by the constructor, the others by fit
     assert [s[0] for s in stages] == [0, 1, 2]
     assert stages[0][2] == stages[1][2] == ["image_projection", "logit_scale", "text_projection"]
     assert stages[1][3] == pytest.approx([0.5, 1.0])  # projections x 0.5, the logit scale x 1
