@@ -10,8 +10,7 @@ import dataclasses
 
 from torch import nn
 
-from mie.models.multimodal import DualEncoderConfig
-from mie.models.multimodal import DualEncoder
+from mie.models.multimodal import DualEncoder, DualEncoderConfig
 from mie.models.torch_reference import TorchReferenceDualEncoder
 from mie.tokenization.base import SPECIAL_TOKENS
 
