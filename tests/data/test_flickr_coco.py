@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mie.config import DataConfig
+from mie.data.config import DataConfig
 from mie.data import build_dataset, skip_report
 from mie.data.coco import CocoCaptions
 from mie.data.flickr import FlickrDataset, hash_split

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import mie.data
-from mie.config import DataConfig, SyntheticConfig
+from mie.data.config import DataConfig, SyntheticConfig
 from mie.data import registry
 from mie.data.image_text import JsonlImageText
 from mie.data.registry import DATASET_FORMATS, build_dataset, register_dataset_format

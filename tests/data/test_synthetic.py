@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mie.config import SyntheticConfig
+from mie.data.config import SyntheticConfig
 from mie.data import synthetic
 from mie.data.synthetic import (
     BACKGROUND_PHRASES,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mie.config import DataConfig
+from mie.data.config import DataConfig
 from mie.data import build_dataset
 from mie.data.tabular import CsvImageText
 

@@ -42,7 +42,7 @@ def test_round_trip_with_shared_and_non_contiguous_tensors(tmp_path):
 
 
 def test_dataclass_metadata_is_stored_as_dict(tmp_path):
-    from mie.config import OptimizerConfig
+    from mie.training.config import OptimizerConfig
 
     meta_in = {"opt": OptimizerConfig(lr=0.5), "where": tmp_path / "data", "loss": torch.tensor(0.25)}
     path = save_weights(tmp_path / "m.safetensors", {"x": torch.zeros(2)}, meta_in)

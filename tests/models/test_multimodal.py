@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from mie.config import ModelConfig
+from mie.models.multimodal import DualEncoderConfig
 from mie.models.multimodal import CrossModalFusion, DualEncoder
 from mie.models.registry import get_model_config
 
@@ -88,7 +88,7 @@ def test_projections_have_no_bias_and_init_is_small():
 
 def test_dual_encoder_errors():
     with pytest.raises(ValueError, match="vocab_size is 0"):
-        DualEncoder(ModelConfig(), eos_id=3, pad_id=0)
+        DualEncoder(DualEncoderConfig(), eos_id=3, pad_id=0)
     with pytest.raises(ValueError, match="max_logit_scale"):
         DualEncoder(micro_config(max_logit_scale=1.0), eos_id=3, pad_id=0)
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mie.config import ModelConfig
+from mie.models.multimodal import DualEncoderConfig
 from mie.models.multimodal import DualEncoder
 from mie.models.registry import (
     MODEL_PRESETS,
@@ -67,7 +67,7 @@ def test_build_model_errors():
         build_model("tiny", vocab_size=-1)
     with pytest.raises(ValueError, match="known presets"):
         build_model("nope", vocab_size=10)
-    with pytest.raises(TypeError, match="ModelConfig"):
+    with pytest.raises(TypeError, match="DualEncoderConfig"):
         build_model(42, vocab_size=10)
 
 
@@ -99,11 +99,11 @@ def test_torch_reference_model_matches_our_architecture(pool):
 
 def test_torch_reference_model_errors():
     with pytest.raises(ValueError, match="vocab_size"):
-        build_torch_reference_model(ModelConfig())
+        build_torch_reference_model(DualEncoderConfig())
     from mie.models.torch_reference import TorchReferenceDualEncoder
 
     with pytest.raises(ValueError, match="vocab_size is 0"):
-        TorchReferenceDualEncoder(ModelConfig(), eos_id=3, pad_id=0)
+        TorchReferenceDualEncoder(DualEncoderConfig(), eos_id=3, pad_id=0)
     with pytest.raises(ValueError, match="vision pool"):
         TorchReferenceDualEncoder(
             get_model_config("tiny", vocab_size=9, vision_pool="max"), eos_id=3, pad_id=0

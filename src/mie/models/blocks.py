@@ -34,7 +34,7 @@ class RMSNorm(nn.Module):
 
 
 def build_norm(name: str, dim: int) -> nn.Module:
-    """The norm layer named by ``ModelConfig.norm``: ``layernorm`` or ``rmsnorm``."""
+    """The norm layer named by ``DualEncoderConfig.norm``: ``layernorm`` or ``rmsnorm``."""
     if name == "layernorm":
         return nn.LayerNorm(dim)
     if name == "rmsnorm":
