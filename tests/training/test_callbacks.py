@@ -14,6 +14,8 @@ from mie.training import (
     MetricsLogger,
     ModelCheckpoint,
     ProgressBar,
+    ScheduleConfig,
+    StageConfig,
 )
 
 
@@ -70,6 +72,19 @@ def test_hook_order(toys, tmp_path):
     assert log[-2:] == [("train_end", 2), ("train_end", 2)]
     assert sum(1 for entry in log if entry[0] == "step") == 8
     assert not any(entry[0] in ("quiet_step", "stage_end") for entry in log)  # log_every=1, one stage
+
+
+def test_hook_order_across_stages(toys, tmp_path):
+    log = []
+    cfg = toys.config(tmp_path, stages=[StageConfig(steps=2), StageConfig(steps=1)],  # 2 steps per epoch
+                      schedule=ScheduleConfig(name="constant", warmup_steps=0))
+    trainer = toys.trainer(toys.Model(), cfg, toys.loader(n=8), callbacks=[Recorder(log), ModelCheckpoint()])
+    trainer.fit()
+    assert log == [("train_begin", "r"), ("epoch_begin", 0), ("step", 1), ("step", 2), ("epoch_end", 0, 1),
+                   ("checkpoint", "stage0.safetensors"), ("stage_end", 0), ("checkpoint", "last.safetensors"),
+                   ("epoch_begin", 0), ("step", 3), ("epoch_end", 0, 0),  # stage 1 ends inside its epoch 0
+                   ("checkpoint", "stage1.safetensors"), ("stage_end", 1), ("checkpoint", "last.safetensors"),
+                   ("train_end", 2)]
 
 
 def test_step_metrics_only_on_logged_steps(toys, tmp_path):
