@@ -221,6 +221,14 @@ def test_max_steps_caps_all_stages_together(toys, tmp_path):
     assert trainer.global_step == 6 and snaps.step_stages == [0] * 4 + [1] * 2
     assert started == [0, 1] and trainer.stage == 1 and trainer.total_steps == 2  # stage 1's schedule: 2 steps
     assert not (tmp_path / "run" / "checkpoints" / "stage2.safetensors").exists()
+    # Stage 1 was cut short by max_steps: it is not checkpointed as a finished stage.
+    assert (tmp_path / "run" / "checkpoints" / "stage0.safetensors").exists()
+    assert not (tmp_path / "run" / "checkpoints" / "stage1.safetensors").exists()
+
+
+def test_zero_accumulation_is_refused(toys, tmp_path):
+    with pytest.raises(ValueError, match="grad_accum_steps of stage 0 is 0"):
+        toys.trainer(toys.Model(), toys.config(tmp_path, grad_accum_steps=0), toys.loader())
 
 
 def _staged_run(toys, out, callbacks=(), resume_from=None):

@@ -40,7 +40,14 @@ from torch.utils.data import IterableDataset
 from mie.training.callbacks import Callback, CallbackList, MetricsLogger, ModelCheckpoint, ProgressBar
 from mie.training.checkpointing import TrainerStateMixin
 from mie.training.config import StageConfig, TrainerConfig
-from mie.training.distributed import broadcast_int, get_world_size, is_main_process, rank_seed, wrap_ddp
+from mie.training.distributed import (
+    broadcast_int,
+    get_world_size,
+    is_distributed,
+    is_main_process,
+    rank_seed,
+    wrap_ddp,
+)
 from mie.training.loop_utils import batch_size_of, move_to_device, resolve_device, safe_len, to_float
 from mie.training.optim import create_adamw
 from mie.training.rng import set_seed
@@ -79,6 +86,9 @@ class BaseTrainer(TrainerStateMixin):
         self.autocast_dtype = self._resolve_precision(config.precision)
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype is torch.float16 else None
         self.stages: list[StageConfig] = resolve_stages(config)
+        for index, stage in enumerate(self.stages):
+            if stage.grad_accum_steps < 1:
+                raise ValueError(f"grad_accum_steps of stage {index} is {stage.grad_accum_steps}; it must be >= 1")
         default = [ProgressBar(quiet=quiet), MetricsLogger(), ModelCheckpoint()]
         self.callbacks = CallbackList(default if callbacks is None else callbacks)
         self.global_step = self.stage = self.stage_step = self.epoch = self.batch_in_epoch = 0
@@ -229,7 +239,9 @@ class BaseTrainer(TrainerStateMixin):
                 self._epoch_sums, self._epoch_counts = {}, {}
             self.history.append(metrics)
             self.callbacks.on_epoch_end(self, epoch, metrics)
-        if self.stage_step >= self.total_steps and len(self.stages) > 1:
+        # A stage is over when it ran its planned length (or what fits the time budget), not when the
+        # run's max_steps cut it short.
+        if self.stage_step >= (self._budget_total or self.stage_total) and len(self.stages) > 1:
             self.save_checkpoint(Path(self.config.output_dir) / "checkpoints", f"stage{self.stage}",
                                  with_state=False, extra_metadata={"stage_name": self.stages[self.stage].name})
             self.callbacks.on_stage_end(self, self.stage)
@@ -240,6 +252,10 @@ class BaseTrainer(TrainerStateMixin):
         accum = self.stages[self.stage].grad_accum_steps
         n_batches = safe_len(self.train_loader)
         skip = self.batch_in_epoch
+        if skip and not isinstance(getattr(self.train_loader, "generator", None), torch.Generator) \
+                and not hasattr(getattr(self.train_loader, "sampler", None), "set_epoch"):
+            warnings.warn("resuming mid-epoch with a loader that has no torch.Generator or set_epoch sampler: "
+                          "the skipped batches may differ from those already trained on", stacklevel=3)
         window, samples, window_start = 0, 0, time.perf_counter()
         completed = True
         for index, batch in enumerate(self.train_loader):
@@ -306,7 +322,7 @@ class BaseTrainer(TrainerStateMixin):
             self._log_samples, self._log_seconds = 0, 0.0
             self.last_step_metrics = metrics
         self.callbacks.on_step_end(self, self.global_step, metrics)
-        self._check_limits()
+        self._check_limits(logged)
 
     def _optimizer_step(self, micro_batches: int) -> tuple[float, torch.Tensor | None]:
         """Step on the accumulated gradients; returns ``(lr used, grad norm before clipping)``."""
@@ -332,11 +348,12 @@ class BaseTrainer(TrainerStateMixin):
         self.task.after_optimizer_step()
         return lr, grad_norm
 
-    def _check_limits(self) -> None:
+    def _check_limits(self, logged: bool = True) -> None:
         cfg = self.config
         if cfg.max_steps > 0 and self.global_step >= cfg.max_steps:
             self.should_stop = True
-        if cfg.max_minutes <= 0:
+        # Under DDP the clock check is a collective (rank 0 decides): only on logged steps.
+        if cfg.max_minutes <= 0 or (is_distributed() and not logged):
             return
         budget, elapsed = cfg.max_minutes * 60.0, self.elapsed_seconds()
         # Rank 0's clock decides, so every process stops (and resizes) at the same step.
