@@ -17,14 +17,13 @@ from torch.utils.data import DataLoader, Subset
 from mie.data.image_text import (
     ImageTextDataset,
     ImageTextSample,
-    JsonlImageText,
     all_captions,
     caption_image_index,
     collate_image_text,
     dataset_records,
     images_and_all_captions,
-    read_manifest,
 )
+from mie.data.jsonl import JsonlImageText, read_manifest
 from mie.data.transforms import ToTensor
 from mie.tokenization.base import BaseTokenizer
 

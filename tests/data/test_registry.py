@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import mie.data
+from mie.data import build, registry
+from mie.data.build import build_dataset
 from mie.data.config import DataConfig, SyntheticConfig
-from mie.data import registry
-from mie.data.image_text import JsonlImageText
-from mie.data.registry import DATASET_FORMATS, build_dataset, register_dataset_format
+from mie.data.jsonl import JsonlImageText
+from mie.data.registry import DATASET_FORMATS, register_dataset_format
 
 
 def _synthetic_config(path: Path, **kw) -> DataConfig:
@@ -80,7 +83,9 @@ def test_register_a_format_and_reject_a_clash() -> None:
 
 
 def test_package_exports_lazily() -> None:
-    assert mie.data.build_dataset is registry.build_dataset
+    assert mie.data.build_dataset is build.build_dataset
+    assert mie.data.DATASET_FORMATS is build.DATASET_FORMATS is registry.DATASET_FORMATS
+    assert mie.data.register_dataset_format is registry.register_dataset_format
     assert "generate_shapes_dataset" in dir(mie.data)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         mie.data.nope  # noqa: B018
@@ -90,3 +95,10 @@ def test_generated_manifest_is_readable_json(tmp_path: Path) -> None:
     build_dataset(_synthetic_config(tmp_path), "train")
     lines = (tmp_path / "captions.jsonl").read_text().splitlines()
     assert {json.loads(line)["split"] for line in lines} == {"train", "val", "test", "test_heldout"}
+
+
+def test_every_format_is_known_to_a_fresh_interpreter() -> None:
+    # DATASET_FORMATS taken from the package comes from mie.data.build, which imports every format first.
+    code = "from mie.data import DATASET_FORMATS; print(' '.join(sorted(DATASET_FORMATS)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["coco", "csv", "flickr", "jsonl", "synthetic", "webdataset"]

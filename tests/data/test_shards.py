@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mie.cli import main
-from mie.data.image_text import read_manifest
+from mie.data.jsonl import read_manifest
 from mie.data.synthetic import generate_shapes_dataset
 from mie.data.webdataset import WebDatasetImageText, write_shards
 

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mie.data.config import SyntheticConfig
 from mie.data import synthetic
+from mie.data.config import SyntheticConfig
+from mie.data.shapes_drawing import RADIUS_FRACTION
 from mie.data.synthetic import (
     BACKGROUND_PHRASES,
     COLOR_RGB,
@@ -175,13 +176,13 @@ def test_objects_inside_image_and_not_overlapping(records: list[dict]) -> None:
     for r in records:
         objs = r["attributes"]["objects"]
         for o in objs:
-            radius = synthetic.RADIUS_FRACTION[o["size"]] * 64
+            radius = RADIUS_FRACTION[o["size"]] * 64
             assert radius < o["x"] < 64 - radius and radius < o["y"] < 64 - radius
         for i, a in enumerate(objs):
             for b in objs[i + 1 :]:
                 gap = math.hypot(a["x"] - b["x"], a["y"] - b["y"])
                 assert (
-                    gap >= (synthetic.RADIUS_FRACTION[a["size"]] + synthetic.RADIUS_FRACTION[b["size"]]) * 64
+                    gap >= (RADIUS_FRACTION[a["size"]] + RADIUS_FRACTION[b["size"]]) * 64
                 )
 
 

@@ -19,17 +19,18 @@ _EXPORTS = {
     "ImageTextRecord": "mie.data.image_text",
     "ImageTextSample": "mie.data.image_text",
     "ImageTextDataset": "mie.data.image_text",
-    "JsonlImageText": "mie.data.image_text",
+    "JsonlImageText": "mie.data.jsonl",
     "EvalBatch": "mie.data.image_text",
-    "read_manifest": "mie.data.image_text",
+    "read_manifest": "mie.data.jsonl",
     "collate_image_text": "mie.data.image_text",
     "images_and_all_captions": "mie.data.image_text",
     "caption_image_index": "mie.data.image_text",
     "all_captions": "mie.data.image_text",
     "build_image_transform": "mie.data.transforms",
-    "build_dataset": "mie.data.registry",
+    # Taken from mie.data.build, which imports (and so registers) every format first.
+    "build_dataset": "mie.data.build",
+    "DATASET_FORMATS": "mie.data.build",
     "register_dataset_format": "mie.data.registry",
-    "DATASET_FORMATS": "mie.data.registry",
     "skip_report": "mie.data.image_text",
     "FlickrDataset": "mie.data.flickr",
     "CocoCaptions": "mie.data.coco",
@@ -49,7 +50,9 @@ _EXPORTS = {
     "collate_translation": "mie.data.translation",
     "ImageFolderDataset": "mie.data.classification",
     "collate_classification": "mie.data.classification",
-    "detect_format": "mie.data.commands",
+    "detect_format": "mie.data.inspection",
+    "inspect_dataset": "mie.data.inspection",
+    "to_shards": "mie.data.shards",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -20,11 +20,12 @@ _EXPORTS = {
     "RegexPreTokenizer": "mie.tokenization.pre_tokenizers",
     "PostProcessor": "mie.tokenization.processors",
     "build_normalizer": "mie.tokenization.normalizers",
-    "save_tokenizer": "mie.tokenization.formats",
-    "load_tokenizer": "mie.tokenization.formats",
+    "save_tokenizer": "mie.tokenization.tokenizer",
+    "load_tokenizer": "mie.tokenization.tokenizer",
     "from_gpt2_files": "mie.tokenization.formats",
     "from_clip_bpe": "mie.tokenization.formats",
     "TokenCache": "mie.tokenization.cache",
+    "corpus_stats": "mie.tokenization.stats",
     "build_token_cache": "mie.tokenization.cache",
 }
 

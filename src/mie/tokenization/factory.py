@@ -54,6 +54,6 @@ def load_any_tokenizer(path: str | Path) -> BaseTokenizer:
         from mie.tokenization.simple import CharTokenizer
 
         return CharTokenizer.load(path)
-    from mie.tokenization.formats import load_tokenizer
+    from mie.tokenization.tokenizer import load_tokenizer
 
     return load_tokenizer(path)

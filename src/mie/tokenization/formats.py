@@ -1,7 +1,8 @@
-"""Tokenizer files: our single JSON file, GPT-2's ``vocab.json`` + ``merges.txt``, CLIP's merges file.
+"""Other projects' tokenizer files: GPT-2's ``vocab.json`` + ``merges.txt``, CLIP's merges file.
 
-* ``save_tokenizer`` / ``load_tokenizer``: one JSON document holds the whole pipeline
-  (normalizer, pre-tokenizer, vocab, merges, special tokens, post-processor settings).
+Our own single-file JSON format is read and written by ``mie.tokenization.tokenizer``
+(``save_tokenizer`` / ``load_tokenizer``, ``BPETokenizer.save`` / ``BPETokenizer.load``).
+
 * ``from_gpt2_files``: GPT-2 / RoBERTa style files, encoding exactly as GPT-2 does.
 * ``from_clip_bpe``: OpenAI CLIP's ``bpe_simple_vocab_16e6.txt.gz`` layout, encoding as CLIP does.
   One difference: CLIP first runs ``ftfy.fix_text`` (mojibake repair); we do not depend on ftfy and apply
@@ -12,8 +13,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from mie.tokenization.bpe import BPEModel, bytes_to_unicode
@@ -25,36 +24,6 @@ CLIP_START, CLIP_END = "<|startoftext|>", "<|endoftext|>"
 CLIP_CONTEXT_LENGTH = 77
 # CLIP keeps only the merges that fill a 49,152 vocab: 256 bytes x 2 (plain and with </w>) + 2 specials.
 CLIP_MAX_MERGES = 49152 - 256 - 2
-
-
-def save_tokenizer(tokenizer: BPETokenizer, path: str | Path) -> Path:
-    """Write ``tokenizer`` as one JSON file (atomically: a temp file then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(tokenizer.to_dict(), fh, ensure_ascii=False, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def load_tokenizer(path: str | Path) -> BPETokenizer:
-    """Read a tokenizer written by :func:`save_tokenizer`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"tokenizer file {path} does not exist; train one with `mie tokenizer train`")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
-    try:
-        return BPETokenizer.from_dict(data)
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
 
 
 def _read_merges(lines: list[str], source: Path) -> list[tuple[str, str]]:

@@ -8,6 +8,8 @@ character); with the identity normalizer that is ``t`` itself.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -238,16 +240,12 @@ class BPETokenizer(BaseTokenizer):
         return cls.from_dict(json.loads(text))
 
     def save(self, path: str | Path) -> Path:
-        """Write the single-file JSON; see :func:`mie.tokenization.formats.save_tokenizer`."""
-        from mie.tokenization.formats import save_tokenizer
-
+        """Write the single-file JSON; see :func:`save_tokenizer`."""
         return save_tokenizer(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> BPETokenizer:
-        """Read a single-file JSON tokenizer; see :func:`mie.tokenization.formats.load_tokenizer`."""
-        from mie.tokenization.formats import load_tokenizer
-
+        """Read a single-file JSON tokenizer; see :func:`load_tokenizer`."""
         return load_tokenizer(path)
 
     def __repr__(self) -> str:
@@ -255,6 +253,36 @@ class BPETokenizer(BaseTokenizer):
             f"BPETokenizer(vocab_size={self.vocab_size}, pre_tokenizer={self.pre_tokenizer.style!r}, "
             f"normalizer={self.normalizer.to_dict()['type']!r})"
         )
+
+
+def save_tokenizer(tokenizer: BPETokenizer, path: str | Path) -> Path:
+    """Write ``tokenizer`` as one JSON file (atomically: a temp file then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(tokenizer.to_dict(), fh, ensure_ascii=False, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_tokenizer(path: str | Path) -> BPETokenizer:
+    """Read a tokenizer written by :func:`save_tokenizer`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"tokenizer file {path} does not exist; train one with `mie tokenizer train`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    try:
+        return BPETokenizer.from_dict(data)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 def _special_roles(special_tokens: Sequence[str]) -> tuple[str | None, str, str]:

@@ -9,7 +9,7 @@ import pytest
 
 from mie.cli import main
 from mie.tokenization import BPETokenizer
-from mie.tokenization.commands import corpus_stats
+from mie.tokenization.stats import corpus_stats
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""``mie data inspect``: format detection, per-split counts, broken files and the contact sheet."""
+"""Dataset inspection (mie.data.inspection): format detection, per-split counts and broken files."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
-from mie import cli
-from mie.data.commands import detect_format, format_report, inspect_dataset
+from mie.data.inspection import detect_format, format_report, inspect_dataset
 
 
 def _jsonl(root: Path, images) -> Path:
@@ -59,20 +57,6 @@ def test_inspect_jsonl_counts_stats_and_broken(tmp_path: Path, images) -> None:
     text = format_report(tmp_path, fmt, reports, max_broken=1)
     assert "checked 3 samples: 2 broken" in text and "... and 1 more" in text
     assert f"[train] corrupt: {tmp_path / 'b.png'}" in text
-
-
-def test_cli_inspect_flickr_writes_contact_sheet(tmp_path: Path, karpathy_flickr, capsys) -> None:
-    root = karpathy_flickr(tmp_path / "flickr", {"train": 3, "val": 1, "test": 2}, captions_per_image=2)
-    out = tmp_path / "sheet.png"
-    assert cli.main(["data", "inspect", str(root), "--out", str(out), "--samples", "4"]) == 0
-    printed = capsys.readouterr().out
-    assert "format flickr, splits train, val, test" in printed
-    assert "train" in printed and "checked 6 samples: 0 broken" in printed
-    assert "4 / 4.0 / 4 / 4" in printed  # "photo k caption j"
-    with Image.open(out) as sheet:
-        assert sheet.size[0] > 100
-    assert cli.main(["data", "inspect", str(tmp_path / "none")]) == 1
-    assert "does not exist" in capsys.readouterr().err
 
 
 def test_inspect_webdataset_csv_and_coco(tmp_path: Path, images) -> None:

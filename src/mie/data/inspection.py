@@ -1,16 +1,18 @@
-"""``mie data inspect PATH``: what a dataset folder holds, what is broken in it, and a look at it;
-``mie data shards PATH OUT``: the same dataset as WebDataset tar shards.
+"""What a dataset holds and what is broken in it: format detection, per-split counts and statistics.
 
-The format is detected from the files (or given with ``--format``); for each split it prints the
-number of images and captions, caption-length statistics (words) and the broken files, then writes
-a contact sheet of a few samples with their captions::
+``inspect_dataset`` detects the format from the files (or takes it), then for each split counts images
+and captions, measures caption lengths (words), decodes images to find broken files and keeps a few
+samples for a contact sheet (``mie.evaluation.plots.contact_sheet``); ``format_report`` prints it all::
 
-    mie data inspect data/flickr30k --out flickr.png
+    fmt, reports, preview = inspect_dataset("data/flickr30k")
+    print(format_report("data/flickr30k", fmt, reports))
+
+``mie data inspect`` (``mie.cli.data``) is this module on the command line.
 """
 
 from __future__ import annotations
 
-import argparse
+import csv
 import statistics
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -18,7 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mie.data.build import build_dataset
 from mie.data.config import DataConfig
+from mie.data.flickr import CSV_FILES, KARPATHY_FILES, TOKEN_FILES
+from mie.data.jsonl import manifest_splits
+from mie.data.tabular import default_separator
+from mie.data.transforms import CenterCrop, Compose, Resize, ToTensor
 
 SPLIT_CANDIDATES = ("train", "val", "test", "test_heldout")
 
@@ -59,8 +66,6 @@ def detect_format(path: str | Path) -> str:
                          "pass --format (jsonl, csv, flickr, coco, webdataset)")
     if not target.is_dir():
         raise FileNotFoundError(f"{target} does not exist; pass a dataset folder or file")
-    from mie.data.flickr import CSV_FILES, KARPATHY_FILES, TOKEN_FILES
-
     names = {p.name for p in target.iterdir()}
     if "captions.jsonl" in names:
         return "jsonl"
@@ -77,11 +82,9 @@ def detect_format(path: str | Path) -> str:
                      "pass --format")
 
 
-def _splits_to_try(fmt: str, path: Path) -> Sequence[str]:
+def splits_to_try(fmt: str, path: Path) -> Sequence[str]:
     """The split names worth asking the format for."""
     if fmt == "jsonl":
-        from mie.data.image_text import manifest_splits
-
         return manifest_splits(path / "captions.jsonl" if path.is_dir() else path)
     if fmt == "csv" and path.is_dir():
         return sorted({p.stem for p in path.iterdir() if p.suffix.lower() in (".csv", ".tsv")})
@@ -94,10 +97,6 @@ def _splits_to_try(fmt: str, path: Path) -> Sequence[str]:
 
 def _csv_split_values(path: Path) -> list[str]:
     """Distinct values of a table's ``split`` column, or ``["all"]`` when it has none."""
-    import csv
-
-    from mie.data.tabular import default_separator
-
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f, delimiter=default_separator(path))
         if "split" not in (reader.fieldnames or []):
@@ -107,8 +106,7 @@ def _csv_split_values(path: Path) -> list[str]:
 
 # ----------------------------------------------------------------------------- inspection
 def _preview_transform() -> Callable:
-    from mie.data.transforms import CenterCrop, Compose, Resize, ToTensor
-
+    """Square 128 px tensors: what the contact sheet shows."""
     return Compose([Resize(128), CenterCrop(128), ToTensor()])
 
 
@@ -154,8 +152,6 @@ def inspect_stream(dataset: Any, name: str, check: int, preview: list[tuple[Any,
 def inspect_dataset(path: str | Path, fmt: str | None = None, check: int = 1000, preview_size: int = 12,
                     options: dict[str, Any] | None = None) -> tuple[str, list[SplitReport], list[tuple[Any, str]]]:
     """Detect the format, inspect every split found; return (format, split reports, preview samples)."""
-    from mie.data.registry import build_dataset
-
     fmt = fmt or detect_format(path)
     if fmt == "webdataset" and Path(path).is_dir() and any(Path(path).glob("*.tar")):
         path = Path(path) / "*.tar"  # shards directly in the folder: read them all as one stream
@@ -163,7 +159,7 @@ def inspect_dataset(path: str | Path, fmt: str | None = None, check: int = 1000,
     reports: list[SplitReport] = []
     preview: list[tuple[Any, str]] = []
     errors: list[str] = []
-    for split in _splits_to_try(fmt, Path(path)):
+    for split in splits_to_try(fmt, Path(path)):
         try:
             dataset = build_dataset(config, split if split != "all" else None, transform=_preview_transform())
             inspect = inspect_stream if fmt == "webdataset" else inspect_split
@@ -193,72 +189,3 @@ def format_report(path: str | Path, fmt: str, reports: Sequence[SplitReport], ma
     if len(broken) > max_broken:
         lines.append(f"  ... and {len(broken) - max_broken} more")
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``inspect`` and ``shards`` sub-subcommands."""
-    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    inspect = sub.add_parser("inspect", help="detect a dataset's format; print counts, splits, caption "
-                             "lengths and broken files; write a contact sheet")
-    inspect.add_argument("path", help="dataset folder, manifest, table or shard pattern")
-    inspect.add_argument("--format", dest="data_format", default=None,
-                         choices=["jsonl", "csv", "flickr", "coco", "webdataset"], help="skip detection")
-    inspect.add_argument("--check", type=int, default=1000,
-                         help="decode at most this many images per split to find broken ones (0 = all)")
-    inspect.add_argument("--out", default="data_inspect.png", help="contact sheet PNG to write")
-    inspect.add_argument("--samples", type=int, default=12, help="samples on the contact sheet (0 = none)")
-    shards = sub.add_parser("shards", help="convert a dataset's splits to WebDataset tar shards")
-    shards.add_argument("path", help="dataset folder, manifest or table")
-    shards.add_argument("out_dir", help="folder to write <split>/<split>-NNNNN.tar into")
-    shards.add_argument("--format", dest="data_format", default=None,
-                        choices=["jsonl", "csv", "flickr", "coco"], help="skip detection")
-    shards.add_argument("--samples-per-shard", type=int, default=1000, help="samples per tar file")
-
-
-def to_shards(path: str | Path, out_dir: str | Path, fmt: str | None = None, samples_per_shard: int = 1000,
-              options: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """Convert every split of a dataset to WebDataset shards ``out_dir/<split>/<split>-NNNNN.tar``.
-
-    The result trains with ``data.format=webdataset`` and ``data.path=out_dir``. Returns, per split,
-    what :func:`mie.data.webdataset.write_shards` reports.
-    """
-    from mie.data.image_text import dataset_records
-    from mie.data.registry import build_dataset
-    from mie.data.webdataset import write_shards
-
-    fmt = fmt or detect_format(path)
-    if fmt == "webdataset":
-        raise ValueError(f"{path} already holds WebDataset shards; nothing to convert")
-    config = DataConfig(format=fmt, path=str(path), format_options=dict(options or {}))
-    written: dict[str, dict[str, Any]] = {}
-    for split in _splits_to_try(fmt, Path(path)):
-        try:
-            records = dataset_records(build_dataset(config, split))
-        except (FileNotFoundError, ValueError):
-            continue  # this split is absent; the others may exist
-        if records:
-            written[split] = write_shards(records, Path(out_dir) / split, split, samples_per_shard)
-    if not written:
-        raise ValueError(f"no readable split in {path} as format {fmt!r}")
-    return written
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run the chosen action: ``inspect`` or ``shards``."""
-    if args.data_command == "shards":
-        for split, info in to_shards(args.path, args.out_dir, args.data_format, args.samples_per_shard).items():
-            skipped = f", skipped {info['skipped']}" if info["skipped"] else ""
-            print(f"{split}: {info['samples']} samples in {len(info['shards'])} shards{skipped}")
-        print(f"train on them with: --set data.format=webdataset --set data.path={args.out_dir} --set max_steps=N")
-        return 0
-    fmt, reports, preview = inspect_dataset(args.path, args.data_format, check=args.check,
-                                            preview_size=max(0, args.samples))
-    print(format_report(args.path, fmt, reports))
-    if preview:
-        from mie.evaluation.plots import contact_sheet
-
-        out = contact_sheet([image for image, _ in preview], [caption for _, caption in preview], args.out,
-                            title=f"{Path(args.path).name} ({fmt})")
-        print(f"contact sheet: {out}")
-    return 0

@@ -4,6 +4,9 @@ Adding a subcommand is one line in ``COMMANDS``: the module is imported only whe
 runs, so ``mie --help`` stays fast (no torch or numpy import here). A module exposes an
 ``add_arguments(parser)`` function and a ``run(args) -> int`` function (other names may be given in
 the table, e.g. ``mie.recipes.commands`` holds train, eval and demo).
+
+This package is the application's thin edge: its modules (``mie.cli.data``, ``mie.cli.tokenizer``)
+parse arguments and print; the work is done by library functions, which never import ``mie.cli``.
 """
 
 from __future__ import annotations
@@ -38,8 +41,8 @@ COMMANDS: dict[str, Command] = {
     "demo": Command("train and evaluate the small demo end to end", "mie.recipes.commands",
                     "add_demo_arguments", "run_demo"),
     "data": Command("inspect datasets (format, counts, broken files); convert them to WebDataset shards",
-                    "mie.data.commands"),
-    "tokenizer": Command("train, inspect and apply BPE tokenizers", "mie.tokenization.commands"),
+                    "mie.cli.data"),
+    "tokenizer": Command("train, inspect and apply BPE tokenizers", "mie.cli.tokenizer"),
     "safety": Command("run the safety evaluator, filter and red-team suites"),
     "optimize": Command("quantize, prune and benchmark a model"),
     "doctor": Command("report the machine, packages and accelerators", "mie.tools.doctor"),
