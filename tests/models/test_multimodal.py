@@ -6,8 +6,7 @@ import math
 import pytest
 import torch
 
-from mie.models.multimodal import DualEncoderConfig
-from mie.models.multimodal import CrossModalFusion, DualEncoder
+from mie.models.multimodal import CrossModalFusion, DualEncoder, DualEncoderConfig
 from mie.models.registry import get_model_config
 
 

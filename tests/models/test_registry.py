@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from mie.models.multimodal import DualEncoderConfig
-from mie.models.multimodal import DualEncoder
+from mie.models.multimodal import DualEncoder, DualEncoderConfig
 from mie.models.registry import (
     MODEL_PRESETS,
     build_model,
@@ -54,7 +53,7 @@ def test_build_model_from_name_and_config():
     assert MODEL_PRESETS["tiny"].vocab_size == 0
     config = get_model_config("tiny", vocab_size=40, vision_layers=1)
     model = build_model(config)
-    assert len(model.visual.blocks) == 1 and model.text.eos_id == 3 and model.text.pad_id == 0
+    assert len(model.visual.trunk.blocks) == 1 and model.text.eos_id == 3 and model.text.pad_id == 0
     assert build_model(config, vocab_size=40).config.vocab_size == 40
 
 

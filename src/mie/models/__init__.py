@@ -1,6 +1,6 @@
 """mie.models: transformer components and the image–text models built from them.
 
-``attention`` -> ``positional`` -> ``blocks`` -> ``vision`` / ``text`` -> ``multimodal`` -> ``registry``.
+``attention`` -> ``positional`` -> ``blocks`` -> ``trunk`` -> ``vision`` / ``text`` -> ``multimodal`` -> ``registry``.
 """
 
 from mie.models.attention import KVCache, MultiHeadAttention, reference_attention
@@ -15,6 +15,7 @@ from mie.models.registry import (
     num_parameters,
 )
 from mie.models.text import TextEncoder
+from mie.models.trunk import Transformer
 from mie.models.vision import VisionTransformer
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "RotaryEmbedding",
     "SinusoidalPositionalEmbedding",
     "TextEncoder",
+    "Transformer",
     "TransformerBlock",
     "VisionTransformer",
     "build_model",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mie.models.blocks import TransformerBlock, build_norm, init_transformer_
+from mie.models.blocks import init_transformer_
 from mie.models.positional import LearnedPositionalEmbedding
+from mie.models.trunk import Transformer, rename_legacy_trunk_keys
 
 
 def eot_positions(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -28,8 +29,8 @@ def eot_positions(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
 
 
 class TextEncoder(nn.Module):
-    """Token + learned position embeddings, causal pre-norm blocks and a final norm; ``forward`` returns
-    the feature at each row's first end-of-text token, ``[B, width]``.
+    """Token + learned position embeddings and a causal ``Transformer`` trunk (pre-norm blocks, final
+    norm); ``forward`` returns the feature at each row's first end-of-text token, ``[B, width]``.
 
     No padding mask is needed: under causal masking a token only sees earlier positions, so the pads
     after ``<eos>`` can never influence the ``<eos>`` feature (or any token before it). ``pad_id`` is kept
@@ -61,12 +62,10 @@ class TextEncoder(nn.Module):
         self.token_embed = nn.Embedding(vocab_size, width)
         self.pos_embed = LearnedPositionalEmbedding(context_length, width)
         self.dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(width, heads, mlp_ratio=mlp_ratio, dropout=dropout, norm=norm)
-            for _ in range(layers)
-        )
-        self.norm = build_norm(norm, width)
+        self.trunk = Transformer(width, layers, heads, mlp_ratio=mlp_ratio, dropout=dropout, norm=norm)
         init_transformer_(self, layers, std=width ** -0.5)  # see init_transformer_ on why not 0.02
+        # The private registration: the public register_load_state_dict_pre_hook needs torch >= 2.5.
+        self._register_load_state_dict_pre_hook(rename_legacy_trunk_keys, with_module=True)
 
     def padding_mask(self, ids: torch.Tensor) -> torch.Tensor:
         """Bool ``[B, L]``, True at every position after the first ``<eos>`` (the padding)."""
@@ -77,9 +76,7 @@ class TextEncoder(nn.Module):
         """Per-token features after the final norm, ``[B, L, width]``."""
         self._check_ids(ids)
         x = self.dropout(self.pos_embed(self.token_embed(ids)))
-        for block in self.blocks:
-            x = block(x, is_causal=True)
-        return self.norm(x)
+        return self.trunk(x, is_causal=True)
 
     def _check_ids(self, ids: torch.Tensor) -> None:
         if ids.dim() != 2:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mie.models.blocks import TransformerBlock, build_norm, init_transformer_, trunc_normal_
+from mie.models.blocks import init_transformer_, trunc_normal_
 from mie.models.positional import LearnedPositionalEmbedding
+from mie.models.trunk import Transformer, rename_legacy_trunk_keys
 
 POOLS = ("cls", "mean")
 STEMS = ("patch", "conv")
@@ -78,9 +79,9 @@ class ConvStem(PatchEmbedding):
 
 
 class VisionTransformer(nn.Module):
-    """ViT image encoder: patch embedding, optional class token, learned positions, pre-norm blocks and
-    a final norm, pooled to ``[B, width]`` by the class token (``pool="cls"``) or the patch mean
-    (``pool="mean"``)."""
+    """ViT image encoder: patch embedding, optional class token, learned positions and a ``Transformer``
+    trunk (pre-norm blocks, final norm), pooled to ``[B, width]`` by the class token (``pool="cls"``) or
+    the patch mean (``pool="mean"``)."""
 
     def __init__(
         self,
@@ -111,24 +112,19 @@ class VisionTransformer(nn.Module):
         num_tokens = self.patch_embed.num_patches + (1 if pool == "cls" else 0)
         self.pos_embed = LearnedPositionalEmbedding(num_tokens, width)
         self.dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(width, heads, mlp_ratio=mlp_ratio, dropout=dropout, norm=norm)
-            for _ in range(layers)
-        )
-        self.norm = build_norm(norm, width)
+        self.trunk = Transformer(width, layers, heads, mlp_ratio=mlp_ratio, dropout=dropout, norm=norm)
         init_transformer_(self, layers, std=width ** -0.5)  # see init_transformer_ on why not 0.02
         if self.cls_token is not None:
             trunc_normal_(self.cls_token, std=0.02)
+        # The private registration: the public register_load_state_dict_pre_hook needs torch >= 2.5.
+        self._register_load_state_dict_pre_hook(rename_legacy_trunk_keys, with_module=True)
 
     def forward_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """All output tokens after the final norm: ``[B, (1 +) num_patches, width]`` (class token first)."""
         x = self.patch_embed(images)
         if self.cls_token is not None:
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
-        x = self.dropout(self.pos_embed(x))
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)
+        return self.trunk(self.dropout(self.pos_embed(x)))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled image features ``[B, width]``."""
