@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mie.data.config import DataConfig
 from mie.data import build_dataset, skip_report
 from mie.data.coco import CocoCaptions
+from mie.data.config import DataConfig
 from mie.data.flickr import FlickrDataset, hash_split
 from mie.data.image_text import ImageTextDataset
 from mie.data.transforms import ToTensor

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mie.data.config import DataConfig
 from mie.data import build_dataset
+from mie.data.config import DataConfig
 from mie.data.tabular import CsvImageText
 
 

@@ -12,8 +12,8 @@ import torch
 from torch.utils.data import DataLoader
 
 import mie.data.webdataset as wds
-from mie.data.config import DataConfig
 from mie.data import build_dataset, skip_report
+from mie.data.config import DataConfig
 from mie.data.webdataset import WebDatasetImageText, expand_shards, iter_tar_samples, shard_assignment
 
 

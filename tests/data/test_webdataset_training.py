@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mie.recipes import load_recipe_config
 from mie.data.image_text import all_captions, images_and_all_captions
 from mie.data.webdataset import WebDatasetImageText
+from mie.recipes import load_recipe_config
 from mie.recipes.clip import train as train_from_config
 
 REPO = Path(__file__).resolve().parents[2]

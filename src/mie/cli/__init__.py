@@ -3,7 +3,7 @@
 Adding a subcommand is one line in ``COMMANDS``: the module is imported only when its subcommand
 runs, so ``mie --help`` stays fast (no torch or numpy import here). A module exposes an
 ``add_arguments(parser)`` function and a ``run(args) -> int`` function (other names may be given in
-the table, e.g. ``mie.recipes.commands`` holds train, eval and demo).
+the table, e.g. ``mie.cli.train`` holds train, eval and demo).
 
 This package is the application's thin edge: its modules (``mie.cli.data``, ``mie.cli.tokenizer``)
 parse arguments and print; the work is done by library functions, which never import ``mie.cli``.
@@ -35,10 +35,10 @@ class Command(NamedTuple):
 
 
 COMMANDS: dict[str, Command] = {
-    "train": Command("train a model from a YAML config", "mie.recipes.commands", "add_train_arguments", "run_train"),
-    "eval": Command("evaluate a checkpoint (retrieval, zero-shot, ...)", "mie.recipes.commands",
+    "train": Command("train a model from a YAML config", "mie.cli.train", "add_train_arguments", "run_train"),
+    "eval": Command("evaluate a checkpoint (retrieval, zero-shot, ...)", "mie.cli.train",
                     "add_eval_arguments", "run_eval"),
-    "demo": Command("train and evaluate the small demo end to end", "mie.recipes.commands",
+    "demo": Command("train and evaluate the small demo end to end", "mie.cli.train",
                     "add_demo_arguments", "run_demo"),
     "data": Command("inspect datasets (format, counts, broken files); convert them to WebDataset shards",
                     "mie.cli.data"),
@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(verbose=args.verbose, quiet=args.quiet)
     try:
         status = run(args)
-    except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
+    except (ValueError, FileNotFoundError, FloatingPointError) as exc:  # ConfigError is a ValueError; a NaN loss
         if args.verbose:
             traceback.print_exc()
         message = " ".join(str(exc).split()) or type(exc).__name__

@@ -1,4 +1,4 @@
-"""``mie train``, ``mie eval`` and ``mie demo``: argument parsing around the recipes.
+"""``mie train``, ``mie eval`` and ``mie demo``: argument parsing around the recipes (``mie.recipes``).
 
 ``mie train FILE`` reads the config's ``recipe`` and runs that recipe; ``mie eval RUN_DIR`` reads
 the recipe from the run's saved ``config.yaml``.
