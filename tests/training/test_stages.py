@@ -330,3 +330,21 @@ def test_hot_path_syncs_only_on_logged_steps(toys, tmp_path, monkeypatch):
     assert trainer.task.flags == [step in logged for step in range(1, 13) for _ in range(2)]
     assert {s for s, n in per_step.counts.items() if n} == set(logged)  # the counter sees the logged syncs
     assert all(per_step.counts[s] == 0 for s in range(1, 13) if s not in logged)
+
+
+def test_budget_is_measured_after_a_slow_first_epoch(toys, tmp_path, monkeypatch):
+    """A first epoch three times slower (caches filling) must not cut the schedule to a third."""
+    clock = {"t": 0.0}
+    monkeypatch.setattr("mie.training.base.time.monotonic", lambda: clock["t"])
+
+    class Tick(Callback):
+        def on_step_end(self, trainer, step, metrics):
+            clock["t"] += 3.0 if trainer.epoch == 0 else 1.0
+
+    cfg = toys.config(tmp_path, epochs=100, max_minutes=1.0)  # 60 s; 6 steps per epoch
+    trainer = toys.trainer(toys.Model(), cfg, toys.loader(), callbacks=[Tick()])
+    trainer.budget_calibration_steps = 4
+    trainer.fit()
+    # Epoch 0: 6 steps, 18 s. Measured from step 7 to 11 at 1 s/step, 60 - 23 = 37 s left -> 48 steps
+    # (measuring the first 4 steps at 3 s/step would have planned 4 + 48 / 3 = 20).
+    assert trainer.total_steps == 11 + 37 and trainer.global_step == 48

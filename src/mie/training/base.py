@@ -9,9 +9,11 @@ name), schedule and loader (its batch size), and re-wraps the task for DDP. A st
 optimizer steps, else ``epochs`` passes; top-level ``max_steps`` caps all stages together. Its end
 is checkpointed (``stage<i>.safetensors`` and ``last``) and every metrics row carries ``stage``.
 
-``max_minutes`` stops the run once spent; in the last stage, after ``budget_calibration_steps``
-steps, that stage's schedule is shrunk to the steps that fit (measured speed), so cosine decay ends
-near the budget's end.
+``max_minutes`` stops the run once spent; in the last stage the speed is measured over
+``budget_calibration_steps`` steps and that stage's schedule is shrunk to the steps that fit, so
+cosine decay ends near the budget's end. The measurement starts with the stage's second epoch (or
+after twice that many steps, if sooner): a first epoch that fills caches would make the run look
+slower than it is and cut its schedule short.
 
 Hot path: the loss and diagnostics stay on the device; ``.item()``-like host synchronisations, the
 finiteness check and the task's diagnostics (``task.logging_step``) happen every ``log_every``
@@ -206,6 +208,7 @@ class BaseTrainer(TrainerStateMixin):
         if resume_from is not None:
             self.load_checkpoint(resume_from)
         self.should_stop = False
+        self._calibration: tuple | None = None
         self._fit_start, self._fit_start_step = time.monotonic(), self.global_step
         self._check_limits()  # a resumed run may already be at max_steps
         self.callbacks.on_train_begin(self)
@@ -360,9 +363,16 @@ class BaseTrainer(TrainerStateMixin):
         if broadcast_int(int(elapsed >= budget), self.device):
             self.should_stop = True
             return
-        steps_this_fit = self.global_step - self._fit_start_step
-        last_stage = self.stage == len(self.stages) - 1
-        if last_stage and self._budget_total is None and steps_this_fit >= self.budget_calibration_steps:
-            per_step = (time.monotonic() - self._fit_start) / steps_this_fit
+        if self.stage != len(self.stages) - 1 or self._budget_total is not None:
+            return
+        n = self.budget_calibration_steps
+        if self._calibration is None or self._calibration[0] != self.stage:
+            self._calibration = (self.stage, self.epoch, self.global_step, None, 0.0)  # where this fit's stage began
+        stage, epoch0, step0, start_step, start_time = self._calibration
+        if start_step is None:
+            if self.epoch != epoch0 or self.global_step - step0 >= 2 * n:
+                self._calibration = (stage, epoch0, step0, self.global_step, time.monotonic())
+        elif self.global_step - start_step >= n:
+            per_step = (time.monotonic() - start_time) / (self.global_step - start_step)
             fits = self.stage_step + int((budget - elapsed) / per_step)
             self._budget_total = broadcast_int(max(self.stage_step + 1, min(self.total_steps, fits)), self.device)
