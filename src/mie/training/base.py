@@ -104,6 +104,7 @@ class BaseTrainer(TrainerStateMixin):
         self._fit_start: float | None = None
         self._fit_start_step = 0
         self._budget_total: int | None = None
+        self._calibration: tuple | None = None  # (stage, epoch, step where it began, start step, start time)
         self._window_sums: dict[str, Any] = {}
         self._window_counts: dict[str, int] = {}
         self._log_samples, self._log_seconds = 0, 0.0
@@ -208,7 +209,7 @@ class BaseTrainer(TrainerStateMixin):
         if resume_from is not None:
             self.load_checkpoint(resume_from)
         self.should_stop = False
-        self._calibration: tuple | None = None
+        self._calibration = None
         self._fit_start, self._fit_start_step = time.monotonic(), self.global_step
         self._check_limits()  # a resumed run may already be at max_steps
         self.callbacks.on_train_begin(self)
