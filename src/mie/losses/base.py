@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import numbers
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
@@ -105,12 +106,28 @@ def check_ids(ids: object, batch: int, name: str = "match_ids") -> Tensor:
     return ids.long()
 
 
-def check_scale(scale: object, name: str = "logit_scale") -> Tensor:
-    """Validate a positive finite scalar (a tensor from the model or a float) and return it as a tensor."""
-    t = torch.as_tensor(scale)
+def as_scalar(value: object, name: str, device: torch.device | str | None = None) -> Tensor:
+    """``value`` (a tensor from the model or a Python number) as a 0-dim floating tensor on ``device``.
+
+    A Python number is written straight into a new device tensor (a fill, not a copy from the host,
+    which would wait for the device); a tensor keeps its device and graph.
+    """
+    if isinstance(value, Tensor):
+        t = value
+    elif isinstance(value, numbers.Real):
+        return torch.full((), float(value), device=device)
+    else:
+        t = torch.as_tensor(value)
     if t.numel() != 1:
         raise ValueError(f"{name} must be a scalar, got shape {tuple(t.shape)}")
     t = to_compute_dtype(t.reshape(()) if t.is_floating_point() else t.float().reshape(()))
+    return t if device is None else t.to(device)
+
+
+def check_scale(scale: object, name: str = "logit_scale", device: torch.device | str | None = None) -> Tensor:
+    """Validate a positive finite scalar (a tensor from the model or a float) and return it as a tensor
+    (on ``device`` when given). The value check needs the data, so it runs only with diagnostics on."""
+    t = as_scalar(scale, name, device)
     if diagnostics_enabled() and (not torch.isfinite(t) or t <= 0):
         raise ValueError(f"{name} must be a positive finite number, got {float(t)}")
     return t
@@ -153,19 +170,41 @@ class LossBase(nn.Module):
         """Every ``INPUT_KINDS`` key this loss takes when offered."""
         return set(self.consumes.values())
 
-    def forward_context(self, context: Mapping[str, Any]) -> Tensor:
-        """The loss, called with the inputs it ``consumes`` taken from ``context`` (absent or None
-        ones are left out); a missing required input is a ValueError naming it."""
+    def check_context(self, context: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` naming this loss, the required inputs ``context`` lacks (absent or None)
+        and the ones it has; do nothing when it has them all."""
         missing = sorted(k for k in self.required_inputs() if context.get(k) is None)
         if missing:
             name = getattr(self, "registered_name", type(self).__name__)
             given = sorted(k for k, v in context.items() if v is not None)
-            raise ValueError(f"loss {name!r} needs {', '.join(missing)}; the task gave {', '.join(given) or 'nothing'}")
-        return self(**{param: context[key] for param, key in self.consumes.items() if context.get(key) is not None})
+            raise ValueError(
+                f"loss {name!r} needs {', '.join(missing)}; the task gave {', '.join(given) or 'nothing'}"
+            )
+
+    def forward_context(self, context: Mapping[str, Any]) -> Tensor:
+        """The loss, called with the inputs it ``consumes`` taken from ``context`` (absent or None
+        ones are left out); a missing required input is a ValueError (:meth:`check_context`)."""
+        self.check_context(context)
+        inputs = {param: context[key] for param, key in self.consumes.items() if context.get(key) is not None}
+        return self(**inputs)
+
+    def sub_losses(self) -> Iterator[LossBase]:
+        """The losses this one is built from (its nearest ``LossBase`` descendants, in order)."""
+        stack = list(self.children())[::-1]
+        while stack:
+            module = stack.pop()
+            if isinstance(module, LossBase):
+                yield module
+            else:
+                stack.extend(list(module.children())[::-1])
 
     def after_optimizer_step(self) -> None:
         """Update the loss's own state (queues, momentum encoders, step counters); a task calls it once
-        after every optimizer step. Stateless losses do nothing."""
+        after every optimizer step (standalone: right after ``optimizer.step()``), however many
+        micro-batches the step accumulated. ``forward`` never changes state. By default it is passed
+        on to :meth:`sub_losses`, so a stateless loss does nothing."""
+        for loss in self.sub_losses():
+            loss.after_optimizer_step()
 
     def pair_stats(self, a: Tensor, b: Tensor, ids: Tensor | None = None) -> dict[str, float]:
         """:func:`pair_diagnostics` when diagnostics are on, else nothing (no host synchronisation)."""

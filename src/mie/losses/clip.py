@@ -31,8 +31,8 @@ class CLIPStyleLoss(LossBase):
     features of all ranks (labels offset by ``rank * B``).
     """
 
-    consumes: ClassVar[dict[str, str]] = {"image_embeds": "image_embeds", "text_embeds": "text_embeds", "logit_scale": "logit_scale",
-                                           "match_ids": "match_ids"}
+    consumes: ClassVar[dict[str, str]] = {"image_embeds": "image_embeds", "text_embeds": "text_embeds",
+                                          "logit_scale": "logit_scale", "match_ids": "match_ids"}
 
     min_batch = 1
 
@@ -72,7 +72,7 @@ class CLIPStyleLoss(LossBase):
         img, txt = self.check_pair(image_embeds, text_embeds, "image_embeds", "text_embeds")
         if self.normalize:
             img, txt = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
-        scale = self.logit_scale() if logit_scale is None else check_scale(logit_scale).to(img.device)
+        scale = self.logit_scale() if logit_scale is None else check_scale(logit_scale, device=img.device)
         scale = scale.to(img.dtype)
         ids = None if match_ids is None else check_ids(match_ids, img.shape[0]).to(img.device)
         img_all, offset = gather_with_grad(img) if self.gather_distributed else (img, 0)

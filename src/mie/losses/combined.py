@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from mie.losses.base import LossBase
+from mie.losses.base import LossBase, diagnostics_enabled
 from mie.losses.registry import build_loss, register_loss
 
 
@@ -51,7 +51,10 @@ class CombinedLoss(LossBase):
 
     Each term receives only the keyword arguments its ``forward`` accepts (e.g. ``match_ids`` goes to
     ``clip`` but not to ``vicreg``). Metrics are prefixed by the term's name (``clip/loss``).
+    ``forward_context`` feeds each term what it consumes; ``after_optimizer_step`` reaches every term.
     """
+
+    consumes: ClassVar[dict[str, str]] = {}  # each term declares its own; see required_inputs
 
     def __init__(self, losses: list[dict[str, Any]]) -> None:
         super().__init__()
@@ -72,6 +75,7 @@ class CombinedLoss(LossBase):
 
     def forward_context(self, context: Mapping[str, Any]) -> Tensor:
         """The weighted sum, each term fed from ``context`` by what it consumes."""
+        self.check_context(context)
         return self._sum(lambda term: term.forward_context(context))
 
     def _sum(self, call: Any) -> Tensor:
@@ -80,8 +84,9 @@ class CombinedLoss(LossBase):
         for name, weight, term in zip(self.names, self.weights, self.terms):
             value = call(term)
             weighted.append(weight * value)
-            metrics.update(_metrics_of(name, term))
-            metrics[f"{name}/weighted"] = weight * value.detach()
+            if diagnostics_enabled():
+                metrics.update(_metrics_of(name, term))
+                metrics[f"{name}/weighted"] = weight * value.detach()
         total = torch.stack(weighted).sum()
         self.record(loss=total, **metrics)
         return total
@@ -94,11 +99,6 @@ class CombinedLoss(LossBase):
         """What any term takes."""
         return set().union(*(term.accepted_inputs() for term in self.terms))
 
-    def after_optimizer_step(self) -> None:
-        """Each term updates its own state."""
-        for term in self.terms:
-            term.after_optimizer_step()
-
 
 @register_loss("multitask")
 class MultitaskLoss(LossBase):
@@ -108,7 +108,10 @@ class MultitaskLoss(LossBase):
     keyword per task whose value is a tuple of positional inputs or a dict of keyword inputs. With
     ``uncertainty_weighting`` each task also learns ``s = log sigma^2`` and contributes
     ``w * (exp(-s) * L + s)`` (Kendall et al., 2018, "Multi-Task Learning Using Uncertainty to Weigh Losses").
+    ``forward_context`` feeds every task's loss from one context; ``after_optimizer_step`` reaches each.
     """
+
+    consumes: ClassVar[dict[str, str]] = {}  # each task's loss declares its own; see required_inputs
 
     def __init__(self, tasks: dict[str, dict[str, Any]], uncertainty_weighting: bool = False) -> None:
         super().__init__()
@@ -141,6 +144,7 @@ class MultitaskLoss(LossBase):
 
     def forward_context(self, context: Mapping[str, Any]) -> Tensor:
         """The weighted sum, every task's loss fed from the same ``context`` by what it consumes."""
+        self.check_context(context)
         return self._sum(lambda task: self.tasks[task].forward_context(context))
 
     def required_inputs(self) -> set[str]:
@@ -151,11 +155,6 @@ class MultitaskLoss(LossBase):
         """What any task's loss takes."""
         return set().union(*(t.accepted_inputs() for t in self.tasks.values()))
 
-    def after_optimizer_step(self) -> None:
-        """Each task's loss updates its own state."""
-        for term in self.tasks.values():
-            term.after_optimizer_step()
-
     def _sum(self, call: Any) -> Tensor:
         weighted: list[Tensor] = []
         metrics: dict[str, Any] = {}
@@ -165,7 +164,7 @@ class MultitaskLoss(LossBase):
             if self.uncertainty_weighting:
                 log_var = self.log_vars[task]
                 term = self.weights[task] * (torch.exp(-log_var) * value + log_var)
-                metrics[f"{task}/log_var"] = log_var.detach()
+                metrics[f"{task}/log_var"] = log_var
             else:
                 term = self.weights[task] * value
             weighted.append(term)

@@ -48,7 +48,7 @@ class ContrastiveLoss(LossBase):
         if self.normalize:
             a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
         ids = None if match_ids is None else check_ids(match_ids, a.shape[0]).to(a.device)
-        scale = torch.tensor(1.0 / self.temperature, dtype=a.dtype, device=a.device)
+        scale = torch.full((), 1.0 / self.temperature, dtype=a.dtype, device=a.device)
         b_all, offset = gather_with_grad(b) if self.gather_distributed else (b, 0)
         ids_all = gather_no_grad(ids) if (ids is not None and self.gather_distributed) else ids
         loss_ab = info_nce(a, b_all, scale, offset=offset, q_ids=ids, k_ids=ids_all).mean()

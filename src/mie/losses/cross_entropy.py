@@ -46,29 +46,35 @@ class CrossEntropyLoss(LossBase):
             raise ValueError("targets must be an integer torch.Tensor of class indices")
         if targets.shape != logits.shape[:-1]:
             raise ValueError(
-                f"targets shape {tuple(targets.shape)} must equal logits shape without the last dim {tuple(logits.shape[:-1])}"
+                f"targets shape {tuple(targets.shape)} must equal logits shape without the last dim "
+                f"{tuple(logits.shape[:-1])}"
             )
         flat_logits, flat_targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).long()
         counted = flat_targets != self.ignore_index
-        bad = counted & ((flat_targets < 0) | (flat_targets >= logits.shape[-1]))
-        if diagnostics_enabled() and bool(bad.any()):
-            raise ValueError(
-                f"targets contain {flat_targets[bad][0].item()} outside [0, {logits.shape[-1]}) "
-                f"(ignore_index is {self.ignore_index})"
-            )
-        if diagnostics_enabled() and int(counted.sum()) == 0:
-            loss = flat_logits.sum() * 0.0
+        if diagnostics_enabled():  # a value check: it reads the targets back
+            bad = counted & ((flat_targets < 0) | (flat_targets >= logits.shape[-1]))
+            if bool(bad.any()):
+                raise ValueError(
+                    f"targets contain {flat_targets[bad][0].item()} outside [0, {logits.shape[-1]}) "
+                    f"(ignore_index is {self.ignore_index})"
+                )
+        # The summed loss over the counted targets divided by their number (at least 1): the mean
+        # without reading the count back, and an exact zero when every target is ignored.
+        n_counted = counted.sum()
+        loss = F.cross_entropy(
+            flat_logits, flat_targets, ignore_index=self.ignore_index, label_smoothing=self.label_smoothing,
+            reduction="sum",
+        ) / n_counted.clamp_min(1)
+        if not diagnostics_enabled():
+            self.record()
+            return loss
+        tokens = int(n_counted)
+        if tokens == 0:
             self.record(loss=loss, nll=0.0, perplexity=1.0, accuracy=0.0, tokens=0)
             return loss
-        loss = F.cross_entropy(
-            flat_logits, flat_targets, ignore_index=self.ignore_index, label_smoothing=self.label_smoothing
-        )
-        if diagnostics_enabled():
-            with torch.no_grad():
-                nll = F.cross_entropy(flat_logits, flat_targets, ignore_index=self.ignore_index)
-                accuracy = (flat_logits.argmax(-1) == flat_targets)[counted].float().mean()
-            self.record(loss=loss, nll=nll, perplexity=math.exp(min(float(nll), 50.0)), accuracy=accuracy,
-                        tokens=int(counted.sum()))
-        else:
-            self.record()
+        with torch.no_grad():
+            nll = F.cross_entropy(flat_logits, flat_targets, ignore_index=self.ignore_index)
+            accuracy = ((flat_logits.argmax(-1) == flat_targets) & counted).sum() / tokens
+        self.record(loss=loss, nll=nll, perplexity=math.exp(min(float(nll), 50.0)), accuracy=accuracy,
+                    tokens=tokens)
         return loss

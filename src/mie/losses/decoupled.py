@@ -71,8 +71,8 @@ class DecoupledContrastiveLoss(LossBase):
         rows = torch.arange(logits.shape[0], device=logits.device)
         positive = logits[rows, positive_index]
         # Decoupling: both the view itself and its positive leave the denominator.
-        negatives = logits.index_put((rows, self_index), logits.new_tensor(float("-inf")))
-        negatives = negatives.index_put((rows, positive_index), logits.new_tensor(float("-inf")))
+        negatives = logits.index_put((rows, self_index), logits.new_full((), float("-inf")))
+        negatives = negatives.index_put((rows, positive_index), logits.new_full((), float("-inf")))
         per_view = -self._weights(a, b) * positive + torch.logsumexp(negatives, dim=1)
         loss = per_view.mean()
         self.record(loss=loss, positive_term=-positive.mean(), **self.pair_stats(a, b))

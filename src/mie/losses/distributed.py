@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from mie.losses.base import diagnostics_enabled
+
 
 def world() -> tuple[int, int]:
     """``(rank, world_size)`` of the default process group, ``(0, 1)`` when not running distributed."""
@@ -54,12 +56,15 @@ class _GatherWithGrad(torch.autograd.Function):
 def gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
     """Concatenate ``x`` from all ranks (differentiable); return it and this rank's row offset.
 
-    Without an initialised process group this is the identity with offset 0.
+    Without an initialised process group this is the identity with offset 0. Every rank must pass
+    the same batch size (``drop_last=True``); that is checked, with a collective and a read-back, only
+    while diagnostics are on (every rank is on the same step, so all of them check or none does).
     """
     rank, world_size = world()
     if world_size == 1:
         return x, 0
-    _check_equal_batches(x, world_size)
+    if diagnostics_enabled():
+        _check_equal_batches(x, world_size)
     return _GatherWithGrad.apply(x), rank * x.shape[0]
 
 

@@ -5,7 +5,9 @@
 group-wise (semantic) structure, a low one instance discrimination; oscillating between them helps both.
 
     >>> loss_fn = DynamicTemperatureLoss(min_temperature=0.1, max_temperature=1.0, period=400)
-    >>> loss = loss_fn(image_embeds, text_embeds)           # advances its own step in training mode
+    >>> loss = loss_fn(image_embeds, text_embeds)           # at the step counter's temperature
+    >>> loss.backward(); optimizer.step()
+    >>> loss_fn.after_optimizer_step()                      # advances the counter
     >>> loss = loss_fn(image_embeds, text_embeds, step=1200)
 """
 
@@ -16,7 +18,7 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from mie.losses.base import LossBase, check_ids, check_positive
 from mie.losses.infonce import info_nce
@@ -48,27 +50,31 @@ class DynamicTemperatureLoss(LossBase):
         self.period = int(period)
         self.normalize = normalize
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
-        # A host copy of the counter, so forward never reads the buffer back from the device; kept in
-        # step by after_optimizer_step and by load_state_dict (the buffer is what checkpoints hold).
-        self._host_step = 0
-        self.register_load_state_dict_post_hook(_sync_host_step)
 
-    def temperature_at(self, step: int) -> float:
-        """The scheduled temperature at ``step``."""
-        phase = (1 + math.cos(2 * math.pi * step / self.period)) / 2
+    def temperature_at(self, step: int | Tensor) -> float | Tensor:
+        """The scheduled temperature at ``step``: a float for an int, a tensor for a step tensor."""
+        if isinstance(step, Tensor):
+            # On the device, in float64 where it has it: no read-back of the counter.
+            dtype = torch.float32 if step.device.type == "mps" else torch.float64
+            phase = (1 + torch.cos(step.to(dtype) * (2 * math.pi) / self.period)) / 2
+        else:
+            phase = (1 + math.cos(2 * math.pi * step / self.period)) / 2
         return self.min_temperature + (self.max_temperature - self.min_temperature) * phase
 
     def forward(
-        self, a: Tensor, b: Tensor, step: int | None = None, match_ids: Tensor | None = None
+        self, a: Tensor, b: Tensor, step: int | Tensor | None = None, match_ids: Tensor | None = None
     ) -> Tensor:
-        """Loss at ``step`` (default: the internal counter, advanced by ``after_optimizer_step``)."""
+        """Loss at ``step`` (default: the ``step`` buffer, advanced by ``after_optimizer_step``)."""
         a, b = self.check_pair(a, b)
         if self.normalize:
             a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
-        current = self._host_step if step is None else int(step)
+        current = self.step if step is None else step if isinstance(step, Tensor) else int(step)
         temperature = self.temperature_at(current)
         ids = None if match_ids is None else check_ids(match_ids, a.shape[0]).to(a.device)
-        scale = torch.tensor(1.0 / temperature, dtype=a.dtype, device=a.device)
+        if isinstance(temperature, Tensor):
+            scale = (1.0 / temperature).to(a.device, a.dtype)
+        else:
+            scale = torch.full((), 1.0 / temperature, dtype=a.dtype, device=a.device)
         loss = (
             info_nce(a, b, scale, q_ids=ids, k_ids=ids).mean()
             + info_nce(b, a, scale, q_ids=ids, k_ids=ids).mean()
@@ -79,9 +85,3 @@ class DynamicTemperatureLoss(LossBase):
     def after_optimizer_step(self) -> None:
         """Advance the step counter (once per optimizer step, however many micro-batches it had)."""
         self.step += 1
-        self._host_step += 1
-
-
-def _sync_host_step(module: nn.Module, incompatible_keys: object) -> None:
-    """After ``load_state_dict``: the host copy of the step counter follows the loaded buffer."""
-    module._host_step = int(module.step)

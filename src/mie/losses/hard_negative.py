@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mie.losses.base import LossBase, check_positive
+from mie.losses.base import LossBase, check_positive, diagnostics_enabled
 from mie.losses.registry import register_loss
 
 _MODES = ("hard", "semi_hard")
@@ -57,24 +57,27 @@ class HardNegativeLoss(LossBase):
         importance = torch.nan_to_num(torch.softmax(scores, dim=1), nan=0.0) * count
         return torch.where(weighted, importance, torch.ones_like(sims))
 
-    def _direction(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+    def _direction(self, q: Tensor, k: Tensor) -> Tensor:
         sims = q @ k.T
         logits = sims / self.temperature
         eye = torch.eye(q.shape[0], dtype=torch.bool, device=q.device)
         # log(w * e^l) = l + log w; the positive keeps weight 1.
         weighted = torch.where(eye, logits, logits + self.weights(sims.detach()).clamp_min(1e-30).log())
-        return (torch.logsumexp(weighted, dim=1) - logits.diagonal()).mean(), (
-            sims.detach() < sims.diagonal()[:, None]
-        ).float()
+        return (torch.logsumexp(weighted, dim=1) - logits.diagonal()).mean()
+
+    @torch.no_grad()
+    def _stats(self, a: Tensor, b: Tensor) -> dict[str, Tensor | float]:
+        """Diagnostics: the fraction of a->b negatives less similar than their positive, and pair stats."""
+        sims = a @ b.T
+        n = a.shape[0]
+        easier = (sims < sims.diagonal()[:, None]).float().sum() / max(n * (n - 1), 1)  # never the diagonal
+        return {"semi_hard_fraction": easier, **self.pair_stats(a, b)}
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         """Mean of the two directions' weighted InfoNCE (a scalar)."""
         a, b = self.check_pair(a, b)
         if self.normalize:
             a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
-        loss_ab, easier = self._direction(a, b)
-        loss_ba, _ = self._direction(b, a)
-        loss = (loss_ab + loss_ba) / 2
-        off = ~torch.eye(a.shape[0], dtype=torch.bool, device=a.device)
-        self.record(loss=loss, semi_hard_fraction=easier[off].mean(), **self.pair_stats(a, b))
+        loss = (self._direction(a, b) + self._direction(b, a)) / 2
+        self.record(loss=loss, **(self._stats(a, b) if diagnostics_enabled() else {}))
         return loss

@@ -5,7 +5,9 @@ early, VICReg (Bardes et al., 2022) then trains without negatives.
 over ``transition_steps``.
 
     >>> loss_fn = HybridPretrainVICRegLoss(warmup_steps=500, transition_steps=500)
-    >>> loss = loss_fn(image_embeds, text_embeds)            # advances its own step in training mode
+    >>> loss = loss_fn(image_embeds, text_embeds)            # at the step counter's weight
+    >>> loss.backward(); optimizer.step()
+    >>> loss_fn.after_optimizer_step()                       # advances the counter
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from mie.losses.base import LossBase
+from mie.losses.base import LossBase, diagnostics_enabled
 from mie.losses.contrastive import ContrastiveLoss
 from mie.losses.registry import register_loss
 from mie.losses.vicreg import VICRegLoss
@@ -47,8 +49,9 @@ class HybridPretrainVICRegLoss(LossBase):
         self.contrastive = ContrastiveLoss(temperature=temperature)
         self.vicreg = VICRegLoss(sim_coeff=sim_coeff, std_coeff=std_coeff, cov_coeff=cov_coeff)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
-        # A host copy of the counter, so forward never reads the buffer back from the device; kept in
-        # step by after_optimizer_step and by load_state_dict (the buffer is what checkpoints hold).
+        # A host copy of the counter: the schedule decides which terms to compute at all, and with
+        # diagnostics off forward must not read the buffer back from the device. The buffer is the
+        # truth (checkpoints hold it): load_state_dict and every diagnostics-on call re-read it.
         self._host_step = 0
         self.register_load_state_dict_post_hook(_sync_host_step)
 
@@ -63,7 +66,12 @@ class HybridPretrainVICRegLoss(LossBase):
     def forward(self, a: Tensor, b: Tensor, step: int | None = None) -> Tensor:
         """The blended loss at ``step`` (default: the internal counter, advanced by ``after_optimizer_step``)."""
         a, b = self.check_pair(a, b)
-        current = self._host_step if step is None else int(step)
+        if step is not None:
+            current = int(step)
+        elif diagnostics_enabled():
+            current = self._host_step = int(self.step)
+        else:
+            current = self._host_step
         weight = self.vicreg_weight(current)
         metrics: dict[str, Any] = {"vicreg_weight": weight, "step": current}
         loss = a.new_zeros(())
@@ -82,6 +90,7 @@ class HybridPretrainVICRegLoss(LossBase):
         """Advance the step counter (once per optimizer step, however many micro-batches it had)."""
         self.step += 1
         self._host_step += 1
+        super().after_optimizer_step()
 
 
 def _sync_host_step(module: nn.Module, incompatible_keys: object) -> None:

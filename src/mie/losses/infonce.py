@@ -24,19 +24,25 @@ from mie.losses.chunked import chunked_logsumexp
 def positive_key_sums(q_ids: Tensor, k: Tensor, k_ids: Tensor) -> tuple[Tensor, Tensor]:
     """For each query, the sum of the keys sharing its id (``[B, D]``) and how many there are (``[B]``).
 
-    Grouping by id keeps this O((B + N) * D): no B x N mask is built. Raises ``ValueError`` when a
-    query id has no key at all (it would have no positive).
+    Grouping by id keeps this O((B + N) * D): no B x N mask is built. The groups come from sorting the
+    key ids, so no output size depends on the data (no host synchronisation): key ``j`` is summed
+    into the slot of its id's first position in the sorted ids, and a query finds its id's slot and
+    count with a binary search. With diagnostics on, a query id with no key at all (it would have no
+    positive) raises ``ValueError``; with them off its count is 0 and its mean key NaN.
     """
-    uniq, inverse = torch.unique(torch.cat([q_ids, k_ids]), return_inverse=True)
-    q_group, k_group = inverse[: q_ids.shape[0]], inverse[q_ids.shape[0] :]
-    sums = k.new_zeros(uniq.shape[0], k.shape[1]).index_add(0, k_group, k)
-    counts = torch.bincount(k_group, minlength=uniq.shape[0]).to(k.dtype)[q_group]
+    sorted_ids = torch.sort(k_ids).values
+    k_slot = torch.searchsorted(sorted_ids, k_ids.contiguous())
+    sums = k.new_zeros(k.shape).index_add(0, k_slot, k)
+    first = torch.searchsorted(sorted_ids, q_ids.contiguous())
+    counts = (torch.searchsorted(sorted_ids, q_ids.contiguous(), right=True) - first).to(k.dtype)
     if diagnostics_enabled() and bool((counts == 0).any()):
-        missing = q_ids[counts == 0].unique().tolist()
+        missing = sorted(set(q_ids[counts == 0].tolist()))
         raise ValueError(
             f"match_ids {missing} have no positive among the keys; every id needs a matching pair"
         )
-    return sums[q_group], counts
+    # A query id absent from the keys points at another id's slot (or past the end): no keys.
+    found = counts > 0
+    return sums[first.clamp(max=k.shape[0] - 1)] * found[:, None].to(k.dtype), counts
 
 
 def mean_positive_keys(q_ids: Tensor, k: Tensor, k_ids: Tensor) -> Tensor:

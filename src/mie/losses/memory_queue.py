@@ -3,7 +3,9 @@ negatives (the memory bank of Wu et al., 2018, "Unsupervised Feature Learning vi
 Instance Discrimination", applied to both modalities as in MoCo-style cross-modal retrieval).
 
     >>> loss_fn = MemoryQueueContrastiveLoss(embed_dim=256, queue_size=1024)
-    >>> loss = loss_fn(image_embeds, text_embeds)
+    >>> loss = loss_fn(image_embeds, text_embeds)            # the batch is stashed
+    >>> loss.backward(); optimizer.step()
+    >>> loss_fn.after_optimizer_step()                       # the stashed batches join the queues
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mie.losses.base import LossBase, check_positive
+from mie.losses.pending import PendingBatches
 from mie.losses.registry import register_loss
 
 
@@ -40,18 +43,22 @@ class MemoryQueueContrastiveLoss(LossBase):
         self.register_buffer("text_queue", torch.zeros(int(queue_size), int(embed_dim)))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("queue_count", torch.zeros((), dtype=torch.long))
-        self._pending: list[tuple[Tensor, Tensor]] = []
+        # Batches of the training-mode calls since the last optimizer step (not state: empty after a step).
+        self._pending = PendingBatches(int(queue_size))
 
     @torch.no_grad()
-    def enqueue(self, image: Tensor, text: Tensor) -> None:
-        """Write a batch into both queues (FIFO, wrapping around)."""
+    def enqueue(self, image: Tensor, text: Tensor, skip: int = 0) -> None:
+        """Write a batch into both queues (FIFO, wrapping around), after moving the pointer over ``skip``
+        entries; pointer and count stay device tensors (no read-back)."""
         size = self.image_queue.shape[0]
+        device = self.image_queue.device
         image, text = image.detach()[-size:], text.detach()[-size:]
-        index = (self.queue_ptr + torch.arange(image.shape[0], device=image.device)) % size
-        self.image_queue[index] = image.to(self.image_queue.dtype)
-        self.text_queue[index] = text.to(self.text_queue.dtype)
-        self.queue_ptr.copy_((self.queue_ptr + image.shape[0]) % size)
-        self.queue_count.copy_(torch.clamp(self.queue_count + image.shape[0], max=size))
+        start = self.queue_ptr + skip
+        index = (start + torch.arange(image.shape[0], device=device)) % size
+        self.image_queue[index] = image.to(device, self.image_queue.dtype)
+        self.text_queue[index] = text.to(device, self.text_queue.dtype)
+        self.queue_ptr.copy_((start + image.shape[0]) % size)
+        self.queue_count.copy_(torch.clamp(self.queue_count + skip + image.shape[0], max=size))
 
     def forward(self, image_embeds: Tensor, text_embeds: Tensor) -> Tensor:
         """Mean of image->(texts + queued texts) and text->(images + queued images) InfoNCE."""
@@ -72,7 +79,7 @@ class MemoryQueueContrastiveLoss(LossBase):
         loss = (self._masked_info_nce(img, text_keys, mask) + self._masked_info_nce(txt, image_keys, mask)) / 2
         self.record(loss=loss, queued=self.queue_count, **self.pair_stats(img, txt))
         if self.training:
-            self._pending.append((img.detach(), txt.detach()))
+            self._pending.add(img, txt)
         return loss
 
     def _masked_info_nce(self, q: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
@@ -83,6 +90,7 @@ class MemoryQueueContrastiveLoss(LossBase):
 
     def after_optimizer_step(self) -> None:
         """Write the batches of the calls since the last optimizer step into both queues, in order."""
-        for image, text in self._pending:
-            self.enqueue(image, text)
-        self._pending = []
+        skip, batches = self._pending.take()
+        for i, (image, text) in enumerate(batches):
+            self.enqueue(image, text, skip if i == 0 else 0)
+        super().after_optimizer_step()

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mie.losses.base import LossBase, check_positive
+from mie.losses.base import LossBase, check_positive, diagnostics_enabled
+from mie.losses.pending import PendingBatches
 from mie.losses.registry import register_loss
 
 
@@ -63,16 +64,19 @@ class MoCoLoss(LossBase):
         self.normalize = normalize
         self.register_buffer("queue", F.normalize(torch.randn(int(queue_size), int(embed_dim)), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
-        self._pending: list[Tensor] = []
+        # Keys of the training-mode calls since the last optimizer step (not state: empty after a step).
+        self._pending = PendingBatches(int(queue_size))
 
     @torch.no_grad()
-    def enqueue(self, keys: Tensor) -> None:
-        """Overwrite the oldest entries with ``keys`` (FIFO, wrapping around)."""
+    def enqueue(self, keys: Tensor, skip: int = 0) -> None:
+        """Overwrite the oldest entries with ``keys`` (FIFO, wrapping around), after moving the pointer
+        over ``skip`` entries; the pointer stays a device tensor (no read-back)."""
         size = self.queue.shape[0]
-        keys = keys.detach()[-size:].to(self.queue.dtype)
-        index = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % size
+        keys = keys.detach()[-size:].to(self.queue.device, self.queue.dtype)
+        start = self.queue_ptr + skip
+        index = (start + torch.arange(keys.shape[0], device=self.queue.device)) % size
         self.queue[index] = keys
-        self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
+        self.queue_ptr.copy_((start + keys.shape[0]) % size)
 
     def forward(self, query: Tensor, key: Tensor) -> Tensor:
         """Cross-entropy with the key as the positive among ``1 + queue_size`` candidates (a scalar)."""
@@ -89,17 +93,21 @@ class MoCoLoss(LossBase):
         negative = q @ self.queue.to(q.dtype, copy=True).T
         logits = torch.cat([positive, negative], dim=1) / self.temperature
         loss = F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
-        accuracy = (logits.argmax(1) == 0).float().mean()
-        self.record(loss=loss, pos_sim=positive.mean(), neg_sim=negative.mean(), accuracy=accuracy)
+        if diagnostics_enabled():
+            accuracy = (logits.argmax(1) == 0).float().mean()
+            self.record(loss=loss, pos_sim=positive.mean(), neg_sim=negative.mean(), accuracy=accuracy)
+        else:
+            self.record()
         if self.training:
-            self._pending.append(k.detach())
+            self._pending.add(k)
         return loss
 
     def after_optimizer_step(self) -> None:
-        """Enqueue the keys stashed since the last optimizer step."""
-        for keys in self._pending:
-            self.enqueue(keys)
-        self._pending = []
+        """Enqueue the keys stashed since the last optimizer step, in the order of the calls."""
+        skip, batches = self._pending.take()
+        for i, (keys,) in enumerate(batches):
+            self.enqueue(keys, skip if i == 0 else 0)
+        super().after_optimizer_step()
 
 
 @register_loss("ema_moco")
@@ -145,7 +153,8 @@ class EMAMoCoLoss(MoCoLoss):
         return super().forward(query, key)
 
     def after_optimizer_step(self) -> None:
-        """Enqueue the stashed keys, then the momentum (EMA) update of the key encoder."""
+        """Enqueue the stashed keys, then the momentum (EMA) update of the key encoder towards the
+        query encoder (call it right after ``optimizer.step()``)."""
         super().after_optimizer_step()
         if self.key_encoder is not None:
             ema_update(self.key_encoder, self._source[0], self.momentum)

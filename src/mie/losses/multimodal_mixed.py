@@ -27,8 +27,8 @@ class MultimodalMixedContrastiveLoss(LossBase):
     it is skipped. ``match_ids`` also mark InfoNCE positives.
     """
 
-    consumes: ClassVar[dict[str, str]] = {"image_embeds": "image_embeds", "text_embeds": "text_embeds", "labels": "labels",
-                                           "match_ids": "match_ids"}
+    consumes: ClassVar[dict[str, str]] = {"image_embeds": "image_embeds", "text_embeds": "text_embeds",
+                                          "labels": "labels", "match_ids": "match_ids"}
 
     min_batch = 2
 

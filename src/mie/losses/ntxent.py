@@ -56,7 +56,7 @@ class NTXentLoss(LossBase):
         logits, self_index, positive_index = two_view_logits(a, b, self.temperature, self.gather_distributed)
         rows = torch.arange(logits.shape[0], device=logits.device)
         # A view is never its own negative: drop it from the softmax.
-        logits = logits.index_put((rows, self_index), logits.new_tensor(float("-inf")))
+        logits = logits.index_put((rows, self_index), logits.new_full((), float("-inf")))
         loss = F.cross_entropy(logits, positive_index)
         self.record(loss=loss, **self.pair_stats(a, b))
         return loss

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mie.losses.base import LossBase, check_ids, check_scale, diagnostics_enabled
+from mie.losses.base import LossBase, as_scalar, check_ids, check_scale, diagnostics_enabled
 from mie.losses.chunked import chunked_softplus_sum
 from mie.losses.distributed import gather_no_grad, gather_with_grad
 from mie.losses.infonce import positive_key_sums
@@ -34,7 +34,10 @@ class SigLIPLoss(LossBase):
     ``match_ids`` makes all pairs sharing an id positive.
     """
 
-    consumes: ClassVar[dict[str, str]] = {"image_embeds": "image_embeds", "text_embeds": "text_embeds", "match_ids": "match_ids"}
+    # A task's logit_scale (the model's learnable multiplier) replaces the loss's own ``log_scale``, as
+    # in SigLIP where the model holds t; the bias stays the loss's own (models here have none).
+    consumes: ClassVar[dict[str, str]] = {"image_embeds": "image_embeds", "text_embeds": "text_embeds",
+                                          "logit_scale": "logit_scale", "match_ids": "match_ids"}
 
     def __init__(
         self,
@@ -73,11 +76,10 @@ class SigLIPLoss(LossBase):
         img, txt = self.check_pair(image_embeds, text_embeds, "image_embeds", "text_embeds")
         if self.normalize:
             img, txt = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
-        scale = self.log_scale.exp() if logit_scale is None else check_scale(logit_scale)
-        bias = self.bias if logit_bias is None else torch.as_tensor(logit_bias)
-        if bias.numel() != 1 or (diagnostics_enabled() and not torch.isfinite(bias).all()):
+        scale = self.log_scale.exp() if logit_scale is None else check_scale(logit_scale, device=img.device)
+        bias = self.bias.reshape(()) if logit_bias is None else as_scalar(logit_bias, "logit_bias", img.device)
+        if diagnostics_enabled() and not torch.isfinite(bias):
             raise ValueError(f"logit_bias must be a finite scalar, got {logit_bias!r}")
-        bias = bias.reshape(())
         scale, bias = scale.to(img.device, img.dtype), bias.to(img.device, img.dtype)
         ids = None if match_ids is None else check_ids(match_ids, img.shape[0]).to(img.device)
         txt_all, offset = gather_with_grad(txt) if self.gather_distributed else (txt, 0)

@@ -35,7 +35,8 @@ class SupervisedContrastiveLoss(LossBase):
     ``temperature / base_temperature`` as in the paper's code.
     """
 
-    consumes: ClassVar[dict[str, str]] = {"a": "image_embeds", "b": "text_embeds", "labels": "labels", "match_ids": "match_ids"}
+    consumes: ClassVar[dict[str, str]] = {"a": "image_embeds", "b": "text_embeds", "labels": "labels",
+                                          "match_ids": "match_ids"}
 
     min_batch = 1
 
@@ -87,15 +88,17 @@ class SupervisedContrastiveLoss(LossBase):
         self_index = (torch.arange(batch, device=views.device) + offset).repeat(n_views)
         self_index = self_index + n_all * torch.arange(n_views, device=views.device).repeat_interleave(batch)
         logits = anchors @ contrast.T / self.temperature
-        not_self = torch.ones_like(logits, dtype=torch.bool)
-        not_self[torch.arange(logits.shape[0], device=logits.device), self_index] = False
+        not_self = torch.arange(logits.shape[1], device=logits.device)[None, :] != self_index[:, None]
         positive = (anchor_labels[:, None] == contrast_labels[None, :]) & not_self
         log_prob = logits - torch.logsumexp(logits.masked_fill(~not_self, float("-inf")), dim=1, keepdim=True)
         n_pos = positive.sum(1)
         valid = n_pos > 0
         if diagnostics_enabled() and not bool(valid.any()):
             raise ValueError("no anchor has a positive: pass labels with repeats or a second view")
-        mean_log_prob = (log_prob * positive).sum(1)[valid] / n_pos[valid]
-        loss = -(self.temperature / self.base_temperature) * mean_log_prob.mean()
+        # The mean over the anchors with a positive, as weights (no data-dependent selection); with
+        # none at all (possible only with diagnostics off) it is 0 / 0, a non-finite loss.
+        mean_log_prob = (log_prob * positive).sum(1) / n_pos.clamp_min(1)
+        mean_over_valid = (mean_log_prob * valid).sum() / valid.sum()
+        loss = -(self.temperature / self.base_temperature) * mean_over_valid
         self.record(loss=loss, anchors_with_positives=valid.float().mean())
         return loss
