@@ -4,12 +4,15 @@
     >>> loss_fn = build_loss("clip", temperature=0.07)
     >>> loss = loss_fn(image_embeds, text_embeds)
     >>> loss_fn.last_metrics                      # detached floats for logging
+    >>> loss = loss_fn.forward_context({"image_embeds": img, "text_embeds": txt, "logit_scale": s})
+    >>> loss_fn.after_optimizer_step()            # queues, EMA encoders, counters: once per step
+    >>> with diagnostics(False): ...              # no host synchronisation, last_metrics == {}
 
 Importing this package imports every loss module so that ``LOSSES`` is complete.
 """
 
 from mie.losses.barlow_twins import BarlowTwinsLoss
-from mie.losses.base import LogitScale, LossBase
+from mie.losses.base import INPUT_KINDS, LogitScale, LossBase, diagnostics, diagnostics_enabled
 from mie.losses.clip import CLIPStyleLoss
 from mie.losses.combined import CombinedLoss, MultitaskLoss
 from mie.losses.contrastive import ContrastiveLoss
@@ -31,6 +34,7 @@ from mie.losses.supcon import SupervisedContrastiveLoss
 from mie.losses.vicreg import VICRegLoss
 
 __all__ = [
+    "INPUT_KINDS",
     "LOSSES",
     "BarlowTwinsLoss",
     "CLIPStyleLoss",
@@ -56,6 +60,8 @@ __all__ = [
     "SupervisedContrastiveLoss",
     "VICRegLoss",
     "build_loss",
+    "diagnostics",
+    "diagnostics_enabled",
     "ema_update",
     "loss_arguments",
     "register_loss",

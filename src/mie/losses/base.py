@@ -17,6 +17,7 @@ which input, so a task can tell before training whether it can feed a loss (``re
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import math
 import numbers
@@ -158,13 +159,9 @@ class LossBase(nn.Module):
         check_same_shape(a, b, name_a, name_b)
         return a, b
 
-    def _parameters_by_kind(self) -> dict[str, inspect.Parameter]:
-        params = inspect.signature(self.forward).parameters
-        return {param: params[param] for param in self.consumes if param in params}
-
     def required_inputs(self) -> set[str]:
         """The ``INPUT_KINDS`` keys this loss cannot run without (forward parameters with no default)."""
-        return {self.consumes[name] for name, p in self._parameters_by_kind().items() if p.default is p.empty}
+        return set(_required_inputs(type(self)))
 
     def accepted_inputs(self) -> set[str]:
         """Every ``INPUT_KINDS`` key this loss takes when offered."""
@@ -219,6 +216,16 @@ class LossBase(nn.Module):
         self.last_metrics = {
             k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in values.items()
         }
+
+
+@functools.cache
+def _required_inputs(cls: type[LossBase]) -> frozenset[str]:
+    """What ``LossBase.required_inputs`` returns for ``cls`` (read from its forward's signature once,
+    not on every call of the training hot path)."""
+    params = inspect.signature(cls.forward).parameters
+    return frozenset(
+        key for name, key in cls.consumes.items() if name in params and params[name].default is params[name].empty
+    )
 
 
 class LogitScale(nn.Module):

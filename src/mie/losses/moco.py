@@ -89,7 +89,8 @@ class MoCoLoss(LossBase):
         if self.normalize:
             q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         positive = (q * k).sum(-1, keepdim=True)
-        # A copy: the in-place enqueue below must not alter a tensor saved for backward.
+        # A copy: an enqueue (after_optimizer_step) before this call's backward must not alter a
+        # tensor saved for it.
         negative = q @ self.queue.to(q.dtype, copy=True).T
         logits = torch.cat([positive, negative], dim=1) / self.temperature
         loss = F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
@@ -116,7 +117,8 @@ class EMAMoCoLoss(MoCoLoss):
 
     A call encodes the key inputs with the key encoder, without gradient, and applies the MoCo loss.
     ``after_optimizer_step`` enqueues the stashed keys and then moves the key encoder towards the
-    query encoder (``ema_update``): once per optimizer step, right after the weights changed.
+    query encoder (``ema_update``): once per optimizer step, right after the weights changed (a
+    standalone user calls it after ``optimizer.step()``; without it the key encoder never moves).
     """
 
     consumes: ClassVar[dict[str, str]] = {"query": "image_embeds", "key_inputs": "key_inputs"}
