@@ -8,6 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mie.losses import build_loss
+from mie.losses.base import diagnostics
 from mie.losses.distributed import gather_no_grad, gather_with_grad, world
 
 WORLD = 2
@@ -49,12 +50,20 @@ def _worker(rank, port, out_dir):
         rows = slice(rank * BATCH, (rank + 1) * BATCH)
         result = {}
         for i, (name, kwargs, use_ids) in enumerate(CASES):
-            loss_fn = build_loss(name, gather_distributed=True, **kwargs).double()
-            la, lb = a[rows].clone().requires_grad_(), b[rows].clone().requires_grad_()
-            loss = _call(loss_fn, name, la, lb, ids[rows], use_ids)
-            loss.backward()
-            result[f"{i}_loss"] = loss.detach()
-            result[f"{i}_ga"], result[f"{i}_gb"] = la.grad, lb.grad
+            for suffix, enabled in (("", True), ("_off", False)):  # the trainer's unlogged steps: off
+                loss_fn = build_loss(name, gather_distributed=True, **kwargs).double()
+                la, lb = a[rows].clone().requires_grad_(), b[rows].clone().requires_grad_()
+                with diagnostics(enabled):
+                    loss = _call(loss_fn, name, la, lb, ids[rows], use_ids)
+                    loss.backward()
+                result[f"{i}_loss{suffix}"] = loss.detach()
+                result[f"{i}_ga{suffix}"], result[f"{i}_gb{suffix}"] = la.grad, lb.grad
+        # Different batch sizes on the ranks: with diagnostics on every rank gets a clear error.
+        try:
+            gather_with_grad(a[: BATCH - rank])
+            result["unequal_error"] = torch.tensor(False)
+        except ValueError as exc:
+            result["unequal_error"] = torch.tensor("drop_last=True" in str(exc))
         result["world"] = torch.tensor(world())
         result["gathered_ids"] = gather_no_grad(ids[rows])
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
@@ -92,3 +101,7 @@ def test_two_process_losses_and_gradients_match_single_process(tmp_path):
         grad_b = torch.cat([r[f"{i}_gb"] for r in results]) / WORLD
         assert torch.allclose(grad_a, full_a.grad, atol=1e-10), name
         assert torch.allclose(grad_b, full_b.grad, atol=1e-10), name
+        for r in results:  # diagnostics off: the same loss and gradients
+            for key in ("loss", "ga", "gb"):
+                torch.testing.assert_close(r[f"{i}_{key}_off"], r[f"{i}_{key}"], rtol=0, atol=1e-12)
+    assert all(bool(r["unequal_error"]) for r in results)
