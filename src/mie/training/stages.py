@@ -10,7 +10,6 @@ import dataclasses
 import fnmatch
 from collections.abc import Iterable
 
-import torch
 from torch import nn
 
 from mie.training.config import StageConfig, TrainerConfig
@@ -116,7 +115,3 @@ def stage_rng_offset(index: int) -> int:
     """Added to ``seed + epoch`` when seeding stage ``index``'s shuffles (0 for the first stage)."""
     return 1000 * index
 
-
-def device_of(module: nn.Module) -> torch.device:
-    """The device of a module's first parameter (CPU for a module without parameters)."""
-    return next((p.device for p in module.parameters()), torch.device("cpu"))

@@ -106,8 +106,7 @@ def _num_images(dataset: Dataset) -> int | None:
 
 def _training_summary(trainer: BaseTrainer, seconds: float, num_train: int | None) -> dict[str, Any]:
     steps = trainer.global_step
-    samples = sum(row.get("samples", 0) for row in _stage_rows(trainer)) if len(trainer.stages) > 1 else (
-        steps * trainer.config.data.batch_size * trainer.config.grad_accum_steps)
+    samples = sum(row["samples"] for row in _stage_rows(trainer))  # each stage at its own batch size
     epochs = round(samples / max(1, num_train), 2) if num_train else trainer.epoch
     return {"steps": steps, "epochs": epochs, "wall_time_s": round(seconds, 1),
             "samples_per_s": round(samples / max(seconds, 1e-9), 1), "train_images": num_train or "streamed"}
