@@ -20,18 +20,14 @@ from typing import Any, TypeVar
 
 import yaml
 
+from mie.errors import ConfigError  # noqa: F401  (re-exported: ``from mie.config import ConfigError``)
+
 T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------------------------------
 # Loading, overrides, validation
 # --------------------------------------------------------------------------------------------------
-
-
-class ConfigError(ValueError):
-    """A config value, key or file is wrong; the message names the dotted key, the value and the fix."""
-
-    key: str | None = None  # the dotted key of a type mismatch, when there is one
 
 
 # A float written as ``3e-4`` is a string to YAML 1.1 (PyYAML wants ``3.0e-4``); float fields accept it.

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from mie import __version__
+from mie.errors import MieError, storage_error
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 logger = logging.getLogger("mie")
@@ -136,6 +137,21 @@ def _chosen_command(argv: Sequence[str]) -> str | None:
     return None
 
 
+def error_line(exc: BaseException) -> str:
+    """One line for an error: a :class:`~mie.errors.MieError` as written, a disk error with its fix.
+
+    Anything else is a bug in ``mie`` rather than in the user's input; it still gets one line, which
+    says so and how to see the traceback.
+    """
+    if isinstance(exc, OSError) and not isinstance(exc, MieError) and exc.errno is not None:
+        exc = storage_error(exc)
+    if isinstance(exc, (MieError, ValueError, FloatingPointError, OSError)):
+        return " ".join(str(exc).split()) or type(exc).__name__
+    detail = " ".join(str(exc).split())[:200]
+    return (f"unexpected {type(exc).__name__}{': ' + detail if detail else ''} — this is a bug in mie; "
+            "rerun with -v for the traceback and report it")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mie`` console script; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -152,15 +168,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(verbose=args.verbose, quiet=args.quiet)
     try:
         status = run(args)
-    except (ValueError, FileNotFoundError, FloatingPointError) as exc:  # ConfigError is a ValueError; a NaN loss
-        if args.verbose:
-            traceback.print_exc()
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"mie {name}: error: {message}", file=sys.stderr)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"mie {name}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the one place a user-facing error becomes one line
+        if args.verbose:
+            traceback.print_exc()
+        print(f"mie {name}: error: {error_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
     return 0 if status is None else int(status)
 
 

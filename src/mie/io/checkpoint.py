@@ -31,6 +31,7 @@ import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save_file as _st_save_file
 
+from mie.errors import CheckpointError  # noqa: F401  (re-exported: ``from mie.io import CheckpointError``)
 from mie.io.atomic import atomic_path, atomic_write_text
 
 WEIGHTS_SUFFIX = ".safetensors"
@@ -41,8 +42,6 @@ _MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
 _PLAIN_TYPES = (str, int, float, bool, type(None), torch.Tensor, torch.dtype, torch.device, torch.Size)
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is missing its sidecar, corrupt, truncated, not safetensors or unsafe."""
 
 
 def sidecar_path(weights_path: str | os.PathLike[str]) -> Path:

@@ -1,0 +1,109 @@
+"""The errors a user can cause, one type per layer, each printed by the CLI as one line.
+
+Every error the engine raises for bad input derives from :class:`MieError`. Its message reads
+``<where>: <what> — <fix>``: the file or config key at fault, what is wrong with it, and what to do.
+The ``mie`` command prints it as ``mie <cmd>: error: <message>`` and exits 1 (``-v`` adds the
+traceback). Library code raises the type of its own layer; it never prints.
+
+The concrete types also derive from the builtin a caller would naturally catch (``ValueError``,
+``OSError``, ``FloatingPointError``, ``RuntimeError``), so code written against the builtins keeps working.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "DistributedError",
+    "LimitError",
+    "MieError",
+    "NonFiniteLossError",
+    "StorageError",
+    "TokenizerError",
+    "storage_error",
+]
+
+
+class MieError(Exception):
+    """Base of every user-facing error: ``str(error)`` is ``<where>: <what> — <fix>``.
+
+    ``MieError("dataset.json: not a JSON object", fix="regenerate it")`` or
+    ``MieError("not a JSON object", where="dataset.json", fix="regenerate it")``: ``where`` and
+    ``fix`` are optional, and a message that already names its file is kept as written.
+    """
+
+    def __init__(self, what: str, *, where: str | os.PathLike[str] | None = None, fix: str | None = None):
+        self.what = str(what)
+        self.where = None if where is None else os.fspath(where)
+        self.fix = fix
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        """The one-line form: ``<where>: <what> — <fix>`` (parts that are unset are left out)."""
+        text = f"{self.where}: {self.what}" if self.where else self.what
+        return f"{text} — {self.fix}" if self.fix else text
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(MieError, ValueError):
+    """A config value, key or file is wrong; the message names the dotted key, the value and the fix."""
+
+    key: str | None = None  # the dotted key of a type mismatch, when there is one
+
+
+class DataError(MieError, ValueError):
+    """A dataset file (manifest, annotation, CSV, image, shard) is missing, malformed or of the wrong type."""
+
+
+class TokenizerError(MieError, ValueError):
+    """A tokenizer file or an id sequence is invalid (bad JSON, unsafe regex, out-of-range id)."""
+
+
+class CheckpointError(MieError, ValueError):
+    """A checkpoint file is missing its sidecar, corrupt, truncated, not safetensors, unsafe or for another model."""
+
+
+class LimitError(MieError, ValueError):
+    """An input exceeds a safety limit (image pixels, tar member size, YAML aliases or nesting, regex time)."""
+
+
+class NonFiniteLossError(MieError, FloatingPointError):
+    """Training produced a NaN or infinite loss; the message names the step and the stage."""
+
+
+class DistributedError(MieError, RuntimeError):
+    """A distributed rank failed or stalled past the process-group timeout; the message names the rank."""
+
+
+class StorageError(MieError, OSError):
+    """The disk is full, read-only or refuses a write; the message names the path and the fix."""
+
+
+_STORAGE_FIXES = {
+    errno.ENOSPC: ("no space left on the device", "free some space or choose another output_dir"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or choose another output_dir"),
+    errno.EROFS: ("the file system is read-only", "choose a writable output_dir"),
+    errno.EACCES: ("permission denied", "choose a directory you can write to, or fix its permissions"),
+    errno.EPERM: ("operation not permitted", "choose a directory you can write to, or fix its permissions"),
+}
+
+
+def storage_error(exc: OSError, path: str | os.PathLike[str] | None = None) -> MieError:
+    """Turn an ``OSError`` from a read or write into a one-line :class:`MieError` naming the file.
+
+    Full and read-only disks, permission problems and missing files each get their own fix.
+    """
+    where = path if path is not None else (exc.filename or None)
+    what, fix = _STORAGE_FIXES.get(exc.errno or -1, (exc.strerror or type(exc).__name__, None))
+    if isinstance(exc, FileNotFoundError):
+        what, fix = "no such file or directory", "check the path"
+    error = StorageError(what, where=where, fix=fix)
+    error.errno = exc.errno
+    return error
