@@ -1,5 +1,6 @@
 """The `mie` command: help, version, dispatch through COMMANDS, errors, logging (mie.cli)."""
 
+import errno
 import json
 import logging
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 
 from mie import __version__, cli
 from mie.config import ConfigError
+from mie.errors import StorageError
 
 NOT_BUILT = ["safety", "optimize"]
 
@@ -41,7 +43,10 @@ def fake_command(monkeypatch):
         log.info("info line")
         log.warning("warning line")
         errors = {"value": ValueError("bad value\nsecond line"), "config": ConfigError("model.x: got 1"),
-                  "missing": FileNotFoundError("no such file 'a.yaml'"), "type": TypeError("a bug")}
+                  "missing": FileNotFoundError("no such file 'a.yaml'"), "type": TypeError("a bug"),
+                  "full": OSError(errno.ENOSPC, "No space left on device", "runs/x/last_state.pt"),
+                  "readonly": OSError(errno.EROFS, "Read-only file system", "/ro/out"),
+                  "storage": StorageError("disk full", where="runs/x", fix="free space")}
         if args.mode in errors:
             raise errors[args.mode]
         return None if args.mode == "none" else args.count
@@ -139,9 +144,25 @@ def test_verbose_errors_show_the_traceback(fake_command, capsys):
     assert "Traceback" in err and err.strip().endswith("mie fake: error: bad value second line")
 
 
-def test_other_exceptions_are_bugs_and_propagate(fake_command):
-    with pytest.raises(TypeError, match="a bug"):
-        cli.main(["fake", "--mode", "type"])
+def test_other_exceptions_are_bugs_reported_in_one_line(fake_command, capsys):
+    assert cli.main(["fake", "--mode", "type"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("mie fake: error: unexpected TypeError: a bug — this is a bug in mie; "
+                       "rerun with -v for the traceback and report it")
+    assert cli.main(["fake", "-v", "--mode", "type"]) == 1
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode, line", [
+    ("full", "runs/x/last_state.pt: no space left on the device — free some space or choose another output_dir"),
+    ("readonly", "/ro/out: the file system is read-only — choose a writable output_dir"),
+    ("storage", "runs/x: disk full — free space"),
+])
+def test_disk_errors_name_the_path_and_the_fix(fake_command, capsys, mode, line):
+    assert cli.main(["fake", "--mode", mode]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == f"mie fake: error: {line}"
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(
