@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 export MPLBACKEND := Agg
 
-.PHONY: setup run test smoke lint bench clean
+.PHONY: setup run test smoke lint bench fuzz clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,10 @@ lint: $(STAMP)
 
 test: smoke lint
 	$(BIN)/python -m pytest -q --cov=mie --cov-report=term:skip-covered --cov-fail-under=85 tests
+
+# The fuzz tests of make test, with thousands of examples each instead of a few dozen.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -m fuzz -q -p no:cacheprovider --no-cov tests
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"

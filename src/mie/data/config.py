@@ -44,6 +44,8 @@ class DataConfig:
         "batch_size": POSITIVE,
         "num_workers": NON_NEGATIVE,
         "max_train_samples": NON_NEGATIVE,
+        "max_image_pixels": POSITIVE,
+        "max_member_bytes": POSITIVE,
         "random_crop_scale": (_crop_range, "two numbers [min, max] with 0 < min <= max <= 1"),
     }
 
@@ -57,5 +59,8 @@ class DataConfig:
     random_crop_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
     hflip: bool = False
     max_train_samples: int = 0  # 0 = all
+    # Safety limits: a small file may declare a huge image or tar member; refuse it before decoding.
+    max_image_pixels: int = 40_000_000  # width * height of one image (Pillow's own limit is lowered to this)
+    max_member_bytes: int = 256 * 1024 * 1024  # one member of a WebDataset tar shard
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     format_options: dict[str, Any] = field(default_factory=dict)
