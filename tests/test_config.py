@@ -215,7 +215,7 @@ def test_load_config_applies_overrides_after_file(tmp_path):
         ("optimizer.lrr=3", "did you mean 'optimizer.lr'"),
         ("seed.x=1", "override seed.x: seed is a value (42), not a section"),
         ("stages.0.lr=1", "'0' is not an index of stages (it has 0 items)"),
-        ("seed=[1", "value is not valid YAML"),
+        ("seed=[1", "invalid YAML at line 1, column 3: expected ',' or ']'"),
         ("seed=abc", "seed: expected int, got 'abc'"),
         ("precision=fp64", "precision: got 'fp64'"),
     ],

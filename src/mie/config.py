@@ -20,7 +20,10 @@ from typing import Any, TypeVar
 
 import yaml
 
-from mie.errors import ConfigError  # noqa: F401  (re-exported: ``from mie.config import ConfigError``)
+from mie.errors import ConfigError, LimitError
+from mie.safe_yaml import parse_yaml
+
+MAX_CONFIG_BYTES = 1 << 20
 
 T = TypeVar("T")
 
@@ -251,10 +254,7 @@ def apply_overrides(cfg: T, overrides: Iterable[str]) -> T:
     tree = config_to_dict(cfg)
     for text in overrides:
         parts, raw = _parse_override(text)
-        try:
-            value = yaml.safe_load(raw) if raw else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {text!r}: value is not valid YAML ({exc.__class__.__name__})") from None
+        value = parse_yaml(raw, f"override {text!r}") if raw else None
         if _field_annotation(type(cfg), parts) is str and value is not None and not isinstance(value, str):
             value = raw  # `--set data.path=2024` means the text, not the number
         _set_path(tree, parts, value, ".".join(parts))
@@ -262,16 +262,17 @@ def apply_overrides(cfg: T, overrides: Iterable[str]) -> T:
 
 
 def read_yaml(path: str | Path) -> Any:
-    """The YAML document in ``path``, or a one-line error naming the file (and line) that is wrong."""
+    """The YAML document in ``path``, or a one-line error naming the file (and line) that is wrong.
+
+    Parsing is bounded (see :mod:`mie.safe_yaml`): alias bombs and deep nesting are refused.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file '{path}' does not exist; pass a YAML file such as configs/demo.yaml")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise LimitError(f"is {path.stat().st_size:,} bytes; a config is at most {MAX_CONFIG_BYTES:,}", where=path,
+                         fix="check that this is the config file you meant")
+    return parse_yaml(path.read_bytes(), str(path))
 
 
 def load_config(path: str | Path, schema: type[T], overrides: Iterable[str] = ()) -> T:
