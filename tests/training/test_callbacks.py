@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from mie.io import load_state, load_weights
+from mie.io import load_state, load_weights, sha256_file
 from mie.training import (
     Callback,
     CallbackList,
@@ -132,8 +132,16 @@ def test_model_checkpoint_last_best_and_periodic(toys, tmp_path):
     trainer.fit()
     directory = tmp_path / "run" / "checkpoints"
     names = sorted(p.name for p in directory.iterdir())
-    assert names == ["best.json", "best.safetensors", "last.json", "last.safetensors", "last_state.pt",
-                     "step_000006.json", "step_000006.safetensors", "step_000008.json", "step_000008.safetensors"]
+    assert names == ["best.json", "best.safetensors", "commits", "last.json", "last.safetensors", "last_state.pt",
+                     "manifest.json", "step_000006.json", "step_000006.safetensors", "step_000008.json",
+                     "step_000008.safetensors"]
+    manifest = json.loads((directory / "manifest.json").read_text())
+    committed = directory / "commits" / manifest["commit"]
+    assert [p.name for p in (directory / "commits").iterdir()] == [manifest["commit"]]  # older commits removed
+    assert sorted(p.name for p in committed.iterdir()) == sorted(manifest["files"]) == [
+        "best.json", "best.safetensors", "last.json", "last.safetensors", "last_state.pt"]
+    for name, entry in manifest["files"].items():  # the friendly names are the committed files
+        assert (directory / name).samefile(committed / name) and entry["sha256"] == sha256_file(committed / name)
     best, meta = load_weights(directory / "best.safetensors")
     assert meta["step"] == 9 and meta["best_score"] == 0.7 and meta["metrics"]["val/score"] == 0.7
     assert meta["config"]["project_name"] == "t" and meta["kind"] == "best"

@@ -33,6 +33,7 @@ from safetensors.torch import save_file as _st_save_file
 
 from mie.errors import CheckpointError  # noqa: F401  (re-exported: ``from mie.io import CheckpointError``)
 from mie.io.atomic import atomic_path, atomic_write_text
+from mie.io.faults import fault_point
 
 WEIGHTS_SUFFIX = ".safetensors"
 _FORMAT = "mie-weights-v1"
@@ -106,6 +107,7 @@ def save_weights(path: str | os.PathLike[str], state_dict: Mapping[str, torch.Te
 
     with atomic_path(target) as tmp:
         _st_save_file(tensors, str(tmp), metadata={"format": "pt"})
+    fault_point("save_weights:sidecar")
     sidecar.update(sha256=sha256_file(target),
                    created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                    versions=_versions())

@@ -4,6 +4,7 @@ and ``plots/``."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,9 @@ import yaml
 
 from mie.config import config_to_dict
 from mie.io.atomic import atomic_write_text
+from mie.io.store import CheckpointStore, remove_temporaries
+
+logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 TOKENIZER_FILE = "tokenizer.json"
@@ -26,8 +30,19 @@ def save_run_config(config: Any, run_dir: Path) -> Path:
 
 
 def checkpoint_to_evaluate(run_dir: Path) -> Path:
-    """``checkpoints/best.safetensors`` if the run kept one, else ``last``."""
+    """``checkpoints/best.safetensors`` if the run kept one, else ``last``.
+
+    A run with a checkpoint manifest resolves both through it (checksums verified), so a kill
+    while the friendly names were being refreshed cannot pair weights and sidecar of two saves.
+    """
     checkpoints = run_dir / "checkpoints"
+    store = CheckpointStore(checkpoints)
+    if store.manifest() is not None:
+        for name in ("best", "last"):
+            path = store.resolve(f"{name}.safetensors")
+            if path is not None:
+                store.resolve(f"{name}.json")
+                return path
     for name in ("best", "last"):
         path = checkpoints / f"{name}.safetensors"
         if path.is_file():
@@ -42,3 +57,19 @@ def run_config_path(run_dir: Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; pass the run directory written by `mie train`")
     return path
+
+
+def prepare_run_dir(run_dir: Path, resume: str | Path | None) -> str | Path | None:
+    """Clean what a killed run left in ``run_dir`` and decide where training starts.
+
+    Temporaries of interrupted writes are removed. ``--resume`` of a run directory that holds no
+    checkpoint yet (killed before its first save) starts fresh rather than refusing: returns None.
+    An explicit state file that does not exist is still an error (a typo must not restart a run).
+    """
+    from mie.training.checkpointing import TrainerStateMixin
+
+    remove_temporaries(run_dir)
+    if resume is not None and Path(resume).is_dir() and TrainerStateMixin.find_resume_state(resume) is None:
+        logger.warning("%s holds no checkpoint yet; starting the run from the beginning", resume)
+        return None
+    return resume

@@ -6,9 +6,9 @@ from mie.training.callbacks import (
     CallbackList,
     EarlyStopping,
     MetricsLogger,
-    ModelCheckpoint,
     ProgressBar,
 )
+from mie.training.checkpoint_callback import ModelCheckpoint
 from mie.training.config import OptimizerConfig, ScheduleConfig, StageConfig, TrainerConfig
 from mie.training.loop_utils import batch_size_of, move_to_device, resolve_device
 from mie.training.optim import create_adamw, create_optimizer, split_decay_parameters

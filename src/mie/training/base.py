@@ -39,7 +39,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import IterableDataset
 
-from mie.training.callbacks import Callback, CallbackList, MetricsLogger, ModelCheckpoint, ProgressBar
+from mie.errors import CheckpointError, NonFiniteLossError
+from mie.training.callbacks import Callback, CallbackList, MetricsLogger, ProgressBar
+from mie.training.checkpoint_callback import ModelCheckpoint
 from mie.training.checkpointing import TrainerStateMixin
 from mie.training.config import StageConfig, TrainerConfig
 from mie.training.distributed import (
@@ -100,6 +102,7 @@ class BaseTrainer(TrainerStateMixin):
         self.last_val_metrics: dict[str, float] = {}
         self._epoch_sums: dict[str, Any] = {}
         self._epoch_counts: dict[str, int] = {}
+        self._epoch_open = False  # an epoch has begun whose validation and history row are still to come
         self._elapsed_before = 0.0
         self._fit_start: float | None = None
         self._fit_start_step = 0
@@ -190,8 +193,12 @@ class BaseTrainer(TrainerStateMixin):
     def load_checkpoint(self, path: str | Path) -> None:
         """Continue from a state written by :meth:`save_checkpoint` (see :meth:`read_checkpoint`)."""
         state = self.read_checkpoint(path)
-        self._enter_stage(int(state.get("stage", 0)))
-        self.load_state_dict(state)
+        stage = state.get("stage", 0) if isinstance(state, dict) else 0
+        if not isinstance(stage, int) or not 0 <= stage < len(self.stages):
+            raise CheckpointError(f"names stage {stage!r}, but this config has {len(self.stages)} stage(s)",
+                                  where=path, fix="resume with the config of the run that wrote it")
+        self._enter_stage(stage)
+        self.load_state_dict(state, where=path)
 
     def elapsed_seconds(self) -> float:
         """Training wall-clock time, summed over resumed runs."""
@@ -213,7 +220,7 @@ class BaseTrainer(TrainerStateMixin):
         self._fit_start, self._fit_start_step = time.monotonic(), self.global_step
         self._check_limits()  # a resumed run may already be at max_steps
         self.callbacks.on_train_begin(self)
-        while not self.should_stop:
+        while True:  # a resumed run already at max_steps still finishes its open epoch and its stage
             self._run_stage()
             if self.should_stop or self.stage + 1 >= len(self.stages):
                 break
@@ -225,9 +232,11 @@ class BaseTrainer(TrainerStateMixin):
         return self.history
 
     def _run_stage(self) -> None:
-        while self.stage_step < self.total_steps and not self.should_stop:
+        # An epoch a checkpoint interrupted is finished (validation, history row) even at max_steps.
+        while self._epoch_open or (self.stage_step < self.total_steps and not self.should_stop):
             epoch = self.epoch
             self.callbacks.on_epoch_begin(self, epoch)
+            self._epoch_open = True
             train_metrics, completed = self._run_train_epoch()
             stage_done = self.stage_step >= self.total_steps
             metrics: dict[str, float] = {"stage": self.stage, "epoch": epoch, "step": self.global_step,
@@ -242,6 +251,7 @@ class BaseTrainer(TrainerStateMixin):
                 self.epoch, self.batch_in_epoch = epoch + 1, 0
                 self._epoch_sums, self._epoch_counts = {}, {}
             self.history.append(metrics)
+            self._epoch_open = False
             self.callbacks.on_epoch_end(self, epoch, metrics)
         # A stage is over when it ran its planned length (or what fits the time budget), not when the
         # run's max_steps cut it short.
@@ -251,10 +261,12 @@ class BaseTrainer(TrainerStateMixin):
             self.callbacks.on_stage_end(self, self.stage)
 
     def _run_train_epoch(self) -> tuple[dict[str, float], bool]:
+        n_batches = safe_len(self.train_loader)
+        if self.stage_step >= self.total_steps or self.should_stop:  # resumed at the end: no batch to train
+            return self._epoch_means(), n_batches is not None and self.batch_in_epoch >= n_batches
         self.task.train()
         self._seed_epoch(self.train_loader, self.epoch)
         accum = self.stages[self.stage].grad_accum_steps
-        n_batches = safe_len(self.train_loader)
         skip = self.batch_in_epoch
         if skip and not isinstance(getattr(self.train_loader, "generator", None), torch.Generator) \
                 and not hasattr(getattr(self.train_loader, "sampler", None), "set_epoch"):
@@ -290,8 +302,11 @@ class BaseTrainer(TrainerStateMixin):
                     break
         if window:  # a loader without length ended inside a window
             self._finish_step(window, samples, time.perf_counter() - window_start, self.batch_in_epoch + window, True)
+        return self._epoch_means(), completed
+
+    def _epoch_means(self) -> dict[str, float]:
         means = {key: to_float(self._epoch_sums[key]) / self._epoch_counts[key] for key in self._epoch_sums}
-        return {f"train/{key}": value for key, value in means.items()}, completed
+        return {f"train/{key}": value for key, value in means.items()}
 
     def _accumulate(self, out: dict[str, Any]) -> None:
         """Running sums of the step's outputs, kept on the device (no host synchronisation)."""
@@ -314,9 +329,13 @@ class BaseTrainer(TrainerStateMixin):
         if logged:
             means = {key: to_float(total) / self._window_counts[key] for key, total in self._window_sums.items()}
             if not math.isfinite(means.get("loss", 0.0)):
-                raise FloatingPointError(
-                    f"loss is {means['loss']} at step {self.global_step} (stage {self.stage}, epoch {self.epoch}); "
-                    "lower the learning rate or use fp32/bf16; the last checkpoint is kept")
+                first = self.global_step - self._window_counts.get("loss", 1) // self.stages[self.stage].grad_accum_steps
+                steps = f"at step {self.global_step}" if first + 1 >= self.global_step else \
+                    f"in steps {first + 1}..{self.global_step}"
+                raise NonFiniteLossError(
+                    f"loss is {means['loss']} {steps} (stage {self.stage}, "
+                    f"epoch {self.epoch})", where=f"training of {self.config.output_dir}",
+                    fix="lower the learning rate, use fp32/bf16 or check the data; the last checkpoint is kept")
             metrics = {f"train/{key}": value for key, value in means.items()}
             metrics["train/lr"] = lr
             metrics["train/samples_per_sec"] = self._log_samples * get_world_size() / max(self._log_seconds, 1e-9)

@@ -22,10 +22,11 @@ import json
 import math
 import sys
 import time
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+from mie.io.atomic import atomic_write_text
 
 if TYPE_CHECKING:
     from mie.training.base import BaseTrainer
@@ -215,6 +216,32 @@ class MetricsLogger(Callback):
         with open(file, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
+    def on_train_begin(self, trainer: BaseTrainer) -> None:
+        """Hook: keep only the lines of the state training starts from, so a resume writes no step twice.
+
+        A fresh run (step 0) starts an empty file; a resumed one keeps step lines up to its step and
+        the epoch lines its history holds. The file is rewritten atomically.
+        """
+        file = self._file(trainer)
+        if not trainer.is_main or not file.is_file():
+            return
+        epochs = {(h.get("stage", 0), h.get("epoch"), h.get("step")) for h in trainer.history}
+        kept = []
+        for line in file.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line torn by a kill
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                continue
+            if row.get("event") == "epoch":
+                keep = (row.get("stage", 0), row.get("epoch"), row["step"]) in epochs
+            else:
+                keep = row["step"] <= trainer.global_step
+            if keep:
+                kept.append(line + "\n")
+        atomic_write_text(file, "".join(kept))
+
     def on_step_end(self, trainer: BaseTrainer, step: int, metrics: dict[str, float]) -> None:
         """Hook: an optimizer step has been taken."""
         if metrics:
@@ -260,94 +287,3 @@ class EarlyStopping(Callback):
         """Restore what ``state_dict`` returned."""
         self.best, self.bad_epochs = state["best"], state["bad_epochs"]
 
-
-class ModelCheckpoint(Callback):
-    """Writes checkpoints through ``mie.io`` (atomic, safetensors + JSON, weights-only state).
-
-    In ``dirpath`` (default ``<output_dir>/checkpoints``):
-
-    * ``last.safetensors`` + ``last.json`` + ``last_state.pt`` every ``every_n_steps`` steps and at
-      the end of training (``last_state.pt`` is what ``fit(resume_from=...)`` reads);
-    * ``best.safetensors`` + ``best.json`` whenever ``monitor`` improves (by ``mode``);
-    * ``step_000100.safetensors`` (+ json) at the periodic saves when ``keep_last_n > 0``, keeping
-      only the newest ``keep_last_n`` of them.
-
-    ``None`` arguments take their value from the trainer's config (``checkpoint_every_steps``,
-    ``best_metric``, ``best_mode``).
-    """
-
-    def __init__(self, dirpath: str | Path | None = None, every_n_steps: int | None = None,
-                 monitor: str | None = None, mode: str | None = None, keep_last_n: int = 0,
-                 save_last: bool = True) -> None:
-        self.dirpath = Path(dirpath) if dirpath is not None else None
-        self.every_n_steps = every_n_steps
-        self.monitor = monitor
-        self.mode = _check_mode(mode) if mode is not None else None
-        self.keep_last_n = keep_last_n
-        self.save_last = save_last
-        self.best_score: float | None = None
-        self.best_step: int | None = None
-        self._last_saved_step: int | None = None
-        self._warned_missing = False
-
-    def on_train_begin(self, trainer: BaseTrainer) -> None:
-        """Hook: training is about to start."""
-        cfg = trainer.config
-        self.dirpath = self.dirpath or Path(cfg.output_dir) / "checkpoints"
-        self.every_n_steps = cfg.checkpoint_every_steps if self.every_n_steps is None else self.every_n_steps
-        self.monitor = self.monitor or cfg.best_metric
-        self.mode = self.mode or _check_mode(cfg.best_mode)
-
-    def _save_last(self, trainer: BaseTrainer) -> None:
-        if self._last_saved_step == trainer.global_step:
-            return
-        trainer.save_checkpoint(self.dirpath, "last", with_state=True)
-        self._last_saved_step = trainer.global_step
-
-    def on_step_end(self, trainer: BaseTrainer, step: int, metrics: dict[str, float]) -> None:
-        """Hook: an optimizer step has been taken."""
-        if not self.every_n_steps or step % self.every_n_steps != 0:
-            return
-        self._save_last(trainer)
-        if self.keep_last_n > 0:
-            trainer.save_checkpoint(self.dirpath, f"step_{step:06d}", with_state=False)
-            self._prune(trainer)
-
-    def on_stage_end(self, trainer: BaseTrainer, stage: int) -> None:
-        """Hook: a stage has finished; its end is a resumable checkpoint (``last``)."""
-        self._save_last(trainer)
-
-    def _prune(self, trainer: BaseTrainer) -> None:
-        if not trainer.is_main:
-            return
-        periodic = sorted(self.dirpath.glob("step_*.safetensors"))
-        for old in periodic[: max(0, len(periodic) - self.keep_last_n)]:
-            old.unlink(missing_ok=True)
-            old.with_suffix(".json").unlink(missing_ok=True)
-
-    def on_validation_end(self, trainer: BaseTrainer, metrics: dict[str, float]) -> None:
-        """Hook: validation has produced these metrics."""
-        if self.monitor not in metrics:
-            if not self._warned_missing:
-                warnings.warn(f"ModelCheckpoint: metric {self.monitor!r} not among validation metrics "
-                              f"{sorted(metrics)}; no best checkpoint is kept (set best_metric)", stacklevel=2)
-                self._warned_missing = True
-            return
-        value = float(metrics[self.monitor])
-        if _improved(value, self.best_score, self.mode):
-            self.best_score, self.best_step = value, trainer.global_step
-            trainer.save_checkpoint(self.dirpath, "best", with_state=False,
-                                    extra_metadata={"best_metric": self.monitor, "best_score": value})
-
-    def on_train_end(self, trainer: BaseTrainer, history: list[dict[str, float]]) -> None:
-        """Hook: training has finished; ``history`` holds the epoch metrics."""
-        if self.save_last:
-            self._save_last(trainer)
-
-    def state_dict(self) -> dict[str, Any]:
-        """What this object needs to resume exactly (JSON-friendly)."""
-        return {"best_score": self.best_score, "best_step": self.best_step}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what ``state_dict`` returned."""
-        self.best_score, self.best_step = state["best_score"], state["best_step"]

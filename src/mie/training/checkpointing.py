@@ -2,19 +2,23 @@
 
 A checkpoint is ``<name>.safetensors`` (the task's model weights) + ``<name>.json`` (config, stage,
 step, epoch, metrics) and, for ``last``, ``last_state.pt``: everything an exact resume needs
-(weights-only ``torch.load``; see ``mie.io``).
+(weights-only ``torch.load``; see ``mie.io``). ``ModelCheckpoint`` publishes them as one transaction
+per step (:class:`mie.io.store.CheckpointStore`); :meth:`~TrainerStateMixin.save_checkpoint` writes
+one checkpoint directly (stage ends, ad-hoc saves).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mie.errors import CheckpointError
 from mie.io import load_state, save_state, save_weights
+from mie.io.store import CheckpointStore
 from mie.training.distributed import all_reduce_mean
 from mie.training.loop_utils import batch_size_of, move_to_device, to_float
 from mie.training.rng import capture_rng_state, restore_rng_state
@@ -69,6 +73,7 @@ class TrainerStateMixin:
             "stage_step": self.stage_step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
+            "epoch_open": self._epoch_open,
             "epoch_sums": {k: to_float(v) for k, v in self._epoch_sums.items()},
             "epoch_counts": dict(self._epoch_counts),
             "history": [dict(h) for h in self.history],
@@ -79,54 +84,101 @@ class TrainerStateMixin:
             "callbacks": self.callbacks.state_dict(),
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict` into a trainer already in the state's stage (same architecture)."""
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"not a trainer state of this version (format={state.get('format')!r}, expected "
-                             f"{STATE_FORMAT}); start the run again without --resume")
-        self.task.load_state_dict(state["task"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(dict(state["scheduler"]))
-        if self.scaler is not None and state["scaler"]:
-            self.scaler.load_state_dict(state["scaler"])
-        for key in ("global_step", "stage", "stage_step", "epoch", "batch_in_epoch"):
-            setattr(self, key, int(state[key]))
-        self._epoch_sums = dict(state["epoch_sums"])
-        self._epoch_counts = dict(state["epoch_counts"])
-        self.history = [dict(h) for h in state["history"]]
-        self.last_val_metrics = dict(state["last_val_metrics"])
-        self._elapsed_before = float(state["elapsed_seconds"])
-        self._budget_total = state["budget_total_steps"]
-        restore_rng_state(state["rng"])
-        self.callbacks.load_state_dict(state["callbacks"])
+    def load_state_dict(self, state: Mapping[str, Any], where: str | Path = "trainer state") -> None:
+        """Restore :meth:`state_dict` into a trainer already in the state's stage (same architecture).
+
+        A state of another version, another model or another optimizer set-up is a
+        :class:`~mie.errors.CheckpointError` naming ``where``.
+        """
+        fix = "resume with the config of the run that wrote it, or start the run again without --resume"
+        if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
+            found = state.get("format") if isinstance(state, Mapping) else type(state).__name__
+            raise CheckpointError(f"not a trainer state of this version (format={found!r}, expected "
+                                  f"{STATE_FORMAT})", where=where, fix="start the run again without --resume")
+        try:
+            self.task.load_state_dict(state["task"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(dict(state["scheduler"]))
+            if self.scaler is not None and state["scaler"]:
+                self.scaler.load_state_dict(state["scaler"])
+            for key in ("global_step", "stage", "stage_step", "epoch", "batch_in_epoch"):
+                setattr(self, key, int(state[key]))
+            self._epoch_open = bool(state.get("epoch_open", self.batch_in_epoch > 0))
+            self._epoch_sums = dict(state["epoch_sums"])
+            self._epoch_counts = dict(state["epoch_counts"])
+            self.history = [dict(h) for h in state["history"]]
+            self.last_val_metrics = dict(state["last_val_metrics"])
+            self._elapsed_before = float(state["elapsed_seconds"])
+            self._budget_total = state["budget_total_steps"]
+            restore_rng_state(state["rng"])
+            self.callbacks.load_state_dict(state["callbacks"])
+        except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if isinstance(exc, KeyError):
+                detail = f"missing entry {exc}"
+            raise CheckpointError(f"does not fit this model and trainer ({detail[:300]})", where=where,
+                                  fix=fix) from None
+
+    def _checkpoint_metadata(self, name: str, extra_metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+        config = dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else dict(self.config)
+        return {"kind": name, "config": config, "stage": self.stage, "step": self.global_step,
+                "epoch": self.epoch, "metrics": dict(self.last_val_metrics), **dict(extra_metadata or {})}
+
+    def checkpoint_writers(self, name: str, with_state: bool = True,
+                           extra_metadata: Mapping[str, Any] | None = None) -> dict[str, Callable[[Path], Any]]:
+        """File name -> writer for checkpoint ``name``: what :class:`~mie.io.store.CheckpointStore` commits.
+
+        The weights and state are captured now (copies), so the writers may run after more training.
+        """
+        metadata = self._checkpoint_metadata(name, extra_metadata)
+        weights = {k: v.detach().to("cpu").clone() for k, v in self.model.state_dict().items()}
+
+        def write_weights(path: Path) -> None:
+            save_weights(path.with_name(f"{name}.safetensors"), weights, metadata)
+
+        writers: dict[str, Callable[[Path], Any]] = {f"{name}.safetensors": write_weights,
+                                                     f"{name}.json": lambda path: None}  # written with the weights
+        if with_state:
+            state = self.state_dict()
+            writers[f"{name}_state.pt"] = lambda path: save_state(path, state)
+        return writers
 
     def save_checkpoint(self, directory: str | Path, name: str = "last", with_state: bool = True,
                         extra_metadata: Mapping[str, Any] | None = None) -> Path | None:
-        """Write ``<name>.safetensors`` + ``<name>.json`` (and ``<name>_state.pt``); rank 0 only."""
+        """Write ``<name>.safetensors`` + ``<name>.json`` (and ``<name>_state.pt``) directly; rank 0 only."""
         if not self.is_main:
             return None
         directory = Path(directory)
-        config = dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else dict(self.config)
-        metadata = {"kind": name, "config": config, "stage": self.stage, "step": self.global_step,
-                    "epoch": self.epoch, "metrics": dict(self.last_val_metrics), **dict(extra_metadata or {})}
-        path = save_weights(directory / f"{name}.safetensors", self.model.state_dict(), metadata)
+        path = save_weights(directory / f"{name}.safetensors", self.model.state_dict(),
+                            self._checkpoint_metadata(name, extra_metadata))
         if with_state:
             save_state(directory / f"{name}_state.pt", self.state_dict())
         self.callbacks.on_checkpoint(self, path)
         return path
 
     @staticmethod
+    def find_resume_state(path: str | Path) -> Path | None:
+        """The state file to resume from at ``path`` (a run or checkpoints folder, or a file), or None.
+
+        A folder with a manifest resolves through it (checksums verified); an older run's bare
+        ``last_state.pt`` is used as it is. None means the folder holds no checkpoint yet.
+        """
+        file = Path(path)
+        if not file.is_dir():
+            return file.with_name(f"{file.stem}_state.pt") if file.suffix == ".safetensors" else file
+        for folder in (file / "checkpoints", file):
+            store = CheckpointStore(folder)
+            if store.manifest() is not None:
+                return store.resolve("last_state.pt")
+        legacy = [c for c in (file / "last_state.pt", file / "checkpoints" / "last_state.pt") if c.is_file()]
+        return legacy[0] if legacy else None
+
+    @staticmethod
     def read_checkpoint(path: str | Path) -> dict[str, Any]:
         """The trainer state at ``path``: a ``*_state.pt`` file, its ``.safetensors`` sibling, or a
-        directory holding ``last_state.pt`` (directly or under ``checkpoints/``)."""
-        file = Path(path)
-        if file.is_dir():
-            candidates = [file / "last_state.pt", file / "checkpoints" / "last_state.pt"]
-            found = [c for c in candidates if c.is_file()]
-            if not found:
-                raise FileNotFoundError(f"no last_state.pt in {file} or {file / 'checkpoints'}; "
-                                        "pass the *_state.pt file to resume from")
-            file = found[0]
-        elif file.suffix == ".safetensors":
-            file = file.with_name(f"{file.stem}_state.pt")
+        directory holding a checkpoint (directly or under ``checkpoints/``)."""
+        file = TrainerStateMixin.find_resume_state(path)
+        if file is None:
+            raise FileNotFoundError(f"no checkpoint in {path} or {Path(path) / 'checkpoints'}; "
+                                    "pass the *_state.pt file to resume from")
         return load_state(file, map_location="cpu")

@@ -32,7 +32,13 @@ from mie.recipes.clip.evaluate import (
     retrieval_evaluator,
     write_figures,
 )
-from mie.recipes.run_dir import TOKENIZER_FILE, checkpoint_to_evaluate, run_config_path, save_run_config
+from mie.recipes.run_dir import (
+    TOKENIZER_FILE,
+    checkpoint_to_evaluate,
+    prepare_run_dir,
+    run_config_path,
+    save_run_config,
+)
 from mie.tokenization.base import BaseTokenizer
 from mie.tokenization.factory import load_any_tokenizer, train_tokenizer
 from mie.training import BaseTrainer, resolve_device
@@ -149,6 +155,7 @@ def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = Fa
     main = is_main_process()
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    resume = prepare_run_dir(run_dir, resume) if main else resume
     torch.manual_seed(config.seed)
     tokenizer_path = run_dir / TOKENIZER_FILE
     # Rank 0 generates the data (if needed) and trains the tokenizer; the other ranks then read both.
