@@ -113,7 +113,7 @@ class TrainerStateMixin:
             restore_rng_state(state["rng"])
             self.callbacks.load_state_dict(state["callbacks"])
         except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as exc:
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            detail = " ".join(str(exc).split()) or type(exc).__name__
             if isinstance(exc, KeyError):
                 detail = f"missing entry {exc}"
             raise CheckpointError(f"does not fit this model and trainer ({detail[:300]})", where=where,
