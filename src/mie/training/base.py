@@ -47,6 +47,7 @@ from mie.training.config import StageConfig, TrainerConfig
 from mie.training.distributed import (
     broadcast_int,
     get_world_size,
+    guard_collectives,
     is_distributed,
     is_main_process,
     rank_seed,
@@ -206,6 +207,7 @@ class BaseTrainer(TrainerStateMixin):
         return self._elapsed_before + running
 
     # ----------------------------------------------------------------- the loop
+    @guard_collectives  # a failed or stalled rank: a DistributedError naming this rank, within the timeout
     def fit(self, resume_from: str | Path | None = None) -> list[dict[str, float]]:
         """Run every stage (or until a limit); return the history, one dict per (partial) epoch with
         ``stage``, ``epoch``, ``step``, ``train/...`` means and, when validated, ``val/...`` metrics.

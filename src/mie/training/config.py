@@ -91,6 +91,7 @@ class TrainerConfig:
         "epochs": POSITIVE,
         "max_steps": NON_NEGATIVE,
         "max_minutes": NON_NEGATIVE,
+        "ddp_timeout_s": POSITIVE,
         "grad_accum_steps": POSITIVE,
         "precision": one_of("fp32", "bf16", "fp16"),
         "device": (lambda v: _DEVICE.fullmatch(v) is not None, "auto | cpu | cuda | cuda:N | mps"),
@@ -110,6 +111,7 @@ class TrainerConfig:
     grad_accum_steps: int = 1
     precision: str = "fp32"  # fp32 | bf16 | fp16
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    ddp_timeout_s: float = 600.0  # under torchrun: a rank that fails or stalls stops the others within this
     log_every: int = 10
     eval_every_epochs: int = 1
     checkpoint_every_steps: int = 0  # 0 = only at stage ends and the end (and the best)

@@ -8,15 +8,26 @@ single-process case (rank 0 of 1), so the trainer calls these functions uncondit
 from __future__ import annotations
 
 import contextlib
+import datetime
+import functools
 import gc
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+from mie.errors import DistributedError
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_TIMEOUT_S = 600.0
+# Words in the errors gloo / NCCL / the TCP store raise when a peer died, stalled or vanished.
+_COMM_FAILURE = ("timed out", "timeout", "connection closed", "connection reset", "connection refused",
+                 "broken pipe", "gloo", "nccl", "socket", "peer", "store", "unable to write", "read error")
 
 
 @dataclass(frozen=True)
@@ -39,11 +50,13 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={value!r} must be an integer (set by torchrun)") from err
 
 
-def init_distributed(backend: str | None = None) -> DistributedInfo:
+def init_distributed(backend: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> DistributedInfo:
     """Join the process group described by the torchrun environment (no-op for one process).
 
     ``backend`` defaults to ``nccl`` when CUDA is available, else ``gloo``. On CUDA each process
-    is pinned to ``cuda:LOCAL_RANK``.
+    is pinned to ``cuda:LOCAL_RANK``. ``timeout_s`` bounds every collective (and joining): a rank
+    that fails or stalls makes the others stop with a :class:`~mie.errors.DistributedError` within
+    it, instead of torch's default of 30 minutes.
     """
     world_size = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
@@ -53,9 +66,57 @@ def init_distributed(backend: str | None = None) -> DistributedInfo:
     if use_cuda:
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend=backend or ("nccl" if use_cuda else "gloo"),
-                                rank=rank, world_size=world_size)
+        try:
+            dist.init_process_group(backend=backend or ("nccl" if use_cuda else "gloo"), rank=rank,
+                                    world_size=world_size, timeout=datetime.timedelta(seconds=timeout_s))
+        except (RuntimeError, ValueError) as exc:
+            raise DistributedError(f"could not join the process group of {world_size} within {timeout_s:g} s "
+                                   f"({_first_line(exc)})", where=f"rank {rank}",
+                                   fix="check that every rank started (MASTER_ADDR/MASTER_PORT) and see their logs"
+                                   ) from exc
     return DistributedInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:240] + "...") if len(text) > 240 else (text or type(exc).__name__)
+
+
+def distributed_failure(exc: BaseException) -> DistributedError | None:
+    """The :class:`~mie.errors.DistributedError` an exception from a collective stands for, else None.
+
+    A peer that died closes its connections; one that stalled makes the collective time out. Either
+    way this rank names itself and says what to look at; the failed rank's own log holds the cause.
+    """
+    if isinstance(exc, DistributedError) or not (dist.is_available() and dist.is_initialized()):
+        return None
+    backend_error = getattr(dist, "DistBackendError", ())
+    text = str(exc).lower()
+    if not (isinstance(exc, backend_error) or any(word in text for word in _COMM_FAILURE)):
+        return None
+    rank, world = dist.get_rank(), dist.get_world_size()
+    stalled = "timed out" in text or "timeout" in text
+    what = ("a collective timed out: another rank stalled or failed" if stalled
+            else "lost contact with another rank: it failed or was killed")
+    return DistributedError(f"{what} ({_first_line(exc)})", where=f"rank {rank} of {world}",
+                            fix="see the other ranks' logs for the first error; raise ddp_timeout_s if a rank "
+                                "is just slow (e.g. rank 0 evaluating)")
+
+
+def guard_collectives(function: F) -> F:
+    """Decorator: a collective that fails inside ``function`` becomes a :class:`~mie.errors.DistributedError`."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except RuntimeError as exc:
+            failure = distributed_failure(exc)
+            if failure is None:
+                raise
+            raise failure from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 def is_distributed() -> bool:
@@ -107,6 +168,7 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
+@guard_collectives
 def barrier() -> None:
     """Wait for every process (no-op when not distributed)."""
     if is_distributed():

@@ -151,7 +151,7 @@ def _config_summary(config: ClipConfig, model: nn.Module, vocab_size: int) -> di
 
 def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = False) -> RunResult:
     """Train a dual encoder as ``config`` says, evaluate its best checkpoint and write the report."""
-    init_distributed()  # under torchrun: join the process group (a no-op for one process)
+    init_distributed(timeout_s=config.ddp_timeout_s)  # under torchrun: join the group (a no-op for one process)
     main = is_main_process()
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
