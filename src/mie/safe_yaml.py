@@ -77,7 +77,10 @@ def parse_yaml(text: str | bytes, where: str = "<yaml>", *, max_nodes: int = MAX
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ConfigError(f"byte {exc.start} is not UTF-8 text", where=where, fix="save the file as UTF-8") from None
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # its reader already refuses non-printable characters
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {getattr(exc, 'reason', None) or exc}", where=where) from None
     try:
         node = loader.get_single_node()
         if node is None:

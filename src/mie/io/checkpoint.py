@@ -142,7 +142,7 @@ def check_safetensors_header(data: bytes, path: str | os.PathLike[str]) -> dict[
     raw = data[8:8 + header_len]
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise CheckpointError(f"{path} is not a valid safetensors file: {_describe_foreign(data[:8])} "
                               f"({err}); {fix}") from err
     if not isinstance(header, dict):
@@ -179,10 +179,13 @@ def load_weights(path: str | os.PathLike[str], verify: bool = True,
     metadata: dict[str, Any] = {}
     if meta_file.is_file():
         try:
-            metadata = json.loads(meta_file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise CheckpointError(f"sidecar {meta_file} is not valid JSON ({err}); re-save the checkpoint "
-                                  "or pass verify=False to skip metadata") from err
+            metadata = json.loads(meta_file.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as err:
+            raise CheckpointError(f"sidecar {meta_file} is not valid JSON ({type(err).__name__}); re-save the "
+                                  "checkpoint or pass verify=False to skip metadata") from None
+        if not isinstance(metadata, dict):
+            raise CheckpointError(f"sidecar {meta_file} holds a JSON {type(metadata).__name__}, not an object; "
+                                  "re-save the checkpoint or pass verify=False to skip metadata")
     elif verify:
         raise CheckpointError(f"{file} has no metadata sidecar {meta_file.name}; save with "
                               "mie.io.save_weights, or pass verify=False to load without the hash check")
