@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDa
 from mie.config import load_config
 from mie.data import build_dataset, build_image_transform, collate_image_text
 from mie.data.image_text import all_captions
+from mie.errors import CheckpointError
 from mie.evaluation.report import compare_results, format_metrics_table, load_results, write_report
 from mie.io import load_weights
 from mie.models.registry import build_model, num_parameters
@@ -210,8 +211,8 @@ def _load_weights_into(model: nn.Module, path: Path) -> None:
         model.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "different parameters"
-        raise ValueError(f"init_checkpoint: {path} does not fit model (set the model section and tokenizer.path "
-                         f"of the run it came from): {first}") from None
+        raise CheckpointError(f"init_checkpoint: {path} does not fit model (set the model section and tokenizer.path "
+                              f"of the run it came from): {first}") from None
 
 
 def _load_run(run_dir: Path) -> tuple[ClipConfig, BaseTokenizer, nn.Module, torch.device]:
@@ -219,8 +220,13 @@ def _load_run(run_dir: Path) -> tuple[ClipConfig, BaseTokenizer, nn.Module, torc
     tokenizer = load_any_tokenizer(run_dir / TOKENIZER_FILE)
     device = resolve_device(config.device)
     model = build_model(config.model, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
-    state, _ = load_weights(checkpoint_to_evaluate(run_dir))
-    model.load_state_dict(state)
+    checkpoint = checkpoint_to_evaluate(run_dir)
+    state, _ = load_weights(checkpoint)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"does not fit the model of {run_dir / 'config.yaml'} ({' '.join(str(exc).split())[:300]})",
+                              where=checkpoint, fix="keep the checkpoints and config.yaml of one run together") from None
     return config, tokenizer, model.to(device).eval(), device
 
 

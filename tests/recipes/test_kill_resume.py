@@ -1,0 +1,119 @@
+"""`mie train --resume` after a kill at the worst moments of a real clip run finishes the interrupted
+work (final validation, evaluation and report included) with the results of an uninterrupted run."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mie.cli import main
+from mie.io import load_weights
+from mie.io.faults import SimulatedKill, inject
+
+TINY = {
+    "recipe": "clip", "project_name": "kill", "epochs": 3, "log_every": 1, "checkpoint_every_steps": 2,
+    "best_metric": "val/mean_R@1", "device": "cpu",
+    "model": {"embed_dim": 16, "image_size": 16, "patch_size": 8, "vision_width": 16, "vision_layers": 1,
+              "vision_heads": 2, "text_width": 16, "text_layers": 1, "text_heads": 2, "context_length": 24},
+    "data": {"format": "synthetic", "batch_size": 8, "test_splits": ["test"],
+             "synthetic": {"num_train": 24, "num_val": 8, "num_test": 8, "num_heldout": 4, "image_size": 24}},
+    "tokenizer": {"name": "simple"},
+    "schedule": {"warmup_steps": 1},
+}
+VOLATILE = {"time", "wall_time_s", "samples_per_s", "train/samples_per_sec", "created"}
+
+
+def _strip(value):
+    """Drop wall-clock figures, which differ between any two runs."""
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """The config file and the outcome of one uninterrupted run (and the fault points it passed)."""
+    root = tmp_path_factory.mktemp("kill")
+    raw = json.loads(json.dumps(TINY))
+    raw["data"]["path"] = str(root / "data")
+    config = root / "cfg.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    with inject("never") as seen:
+        assert main(["train", str(config), "--output-dir", str(root / "ref"), "-q"]) == 0
+    return config, _outcome(root / "ref"), list(seen)
+
+
+def _outcome(run: Path) -> dict:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    last, _ = load_weights(run / "checkpoints" / "last.safetensors")
+    best, _ = load_weights(run / "checkpoints" / "best.safetensors")
+    return {"results": _strip(json.loads((run / "results.json").read_text())), "rows": _strip(rows),
+            "last": last, "best": best}
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a["results"] == b["results"]
+    assert a["rows"] == b["rows"]
+    steps = [r["step"] for r in a["rows"] if r["event"] == "step"]
+    assert steps == sorted(set(steps))  # no duplicate step lines after the resume
+    for key in ("last", "best"):
+        assert a[key].keys() == b[key].keys()
+        assert all((a[key][k] == b[key][k]).all() for k in a[key])
+
+
+def _nth_from_end(seen: list[str], point: str, back: int = 0) -> tuple[str, int]:
+    return point, seen.count(point) - back
+
+
+@pytest.mark.parametrize("case", [
+    "best sidecar of the final save",   # weights written, sidecar not: issue 11 item 2
+    "state of the final save unpublished",
+    "after the final publish",          # state at max_steps: issue 11 item 3
+    "during the report",
+])
+def test_resume_after_a_kill_ends_like_an_uninterrupted_run(setup, tmp_path, monkeypatch, case):
+    config, reference, seen = setup
+    run = tmp_path / "run"
+    argv = ["train", str(config), "--output-dir", str(run), "-q"]
+    if case == "during the report":
+        clip_train = importlib.import_module("mie.recipes.clip.train")  # the package's `train` is the function
+
+        def killed(*args, **kwargs):
+            raise SimulatedKill("killed while writing the report")
+
+        monkeypatch.setattr(clip_train, "write_report", killed)
+        with pytest.raises(SimulatedKill):
+            main(argv)
+        monkeypatch.undo()
+    else:
+        point = {"best sidecar of the final save": "save_weights:sidecar",
+                 "state of the final save unpublished": "commit:write:last_state.pt",
+                 "after the final publish": "commit:published"}[case]
+        name, n = _nth_from_end(seen, point)
+        if case == "best sidecar of the final save":  # the last commit that wrote best.safetensors
+            writes = [i for i, p in enumerate(seen) if p == "commit:write:best.safetensors"]
+            n = seen[:writes[-1] + 2].count(name)
+        with pytest.raises(SimulatedKill), inject(name, times=n):
+            main(argv)
+    assert not (run / "results.json").exists()
+    assert main([*argv, "--resume"]) == 0
+    _assert_same(_outcome(run), reference)
+    assert main(["eval", str(run), "-q"]) == 0  # the resumed run evaluates like any other
+
+
+def test_resume_before_any_checkpoint_starts_fresh(setup, tmp_path):
+    config, reference, _ = setup
+    run = tmp_path / "run"
+    with pytest.raises(SimulatedKill), inject("commit:manifest", times=1):
+        main(["train", str(config), "--output-dir", str(run), "-q"])
+    assert not (run / "checkpoints" / "manifest.json").exists()
+    (run / ".results.json.x.tmp").write_text("left by a killed write")
+    assert main(["train", str(config), "--output-dir", str(run), "-q", "--resume"]) == 0
+    _assert_same(_outcome(run), reference)
+    assert not list(run.glob(".*.tmp"))
