@@ -101,7 +101,7 @@ def storage_error(exc: OSError, path: str | os.PathLike[str] | None = None) -> M
     Full and read-only disks, permission problems and missing files each get their own fix.
     """
     where = path if path is not None else (exc.filename or None)
-    what, fix = _STORAGE_FIXES.get(exc.errno or -1, (exc.strerror or type(exc).__name__, None))
+    what, fix = _STORAGE_FIXES.get(exc.errno or -1, (exc.strerror or str(exc) or type(exc).__name__, None))
     if isinstance(exc, FileNotFoundError):
         what, fix = "no such file or directory", "check the path"
     error = StorageError(what, where=where, fix=fix)

@@ -1,11 +1,14 @@
-"""JSON and ``.npy`` cache files: written atomically, read without ever executing code.
+"""JSON and ``.npy`` cache files, written atomically, and safe readers of user-provided text and JSON.
 
 ``.npy`` files are always read with ``allow_pickle=False``: an object array (which NumPy stores as
-a pickle) is rejected both when saving and when loading.
+a pickle) is rejected both when saving and when loading. The text readers turn every way a file's
+bytes can be wrong (not UTF-8, not JSON, nested too deeply) into one :class:`~mie.errors.DataError`
+naming the file, so dataset readers never surface a bare ``UnicodeDecodeError`` or ``RecursionError``.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 from pathlib import Path
@@ -13,7 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from mie.errors import DataError
 from mie.io.atomic import atomic_path, atomic_write_text
+
+UTF8_FIX = "save it as UTF-8"
 
 
 def save_json_atomic(path: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> Path:
@@ -26,15 +32,67 @@ def save_json_atomic(path: str | os.PathLike[str], obj: Any, indent: int | None 
     return atomic_write_text(path, text + "\n")
 
 
-def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file; a missing file or invalid JSON raises an error naming the file."""
+def decode_utf8(raw: bytes, where: str | os.PathLike[str], offset: int = 0) -> str:
+    """``raw`` as UTF-8 text; undecodable bytes raise a DataError naming ``where`` and the byte offset."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"not UTF-8 text: undecodable byte at offset {offset + err.start}", where=where,
+                        fix=UTF8_FIX) from err
+
+
+def utf8_error(path: str | os.PathLike[str]) -> DataError:
+    """The DataError for a text file that failed to decode, with the absolute offset of its first bad byte.
+
+    A text-mode reader's ``UnicodeDecodeError`` only knows the offset inside its buffer, so the file is
+    scanned again, a chunk at a time, to name the real one.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(1 << 20)
+            pending = len(decoder.getstate()[0])  # bytes of a split sequence carried from the last chunk
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as err:
+                return DataError(f"not UTF-8 text: undecodable byte at offset {offset - pending + err.start}",
+                                 where=path, fix=UTF8_FIX)
+            if not chunk:
+                break
+            offset += len(chunk)
+    return DataError("not UTF-8 text", where=path, fix=UTF8_FIX)
+
+
+def parse_json(text: str, where: str | os.PathLike[str], fix: str = "fix or regenerate the file") -> Any:
+    """``json.loads(text)`` whose failures (bad syntax, nesting too deep for the parser) are DataErrors."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"invalid JSON ({err.msg} at line {err.lineno} column {err.colno})", where=where,
+                        fix=fix) from err
+    except RecursionError as err:
+        # CPython's parser recurses once per '[' or '{'; '[' * 100000 exhausts the stack.
+        raise DataError("JSON nested too deeply to read", where=where, fix=fix) from err
+
+
+def read_json(path: str | os.PathLike[str], expect_object: bool = False,
+              fix: str = "delete it to rebuild the cache") -> Any:
+    """Read a JSON file; a missing file, non-UTF-8 bytes, invalid or too deeply nested JSON (and, with
+    ``expect_object``, a top level that is not an object) raise an error naming the file."""
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"JSON file not found: {file}")
+    text = decode_utf8(file.read_bytes(), file)
     try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{file} is not valid JSON ({err}); delete it to rebuild the cache") from err
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{file} is not valid JSON ({err.msg} at line {err.lineno})", fix=fix) from err
+    except RecursionError as err:
+        raise DataError("JSON nested too deeply to read", where=file, fix=fix) from err
+    if expect_object and not isinstance(data, dict):
+        raise DataError(f"expected a JSON object, got {type(data).__name__}", where=file, fix=fix)
+    return data
 
 
 def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> Path:
@@ -57,4 +115,4 @@ def load_npy(path: str | os.PathLike[str], mmap_mode: str | None = None) -> np.n
     try:
         return np.load(file, mmap_mode=mmap_mode, allow_pickle=False)
     except (ValueError, EOFError) as err:
-        raise ValueError(f"{file} cannot be read safely ({err}); delete it to rebuild the cache") from err
+        raise DataError(f"{file} cannot be read safely ({err})", fix="delete it to rebuild the cache") from err

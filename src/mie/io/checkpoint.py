@@ -16,13 +16,15 @@ longer matches, which :func:`load_weights` reports instead of loading a silent m
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save_file as _st_save_file
 
-from mie.errors import CheckpointError  # noqa: F401  (re-exported: ``from mie.io import CheckpointError``)
+from mie.errors import CheckpointError, StorageError, storage_error
 from mie.io.atomic import atomic_path, atomic_write_text
 from mie.io.faults import fault_point
 
@@ -105,14 +107,38 @@ def save_weights(path: str | os.PathLike[str], state_dict: Mapping[str, torch.Te
     except (TypeError, ValueError) as err:
         raise ValueError(f"metadata for {target} is not JSON-serialisable: {err}") from err
 
-    with atomic_path(target) as tmp:
+    with _storage_errors(target), atomic_path(target) as tmp:
         _st_save_file(tensors, str(tmp), metadata={"format": "pt"})
     fault_point("save_weights:sidecar")
     sidecar.update(sha256=sha256_file(target),
                    created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                    versions=_versions())
-    atomic_write_text(sidecar_path(target), json.dumps(sidecar, indent=2, default=_json_default) + "\n")
+    with _storage_errors(sidecar_path(target)):
+        atomic_write_text(sidecar_path(target), json.dumps(sidecar, indent=2, default=_json_default) + "\n")
     return target
+
+
+@contextlib.contextmanager
+def _storage_errors(path: Path) -> Iterator[None]:
+    """A failed write (disk full, read-only, no permission) becomes a StorageError naming ``path``.
+
+    torch and safetensors report write failures as their own RuntimeError-like types; their
+    message carries the OS error, which is recognised here.
+    """
+    try:
+        yield
+    except OSError as exc:
+        raise storage_error(exc, path) from exc
+    except Exception as exc:
+        text = str(exc)
+        for code, words in ((errno.ENOSPC, "No space left"), (errno.EDQUOT, "quota exceeded"),
+                            (errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission denied")):
+            if words.lower() in text.lower():
+                raise storage_error(OSError(code, words), path) from exc
+        if "write" in text.lower() and ("fail" in text.lower() or "error" in text.lower()):
+            raise StorageError(f"the write failed ({' '.join(text.split())[:200]})", where=path,
+                               fix="check the free space and permissions of the output directory") from exc
+        raise
 
 
 def _describe_foreign(head: bytes) -> str:
@@ -225,7 +251,7 @@ def _check_plain(obj: Any, where: str) -> None:
 def save_state(path: str | os.PathLike[str], obj: Mapping[str, Any]) -> Path:
     """Write trainer state (plain dicts/lists/numbers/strings/tensors) atomically with ``torch.save``."""
     _check_plain(obj, "state")
-    with atomic_path(path) as tmp:
+    with _storage_errors(Path(path)), atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mie.errors import CheckpointError
+from mie.errors import CheckpointError, storage_error
 from mie.io.atomic import _fsync_dir, _fsync_file, atomic_path, atomic_write_text
 from mie.io.faults import fault_point
 
@@ -114,6 +114,21 @@ class CheckpointStore:
         old_dir = self.commit_dir(previous)
         new_dir = self.directory / COMMITS / f"{step:09d}-{secrets.token_hex(4)}"
         new_dir.mkdir(parents=True)
+        try:
+            files = self._publish(step, writers, carry, info, previous, old_dir, new_dir)
+        except Exception:
+            shutil.rmtree(new_dir, ignore_errors=True)  # a failed save (disk full) leaves the previous commit
+            raise
+        fault_point("commit:published")
+        self._link_names(new_dir, files)
+        fault_point("commit:cleanup")
+        self.remove_stale(keep=new_dir.name)
+        return new_dir
+
+    def _publish(self, step: int, writers: Mapping[str, Writer], carry: Iterable[str],
+                 info: Mapping[str, Any] | None, previous: Mapping[str, Any] | None, old_dir: Path | None,
+                 new_dir: Path) -> dict[str, dict[str, Any]]:
+        """Write, hash and carry the files into ``new_dir``, then rename the manifest into place."""
         files: dict[str, dict[str, Any]] = {}
         for name, write in writers.items():
             fault_point(f"commit:write:{name}")
@@ -131,12 +146,11 @@ class CheckpointStore:
         fault_point("commit:manifest")
         manifest = {"format": _FORMAT, "step": int(step), "commit": new_dir.name, "files": files,
                     **dict(info or {})}
-        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2) + "\n")  # the publish
-        fault_point("commit:published")
-        self._link_names(new_dir, files)
-        fault_point("commit:cleanup")
-        self.remove_stale(keep=new_dir.name)
-        return new_dir
+        try:
+            atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2) + "\n")  # the publish
+        except OSError as exc:
+            raise storage_error(exc, self.manifest_path) from exc
+        return files
 
     def _link_names(self, commit: Path, names: Iterable[str]) -> None:
         """Point ``checkpoints/<name>`` at the committed file (atomic replace of each link)."""
