@@ -92,6 +92,8 @@ _STORAGE_FIXES = {
     errno.EROFS: ("the file system is read-only", "choose a writable output_dir"),
     errno.EACCES: ("permission denied", "choose a directory you can write to, or fix its permissions"),
     errno.EPERM: ("operation not permitted", "choose a directory you can write to, or fix its permissions"),
+    errno.ENOTDIR: ("a file stands where a folder is needed on this path", "choose another path or move the file"),
+    errno.EISDIR: ("is a folder, not a file", "pass a file path"),
 }
 
 

@@ -96,6 +96,7 @@ def parse_yaml(text: str | bytes, where: str = "<yaml>", *, max_nodes: int = MAX
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"invalid YAML{_at(exc)}: {problem}", where=where) from None
     except (ValueError, TypeError, OverflowError, IndexError, KeyError) as exc:  # `!!int` on text that is no int
-        raise ConfigError(f"invalid YAML value: {exc}", where=where) from None
+        raise ConfigError(f"invalid YAML value: a tag (such as !!int) on text it cannot convert ({exc})",
+                          where=where, fix="remove the tag or fix the value") from None
     finally:
         loader.dispose()
