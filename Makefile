@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 export MPLBACKEND := Agg
 
-.PHONY: setup run test smoke lint bench fuzz clean
+.PHONY: setup run test smoke lint bench fuzz kill-test hostile clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,7 @@ smoke: $(STAMP)
 	$(BIN)/python -m pytest -m smoke -x -q -p no:cacheprovider --no-cov tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks acceptance
 
 test: smoke lint
 	$(BIN)/python -m pytest -q --cov=mie --cov-report=term:skip-covered --cov-fail-under=85 tests
@@ -33,6 +33,13 @@ test: smoke lint
 # The fuzz tests of make test, with thousands of examples each instead of a few dozen.
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -m fuzz -q -p no:cacheprovider --no-cov tests
+
+# Acceptance runs of issue 11 (minutes each; not part of make test).
+kill-test: $(STAMP)
+	$(BIN)/python acceptance/kill_resume.py --kills 50
+
+hostile: $(STAMP)
+	$(BIN)/python acceptance/hostile_inputs.py
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
