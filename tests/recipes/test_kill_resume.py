@@ -117,3 +117,26 @@ def test_resume_before_any_checkpoint_starts_fresh(setup, tmp_path):
     assert main(["train", str(config), "--output-dir", str(run), "-q", "--resume"]) == 0
     _assert_same(_outcome(run), reference)
     assert not list(run.glob(".*.tmp"))
+
+
+def test_a_nan_loss_is_one_line_naming_the_step_and_the_run_stays_resumable(setup, tmp_path, monkeypatch, capsys):
+    from mie.training.tasks import ContrastiveTask
+
+    config, reference, _ = setup
+    run = tmp_path / "run"
+    forward = ContrastiveTask.training_forward
+    calls = []
+
+    def poisoned(self, batch):
+        out = forward(self, batch)
+        calls.append(1)
+        return {**out, "loss": out["loss"] * float("nan")} if len(calls) == 5 else out
+
+    monkeypatch.setattr(ContrastiveTask, "training_forward", poisoned)
+    assert main(["train", str(config), "--output-dir", str(run), "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"mie train: error: training of {run}: loss is nan at step 5 (stage 0, epoch 1) — lower the "
+                   "learning rate, use fp32/bf16 or check the data; the last checkpoint is kept"]
+    monkeypatch.undo()
+    assert main(["train", str(config), "--output-dir", str(run), "-q", "--resume"]) == 0
+    _assert_same(_outcome(run), reference)  # the poisoned step is recomputed from the step-4 checkpoint
