@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from mie.data.transforms import LoadImage, ToTensor
+from mie.data.transforms import DEFAULT_MAX_IMAGE_PIXELS, LoadImage, ToTensor
+from mie.errors import DataError, LimitError
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class ImageFolderDataset(Dataset):
         root: str | os.PathLike[str],
         transform: Callable[[Image.Image], torch.Tensor] | None = None,
         suffixes: Sequence[str] = IMAGE_SUFFIXES,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -56,7 +58,7 @@ class ImageFolderDataset(Dataset):
         self.transform = transform if transform is not None else ToTensor()
         self.skipped: Counter[str] = Counter()
         self._bad: set[int] = set()
-        self._load = LoadImage()
+        self._load = LoadImage(max_image_pixels)
 
     @property
     def targets(self) -> list[int]:
@@ -74,7 +76,9 @@ class ImageFolderDataset(Dataset):
             image = self._load(path)
         except FileNotFoundError:
             return self._skip(index, "missing")
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        except LimitError as err:  # refused before decoding (data.max_image_pixels)
+            return self._skip(index, "too large", err)
+        except (DataError, OSError) as err:  # LoadImage turns every malformed file into a DataError
             return self._skip(index, "corrupt", err)
         return self.transform(image), label
 

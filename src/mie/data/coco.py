@@ -18,7 +18,6 @@ With the official files, split ``train`` / ``val`` reads ``captions_{split}{year
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -29,8 +28,10 @@ from PIL import Image
 
 from mie.data.config import DataConfig
 from mie.data.image_text import ImageTextDataset, ImageTextRecord, usable_records
-from mie.data.karpathy import read_karpathy_json
+from mie.data.karpathy import read_json_annotation, read_karpathy_json
 from mie.data.registry import check_format_options, max_samples_for, register_dataset_format
+from mie.data.transforms import DEFAULT_MAX_IMAGE_PIXELS
+from mie.errors import DataError
 
 YEARS = ("2017", "2014")
 KARPATHY_FILE = "dataset_coco.json"
@@ -39,24 +40,47 @@ COCO_LAYOUT = (
     "(e.g. annotations/captions_val2017.json + val2017/), or Karpathy's dataset_coco.json beside "
     "train2014/ and val2014/"
 )
+COCO_FIX = "use the COCO captions JSON as published (images[].id / file_name, annotations[].image_id / caption)"
 
 
 def read_coco_captions(annotation: Path, images_dir: Path) -> list[ImageTextRecord]:
-    """One record per image of a COCO ``captions_*.json``, its captions in annotation order."""
-    try:
-        data = json.loads(annotation.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{annotation}: invalid JSON ({err.msg} at line {err.lineno})") from err
+    """One record per image of a COCO ``captions_*.json``, its captions in annotation order.
+
+    Every way the file can be wrong (bytes, JSON, types of ``images`` / ``annotations`` and their
+    fields) is a DataError naming the file and the entry.
+    """
+    data = read_json_annotation(annotation, COCO_FIX)
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-        raise ValueError(f"{annotation}: expected COCO captions JSON with 'images' and 'annotations'; "
-                         f"the layout is {COCO_LAYOUT}")
-    captions: dict[int, list[str]] = {}
-    for ann in data["annotations"]:
-        captions.setdefault(ann["image_id"], []).append(ann.get("caption") or "")
-    return [
-        ImageTextRecord(images_dir / image["file_name"], captions.get(image["id"], []), image_id=str(image["id"]))
-        for image in data["images"]
-    ]
+        raise DataError(f"expected COCO captions JSON with 'images' and 'annotations'; the layout is "
+                        f"{COCO_LAYOUT}", where=annotation, fix=COCO_FIX)
+    for key in ("images", "annotations"):
+        if not isinstance(data[key], list) or not all(isinstance(item, dict) for item in data[key]):
+            raise DataError(f"'{key}' must be a list of objects, got {type(data[key]).__name__}", where=annotation,
+                            fix=COCO_FIX)
+    captions: dict[int | str, list[str]] = {}
+    for i, ann in enumerate(data["annotations"]):
+        caption = ann.get("caption") or ""
+        if not isinstance(caption, str):
+            raise DataError(f"annotations[{i}].caption must be a string, got {caption!r:.60}", where=annotation,
+                            fix=COCO_FIX)
+        captions.setdefault(_image_id(annotation, f"annotations[{i}].image_id", ann.get("image_id")),
+                            []).append(caption)
+    records = []
+    for i, image in enumerate(data["images"]):
+        image_id = _image_id(annotation, f"images[{i}].id", image.get("id"))
+        file_name = image.get("file_name")
+        if not isinstance(file_name, str) or not file_name:
+            raise DataError(f"images[{i}].file_name must be a non-empty string, got {file_name!r:.60}",
+                            where=annotation, fix=COCO_FIX)
+        records.append(ImageTextRecord(images_dir / file_name, captions.get(image_id, []), image_id=str(image_id)))
+    return records
+
+
+def _image_id(annotation: Path, field: str, value: object) -> int | str:
+    """An image id as COCO writes it (an int, sometimes a string); anything else is a DataError."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise DataError(f"{field} must be an integer or a string, got {value!r:.60}", where=annotation, fix=COCO_FIX)
+    return value
 
 
 def _official_files(data_dir: Path, split: str) -> tuple[Path, Path]:
@@ -90,6 +114,7 @@ class CocoCaptions(ImageTextDataset):
         max_samples: int = 0,
         annotation: str | os.PathLike[str] | None = None,
         images_dir: str | os.PathLike[str] | None = None,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         data_dir = Path(data_dir)
         if not data_dir.is_dir():
@@ -112,7 +137,7 @@ class CocoCaptions(ImageTextDataset):
         parse_skips: Counter[str] = Counter()
         records = usable_records(records, annotation_path, f"no images with captions for split {split!r}",
                                  max_samples, parse_skips)
-        super().__init__(records, transform=transform, cache_images=cache_images)
+        super().__init__(records, transform=transform, cache_images=cache_images, max_image_pixels=max_image_pixels)
         self.skipped.update(parse_skips)
         self.annotation_path = annotation_path
         self.split = split
@@ -125,4 +150,4 @@ def build_coco(config: DataConfig, split: str, transform: Callable | None = None
     options = check_format_options(config, ("annotation", "images_dir"))
     return CocoCaptions(config.path, split, transform=transform, cache_images=cache_images,
                         max_samples=max_samples_for(config, split), annotation=options.get("annotation"),
-                        images_dir=options.get("images_dir"))
+                        images_dir=options.get("images_dir"), max_image_pixels=config.max_image_pixels)

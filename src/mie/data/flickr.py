@@ -19,7 +19,6 @@ train / val / test; ``all`` selects every image. Example::
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 from collections import Counter
@@ -30,9 +29,13 @@ import torch
 from PIL import Image
 
 from mie.data.config import DataConfig
-from mie.data.image_text import ImageTextDataset, ImageTextRecord, usable_records
+from mie.data.image_text import ImageTextDataset, ImageTextRecord, SplitNotFoundError, usable_records
 from mie.data.karpathy import read_karpathy_json
 from mie.data.registry import check_format_options, max_samples_for, register_dataset_format
+from mie.data.tabular import read_csv_rows
+from mie.data.transforms import DEFAULT_MAX_IMAGE_PIXELS
+from mie.errors import DataError
+from mie.io.cache import read_text_lines
 
 KARPATHY_FILES = ("dataset_flickr30k.json", "dataset_flickr8k.json")
 TOKEN_FILES = ("results_20130124.token", "Flickr8k.token.txt", "results.token")
@@ -61,13 +64,14 @@ def find_images_dir(data_dir: Path, names: tuple[str, ...] = IMAGE_DIRS, layout:
 def read_token_file(path: Path) -> dict[str, list[str]]:
     """``name.jpg#k<TAB>caption`` lines -> image name -> captions in file order (``#k`` is dropped)."""
     captions: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with read_text_lines(path) as lines:
+        for lineno, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             key, sep, caption = line.rstrip("\n").partition("\t")
             if not sep:
-                raise ValueError(f"{path}:{lineno}: expected 'name.jpg#k<TAB>caption', got {line.strip()[:60]!r}")
+                raise DataError(f"expected 'name.jpg#k<TAB>caption', got {line.strip()[:60]!r}",
+                                where=f"{path}:{lineno}", fix="separate the image name and caption by a tab")
             captions.setdefault(key.split("#", 1)[0], []).append(caption)
     return captions
 
@@ -78,11 +82,11 @@ def read_results_csv(path: Path, malformed: Counter[str]) -> dict[str, list[str]
     A row without three ``|`` fields (the public file has a few) is counted in ``malformed``.
     """
     captions: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = csv.reader(f, delimiter="|")
+    with read_csv_rows(path, delimiter="|") as rows:
         header = [h.strip() for h in next(rows, [])]
         if header[:1] != ["image_name"]:
-            raise ValueError(f"{path}: expected the header 'image_name| comment_number| comment', got {header}")
+            raise DataError(f"expected the header 'image_name| comment_number| comment', got {header[:5]}",
+                            where=path, fix="use Kaggle's results.csv as published")
         for row in rows:
             if len(row) < 3:
                 malformed["malformed line"] += 1
@@ -103,9 +107,10 @@ def _split_lists(data_dir: Path) -> dict[str, str] | None:
         return None
     assignment = {}
     for split, name in FLICKR8K_SPLIT_FILES.items():
-        for line in (data_dir / name).read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                assignment[line.strip()] = split
+        with read_text_lines(data_dir / name) as lines:
+            for line in lines:
+                if line.strip():
+                    assignment[line.strip()] = split
     return assignment
 
 
@@ -149,12 +154,14 @@ class FlickrDataset(ImageTextDataset):
         max_samples: int = 0,
         annotation: str | os.PathLike[str] | None = None,
         images_dir: str | os.PathLike[str] | None = None,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         data_dir = Path(data_dir)
         if not data_dir.is_dir():
             raise FileNotFoundError(f"Flickr folder {data_dir} does not exist; expected {FLICKR_LAYOUT}")
         if split not in SPLITS:
-            raise ValueError(f"unknown Flickr split {split!r}; choose one of {', '.join(SPLITS)}")
+            raise SplitNotFoundError(f"unknown Flickr split {split!r}", where=data_dir,
+                                     fix=f"choose one of {', '.join(SPLITS)}")
         annotation_path = Path(annotation) if annotation else find_flickr_annotation(data_dir)
         if not annotation_path.is_file():
             raise FileNotFoundError(f"Flickr annotation file {annotation_path} not found; expected {FLICKR_LAYOUT}")
@@ -168,7 +175,8 @@ class FlickrDataset(ImageTextDataset):
             records = _original_records(data_dir, annotation_path, split, image_root, parse_skips)
         records = usable_records(records, annotation_path, f"no images with captions in split {split!r}",
                                  max_samples, parse_skips)
-        super().__init__(records, transform=transform, cache_images=cache_images or not lazy_load)
+        super().__init__(records, transform=transform, cache_images=cache_images or not lazy_load,
+                         max_image_pixels=max_image_pixels)
         self.skipped.update(parse_skips)
         self.annotation_path = annotation_path
         self.split = split
@@ -184,4 +192,5 @@ def build_flickr(config: DataConfig, split: str, transform: Callable | None = No
     options = check_format_options(config, ("annotation", "images_dir", "lazy_load"))
     return FlickrDataset(config.path, split, transform=transform, lazy_load=bool(options.get("lazy_load", True)),
                          cache_images=cache_images, max_samples=max_samples_for(config, split),
-                         annotation=options.get("annotation"), images_dir=options.get("images_dir"))
+                         annotation=options.get("annotation"), images_dir=options.get("images_dir"),
+                         max_image_pixels=config.max_image_pixels)

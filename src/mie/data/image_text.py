@@ -20,10 +20,16 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
-from mie.data.transforms import LoadImage, ToTensor
+from mie.data.transforms import DEFAULT_MAX_IMAGE_PIXELS, LoadImage, ToTensor
+from mie.errors import DataError, LimitError
 from mie.tokenization.base import BaseTokenizer
 
 logger = logging.getLogger(__name__)
+
+
+class SplitNotFoundError(DataError):
+    """The dataset has no such split, or nothing usable in it: ``mie data inspect`` moves on to the next."""
+
 
 @dataclass
 class ImageTextRecord:
@@ -69,6 +75,7 @@ class ImageTextDataset(Dataset):
         records: Sequence[ImageTextRecord],
         transform: Callable[[Image.Image], torch.Tensor] | None = None,
         cache_images: bool = False,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         self.records = list(records)
         self.transform = transform if transform is not None else ToTensor()
@@ -76,7 +83,7 @@ class ImageTextDataset(Dataset):
         self.skipped: Counter[str] = Counter()
         self._bad: dict[int, str] = {}
         self._cache: dict[int, np.ndarray] = {}
-        self._load = LoadImage()
+        self._load = LoadImage(max_image_pixels)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -92,9 +99,9 @@ class ImageTextDataset(Dataset):
             image = self._load(path)
         except FileNotFoundError:
             return self._skip(index, "missing")
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-            # Pillow signals unreadable data with OSError (UnidentifiedImageError, truncation),
-            # and with ValueError / SyntaxError for some malformed headers.
+        except LimitError as err:  # refused before decoding: one bomb must not stop an epoch either
+            return self._skip(index, "too large", err)
+        except (DataError, OSError) as err:  # LoadImage turns every malformed file into a DataError
             return self._skip(index, "corrupt", err)
         if self.cache_images:
             self._cache[index] = np.asarray(image, dtype=np.uint8)
@@ -222,11 +229,11 @@ def all_captions(dataset: Dataset) -> list[str]:
 def usable_records(records: Sequence[ImageTextRecord], source: str | os.PathLike[str], empty: str,
                    max_samples: int, skipped: Counter[str]) -> list[ImageTextRecord]:
     """What a format reader hands to ``ImageTextDataset``: ``records`` without blank captions (counted in
-    ``skipped``), at most ``max_samples`` of them (0 = all). Raises ``ValueError("{source}: {empty}")``
+    ``skipped``), at most ``max_samples`` of them (0 = all). Raises ``SplitNotFoundError("{source}: {empty}")``
     when nothing usable is left, so an empty split fails at open time, naming the file."""
     kept = keep_captioned(records, skipped)
     if not kept:
-        raise ValueError(f"{source}: {empty}")
+        raise SplitNotFoundError(empty, where=source)
     return kept[:max_samples] if max_samples > 0 else kept
 
 
@@ -238,7 +245,7 @@ def keep_captioned(records: Sequence[ImageTextRecord], skipped: Counter[str]) ->
     """
     kept: list[ImageTextRecord] = []
     for record in records:
-        captions = [c.strip() for c in record.captions if c and c.strip()]
+        captions = [c.strip() for c in record.captions if isinstance(c, str) and c.strip()]
         if len(captions) < len(record.captions):
             skipped["empty caption"] += len(record.captions) - len(captions)
         if not captions:

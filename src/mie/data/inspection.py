@@ -12,7 +12,6 @@ samples for a contact sheet (``mie.evaluation.plots.contact_sheet``); ``format_r
 
 from __future__ import annotations
 
-import csv
 import statistics
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -23,9 +22,11 @@ from typing import Any
 from mie.data.build import build_dataset
 from mie.data.config import DataConfig
 from mie.data.flickr import CSV_FILES, KARPATHY_FILES, TOKEN_FILES
+from mie.data.image_text import SplitNotFoundError
 from mie.data.jsonl import manifest_splits
-from mie.data.tabular import default_separator
+from mie.data.tabular import default_separator, read_csv_rows
 from mie.data.transforms import CenterCrop, Compose, Resize, ToTensor
+from mie.errors import DataError
 
 SPLIT_CANDIDATES = ("train", "val", "test", "test_heldout")
 
@@ -62,8 +63,8 @@ def detect_format(path: str | Path) -> str:
         formats = {".jsonl": "jsonl", ".csv": "csv", ".tsv": "csv"}
         if suffix in formats:
             return formats[suffix]
-        raise ValueError(f"cannot tell the dataset format of {target} from its extension {suffix!r}; "
-                         "pass --format (jsonl, csv, flickr, coco, webdataset)")
+        raise DataError(f"cannot tell the dataset format of {target} from its extension {suffix!r}",
+                        fix="pass --format (jsonl, csv, flickr, coco, webdataset)")
     if not target.is_dir():
         raise FileNotFoundError(f"{target} does not exist; pass a dataset folder or file")
     names = {p.name for p in target.iterdir()}
@@ -77,9 +78,9 @@ def detect_format(path: str | Path) -> str:
         return "csv"
     if any(target.rglob("*.tar")):
         return "webdataset"
-    raise ValueError(f"no known dataset layout in {target} (captions.jsonl, dataset_flickr30k.json, "
-                     "results_20130124.token, annotations/captions_*.json, *.csv / *.tsv or *.tar shards); "
-                     "pass --format")
+    raise DataError(f"no known dataset layout in {target} (captions.jsonl, dataset_flickr30k.json, "
+                    "results_20130124.token, annotations/captions_*.json, *.csv / *.tsv or *.tar shards)",
+                    fix="pass --format")
 
 
 def splits_to_try(fmt: str, path: Path) -> Sequence[str]:
@@ -97,11 +98,10 @@ def splits_to_try(fmt: str, path: Path) -> Sequence[str]:
 
 def _csv_split_values(path: Path) -> list[str]:
     """Distinct values of a table's ``split`` column, or ``["all"]`` when it has none."""
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter=default_separator(path))
+    with read_csv_rows(path, default_separator(path), as_dicts=True) as reader:
         if "split" not in (reader.fieldnames or []):
             return ["all"]
-        return sorted({row["split"] for row in reader if row.get("split")})
+        return sorted({row["split"] for row in reader if isinstance(row.get("split"), str) and row["split"]})
 
 
 # ----------------------------------------------------------------------------- inspection
@@ -119,8 +119,9 @@ def inspect_split(dataset: Any, name: str, check: int, preview: list[tuple[Any, 
     for index in range(limit):
         sample = dataset[index]
         if sample is None:
+            reason = getattr(dataset, "_bad", {}).get(index)  # why ImageTextDataset skipped it
             path = records[index].path
-            report.broken.append((str(path), "missing" if not Path(path).exists() else "corrupt"))
+            report.broken.append((str(path), reason or ("missing" if not Path(path).exists() else "corrupt")))
         elif len(preview) < preview_size:
             preview.append((sample.image, sample.captions[0]))
     report.checked = limit
@@ -162,12 +163,15 @@ def inspect_dataset(path: str | Path, fmt: str | None = None, check: int = 1000,
     for split in splits_to_try(fmt, Path(path)):
         try:
             dataset = build_dataset(config, split if split != "all" else None, transform=_preview_transform())
-            inspect = inspect_stream if fmt == "webdataset" else inspect_split
-            reports.append(inspect(dataset, split, check, preview, preview_size))
-        except (FileNotFoundError, ValueError) as err:
+        except (FileNotFoundError, SplitNotFoundError) as err:
             errors.append(str(err))  # this split is absent; the others may exist
+            continue
+        # Anything else wrong with the files (malformed, over a limit) stops here, as one error line.
+        inspect = inspect_stream if fmt == "webdataset" else inspect_split
+        reports.append(inspect(dataset, split, check, preview, preview_size))
     if not reports:
-        raise ValueError(f"no readable split in {path} as format {fmt!r}: {errors[0] if errors else 'nothing found'}")
+        raise DataError(f"no readable split in {path} as format {fmt!r}: {errors[0] if errors else 'nothing found'}",
+                        fix="check the path and --format")
     return fmt, reports, preview
 
 

@@ -11,9 +11,8 @@ are optional.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,40 +21,56 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from mie.data.config import DataConfig
-from mie.data.image_text import ImageTextDataset, ImageTextRecord
+from mie.data.image_text import ImageTextDataset, ImageTextRecord, SplitNotFoundError
 from mie.data.registry import check_format_options, max_samples_for, register_dataset_format
+from mie.data.transforms import DEFAULT_MAX_IMAGE_PIXELS
+from mie.errors import DataError
+from mie.io.cache import parse_json, read_text_lines
 
 MANIFEST_LAYOUT = (
     "a JSON-lines file with one object per image, e.g. "
     '{"image": "images/train/0001.png", "captions": ["a red circle", "..."], "split": "train"}; '
     "image paths are relative to the manifest's folder"
 )
+MANIFEST_FIX = f"write one JSON object per line: {MANIFEST_LAYOUT}"
 
 
 def _parse_record(obj: Any, where: str, root: Path) -> ImageTextRecord:
     """Validate one manifest object and turn it into a record; ``where`` is "file:line" for errors."""
     if not isinstance(obj, dict):
-        raise ValueError(
-            f"{where}: expected a JSON object, got {type(obj).__name__}; the manifest is {MANIFEST_LAYOUT}"
-        )
+        raise DataError(f"expected a JSON object, got {type(obj).__name__}", where=where, fix=MANIFEST_FIX)
     missing = [key for key in ("image", "captions") if key not in obj]
     if missing:
-        raise ValueError(
-            f"{where}: missing key(s) {', '.join(missing)}; each line needs them: {MANIFEST_LAYOUT}"
-        )
+        raise DataError(f"missing key(s) {', '.join(missing)}", where=where, fix=MANIFEST_FIX)
     captions = obj["captions"]
     if not isinstance(captions, list) or not captions or not all(isinstance(c, str) for c in captions):
-        raise ValueError(f"{where}: 'captions' must be a non-empty list of strings, got {captions!r}")
+        raise DataError(f"'captions' must be a non-empty list of strings, got {captions!r:.60}", where=where,
+                        fix=MANIFEST_FIX)
     if not isinstance(obj["image"], str) or not obj["image"]:
-        raise ValueError(f"{where}: 'image' must be a non-empty path string, got {obj['image']!r}")
+        raise DataError(f"'image' must be a non-empty path string, got {obj['image']!r:.60}", where=where,
+                        fix=MANIFEST_FIX)
+    for key, kind in (("split", str), ("attributes", dict)):
+        if obj.get(key) is not None and not isinstance(obj[key], kind):
+            raise DataError(f"'{key}' must be a {'string' if kind is str else 'JSON object'}, got "
+                            f"{obj[key]!r:.60}", where=where, fix=MANIFEST_FIX)
     path = Path(obj["image"])
+    image_id = obj.get("id", obj["image"])
     return ImageTextRecord(
         path=path if path.is_absolute() else root / path,
         captions=list(captions),
-        image_id=str(obj.get("id", obj["image"])),
+        image_id=image_id if isinstance(image_id, str) else str(image_id)[:200],
         split=obj.get("split"),
         attributes=obj.get("attributes"),
     )
+
+
+def _manifest_objects(manifest: Path) -> Iterator[tuple[str, Any]]:
+    """("file:line", parsed JSON value) for each non-blank line; bad bytes and bad JSON are DataErrors."""
+    with read_text_lines(manifest) as lines:
+        for lineno, line in enumerate(lines, start=1):
+            if line.strip():
+                where = f"{manifest}:{lineno}"
+                yield where, parse_json(line, where, MANIFEST_FIX)
 
 
 def read_manifest(
@@ -69,34 +84,26 @@ def read_manifest(
         raise FileNotFoundError(f"image-text manifest {manifest} not found; expected {MANIFEST_LAYOUT}")
     base = Path(root) if root is not None else manifest.parent
     records: list[ImageTextRecord] = []
-    with open(manifest, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{manifest}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: invalid JSON ({err.msg} at column {err.colno})") from err
-            record = _parse_record(obj, where, base)
-            if split is not None and record.split is None:
-                raise ValueError(f"{where}: no 'split' key, so split {split!r} cannot be selected")
-            if split is None or record.split == split:
-                records.append(record)
+    for where, obj in _manifest_objects(manifest):
+        record = _parse_record(obj, where, base)
+        if split is not None and record.split is None:
+            raise DataError(f"no 'split' key, so split {split!r} cannot be selected", where=where,
+                            fix="give every line a 'split', or read the manifest without one")
+        if split is None or record.split == split:
+            records.append(record)
     if split is not None and not records:
-        raise ValueError(
-            f"{manifest}: no records in split {split!r}; splits present: {manifest_splits(manifest)}"
-        )
+        raise SplitNotFoundError(f"no records in split {split!r}; splits present: {manifest_splits(manifest)}",
+                                 where=manifest)
     return records
 
 
 def manifest_splits(manifest_path: str | os.PathLike[str]) -> list[str]:
-    """The distinct ``split`` values of a manifest, sorted."""
+    """The distinct ``split`` values of a manifest, sorted; a line that is not an object is a DataError."""
     splits = set()
-    with open(manifest_path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                splits.add(str(json.loads(line).get("split")))
+    for where, obj in _manifest_objects(Path(manifest_path)):
+        if not isinstance(obj, dict):
+            raise DataError(f"expected a JSON object, got {type(obj).__name__}", where=where, fix=MANIFEST_FIX)
+        splits.add(str(obj.get("split"))[:200])
     return sorted(splits)
 
 
@@ -115,11 +122,12 @@ class JsonlImageText(ImageTextDataset):
         root: str | os.PathLike[str] | None = None,
         cache_images: bool = False,
         max_samples: int = 0,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         records = read_manifest(manifest_path, split=split, root=root)
         if max_samples > 0:
             records = records[:max_samples]
-        super().__init__(records, transform=transform, cache_images=cache_images)
+        super().__init__(records, transform=transform, cache_images=cache_images, max_image_pixels=max_image_pixels)
         self.manifest_path = Path(manifest_path)
         self.split = split
 
@@ -143,4 +151,5 @@ def build_jsonl(
         root=options.get("root"),
         cache_images=cache_images,
         max_samples=max_samples_for(config, split),
+        max_image_pixels=config.max_image_pixels,
     )

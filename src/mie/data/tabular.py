@@ -17,8 +17,10 @@ from __future__ import annotations
 import csv
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -26,12 +28,35 @@ from PIL import Image
 from mie.data.config import DataConfig
 from mie.data.image_text import ImageTextDataset, ImageTextRecord, usable_records
 from mie.data.registry import check_format_options, max_samples_for, register_dataset_format
+from mie.data.transforms import DEFAULT_MAX_IMAGE_PIXELS
+from mie.errors import DataError
+from mie.io.cache import read_text_lines
 
 TABLE_SUFFIXES = (".csv", ".tsv")
 CSV_LAYOUT = (
     "a CSV/TSV table with a header row naming an image column (default 'filepath') and a caption "
     "column (default 'title'), optionally a 'split' column; or a folder of <split>.csv / <split>.tsv"
 )
+CSV_FIX = (f"check the quoting and separator (an unclosed quote swallows the rest of the file); each field "
+           f"must stay under {csv.field_size_limit():,} characters")
+
+
+@contextmanager
+def read_csv_rows(path: Path, delimiter: str, as_dicts: bool = False) -> Iterator[Any]:
+    """A ``csv.reader`` (or ``DictReader``) over a UTF-8 table; a ``csv.Error`` (a field over the size
+    limit, a stray NUL) becomes a DataError naming the file and the line."""
+    with read_text_lines(path, newline="") as handle:
+        try:
+            reader = csv.DictReader(handle, delimiter=delimiter) if as_dicts else csv.reader(handle, delimiter=delimiter)
+        except TypeError as err:  # csv's message for a separator of the wrong length or type
+            raise DataError(f"separator {delimiter!r} is not one character ({err})", where=path,
+                            fix="set data.format_options.separator to one character") from err
+        try:
+            yield reader
+        except csv.Error as err:
+            # DictReader copies line_num only after a whole row; its inner reader knows the failing line.
+            line = getattr(reader, "reader", reader).line_num
+            raise DataError(f"line {line}: {err}", where=path, fix=CSV_FIX) from err
 
 
 def default_separator(path: Path) -> str:
@@ -52,13 +77,13 @@ def read_table(
     separator = separator or default_separator(path)
     base = root or path.parent
     grouped: dict[str, ImageTextRecord] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter=separator)
+    with read_csv_rows(path, separator, as_dicts=True) as reader:
         columns = reader.fieldnames or []
         missing = [c for c in (image_column, caption_column) if c not in columns]
         if missing:
-            raise ValueError(f"{path}: no column(s) {missing} (columns: {columns}, separator {separator!r}); "
-                             f"set format_options image_column / caption_column / separator; expected {CSV_LAYOUT}")
+            raise DataError(f"no column(s) {missing} (columns: {columns[:10]}, separator {separator!r}); "
+                            f"set format_options image_column / caption_column / separator; expected {CSV_LAYOUT}",
+                            where=path)
         has_split = split_column in columns
         for row in reader:
             row_split = row.get(split_column) if has_split else None
@@ -108,6 +133,7 @@ class CsvImageText(ImageTextDataset):
         root: str | os.PathLike[str] | None = None,
         cache_images: bool = False,
         max_samples: int = 0,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         table = find_table(Path(path), split or "train")
         records = read_table(table, split, image_column, caption_column, split_column, separator,
@@ -115,7 +141,7 @@ class CsvImageText(ImageTextDataset):
         parse_skips: Counter[str] = Counter()
         records = usable_records(records, table, f"no rows with an image and a caption for split {split!r}",
                                  max_samples, parse_skips)
-        super().__init__(records, transform=transform, cache_images=cache_images)
+        super().__init__(records, transform=transform, cache_images=cache_images, max_image_pixels=max_image_pixels)
         self.skipped.update(parse_skips)
         self.table_path = table
         self.split = split
@@ -130,4 +156,5 @@ def build_csv(config: DataConfig, split: str, transform: Callable | None = None,
     """
     options = check_format_options(config, ("image_column", "caption_column", "split_column", "separator", "root"))
     return CsvImageText(config.path, split, transform=transform, cache_images=cache_images,
-                        max_samples=max_samples_for(config, split), **options)
+                        max_samples=max_samples_for(config, split), max_image_pixels=config.max_image_pixels,
+                        **options)

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import struct
+import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 from PIL import Image
+
+from mie.errors import DataError, LimitError, MieError, storage_error
 
 # Mean and std of the CLIP training images (RGB); the usual normalisation for contrastive image towers.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -54,18 +59,73 @@ class Compose:
         return f"Compose([{inner}])"
 
 
-class LoadImage:
-    """Decode an image file (or pass a Pillow image through) as RGB; grey, palette and RGBA become RGB."""
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # DataConfig.max_image_pixels
+PIXEL_LIMIT_FIX = "shrink the image, or raise data.max_image_pixels if it is genuine"
+# What Pillow and its plugins raise for malformed bytes: UnidentifiedImageError and "truncated" are
+# OSErrors; some headers give SyntaxError, ValueError, struct.error, IndexError, EOFError, ...
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError,
+                  ZeroDivisionError, OverflowError, struct.error)
 
-    def __call__(self, source: str | os.PathLike[str] | Image.Image) -> Image.Image:
+
+def open_image(source: str | os.PathLike[str] | IO[bytes], max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+               name: str | None = None) -> Image.Image:
+    """Decode an image as RGB after checking its declared size against ``max_pixels``.
+
+    ``Image.open`` reads only the header, so a 20 KB PNG declaring 13000 x 13000 pixels is refused
+    with a :class:`LimitError` before it is decoded (3.9 GB). Any malformed file becomes one
+    :class:`DataError` naming it (``name``, else the path); a missing file stays ``FileNotFoundError``.
+    """
+    where = name or (os.fspath(source) if isinstance(source, (str, os.PathLike)) else "image")
+    # Pillow's own bomb check (warning above the limit, error above twice it) then matches ours.
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise LimitError(f"image declares {width}x{height} = {width * height:,} pixels, over the "
+                                     f"limit of {max_pixels:,}", where=where, fix=PIXEL_LIMIT_FIX)
+                # convert() forces the full decode inside the ``with``, so a truncated file fails here.
+                return image.convert("RGB")
+    except (MieError, FileNotFoundError):
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        raise LimitError(f"image declares {pixels}, over the limit of {max_pixels:,}", where=where,
+                         fix=PIXEL_LIMIT_FIX) from err
+    except OSError as err:
+        if err.errno is not None:  # a real read failure (permissions, I/O), not bad image bytes
+            raise storage_error(err, where) from err
+        raise _corrupt(where, err) from err
+    except _DECODE_ERRORS as err:
+        raise _corrupt(where, err) from err
+
+
+def _corrupt(where: str, err: BaseException) -> DataError:
+    detail = " ".join(str(err).split())[:120] or type(err).__name__
+    return DataError(f"cannot decode the image ({detail})", where=where, fix="replace or remove the file")
+
+
+class LoadImage:
+    """Decode an image file (or pass a Pillow image through) as RGB; grey, palette and RGBA become RGB.
+
+    Files are read by :func:`open_image`: over ``max_pixels`` is a :class:`LimitError`, bad bytes a
+    :class:`DataError`; ``name`` (e.g. ``shard.tar:0001.png``) names an in-memory source in errors.
+    """
+
+    def __init__(self, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+        self.max_pixels = max_pixels
+
+    def __call__(self, source: str | os.PathLike[str] | IO[bytes] | Image.Image,
+                 name: str | None = None) -> Image.Image:
         if isinstance(source, Image.Image):
             return source if source.mode == "RGB" else source.convert("RGB")
-        with Image.open(source) as image:
-            # convert() forces the full decode inside the ``with``, so a truncated file fails here.
-            return image.convert("RGB")
+        return open_image(source, self.max_pixels, name)
 
     def __repr__(self) -> str:
-        return "LoadImage()"
+        return f"LoadImage(max_pixels={self.max_pixels})"
 
 
 class Resize:

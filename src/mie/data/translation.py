@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from mie.errors import DataError
+from mie.io.cache import read_text_lines
 from mie.tokenization.base import BaseTokenizer
 
 logger = logging.getLogger(__name__)
@@ -50,12 +52,12 @@ def read_parallel_files(
         if not path.is_file():
             raise FileNotFoundError(f"parallel corpus file {path} not found; expected {PARALLEL_LAYOUT}")
     pairs = []
-    with open(src_path, encoding="utf-8") as src, open(tgt_path, encoding="utf-8") as tgt:
+    with read_text_lines(src_path) as src, read_text_lines(tgt_path) as tgt:
         for lineno, (s, t) in enumerate(zip_longest(src, tgt), start=1):
             if s is None or t is None:
                 shorter = src_path if s is None else tgt_path
-                raise ValueError(f"{shorter} ends at line {lineno - 1} but the other file goes on: {src_path} and "
-                                 f"{tgt_path} are not line-aligned")
+                raise DataError(f"{shorter} ends at line {lineno - 1} but the other file goes on: {src_path} and "
+                                f"{tgt_path} are not line-aligned", fix="give both files the same number of lines")
             if skip_markup and _is_markup(s) and _is_markup(t):
                 continue
             pairs.append((s.rstrip("\n"), t.rstrip("\n")))
@@ -69,7 +71,7 @@ def read_tsv_pairs(path: str | os.PathLike[str], src_column: int = 0, tgt_column
     if not path.is_file():
         raise FileNotFoundError(f"TSV corpus {path} not found; expected {PARALLEL_LAYOUT}")
     pairs = []
-    with open(path, encoding="utf-8") as f:
+    with read_text_lines(path) as f:
         for line in f:
             fields = line.rstrip("\n").split("\t")
             if len(fields) <= max(src_column, tgt_column):

@@ -20,10 +20,12 @@ import glob
 import io
 import json
 import logging
+import lzma
 import os
 import random
 import re
 import tarfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -37,7 +39,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 from mie.data.config import DataConfig
 from mie.data.image_text import ImageTextSample
 from mie.data.registry import check_format_options, register_dataset_format
-from mie.data.transforms import LoadImage, ToTensor
+from mie.data.transforms import DEFAULT_MAX_IMAGE_PIXELS, LoadImage, ToTensor
+from mie.errors import DataError, LimitError
+from mie.io.cache import decode_utf8, parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +51,8 @@ WEBDATASET_LAYOUT = (
     "tar shards (e.g. shards-{000..127}.tar) whose members pair by key: 0001.jpg + 0001.txt "
     "(or .png / .json)"
 )
+SHARD_FIX = "rebuild the shard from regular files (mie data shards)"
+DEFAULT_MAX_MEMBER_BYTES = 256 * 1024 * 1024  # DataConfig.max_member_bytes
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 _CHOICE = re.compile(r"\{([^{}]*,[^{}]*)\}")
 
@@ -100,26 +106,47 @@ def _split_key(name: str) -> tuple[str, str]:
     return (f"{directory}/{stem}" if directory else stem), extension.lower()
 
 
-def iter_tar_samples(path: str | os.PathLike[str], skipped: Counter[str]) -> Iterator[dict[str, Any]]:
-    """Stream the samples of one tar shard as ``{"__key__": key, extension: bytes, ...}`` dicts.
+def _check_member(path: str | os.PathLike[str], member: tarfile.TarInfo, max_member_bytes: int) -> None:
+    """Refuse, before reading it, a member that is not a regular file, escapes the shard's folder or
+    declares more than ``max_member_bytes`` (a 10 KB sparse member may declare gigabytes)."""
+    if not member.isfile():
+        kind = "symbolic link" if member.issym() else "hard link" if member.islnk() else "device or pipe"
+        raise DataError(f"member {member.name!r:.80} is a {kind}, not a regular file", where=path,
+                        fix=SHARD_FIX)
+    parts = member.name.replace("\\", "/").split("/")
+    if member.name.startswith(("/", "\\")) or ".." in parts:
+        raise DataError(f"member name {member.name!r:.80} points outside the shard (absolute or '..')",
+                        where=path, fix=SHARD_FIX)
+    if member.size > max_member_bytes:
+        raise LimitError(f"member {member.name!r:.80} declares {member.size:,} bytes, over the limit of "
+                         f"{max_member_bytes:,}", where=path,
+                         fix="raise data.max_member_bytes if the member is genuine, or rebuild the shard")
+
+
+def iter_tar_samples(path: str | os.PathLike[str], skipped: Counter[str],
+                     max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> Iterator[dict[str, Any]]:
+    """Stream the samples of one tar shard as ``{"__key__": key, "__url__": shard, extension: bytes}`` dicts.
 
     Members are read in order and grouped while their key stays the same. A truncated or damaged
     shard ends early: what was read whole is kept, and ``skipped["truncated shard"]`` counts it.
+    Links, devices, names outside the shard (DataError) and members over ``max_member_bytes``
+    (LimitError) stop the read before any of their bytes are.
     """
     current: dict[str, Any] = {}
     try:
         with tarfile.open(path, mode="r|*") as tar:
             for member in tar:
-                if not member.isfile():
+                if member.isdir():
                     continue
+                _check_member(path, member, max_member_bytes)
                 key, extension = _split_key(member.name)
                 if current and current["__key__"] != key:
                     yield current
                     current = {}
                 handle = tar.extractfile(member)
-                current["__key__"] = key
+                current["__key__"], current["__url__"] = key, os.fspath(path)
                 current[extension] = handle.read() if handle is not None else b""
-    except (tarfile.TarError, EOFError, OSError) as err:
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as err:
         skipped["truncated shard"] += 1
         logger.warning("shard %s is damaged or truncated, stopping there: %s", path, err)
         return  # the sample being read when the shard broke may be incomplete: drop it
@@ -128,15 +155,21 @@ def iter_tar_samples(path: str | os.PathLike[str], skipped: Counter[str]) -> Ite
 
 
 def _captions_and_attributes(sample: dict[str, Any]) -> tuple[list[str], dict[str, Any] | None]:
-    """Captions (and extra JSON fields as attributes) of a raw sample; blank captions are dropped."""
+    """Captions (and extra JSON fields as attributes) of a raw sample; blank captions are dropped.
+
+    A ``.json`` that is not UTF-8, not JSON or not an object, or whose captions are not strings,
+    raises a DataError (the sample is then skipped as ``bad caption``).
+    """
+    where = f"{sample.get('__url__', 'shard')}:{sample['__key__']}"
     if "txt" in sample:
         text = sample["txt"].decode("utf-8", errors="replace")
         return [line.strip() for line in text.splitlines() if line.strip()], None
-    meta = json.loads(sample["json"].decode("utf-8"))
+    meta = parse_json(decode_utf8(sample["json"], f"{where}.json"), f"{where}.json", SHARD_FIX)
     if not isinstance(meta, dict):
-        raise ValueError(f"sample {sample['__key__']}: .json must hold an object, got {type(meta).__name__}")
+        raise DataError(f".json must hold an object, got {type(meta).__name__}", where=f"{where}.json",
+                        fix=SHARD_FIX)
     raw = meta.get("captions", meta.get("caption", meta.get("text", [])))
-    captions = [raw] if isinstance(raw, str) else list(raw)
+    captions = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
     attributes = {k: v for k, v in meta.items() if k not in ("captions", "caption", "text")}
     return [c.strip() for c in captions if isinstance(c, str) and c.strip()], attributes or None
 
@@ -158,6 +191,8 @@ class WebDatasetImageText(IterableDataset):
         world_size: int | None = None,
         shuffle_shards: bool = False,
         seed: int = 0,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
     ) -> None:
         self.shards = expand_shards(shards)
         if not self.shards:
@@ -173,7 +208,8 @@ class WebDatasetImageText(IterableDataset):
         self.seed = seed
         self.epoch = 0
         self.skipped: Counter[str] = Counter()
-        self._load = LoadImage()
+        self.max_member_bytes = max_member_bytes
+        self._load = LoadImage(max_image_pixels)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the shard order of ``epoch`` (used when ``shuffle_shards``)."""
@@ -200,7 +236,7 @@ class WebDatasetImageText(IterableDataset):
         For evaluation and inspection, where one process must see the whole split exactly once.
         """
         for shard in self.shards:
-            for raw in iter_tar_samples(shard, self.skipped):
+            for raw in iter_tar_samples(shard, self.skipped, self.max_member_bytes):
                 sample = self.decode(raw)
                 if sample is not None:
                     yield sample
@@ -209,11 +245,11 @@ class WebDatasetImageText(IterableDataset):
         """Every caption of every shard (e.g. to train a tokenizer), without decoding any image."""
         captions: list[str] = []
         for shard in self.shards:
-            for raw in iter_tar_samples(shard, Counter()):
+            for raw in iter_tar_samples(shard, Counter(), self.max_member_bytes):
                 if any(e in raw for e in CAPTION_EXTENSIONS):
                     try:
                         captions += _captions_and_attributes(raw)[0]
-                    except (ValueError, UnicodeDecodeError):
+                    except DataError:
                         continue  # counted as "bad caption" when the sample is decoded for training
         return captions
 
@@ -223,7 +259,7 @@ class WebDatasetImageText(IterableDataset):
         indices, stride, offset = shard_assignment(len(order), *self._reader())
         position = 0
         for index in indices:
-            for sample in iter_tar_samples(order[index], self.skipped):
+            for sample in iter_tar_samples(order[index], self.skipped, self.max_member_bytes):
                 if position % stride == offset:
                     yield sample
                 position += 1
@@ -238,13 +274,15 @@ class WebDatasetImageText(IterableDataset):
             return self._skip("no caption", key)
         try:
             captions, attributes = _captions_and_attributes(sample)
-        except (ValueError, UnicodeDecodeError) as err:
+        except DataError as err:
             return self._skip("bad caption", key, err)
         if not captions:
             return self._skip("no caption", key)
         try:
-            image = self._load(io.BytesIO(sample[image_ext]))
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+            image = self._load(io.BytesIO(sample[image_ext]), f"{sample.get('__url__', 'shard')}:{key}.{image_ext}")
+        except LimitError as err:
+            return self._skip("too large", key, err)
+        except (DataError, OSError) as err:
             return self._skip("corrupt", key, err)
         return ImageTextSample(self.transform(image), captions, key, attributes)
 
@@ -286,7 +324,8 @@ def build_webdataset(config: DataConfig, split: str, transform: Callable | None 
     options = check_format_options(config, ("shards", "shuffle_shards", "seed"))
     return WebDatasetImageText(split_shards(config, split, options.get("shards")), transform=transform,
                                shuffle_shards=bool(options.get("shuffle_shards", False)),
-                               seed=int(options.get("seed", 0)))
+                               seed=int(options.get("seed", 0)), max_image_pixels=config.max_image_pixels,
+                               max_member_bytes=config.max_member_bytes)
 
 
 def write_shards(records: Sequence[Any], out_dir: str | os.PathLike[str], prefix: str,

@@ -11,12 +11,14 @@ from __future__ import annotations
 import codecs
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
-from mie.errors import DataError
+from mie.errors import DataError, MieError, storage_error
 from mie.io.atomic import atomic_path, atomic_write_text
 
 UTF8_FIX = "save it as UTF-8"
@@ -62,6 +64,24 @@ def utf8_error(path: str | os.PathLike[str]) -> DataError:
                 break
             offset += len(chunk)
     return DataError("not UTF-8 text", where=path, fix=UTF8_FIX)
+
+
+@contextmanager
+def read_text_lines(path: str | os.PathLike[str], newline: str | None = None) -> Iterator[TextIO]:
+    """A UTF-8 text file open for reading; undecodable bytes and read failures raise errors naming it.
+
+    Errors raised while the caller iterates inside the ``with`` are translated too: a text-mode
+    ``UnicodeDecodeError`` becomes a DataError with the file's byte offset.
+    """
+    try:
+        with open(path, encoding="utf-8", newline=newline) as handle:
+            yield handle
+    except (MieError, FileNotFoundError):
+        raise
+    except UnicodeDecodeError as err:
+        raise utf8_error(path) from err
+    except OSError as err:
+        raise storage_error(err, path) from err
 
 
 def parse_json(text: str, where: str | os.PathLike[str], fix: str = "fix or regenerate the file") -> Any:
