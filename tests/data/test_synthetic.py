@@ -28,6 +28,7 @@ from mie.data.synthetic import (
     generate_shapes_dataset,
     heldout_pairs,
 )
+from mie.errors import DataError
 
 SIZES = {"num_train": 40, "num_val": 8, "num_test": 8, "num_heldout": 8}
 _C = "|".join(COLORS)
@@ -233,12 +234,15 @@ def test_ensure_regenerates_only_when_parameters_change(
     assert len(list((root / "images" / "train").iterdir())) == 3
 
 
-def test_ensure_regenerates_over_corrupt_metadata(tmp_path: Path) -> None:
+def test_ensure_refuses_over_corrupt_metadata(tmp_path: Path) -> None:
+    # A marker that is not valid JSON is not provably ours: nothing in the folder is touched.
     cfg = SyntheticConfig(num_train=2, num_val=0, num_test=0, num_heldout=0, seed=0)
     root = generate_from_config(cfg, tmp_path)
     (root / "dataset.json").write_text("{not json")
-    ensure_shapes_dataset(cfg, root)
-    assert json.loads((root / "dataset.json").read_text())["num_train"] == 2
+    before = _files(root)
+    with pytest.raises(DataError, match=r"dataset.json: is not the shapes generator's marker.* — choose an empty"):
+        ensure_shapes_dataset(cfg, root)
+    assert _files(root) == before
 
 
 def test_bad_parameters_are_rejected(tmp_path: Path) -> None:

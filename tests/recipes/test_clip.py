@@ -31,7 +31,7 @@ TINY = {
     "log_every": 1,
     "model": {"embed_dim": 32, "image_size": 32, "patch_size": 8, "vision_width": 32, "vision_layers": 1,
               "vision_heads": 2, "text_width": 32, "text_layers": 1, "text_heads": 2, "context_length": 32},
-    "data": {"batch_size": 16, "test_splits": ["test", "test_heldout"],
+    "data": {"format": "synthetic", "batch_size": 16, "test_splits": ["test", "test_heldout"],
              "synthetic": {"num_train": 48, "num_val": 12, "num_test": 16, "num_heldout": 12, "image_size": 32}},
     "schedule": {"warmup_steps": 2},
 }

@@ -33,14 +33,17 @@ class SyntheticConfig:
 class DataConfig:
     """Where the image–text data lives and how it is batched.
 
-    ``format`` is one of the dataset formats known to ``mie.data.build_dataset`` (``synthetic``,
-    ``jsonl``, ``csv``, ``flickr``, ``coco``, ``webdataset``). ``format_options`` carries the
-    options of that one format (e.g. CSV column names); the format's builder rejects unknown ones.
+    ``format`` is one of the dataset formats known to ``mie.data.build_dataset`` (``jsonl``, ``csv``,
+    ``flickr``, ``coco``, ``webdataset``, ``synthetic``) or ``auto`` (the default), which tells the
+    format of the existing data at ``path`` from its files and never writes there. Only ``synthetic``,
+    written explicitly, generates the shapes dataset into ``path`` (an empty folder or its own earlier
+    output). ``format_options`` carries the options of that one format (e.g. CSV column names); the
+    format's builder rejects unknown ones.
     Images are resized to the model's ``image_size``: the model config is the one place it is set.
     """
 
     RULES: ClassVar[dict[str, Rule]] = {
-        "format": (lambda v: bool(v.strip()), "a dataset format name such as synthetic"),
+        "format": (lambda v: bool(v.strip()), "a dataset format name such as auto, jsonl or synthetic"),
         "batch_size": POSITIVE,
         "num_workers": NON_NEGATIVE,
         "max_train_samples": NON_NEGATIVE,
@@ -49,7 +52,7 @@ class DataConfig:
         "random_crop_scale": (_crop_range, "two numbers [min, max] with 0 < min <= max <= 1"),
     }
 
-    format: str = "synthetic"
+    format: str = "auto"  # read what is at path; "synthetic" generates the shapes data there
     path: str = "data/shapes"
     batch_size: int = 128
     num_workers: int = 0

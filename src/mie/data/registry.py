@@ -4,7 +4,8 @@ A format is a builder ``(config: DataConfig, split: str, transform, **kw) -> Dat
 ``@register_dataset_format("name")`` in the module that defines its dataset. Builders validate
 ``config.format_options`` themselves (``check_format_options``), rejecting option names they do not
 know. ``mie.data.build.build_dataset`` imports every format module and dispatches on
-``config.format``; this module imports none of them, so they can all import it::
+``config.format`` (``auto`` first resolved from the files at ``config.path``); this module imports
+none of them, so they can all import it::
 
     @register_dataset_format("csv")
     def build_csv(config, split, transform=None, **kw): ...
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
+
+from mie.errors import ConfigError
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -47,9 +50,8 @@ def check_format_options(config: DataConfig, allowed: Iterable[str]) -> dict[str
     unknown = sorted(set(config.format_options) - allowed)
     if unknown:
         accepted = ", ".join(sorted(allowed)) or "none"
-        raise ValueError(
-            f"unknown data.format_options {unknown} for format {config.format!r}; accepted options: {accepted}"
-        )
+        raise ConfigError(f"unknown data.format_options {unknown} for format {config.format!r}",
+                          fix=f"accepted options: {accepted}")
     return dict(config.format_options)
 
 

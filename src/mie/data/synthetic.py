@@ -29,7 +29,6 @@ import math
 import multiprocessing
 import os
 import random
-import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -49,6 +48,16 @@ from mie.data.shapes_drawing import (
     draw_image,
     layout_objects,
 )
+from mie.data.shapes_files import (
+    MANIFEST,
+    SPLITS,
+    claim_folder,
+    file_sizes,
+    image_path,
+    planned_files,
+    read_marker,
+    write_marker,
+)
 
 if TYPE_CHECKING:  # torch stays out of the generation workers, which import this module
     from torch.utils.data import Dataset
@@ -62,12 +71,9 @@ __all__ = [
     "generate_shapes_dataset", "heldout_pairs",
 ]
 
-GENERATOR_VERSION = 1
-SPLITS = ("train", "val", "test", "test_heldout")
+GENERATOR_VERSION = 2  # 2: the marker lists every file written (``mie.data.shapes_files``)
 HELDOUT_FRACTION = 0.1
 NUM_OBJECTS_WEIGHTS = (0.2, 0.4, 0.4)  # P(1), P(2), P(3) before uniqueness pushes some up
-_MANIFEST = "captions.jsonl"
-_METADATA = "dataset.json"
 
 
 # --------------------------------------------------------------------------- public API
@@ -99,7 +105,9 @@ def generate_shapes_dataset(
     """Generate the shapes dataset into ``out_dir`` and return it.
 
     Writes ``images/<split>/<id>.png``, ``captions.jsonl`` (one JSON object per image) and
-    ``dataset.json`` (version, seed, sizes; written last so its presence means "complete").
+    ``dataset.json`` (version, seed, sizes and the list of files written; ``complete`` once done).
+    ``out_dir`` must be missing, empty or an earlier output of this generator, whose listed files
+    alone are replaced; anything else is refused with a ``DataError`` and left untouched.
     ``workers=None`` uses up to 8 processes for large runs and none for tiny ones; the output is
     identical for every worker count. Workers are spawned, so a script calling this with workers
     must guard its entry point with ``if __name__ == "__main__":``.
@@ -112,17 +120,18 @@ def generate_shapes_dataset(
         raise ValueError(f"image_size must be >= 24 to draw recognisable shapes, got {image_size}")
     out = Path(out_dir)
     metadata = _metadata(sizes, image_size, seed)
-    _clear_previous(out)
+    planned = planned_files(sizes)
+    claim_folder(out, planned, metadata)
     for split, count in sizes.items():
         if count:
             (out / "images" / split).mkdir(parents=True, exist_ok=True)
 
     tasks = _plan(sizes, seed)
     records = _render_all(str(out), image_size, seed, tasks, workers)
-    with open(out / _MANIFEST, "w", encoding="utf-8") as f:
+    with open(out / MANIFEST, "w", encoding="utf-8") as f:
         for record in records:
             f.write(json.dumps(record) + "\n")
-    (out / _METADATA).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    write_marker(out, metadata, file_sizes(out, planned), complete=True)
     return out
 
 
@@ -145,7 +154,10 @@ def generate_from_config(
 def ensure_shapes_dataset(
     cfg: SyntheticConfig, out_dir: str | os.PathLike[str], workers: int | None = None
 ) -> Path:
-    """Return ``out_dir``, generating the dataset only when it is absent or was made with other parameters."""
+    """Return ``out_dir``, generating the dataset only when it is absent or was made with other parameters.
+
+    Never regenerates over data it did not write: see ``generate_shapes_dataset``.
+    """
     out = Path(out_dir)
     sizes = {
         "train": cfg.num_train,
@@ -154,13 +166,9 @@ def ensure_shapes_dataset(
         "test_heldout": cfg.num_heldout,
     }
     wanted = _metadata(sizes, cfg.image_size, cfg.seed)
-    meta_path = out / _METADATA
-    if meta_path.is_file() and (out / _MANIFEST).is_file():
-        try:
-            found = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            found = None
-        if found == wanted:
+    found = read_marker(out) if out.is_dir() else None  # a marker that is not ours is refused here
+    if found and found.get("complete") is True and (out / MANIFEST).is_file():
+        if {key: found.get(key) for key in wanted} == wanted:
             return out
     return generate_from_config(cfg, out, workers=workers)
 
@@ -170,7 +178,7 @@ def build_synthetic(
     config: DataConfig, split: str, transform: Callable | None = None, cache_images: bool = False
 ) -> Dataset:
     """The ``data.format: synthetic`` builder: the shapes dataset at ``config.path``, generated first if
-    absent or made with other parameters.
+    absent or made with other parameters (only into an empty folder or over its own earlier output).
 
     Option: ``workers`` (processes used when generating; default automatic).
     """
@@ -179,7 +187,7 @@ def build_synthetic(
     options = check_format_options(config, ("workers",))
     root = ensure_shapes_dataset(config.synthetic, config.path, workers=options.get("workers"))
     return JsonlImageText(
-        root / _MANIFEST,
+        root / MANIFEST,
         split=split,
         transform=transform,
         cache_images=cache_images,
@@ -193,7 +201,6 @@ def build_synthetic(
 def _metadata(sizes: dict[str, int], image_size: int, seed: int) -> dict[str, Any]:
     """The parameters that define a generated dataset; equal metadata means equal files."""
     return {
-        "generator": "mie.data.synthetic",
         "version": GENERATOR_VERSION,
         "seed": seed,
         "image_size": image_size,
@@ -202,18 +209,6 @@ def _metadata(sizes: dict[str, int], image_size: int, seed: int) -> dict[str, An
         "colors": list(COLORS),
         "heldout_pairs": [list(pair) for pair in heldout_pairs(seed)],
     }
-
-
-def _clear_previous(out: Path) -> None:
-    """Remove a previous generation's files, but only when ``dataset.json`` marks the folder as ours."""
-    if not (out / _METADATA).is_file():
-        return
-    (out / _METADATA).unlink()
-    if (out / _MANIFEST).is_file():
-        (out / _MANIFEST).unlink()
-    for split in SPLITS:
-        if (out / "images" / split).is_dir():
-            shutil.rmtree(out / "images" / split)
 
 
 def _plan(sizes: dict[str, int], seed: int) -> list[tuple[str, int, tuple[ObjectKey, ...]]]:
@@ -315,7 +310,7 @@ def _render_chunk(
         background = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
         image = draw_image(rng, objects, background, image_size)
         image_id = f"{split}_{index:05d}"
-        rel_path = f"images/{split}/{image_id}.png"
+        rel_path = image_path(split, index)
         image.save(os.path.join(out_dir, rel_path), format="PNG")
         records.append(
             {
