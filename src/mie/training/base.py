@@ -53,14 +53,20 @@ from mie.training.distributed import (
     rank_seed,
     wrap_ddp,
 )
-from mie.training.loop_utils import batch_size_of, move_to_device, resolve_device, safe_len, to_float
+from mie.training.loop_utils import (
+    batch_size_of,
+    move_to_device,
+    resolve_device,
+    resolve_precision,
+    safe_len,
+    to_float,
+)
 from mie.training.optim import create_adamw
 from mie.training.rng import set_seed
 from mie.training.schedules import build_scheduler
 from mie.training.stages import apply_freeze, check_patterns, param_groups, resolve_stages, stage_rng_offset
 from mie.training.task import Task
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 LoaderFactory = Callable[[int], Iterable]
 
 
@@ -88,7 +94,7 @@ class BaseTrainer(TrainerStateMixin):
         self._default_batch = batch_size
         self.train_loader: Iterable = [] if callable(train_loader) else train_loader
         self.val_loader = val_loader
-        self.autocast_dtype = self._resolve_precision(config.precision)
+        self.autocast_dtype = resolve_precision(config.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype is torch.float16 else None
         self.stages: list[StageConfig] = resolve_stages(config)
         for index, stage in enumerate(self.stages):
@@ -117,17 +123,6 @@ class BaseTrainer(TrainerStateMixin):
         self._enter_stage(0)
 
     # ----------------------------------------------------------------- set-up
-    def _resolve_precision(self, precision: str) -> torch.dtype | None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision={precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
-        if precision == "fp32":
-            return None
-        if precision == "fp16" and self.device.type != "cuda":
-            warnings.warn(f"precision=fp16 needs CUDA (a GradScaler); on {self.device.type} training "
-                          "falls back to bf16", stacklevel=3)
-            return torch.bfloat16
-        return torch.float16 if precision == "fp16" else torch.bfloat16
-
     def _enter_stage(self, index: int) -> None:
         """Set up stage ``index``: task hook, freezing, optimizer, schedule, loader, DDP."""
         stage = self.stages[index]
@@ -331,13 +326,7 @@ class BaseTrainer(TrainerStateMixin):
         if logged:
             means = {key: to_float(total) / self._window_counts[key] for key, total in self._window_sums.items()}
             if not math.isfinite(means.get("loss", 0.0)):
-                first = self.global_step - self._window_counts.get("loss", 1) // self.stages[self.stage].grad_accum_steps
-                steps = f"at step {self.global_step}" if first + 1 >= self.global_step else \
-                    f"in steps {first + 1}..{self.global_step}"
-                raise NonFiniteLossError(
-                    f"loss is {means['loss']} {steps} (stage {self.stage}, "
-                    f"epoch {self.epoch})", where=f"training of {self.config.output_dir}",
-                    fix="lower the learning rate, use fp32/bf16 or check the data; the last checkpoint is kept")
+                self._raise_non_finite(means["loss"])
             metrics = {f"train/{key}": value for key, value in means.items()}
             metrics["train/lr"] = lr
             metrics["train/samples_per_sec"] = self._log_samples * get_world_size() / max(self._log_seconds, 1e-9)
@@ -348,6 +337,13 @@ class BaseTrainer(TrainerStateMixin):
             self.last_step_metrics = metrics
         self.callbacks.on_step_end(self, self.global_step, metrics)
         self._check_limits(logged)
+
+    def _raise_non_finite(self, loss: float) -> None:
+        first = self.global_step + 1 - self._window_counts.get("loss", 1) // self.stages[self.stage].grad_accum_steps
+        steps = f"at step {self.global_step}" if first >= self.global_step else f"in steps {first}..{self.global_step}"
+        raise NonFiniteLossError(f"loss is {loss} {steps} (stage {self.stage}, epoch {self.epoch})",
+                                 where=f"training of {self.config.output_dir}",
+                                 fix="lower the learning rate, use fp32/bf16 or check the data; the last checkpoint is kept")
 
     def _optimizer_step(self, micro_batches: int) -> tuple[float, torch.Tensor | None]:
         """Step on the accumulated gradients; returns ``(lr used, grad norm before clipping)``."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
+
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def resolve_device(spec: str | torch.device) -> torch.device:
@@ -59,3 +62,16 @@ def safe_len(loader: Iterable) -> int | None:
         return len(loader)  # type: ignore[arg-type]
     except TypeError:  # an IterableDataset without __len__
         return None
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (None = fp32); fp16 off CUDA falls back to bf16."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return None
+    if precision == "fp16" and device.type != "cuda":
+        warnings.warn(f"precision=fp16 needs CUDA (a GradScaler); on {device.type} training "
+                      "falls back to bf16", stacklevel=4)
+        return torch.bfloat16
+    return torch.float16 if precision == "fp16" else torch.bfloat16
