@@ -94,6 +94,7 @@ def run_demo(args: argparse.Namespace) -> int:
         logger.warning("%s not found; using the built-in demo defaults", path)
         module = get_recipe("clip").load()
         config = module.Config(project_name="demo", output_dir="runs/demo")
+        config.data.format = "synthetic"  # the default, auto, only reads; the demo generates its data
     start = time.monotonic()
     result = module.train(config, quiet=bool(getattr(args, "quiet", False)))
     logger.info("demo finished in %.1f min", (time.monotonic() - start) / 60)

@@ -192,6 +192,7 @@ def build_synthetic(
         transform=transform,
         cache_images=cache_images,
         max_samples=max_samples_for(config, split),
+        max_image_pixels=config.max_image_pixels,
     )
 
 
