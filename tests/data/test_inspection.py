@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mie.data.inspection import detect_format, format_report, inspect_dataset
+from mie.errors import DataError
 
 
 def _jsonl(root: Path, images) -> Path:
@@ -36,12 +37,12 @@ def test_detect_format(tmp_path: Path, images, karpathy_flickr) -> None:
     assert detect_format(tmp_path / "w") == "webdataset"
     assert detect_format("shards-{000..009}.tar") == "webdataset"
     assert detect_format(tmp_path / "j" / "captions.jsonl") == "jsonl"
-    with pytest.raises(ValueError, match="cannot tell the dataset format .*'.png'"):
+    with pytest.raises(DataError, match=r"a.png: cannot tell the format of .*a file with extension '.png'.* — pass"):
         detect_format(tmp_path / "j" / "a.png")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(DataError, match=r"\(it does not exist\) — pass --format"):
         detect_format(tmp_path / "nothing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no known dataset layout"):
+    with pytest.raises(DataError, match=r"\(the folder is empty\)"):
         detect_format(tmp_path / "empty")
 
 

@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mie.data.build import build_dataset
+from mie.data.build import build_dataset, detect_data_format
 from mie.data.config import DataConfig
-from mie.data.flickr import CSV_FILES, KARPATHY_FILES, TOKEN_FILES
 from mie.data.image_text import SplitNotFoundError
 from mie.data.jsonl import manifest_splits
 from mie.data.tabular import default_separator, read_csv_rows
 from mie.data.transforms import CenterCrop, Compose, Resize, ToTensor
-from mie.errors import DataError
+from mie.errors import ConfigError, DataError
 
 SPLIT_CANDIDATES = ("train", "val", "test", "test_heldout")
 
@@ -53,34 +52,15 @@ class SplitReport:
 
 # ----------------------------------------------------------------------------- format detection
 def detect_format(path: str | Path) -> str:
-    """The ``data.format`` of ``path`` (``jsonl``, ``flickr``, ``coco``, ``csv``, ``webdataset``), from its files."""
-    text = str(path)
-    target = Path(path)
-    if "{" in text and ".tar" in text or target.suffix == ".tar":
-        return "webdataset"
-    if target.is_file():
-        suffix = target.suffix.lower()
-        formats = {".jsonl": "jsonl", ".csv": "csv", ".tsv": "csv"}
-        if suffix in formats:
-            return formats[suffix]
-        raise DataError(f"cannot tell the dataset format of {target} from its extension {suffix!r}",
-                        fix="pass --format (jsonl, csv, flickr, coco, webdataset)")
-    if not target.is_dir():
-        raise FileNotFoundError(f"{target} does not exist; pass a dataset folder or file")
-    names = {p.name for p in target.iterdir()}
-    if "captions.jsonl" in names:
-        return "jsonl"
-    if "dataset_coco.json" in names or any((target / "annotations").glob("captions_*.json")):
-        return "coco"
-    if names & set(KARPATHY_FILES + TOKEN_FILES + CSV_FILES):
-        return "flickr"
-    if any(n.endswith((".csv", ".tsv")) for n in names):
-        return "csv"
-    if any(target.rglob("*.tar")):
-        return "webdataset"
-    raise DataError(f"no known dataset layout in {target} (captions.jsonl, dataset_flickr30k.json, "
-                    "results_20130124.token, annotations/captions_*.json, *.csv / *.tsv or *.tar shards)",
-                    fix="pass --format")
+    """The ``data.format`` of ``path`` (``jsonl``, ``flickr``, ``coco``, ``csv``, ``webdataset``), from its files.
+
+    The one detector is ``mie.data.build.detect_data_format`` (what ``data.format: auto`` uses); here
+    its error says to pass ``--format``.
+    """
+    try:
+        return detect_data_format(str(path))[0]
+    except ConfigError as exc:
+        raise DataError(exc.what, where=path, fix="pass --format (jsonl, csv, flickr, coco, webdataset)") from None
 
 
 def splits_to_try(fmt: str, path: Path) -> Sequence[str]:
