@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from mie.errors import TokenizerError
 from mie.tokenization.bpe import (
     BYTE_TO_CHAR,
     BPEModel,
@@ -149,6 +150,6 @@ def test_model_validation_and_decode_errors():
         BPEModel({"a": 0}, [])
     model = BPEModel(vocab, [])
     assert model.vocab_size == 256 and model.encode_word("") == ()
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(TokenizerError, match=r"token id 999 is not in the vocabulary \(0\.\.255\)"):
         model.decode_bytes([999])
     assert model.byte_ids == frozenset(range(256))

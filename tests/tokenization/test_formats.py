@@ -51,8 +51,11 @@ def test_gpt2_file_errors(gpt2_files, tmp_path):
     with pytest.raises(ValueError, match="not valid JSON"):
         from_gpt2_files(tmp_path / "bad.json", merges_path)
     (tmp_path / "list.json").write_text("[1]", encoding="utf-8")
-    with pytest.raises(ValueError, match="must map token strings to integer ids"):
+    with pytest.raises(ValueError, match="list.json: the top level is a list, not a JSON object"):
         from_gpt2_files(tmp_path / "list.json", merges_path)
+    (tmp_path / "str.json").write_text('{"a": "0"}', encoding="utf-8")
+    with pytest.raises(ValueError, match="str.json: must map token strings to integer ids"):
+        from_gpt2_files(tmp_path / "str.json", merges_path)
 
 
 @pytest.fixture()
@@ -124,7 +127,7 @@ def test_load_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="mie tokenizer train"):
         load_tokenizer(tmp_path / "none.json")
     (tmp_path / "x.json").write_text("{oops", encoding="utf-8")
-    with pytest.raises(ValueError, match="x.json is not valid JSON"):
+    with pytest.raises(ValueError, match="x.json: not valid JSON"):
         load_tokenizer(tmp_path / "x.json")
     (tmp_path / "y.json").write_text('{"format": "other"}', encoding="utf-8")
     with pytest.raises(ValueError, match="y.json: not a mie.tokenizer document"):

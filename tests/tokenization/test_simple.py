@@ -41,7 +41,7 @@ def test_unknown_words_map_to_unk_and_decode_drops_specials():
     ids = tok.encode("a green circle")
     assert ids == [tok.token_to_id["a"], tok.unk_id, tok.token_to_id["circle"]]
     assert tok.decode([tok.bos_id, *ids, tok.eos_id, tok.pad_id]) == "a circle"
-    with pytest.raises(ValueError, match="outside the vocabulary"):
+    with pytest.raises(ValueError, match=r"token id \d+ is not in the vocabulary \(0\.\.\d+\)"):
         tok.decode([tok.vocab_size])
 
 
@@ -87,7 +87,7 @@ def test_load_errors(tmp_path):
     with pytest.raises(ValueError, match="no 'vocab' list"):
         SimpleTokenizer.load(bad)
     bad.write_text(json.dumps([1, 2]))
-    with pytest.raises(ValueError, match="type 'list'"):
+    with pytest.raises(ValueError, match="the top level is a list"):
         SimpleTokenizer.load(bad)
 
 

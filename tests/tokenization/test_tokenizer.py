@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mie.errors import TokenizerError
 from mie.tokenization import BPETokenizer, PostProcessor, RegexPreTokenizer, build_normalizer
 from mie.tokenization.base import BaseTokenizer
 from mie.tokenization.normalizers import (
@@ -56,7 +57,9 @@ def test_pre_tokenizer_splits():
     assert cl100k("12345 HE'S") == ["123", "45", " HE", "'S"]  # digits in threes, case-insensitive 's
     clip = RegexPreTokenizer.named("clip")
     assert clip("a photo of 2 cats<|endoftext|>") == ["a", "photo", "of", "2", "cats", "<|endoftext|>"]
-    assert gpt2.style == "gpt2" and RegexPreTokenizer(r"\w+").style is None
+    assert gpt2.style == "gpt2" and RegexPreTokenizer("clip").style == "clip"
+    with pytest.raises(TokenizerError, match="unknown pre-tokenizer style"):
+        RegexPreTokenizer(r"\w+")
     assert RegexPreTokenizer.from_dict(cl100k.to_dict()) == cl100k
     assert cl100k.pattern == CL100K_PATTERN and gpt2.pattern == GPT2_PATTERN
     with pytest.raises(ValueError, match="unknown pre-tokenizer style 'bert'"):
@@ -113,7 +116,7 @@ def test_post_processor():
     assert post.frame([1, 2, 3, 4]) == [1, 2, 9]
     ids, mask = post.batch([[5]])
     assert ids.tolist() == [[5, 9, -1]] and mask.tolist() == [[1, 1, 0]]
-    with pytest.raises(ValueError, match="cannot hold the BOS/EOS tokens; use >= 2"):
+    with pytest.raises(ValueError, match="cannot hold the BOS/EOS tokens — use >= 2"):
         PostProcessor(1, 2).frame([], context_length=1)
     assert PostProcessor.from_dict(post.to_dict()) == post
     with pytest.raises(ValueError, match="unknown post_processor keys"):

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from mie.errors import TokenizerError
 from mie.tokenization.base import SPECIAL_TOKENS
 from mie.tokenization.normalizers import build_normalizer
 from mie.tokenization.pre_tokenizers import PATTERNS
@@ -96,7 +97,8 @@ def _decode(args: argparse.Namespace) -> int:
         try:
             ids = [int(w) for w in words]
         except ValueError as err:
-            raise ValueError(f"stdin must hold whitespace-separated integer ids: {err}") from None
+            raise TokenizerError(f"stdin must hold whitespace-separated integer ids: {err}",
+                                 fix="pass ids such as `0 17 42`") from None
     sys.stdout.write(tokenizer.decode(ids, skip_special_tokens=not args.keep_special) + "\n")
     return 0
 

@@ -20,6 +20,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
 
+from mie.errors import TokenizerError
+from mie.tokenization.schema import RETRAIN_FIX, id_error, short
+
 _SHIFT = 20  # pair keys are (left << 20) | right: int keys hash much faster than tuples
 _MASK = (1 << _SHIFT) - 1
 MAX_VOCAB_SIZE = 1 << _SHIFT
@@ -62,6 +65,29 @@ def token_to_bytes(token: str) -> bytes | None:
         return None
 
 
+def check_vocab(vocab: Mapping[str, int]) -> None:
+    """Raise a TokenizerError naming the entry unless ``vocab`` maps strings to the ids ``0..len(vocab)-1``.
+
+    Every id is an int (not a bool), and the ids are distinct and contiguous from 0, so the id -> bytes
+    table has no holes and an id outside ``0..N-1`` is the only kind of unknown id.
+    """
+    size = len(vocab)
+    if size > MAX_VOCAB_SIZE:
+        raise TokenizerError(f"the vocabulary has {size} entries, more than {MAX_VOCAB_SIZE}", fix=RETRAIN_FIX)
+    owner: dict[int, str] = {}
+    for token, idx in vocab.items():
+        if not isinstance(token, str) or type(idx) is not int:
+            raise TokenizerError(f"vocabulary entry {short(token)}: id {short(idx)} is not an integer",
+                                 fix=RETRAIN_FIX)
+        if not 0 <= idx < size:
+            raise TokenizerError(f"vocabulary entry {short(token)}: id {idx} is outside 0..{size - 1} (ids must "
+                                 "be 0..N-1 for N entries, without gaps)", fix=RETRAIN_FIX)
+        other = owner.setdefault(idx, token)
+        if other != token:
+            raise TokenizerError(f"vocabulary entries {short(other)} and {short(token)} share id {idx}",
+                                 fix=RETRAIN_FIX)
+
+
 class BPEModel:
     """Byte-level BPE over words: ``encode_word(word) -> ids`` and ``decode_bytes(ids) -> bytes``.
 
@@ -81,11 +107,10 @@ class BPEModel:
         cache_size: int = 200_000,
     ) -> None:
         self.vocab = dict(vocab)
+        check_vocab(self.vocab)
         self.merges = [tuple(m) for m in merges]
         self.end_of_word_suffix = end_of_word_suffix
         self.special_tokens = {t: self._id_of(t, "special token") for t in special_tokens}
-        if len(self.vocab) and max(self.vocab.values()) >= MAX_VOCAB_SIZE:
-            raise ValueError(f"token ids must be < {MAX_VOCAB_SIZE}, got {max(self.vocab.values())}")
         self._byte_ids = [self._id_of(BYTE_TO_CHAR[b], "byte") for b in range(256)]
         self._last_byte_ids = self._byte_ids
         if end_of_word_suffix:
@@ -102,7 +127,8 @@ class BPEModel:
 
     def _id_of(self, token: str, what: str) -> int:
         if token not in self.vocab:
-            raise ValueError(f"{what} {token!r} is missing from the vocabulary; the vocab and merges disagree")
+            raise TokenizerError(f"{what} {short(token)} is missing from the vocabulary; the vocab and merges "
+                                 "disagree", fix=RETRAIN_FIX)
         return self.vocab[token]
 
     def _build_id_bytes(self) -> list[bytes]:
@@ -174,10 +200,16 @@ class BPEModel:
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """The bytes the ids stand for (the decoder stage); exact inverse of encoding."""
         table = self._id_bytes
+        ids = ids if isinstance(ids, list) else list(ids)
         try:
+            if ids and min(ids) < 0:  # a negative index would silently wrap around to the last tokens
+                raise id_error(min(ids), len(table))
             return b"".join([table[i] for i in ids])
-        except (IndexError, TypeError) as err:
-            raise ValueError(f"token id out of range [0, {len(table)}): {err}") from None
+        except IndexError:  # too large: found by the lookup itself, at no cost to valid ids
+            raise id_error(max(ids), len(table)) from None
+        except TypeError:
+            bad = next((i for i in ids if type(i) is not int), None)
+            raise TokenizerError(f"token id {short(bad)} is not an integer", fix="pass integer ids") from None
 
     def token_bytes(self, idx: int) -> bytes:
         """The bytes of one id."""
@@ -200,15 +232,15 @@ class BPETrainer:
         show_progress: bool = False,
     ) -> None:
         if len(set(special_tokens)) != len(special_tokens):
-            raise ValueError(f"special_tokens has duplicates: {list(special_tokens)}")
+            raise TokenizerError(f"special_tokens has duplicates: {list(special_tokens)}", fix="list each once")
         floor = 256 + len(special_tokens)
         if not floor <= vocab_size < MAX_VOCAB_SIZE:
-            raise ValueError(
+            raise TokenizerError(
                 f"vocab_size must be in [{floor}, {MAX_VOCAB_SIZE}) (256 bytes + {len(special_tokens)} "
-                f"special tokens), got {vocab_size}"
+                f"special tokens), got {vocab_size}", fix="choose a vocab_size in that range"
             )
         if min_frequency < 1:
-            raise ValueError(f"min_frequency must be >= 1, got {min_frequency}")
+            raise TokenizerError(f"min_frequency must be >= 1, got {min_frequency}", fix="use 1 or more")
         self.vocab_size = vocab_size
         self.min_frequency = min_frequency
         self.special_tokens = list(special_tokens)

@@ -7,11 +7,12 @@ says which it is (``"type"`` for the vocabulary tokenizers, ``"format"`` for BPE
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from mie.errors import TokenizerError
 from mie.tokenization.base import BaseTokenizer
+from mie.tokenization.schema import read_tokenizer_json
 
 TOKENIZER_NAMES = ("simple", "char", "bpe")
 
@@ -33,19 +34,13 @@ def train_tokenizer(name: str, texts: Iterable[str], vocab_size: int = 4096, low
         texts = list(texts)
         return BPETokenizer.train(texts, vocab_size=vocab_size, min_frequency=1,
                                   normalizer=build_normalizer(lowercase=lowercase))
-    raise ValueError(f"unknown tokenizer {name!r}; choose one of {', '.join(TOKENIZER_NAMES)}")
+    raise TokenizerError(f"unknown tokenizer {name!r}", fix=f"choose one of {', '.join(TOKENIZER_NAMES)}")
 
 
 def load_any_tokenizer(path: str | Path) -> BaseTokenizer:
     """Read a tokenizer JSON written by any of the engine's tokenizers' ``save``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"tokenizer file {path} does not exist; train one or fix tokenizer.path")
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"tokenizer file {path} is not valid JSON: {err}") from None
-    kind = payload.get("type") if isinstance(payload, dict) else None
+    payload = read_tokenizer_json(path, "train one or fix tokenizer.path")
+    kind = payload.get("type")
     if kind == "simple":
         from mie.tokenization.simple import SimpleTokenizer
 

@@ -12,12 +12,14 @@ Our own single-file JSON format is read and written by ``mie.tokenization.tokeni
 from __future__ import annotations
 
 import gzip
-import json
+import zlib
 from pathlib import Path
 
+from mie.errors import MieError, TokenizerError
 from mie.tokenization.bpe import BPEModel, bytes_to_unicode
 from mie.tokenization.normalizers import NFC, HtmlUnescape, Lowercase, NormalizerSequence, WhitespaceClean
 from mie.tokenization.pre_tokenizers import RegexPreTokenizer
+from mie.tokenization.schema import UTF8_FIX, in_file, read_tokenizer_json
 from mie.tokenization.tokenizer import BPETokenizer
 
 CLIP_START, CLIP_END = "<|startoftext|>", "<|endoftext|>"
@@ -33,7 +35,8 @@ def _read_merges(lines: list[str], source: Path) -> list[tuple[str, str]]:
             continue
         parts = line.split()
         if len(parts) != 2:
-            raise ValueError(f"{source} line {lineno}: a merge is two tokens separated by a space, got {line!r}")
+            raise TokenizerError(f"{source} line {lineno}: a merge is two tokens separated by a space, "
+                                 f"got {line!r:.60}", fix="check that this is a BPE merges file")
         merges.append((parts[0], parts[1]))
     return merges
 
@@ -56,20 +59,27 @@ def from_gpt2_files(
     for p in (vocab_path, merges_path):
         if not p.is_file():
             raise FileNotFoundError(f"GPT-2 tokenizer file {p} does not exist")
+    vocab = read_tokenizer_json(vocab_path)
+    if not all(isinstance(v, int) for v in vocab.values()):
+        raise TokenizerError("must map token strings to integer ids", where=vocab_path, fix="check that this is a "
+                             "GPT-2 style vocab.json")
     try:
-        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{vocab_path} is not valid JSON: {err}") from None
-    if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
-        raise ValueError(f"{vocab_path} must map token strings to integer ids")
-    merges = _read_merges(merges_path.read_text(encoding="utf-8").splitlines(), merges_path)
+        merges_text = merges_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise TokenizerError(f"not UTF-8 text: undecodable byte at offset {err.start}", where=merges_path,
+                             fix=UTF8_FIX) from None
+    merges = _read_merges(merges_text.splitlines(), merges_path)
     named = [t for t in (bos_token, eos_token, pad_token) if t is not None]
     learned = set(bytes_to_unicode().values()) | {left + right for left, right in merges}
     specials = [t for t in vocab if t not in learned or t in named]
     missing = [t for t in named if t not in vocab]
     if missing:
-        raise ValueError(f"{vocab_path} has no entry for special token(s) {missing}")
-    model = BPEModel(vocab, merges, special_tokens=specials)
+        raise TokenizerError(f"{vocab_path} has no entry for special token(s) {missing}",
+                             fix="name special tokens the vocabulary holds")
+    try:
+        model = BPEModel(vocab, merges, special_tokens=specials)
+    except MieError as err:
+        raise in_file(err, vocab_path) from None
     return BPETokenizer(
         model, None, RegexPreTokenizer.named(pre_tokenizer), bos_token, eos_token, pad_token, context_length
     )
@@ -96,8 +106,12 @@ def from_clip_bpe(
     try:
         with gzip.open(path, "rt", encoding="utf-8") as fh:
             lines = fh.read().split("\n")
-    except OSError as err:
-        raise ValueError(f"{path} is not a gzip file: {err}") from None
+    except (OSError, EOFError, zlib.error) as err:
+        raise TokenizerError(f"{path} is not a gzip file: {err}",
+                             fix="pass CLIP's bpe_simple_vocab_16e6.txt.gz") from None
+    except UnicodeDecodeError as err:
+        raise TokenizerError(f"not UTF-8 text once unzipped: undecodable byte at offset {err.start}", where=path,
+                             fix=UTF8_FIX) from None
     merges = _read_merges(lines[1 : max_merges + 1], path)  # line 0 is the version header
     chars = list(bytes_to_unicode().values())
     tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges] + [CLIP_START, CLIP_END]
@@ -105,8 +119,12 @@ def from_clip_bpe(
     for token in tokens:
         vocab.setdefault(token, len(vocab))
     if len(vocab) != len(tokens):
-        raise ValueError(f"{path}: merges produce a token twice; not a CLIP merges file")
-    model = BPEModel(vocab, merges, end_of_word_suffix="</w>", special_tokens=[CLIP_START, CLIP_END])
+        raise TokenizerError(f"{path}: merges produce a token twice; not a CLIP merges file",
+                             fix="pass CLIP's bpe_simple_vocab_16e6.txt.gz")
+    try:
+        model = BPEModel(vocab, merges, end_of_word_suffix="</w>", special_tokens=[CLIP_START, CLIP_END])
+    except MieError as err:
+        raise in_file(err, path) from None
     return BPETokenizer(
         model,
         clip_normalizer(),

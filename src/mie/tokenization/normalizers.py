@@ -13,6 +13,12 @@ from typing import Any
 
 import regex
 
+from mie.errors import LimitError, TokenizerError
+from mie.tokenization.schema import RETRAIN_FIX, check_keys, field, short
+
+MAX_STAGES = 32  # stages in one sequence
+MAX_DEPTH = 4  # sequences inside sequences
+
 
 class Normalizer:
     """A text -> text transform; subclasses set ``kind`` and implement ``__call__``."""
@@ -97,15 +103,24 @@ _KINDS: dict[str, type[Normalizer]] = {
 }
 
 
-def normalizer_from_dict(data: dict[str, Any]) -> Normalizer:
-    """Rebuild a normalizer written by ``Normalizer.to_dict``."""
+def normalizer_from_dict(data: Any, key: str = "normalizer", depth: int = 0) -> Normalizer:
+    """Rebuild a normalizer written by ``Normalizer.to_dict``; a malformed one is a TokenizerError naming ``key``."""
+    if not isinstance(data, dict):
+        raise TokenizerError(f"{key} must be an object, got {short(data)}", fix=RETRAIN_FIX)
     kind = data.get("type")
+    check_keys(data, ("type", "stages") if kind == NormalizerSequence.kind else ("type",), key)
     if kind == NormalizerSequence.kind:
-        return NormalizerSequence([normalizer_from_dict(d) for d in data.get("stages", [])])
-    if kind not in _KINDS:
-        raise ValueError(
-            f"unknown normalizer type {kind!r}; expected one of {sorted([*_KINDS, NormalizerSequence.kind])}"
+        stages = field(data, "stages", list, key, default=[])
+        if depth >= MAX_DEPTH or len(stages) > MAX_STAGES:
+            raise LimitError(f"{key} has more than {MAX_STAGES} stages or {MAX_DEPTH} levels of sequences",
+                             fix=RETRAIN_FIX)
+        return NormalizerSequence(
+            [normalizer_from_dict(stage, f"{key}.stages[{i}]", depth + 1) for i, stage in enumerate(stages)]
         )
+    if not isinstance(kind, str) or kind not in _KINDS:
+        names = ", ".join(sorted([*_KINDS, NormalizerSequence.kind]))
+        raise TokenizerError(f"unknown normalizer type {short(kind)} at {key}.type",
+                             fix=f"retrain the tokenizer or use one of: {names}")
     return _KINDS[kind]()
 
 

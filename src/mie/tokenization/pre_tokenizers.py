@@ -4,6 +4,10 @@ The patterns are those of GPT-2, GPT-4 (tiktoken's ``cl100k_base``) and OpenAI C
 ``regex`` package (the standard ``re`` has no ``\\p{L}`` classes). The GPT-2 and cl100k patterns cover
 every character, so the concatenated words give back the text exactly; CLIP's drops whitespace, which its
 BPE encodes with the ``</w>`` word-end marker instead.
+
+Only these known patterns are ever compiled: a tokenizer file names its style (``"style": "gpt2"``), and
+a file that stores a pattern (as earlier versions did) is accepted only when the text is exactly one of
+them. A regex taken from a file would be untrusted code: ``(a|aa)+$`` on ``"aaaa…!"`` backtracks for ages.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 import regex
+
+from mie.errors import TokenizerError
+from mie.tokenization.schema import RETRAIN_FIX, check_keys, field, short
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 CL100K_PATTERN = (
@@ -27,50 +34,86 @@ PATTERNS: dict[str, tuple[str, bool]] = {
     "cl100k": (CL100K_PATTERN, False),
     "clip": (CLIP_PATTERN, True),
 }
+_STYLE_FIX = f"retrain the tokenizer or use one of: {', '.join(sorted(PATTERNS))}"
 
 
 class RegexPreTokenizer:
-    """Split text into the non-overlapping matches of one regex (``regex.findall``)."""
+    """Split text into the non-overlapping matches of a known regex (``regex.findall``), named by ``style``.
 
-    def __init__(self, pattern: str = GPT2_PATTERN, ignore_case: bool = False) -> None:
-        self.pattern = pattern
-        self.ignore_case = ignore_case
-        flags = regex.IGNORECASE if ignore_case else 0
-        self._findall = regex.compile(pattern, flags).findall
+    Example: ``RegexPreTokenizer("cl100k")("Hello world") == ["Hello", " world"]``.
+    """
+
+    def __init__(self, style: str = "gpt2") -> None:
+        if not isinstance(style, str) or style not in PATTERNS:
+            raise TokenizerError(f"unknown pre-tokenizer style {short(style)}", fix=_STYLE_FIX)
+        self.style = style
+        self.pattern, self.ignore_case = PATTERNS[style]
+        flags = regex.IGNORECASE if self.ignore_case else 0
+        # No ``timeout=``: it triples the cost of each call, and these patterns run in linear time (every
+        # alternative is a single character class run or a fixed word; no nested quantifiers).
+        self._findall = regex.compile(self.pattern, flags).findall
 
     @classmethod
     def named(cls, name: str) -> RegexPreTokenizer:
         """The pre-tokenizer of a known style: ``gpt2``, ``cl100k`` or ``clip``."""
-        if name not in PATTERNS:
-            raise ValueError(f"unknown pre-tokenizer style {name!r}; expected one of {sorted(PATTERNS)}")
-        pattern, ignore_case = PATTERNS[name]
-        return cls(pattern, ignore_case)
+        return cls(name)
+
+    @classmethod
+    def from_pattern(cls, pattern: str, ignore_case: bool = False) -> RegexPreTokenizer:
+        """The known style whose pattern text is exactly ``pattern``; any other pattern is a TokenizerError."""
+        for name, spec in PATTERNS.items():
+            if spec == (pattern, ignore_case):
+                return cls(name)
+        raise TokenizerError(
+            "pre_tokenizer.pattern is not a known pre-tokenizer pattern (custom regexes are not run)", fix=_STYLE_FIX
+        )
 
     def __call__(self, text: str) -> list[str]:
         """The words of ``text`` in order."""
         return self._findall(text)
 
-    @property
-    def style(self) -> str | None:
-        """The name of the known style this pattern is, or None for a custom pattern."""
-        for name, spec in PATTERNS.items():
-            if spec == (self.pattern, self.ignore_case):
-                return name
-        return None
-
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready description (the pattern itself is stored, so custom patterns survive)."""
-        return {"type": "regex", "style": self.style, "pattern": self.pattern, "ignore_case": self.ignore_case}
+        """JSON-ready description: the style's name (never the pattern, which files cannot choose)."""
+        return {"type": "regex", "style": self.style}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RegexPreTokenizer:
-        """Rebuild from ``to_dict`` output."""
-        if data.get("type") != "regex" or "pattern" not in data:
-            raise ValueError(f"pre_tokenizer must be {{'type': 'regex', 'pattern': ...}}, got {data!r}")
-        return cls(data["pattern"], bool(data.get("ignore_case", False)))
+    def from_dict(cls, data: Any) -> RegexPreTokenizer:
+        """Rebuild from ``to_dict`` output, or from an earlier version's ``{"pattern": ..., "ignore_case": ...}``.
+
+        A stored pattern must be exactly the text of a known style (and agree with ``style`` when both
+        are given); anything else is refused rather than compiled.
+        """
+        if not isinstance(data, dict) or data.get("type") != "regex":
+            raise TokenizerError(f"pre_tokenizer must be {{'type': 'regex', 'style': ...}}, got {short(data)}",
+                                 fix=_STYLE_FIX)
+        check_keys(data, ("type", "style", "pattern", "ignore_case"), "pre_tokenizer")
+        style = field(data, "style", (str, type(None)), "pre_tokenizer", default=None)
+        pattern = field(data, "pattern", (str, type(None)), "pre_tokenizer", default=None)
+        if style is None and pattern is None:
+            raise TokenizerError("pre_tokenizer has no 'style'", fix=_STYLE_FIX)
+        if style is not None:
+            if style not in PATTERNS:
+                raise TokenizerError(f"pre_tokenizer.style {short(style)} is not a known pre-tokenizer", fix=_STYLE_FIX)
+            known = cls(style)
+            if pattern is not None and pattern != known.pattern:
+                raise TokenizerError(
+                    f"pre_tokenizer.pattern is not the pattern of style {style!r} (custom regexes are not run)",
+                    fix=_STYLE_FIX,
+                )
+        else:
+            ignore_case = field(data, "ignore_case", bool, "pre_tokenizer", default=False)
+            known = cls.from_pattern(pattern, ignore_case)
+        ignore_case = field(data, "ignore_case", bool, "pre_tokenizer", default=known.ignore_case)
+        if ignore_case != known.ignore_case:
+            raise TokenizerError(f"pre_tokenizer.ignore_case must be {known.ignore_case} for style {known.style!r}",
+                                 fix=RETRAIN_FIX)
+        return known
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, RegexPreTokenizer) and self.to_dict() == other.to_dict()
+        return isinstance(other, RegexPreTokenizer) and self.style == other.style
+
+    def __hash__(self) -> int:
+        return hash(self.style)
 
     def __repr__(self) -> str:
         return f"RegexPreTokenizer(style={self.style!r})"

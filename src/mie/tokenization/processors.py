@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from mie.errors import TokenizerError
+
 
 @dataclass
 class PostProcessor:
@@ -30,9 +32,8 @@ class PostProcessor:
         tail = [] if self.eos_id is None else [self.eos_id]
         room = length - len(head) - len(tail)
         if room < 0:
-            raise ValueError(
-                f"context_length {length} cannot hold the BOS/EOS tokens; use >= {len(head) + len(tail)}"
-            )
+            raise TokenizerError(f"context_length {length} cannot hold the BOS/EOS tokens",
+                                 fix=f"use >= {len(head) + len(tail)}")
         return [*head, *ids[:room], *tail]
 
     def batch(

@@ -16,7 +16,17 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from mie.errors import MieError, TokenizerError
 from mie.tokenization.base import SPECIAL_TOKENS, BaseTokenizer
+from mie.tokenization.schema import (
+    RETRAIN_FIX,
+    check_keys,
+    field,
+    id_error,
+    in_file,
+    read_tokenizer_json,
+    short,
+)
 
 # A word is a run of letters/digits/underscores (apostrophes inside, as in "don't"); any other
 # non-space character is a token of its own, so "red," -> ["red", ","].
@@ -33,13 +43,18 @@ class _VocabTokenizer(BaseTokenizer):
 
     def __init__(self, vocab: Sequence[str], lowercase: bool = True) -> None:
         vocab = list(vocab)
+        for index, token in enumerate(vocab):
+            if not isinstance(token, str):
+                raise TokenizerError(f"vocab[{index}] must be a string, got {short(token)}", fix=RETRAIN_FIX)
         if tuple(vocab[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
-            raise ValueError(
-                f"a vocabulary must start with the special tokens {list(SPECIAL_TOKENS)}, got {vocab[:4]}"
+            raise TokenizerError(
+                f"a vocabulary must start with the special tokens {list(SPECIAL_TOKENS)}, "
+                f"got {[t[:20] for t in vocab[:4]]}", fix=RETRAIN_FIX
             )
         duplicates = sorted(token for token, count in Counter(vocab).items() if count > 1)
         if duplicates:
-            raise ValueError(f"the vocabulary repeats token(s) {duplicates[:10]}")
+            raise TokenizerError(f"the vocabulary repeats token(s) {[t[:20] for t in duplicates[:10]]}",
+                                 fix=RETRAIN_FIX)
         self.lowercase = lowercase
         self.id_to_token = vocab
         self.token_to_id = {token: index for index, token in enumerate(vocab)}
@@ -80,13 +95,16 @@ class _VocabTokenizer(BaseTokenizer):
 
     def decode(self, ids: Sequence[int]) -> str:
         """Pieces of ``ids`` joined by the separator, special tokens dropped."""
-        pieces = []
-        for index in ids:
-            index = int(index)
-            if not 0 <= index < self.vocab_size:
-                raise ValueError(f"id {index} is outside the vocabulary [0, {self.vocab_size})")
-            if index >= len(SPECIAL_TOKENS):
-                pieces.append(self.id_to_token[index])
+        try:
+            ids = list(map(int, ids))
+        except (TypeError, ValueError, OverflowError):
+            raise TokenizerError("token ids must be integers", fix="pass integer ids") from None
+        if ids:  # one min and one max per call; a negative index would silently wrap around
+            low, high = min(ids), max(ids)
+            if low < 0 or high >= self.vocab_size:
+                raise id_error(low if low < 0 else high, self.vocab_size)
+        first = len(SPECIAL_TOKENS)
+        pieces = [self.id_to_token[index] for index in ids if index >= first]
         return self.separator.join(pieces)
 
     @classmethod
@@ -100,7 +118,7 @@ class _VocabTokenizer(BaseTokenizer):
     @classmethod
     def _vocab_from_counts(cls, counts: Counter[str], min_freq: int, max_size: int | None) -> list[str]:
         if max_size is not None and max_size < len(SPECIAL_TOKENS):
-            raise ValueError(f"max_size={max_size} cannot hold the {len(SPECIAL_TOKENS)} special tokens")
+            raise TokenizerError(f"max_size={max_size} cannot hold the {len(SPECIAL_TOKENS)} special tokens")
         # Most frequent first, ties alphabetical, so the same texts always give the same ids.
         ranked = sorted(
             (t for t, c in counts.items() if c >= min_freq and t not in SPECIAL_TOKENS),
@@ -120,21 +138,17 @@ class _VocabTokenizer(BaseTokenizer):
     @classmethod
     def load(cls: type[VocabT], path: str | Path) -> VocabT:
         """Read a tokenizer written by ``save``."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"tokenizer file {path} does not exist; build one and save() it first")
+        payload = read_tokenizer_json(path, "build one and save() it first")
         try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"tokenizer file {path} is not valid JSON: {error}") from error
-        if not isinstance(payload, dict) or payload.get("type") != cls.type_name:
-            found = payload.get("type") if isinstance(payload, dict) else type(payload).__name__
-            raise ValueError(
-                f"{path} holds a tokenizer of type {found!r}, not {cls.type_name!r} ({cls.__name__})"
-            )
-        if not isinstance(payload.get("vocab"), list):
-            raise ValueError(f"tokenizer file {path} has no 'vocab' list")
-        return cls(payload["vocab"], lowercase=bool(payload.get("lowercase", True)))
+            if payload.get("type") != cls.type_name:
+                raise TokenizerError(f"holds a tokenizer of type {short(payload.get('type'))}, not "
+                                     f"{cls.type_name!r} ({cls.__name__})", fix="load it with its own class")
+            check_keys(payload, ("type", "lowercase", "vocab"), f"a {cls.type_name} tokenizer")
+            if not isinstance(payload.get("vocab"), list):
+                raise TokenizerError("has no 'vocab' list", fix=RETRAIN_FIX)
+            return cls(payload["vocab"], lowercase=field(payload, "lowercase", bool, default=True))
+        except MieError as err:
+            raise in_file(err, path) from None
 
 
 class SimpleTokenizer(_VocabTokenizer):

@@ -17,14 +17,28 @@ from typing import Any
 
 import torch
 
+from mie.errors import MieError, TokenizerError
 from mie.tokenization.base import SPECIAL_TOKENS, BaseTokenizer
 from mie.tokenization.bpe import BPEModel, BPETrainer
 from mie.tokenization.normalizers import NFC, Normalizer, normalizer_from_dict
 from mie.tokenization.pre_tokenizers import RegexPreTokenizer
 from mie.tokenization.processors import PostProcessor
+from mie.tokenization.schema import (
+    RETRAIN_FIX,
+    check_keys,
+    field,
+    id_error,
+    in_file,
+    parse_tokenizer_json,
+    read_tokenizer_json,
+    short,
+)
 
 FORMAT_NAME = "mie.tokenizer"
 FORMAT_VERSION = 1
+DOCUMENT_KEYS = ("format", "version", "normalizer", "pre_tokenizer", "model", "special_tokens", "bos_token",
+                 "eos_token", "pad_token", "post_processor")
+MAX_CONTEXT_LENGTH = 1 << 20  # a row of the id tensor; a file cannot ask for terabytes per text
 
 
 def read_texts(paths: Iterable[str | Path]) -> Iterator[str]:
@@ -71,10 +85,11 @@ class BPETokenizer(BaseTokenizer):
         for role, token in (("bos_token", bos_token), ("eos_token", eos_token), ("pad_token", pad_token)):
             if token is None:
                 continue
-            if token not in model.special_tokens:
-                raise ValueError(
-                    f"{role} {token!r} is not a special token of the model "
-                    f"(special tokens: {sorted(model.special_tokens)})"
+            if not isinstance(token, str) or token not in model.special_tokens:
+                raise TokenizerError(
+                    f"{role} {short(token)} is not a special token of the model "
+                    f"(special tokens: {short(sorted(model.special_tokens), 200)})",
+                    fix="name one of the special tokens",
                 )
             ids[role] = model.special_tokens[token]
         self.post_processor = PostProcessor(
@@ -118,7 +133,10 @@ class BPETokenizer(BaseTokenizer):
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         """Text of ``ids``; special tokens are dropped unless ``skip_special_tokens`` is False."""
-        ids = [int(i) for i in ids]
+        try:
+            ids = list(map(int, ids))
+        except (TypeError, ValueError, OverflowError):
+            raise TokenizerError("token ids must be integers", fix="pass integer ids") from None
         if skip_special_tokens:
             ids = [i for i in ids if i not in self._special_ids]
         return self.model.decode_bytes(ids).decode("utf-8", errors="replace")
@@ -145,7 +163,7 @@ class BPETokenizer(BaseTokenizer):
         if not hasattr(self, "_inverse"):
             self._inverse = {i: t for t, i in self.model.vocab.items()}
         if idx not in self._inverse:
-            raise ValueError(f"id {idx} is not in the vocabulary (size {self.vocab_size})")
+            raise id_error(idx, self.vocab_size)
         return self._inverse[idx]
 
     # -- training ---------------------------------------------------------------------------------
@@ -202,33 +220,52 @@ class BPETokenizer(BaseTokenizer):
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BPETokenizer:
-        """Rebuild a tokenizer written by :meth:`to_dict`."""
+    def from_dict(cls, data: Any) -> BPETokenizer:
+        """Rebuild a tokenizer written by :meth:`to_dict`; anything malformed is a TokenizerError naming the key."""
+        if not isinstance(data, dict):
+            raise TokenizerError(f"the top level is {short(data)}, not a JSON object", fix=RETRAIN_FIX)
         if data.get("format") != FORMAT_NAME:
-            raise ValueError(f"not a {FORMAT_NAME} document (format={data.get('format')!r})")
-        if data.get("version") != FORMAT_VERSION:
-            raise ValueError(f"unsupported {FORMAT_NAME} version {data.get('version')!r}; expected {FORMAT_VERSION}")
-        try:
-            spec = data["model"]
-            if spec.get("type") != "bpe":
-                raise ValueError(f"model type must be 'bpe', got {spec.get('type')!r}")
-            model = BPEModel(
-                spec["vocab"],
-                [tuple(m) for m in spec["merges"]],
-                spec.get("end_of_word_suffix", ""),
-                data["special_tokens"],
-            )
-            return cls(
-                model,
-                normalizer_from_dict(data["normalizer"]),
-                RegexPreTokenizer.from_dict(data["pre_tokenizer"]),
-                data["bos_token"],
-                data["eos_token"],
-                data.get("pad_token"),
-                int(data["post_processor"]["context_length"]),
-            )
-        except KeyError as err:
-            raise ValueError(f"tokenizer document is missing key {err}") from None
+            raise TokenizerError(f"not a {FORMAT_NAME} document (format={short(data.get('format'))})",
+                                 fix=RETRAIN_FIX)
+        version = data.get("version")
+        if type(version) is not int or version != FORMAT_VERSION:
+            raise TokenizerError(f"unsupported {FORMAT_NAME} version {short(version)}; expected {FORMAT_VERSION}",
+                                 fix=RETRAIN_FIX)
+        check_keys(data, DOCUMENT_KEYS, "the document")
+        spec = field(data, "model", dict)
+        check_keys(spec, ("type", "end_of_word_suffix", "vocab", "merges"), "model")
+        if spec.get("type") != "bpe":
+            raise TokenizerError(f"model type must be 'bpe', got {short(spec.get('type'))}", fix=RETRAIN_FIX)
+        merges = field(spec, "merges", list, "model")
+        for rank, merge in enumerate(merges):
+            if not (isinstance(merge, list) and len(merge) == 2 and all(isinstance(p, str) for p in merge)):
+                raise TokenizerError(f"model.merges[{rank}] must be a list of two strings, got {short(merge)}",
+                                     fix=RETRAIN_FIX)
+        specials = field(data, "special_tokens", list)
+        for i, token in enumerate(specials):
+            if not isinstance(token, str):
+                raise TokenizerError(f"special_tokens[{i}] must be a string, got {short(token)}", fix=RETRAIN_FIX)
+        model = BPEModel(
+            field(spec, "vocab", dict, "model"),
+            [tuple(m) for m in merges],
+            field(spec, "end_of_word_suffix", str, "model", default=""),
+            specials,
+        )
+        post = field(data, "post_processor", dict)
+        check_keys(post, ("context_length",), "post_processor")
+        context_length = field(post, "context_length", int, "post_processor")
+        if not 2 <= context_length <= MAX_CONTEXT_LENGTH:
+            raise TokenizerError(f"post_processor.context_length {context_length} is outside 2..{MAX_CONTEXT_LENGTH}",
+                                 fix=RETRAIN_FIX)
+        return cls(
+            model,
+            normalizer_from_dict(field(data, "normalizer", dict)),
+            RegexPreTokenizer.from_dict(field(data, "pre_tokenizer", dict)),
+            field(data, "bos_token", str),
+            field(data, "eos_token", str),
+            field(data, "pad_token", (str, type(None)), default=None),
+            context_length,
+        )
 
     def to_json(self) -> str:
         """The single-file JSON text (keys in a fixed order, so equal tokenizers give equal text)."""
@@ -237,7 +274,7 @@ class BPETokenizer(BaseTokenizer):
     @classmethod
     def from_json(cls, text: str) -> BPETokenizer:
         """Rebuild from :meth:`to_json` text."""
-        return cls.from_dict(json.loads(text))
+        return cls.from_dict(parse_tokenizer_json(text))
 
     def save(self, path: str | Path) -> Path:
         """Write the single-file JSON; see :func:`save_tokenizer`."""
@@ -271,18 +308,12 @@ def save_tokenizer(tokenizer: BPETokenizer, path: str | Path) -> Path:
 
 
 def load_tokenizer(path: str | Path) -> BPETokenizer:
-    """Read a tokenizer written by :func:`save_tokenizer`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"tokenizer file {path} does not exist; train one with `mie tokenizer train`")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    """Read a tokenizer written by :func:`save_tokenizer`; any bad content is a TokenizerError naming the file."""
+    data = read_tokenizer_json(path)
     try:
         return BPETokenizer.from_dict(data)
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
+    except MieError as err:
+        raise in_file(err, path) from None
 
 
 def _special_roles(special_tokens: Sequence[str]) -> tuple[str | None, str, str]:
@@ -294,4 +325,5 @@ def _special_roles(special_tokens: Sequence[str]) -> tuple[str | None, str, str]
         return special_tokens[0], special_tokens[1], special_tokens[2]
     if len(special_tokens) >= 1:  # one token (GPT-2's <|endoftext|>) serves as BOS and EOS
         return None, special_tokens[0], special_tokens[-1]
-    raise ValueError("training a BPETokenizer needs at least one special token for BOS/EOS")
+    raise TokenizerError("training a BPETokenizer needs at least one special token for BOS/EOS",
+                         fix="pass special tokens, e.g. <pad> <bos> <eos>")
