@@ -28,7 +28,7 @@ TINY = {
               "vision_heads": 2, "text_width": 16, "text_layers": 1, "text_heads": 2, "context_length": 24},
     "data": {"format": "synthetic", "batch_size": 8, "test_splits": ["test"],
              "synthetic": {"num_train": 16, "num_val": 8, "num_test": 8, "num_heldout": 4, "image_size": 24}},
-    "tokenizer": {"name": "simple"},
+    "tokenizer": {"name": "bpe", "vocab_size": 300},
 }
 LIMIT_S, LIMIT_BYTES = 5.0, 1 << 30
 
@@ -139,9 +139,8 @@ def cases(root: Path, finished_run: Path) -> dict[str, Callable[[Path], tuple[li
         "data: JSONL in Latin-1": dataset({"captions.jsonl": b'{"image": "a.png", "caption": "caf\xe9"}\n'},
                                           "captions.jsonl"),
         "tokenizer: catastrophic regex": run_copy(tokenizer_with(
-            lambda t: t.__setitem__("pattern", "(a+)+$") if "pattern" in t else t.setdefault("pre_tokenizer", "(a+)+$"))),
-        "tokenizer: negative id": run_copy(tokenizer_with(
-            lambda t: next(iter(v for v in t.values() if isinstance(v, dict) and v), {}).update({"bad": -1}))),
+            lambda t: t.__setitem__("pre_tokenizer", {"type": "regex", "pattern": "(a|aa)+$"}))),
+        "tokenizer: negative id": run_copy(tokenizer_with(lambda t: t["model"]["vocab"].update({"evil": -1}))),
         "tokenizer: Latin-1 bytes": run_copy(lambda run: ((run / "tokenizer.json").write_bytes(b'{"x": "\xe9"}'),
                                                           [run / "tokenizer.json"])[1]),
         "checkpoint: sidecar not an object": run_copy(sidecar_list),
