@@ -140,3 +140,27 @@ def test_a_nan_loss_is_one_line_naming_the_step_and_the_run_stays_resumable(setu
     monkeypatch.undo()
     assert main(["train", str(config), "--output-dir", str(run), "-q", "--resume"]) == 0
     _assert_same(_outcome(run), reference)  # the poisoned step is recomputed from the step-4 checkpoint
+
+
+def test_a_read_only_output_directory_is_one_line_and_the_run_is_kept(setup, tmp_path, monkeypatch, capsys):
+    import errno
+    import tempfile
+
+    config, reference, _ = setup
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--output-dir", str(run), "-q"]) == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    mkstemp = tempfile.mkstemp
+
+    def read_only(*args, **kwargs):  # root ignores chmod, so the file system's answer is injected
+        if str(kwargs.get("dir", "")).startswith(str(run)):
+            raise OSError(errno.EROFS, "Read-only file system", str(kwargs["dir"]))
+        return mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    capsys.readouterr()
+    assert main(["train", str(config), "--output-dir", str(run), "-q", "--resume"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mie train: error: ") and "Traceback" not in err[0]
+    assert err[0].endswith(": the file system is read-only — choose a writable output_dir")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
