@@ -164,3 +164,20 @@ def test_a_read_only_output_directory_is_one_line_and_the_run_is_kept(setup, tmp
     assert len(err) == 1 and err[0].startswith("mie train: error: ") and "Traceback" not in err[0]
     assert err[0].endswith(": the file system is read-only — choose a writable output_dir")
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_second_fresh_run_into_a_trained_run_is_refused_untouched(setup, tmp_path, capsys):
+    config, reference, _ = setup
+    run = tmp_path / "run"
+    argv = ["train", str(config), "--output-dir", str(run), "-q"]
+    assert main(argv) == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(argv) == 1
+    step = json.loads((run / "checkpoints" / "manifest.json").read_text())["step"]
+    assert capsys.readouterr().err.strip() == (
+        f"mie train: error: output_dir {run}: already holds a trained run (checkpoint at step {step}) — pass "
+        "--resume to continue it, --overwrite to train it again from scratch, or choose another output_dir")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert main([*argv, "--overwrite"]) == 0
+    _assert_same(_outcome(run), reference)  # a clean restart: no line or best left from the first run

@@ -39,6 +39,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", nargs="?", const="auto", metavar="PATH",
                         help="continue a run exactly: a *_state.pt file or a run directory "
                              "(no value: the config's output_dir)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train from scratch into an output_dir that already holds a trained run")
     _add_overrides(parser)
 
 
@@ -47,7 +49,8 @@ def run_train(args: argparse.Namespace) -> int:
     recipe, config = load_recipe_config(args.config, _overrides(args))
     module = recipe.load()
     resume = config.output_dir if args.resume == "auto" else args.resume
-    result = module.train(config, resume=resume, quiet=bool(getattr(args, "quiet", False)))
+    result = module.train(config, resume=resume, quiet=bool(getattr(args, "quiet", False)),
+                          overwrite=args.overwrite)
     if result.results:  # under torchrun only rank 0 evaluates
         module.print_results(result)
         print(f"report: {result.run_dir / 'report.md'}")
@@ -96,7 +99,8 @@ def run_demo(args: argparse.Namespace) -> int:
         config = module.Config(project_name="demo", output_dir="runs/demo")
         config.data.format = "synthetic"  # the default, auto, only reads; the demo generates its data
     start = time.monotonic()
-    result = module.train(config, quiet=bool(getattr(args, "quiet", False)))
+    # The demo is meant to be run again and again: each run replaces the previous one.
+    result = module.train(config, quiet=bool(getattr(args, "quiet", False)), overwrite=True)
     logger.info("demo finished in %.1f min", (time.monotonic() - start) / 60)
     module.print_results(result)
     print(f"report: {result.run_dir / 'report.md'}")

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from mie.config import config_to_dict
+from mie.config import ConfigError, config_to_dict
 from mie.io.atomic import atomic_write_text
 from mie.io.store import CheckpointStore, remove_temporaries
 
@@ -59,17 +59,29 @@ def run_config_path(run_dir: Path) -> Path:
     return path
 
 
-def prepare_run_dir(run_dir: Path, resume: str | Path | None) -> str | Path | None:
-    """Clean what a killed run left in ``run_dir`` and decide where training starts.
+def prepare_run_dir(run_dir: Path, resume: str | Path | None, overwrite: bool = False,
+                    main: bool = True) -> str | Path | None:
+    """Check and clean ``run_dir`` before training; return where training starts (None = fresh).
 
-    Temporaries of interrupted writes are removed. ``--resume`` of a run directory that holds no
-    checkpoint yet (killed before its first save) starts fresh rather than refusing: returns None.
-    An explicit state file that does not exist is still an error (a typo must not restart a run).
+    A fresh run (no ``resume``) refuses a folder that already holds a trained run unless
+    ``overwrite``: a second ``mie train`` must not silently replace the first. ``--resume`` of a run
+    directory with no checkpoint yet (killed before its first save) starts fresh rather than
+    refusing; an explicit state file that does not exist stays an error (a typo must not restart a
+    run). Rank 0 (``main``) also removes temporaries of interrupted writes.
     """
     from mie.training.checkpointing import TrainerStateMixin
 
-    remove_temporaries(run_dir)
+    if resume is None and not overwrite:
+        manifest = CheckpointStore(run_dir / "checkpoints").manifest()
+        if manifest is not None or (run_dir / "checkpoints" / "last_state.pt").is_file():
+            step = f" (checkpoint at step {manifest['step']})" if manifest else ""
+            raise ConfigError(f"already holds a trained run{step}", where=f"output_dir {run_dir}",
+                              fix="pass --resume to continue it, --overwrite to train it again from scratch, "
+                                  "or choose another output_dir")
+    if main:
+        remove_temporaries(run_dir)
     if resume is not None and Path(resume).is_dir() and TrainerStateMixin.find_resume_state(resume) is None:
-        logger.warning("%s holds no checkpoint yet; starting the run from the beginning", resume)
+        if main:
+            logger.warning("%s holds no checkpoint yet; starting the run from the beginning", resume)
         return None
     return resume

@@ -150,13 +150,18 @@ def _config_summary(config: ClipConfig, model: nn.Module, vocab_size: int) -> di
     }
 
 
-def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = False) -> RunResult:
-    """Train a dual encoder as ``config`` says, evaluate its best checkpoint and write the report."""
+def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = False,
+          overwrite: bool = False) -> RunResult:
+    """Train a dual encoder as ``config`` says, evaluate its best checkpoint and write the report.
+
+    ``resume`` continues the run in ``config.output_dir`` (or a given state file); without it, a
+    folder that already holds a trained run is refused unless ``overwrite``.
+    """
     init_distributed(timeout_s=config.ddp_timeout_s)  # under torchrun: join the group (a no-op for one process)
     main = is_main_process()
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    resume = prepare_run_dir(run_dir, resume) if main else resume
+    resume = prepare_run_dir(run_dir, resume, overwrite=overwrite, main=main)
     torch.manual_seed(config.seed)
     tokenizer_path = run_dir / TOKENIZER_FILE
     # Rank 0 generates the data (if needed) and trains the tokenizer; the other ranks then read both.
