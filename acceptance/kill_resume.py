@@ -24,7 +24,7 @@ import yaml
 from safetensors.torch import load_file
 
 CONFIG = {
-    "recipe": "clip", "project_name": "kill", "epochs": 3, "log_every": 1, "checkpoint_every_steps": 2,
+    "recipe": "clip", "project_name": "kill", "epochs": 6, "log_every": 1, "checkpoint_every_steps": 2,
     "best_metric": "val/mean_R@1", "device": "cpu",
     "model": {"embed_dim": 16, "image_size": 16, "patch_size": 8, "vision_width": 16, "vision_layers": 1,
               "vision_heads": 2, "text_width": 16, "text_layers": 1, "text_heads": 2, "context_length": 24},
@@ -33,6 +33,7 @@ CONFIG = {
     "tokenizer": {"name": "simple"},
     "schedule": {"warmup_steps": 1},
 }
+FINAL_STEP = 36  # 6 epochs of 48 images at batch 8
 VOLATILE = {"time", "wall_time_s", "samples_per_s", "train/samples_per_sec", "created"}
 
 
@@ -57,6 +58,17 @@ def outcome(run: Path) -> dict:
     return {"results": strip(json.loads((run / "results.json").read_text())), "rows": strip(rows),
             "last": load_file(run / "checkpoints" / "last.safetensors"),
             "best": load_file(run / "checkpoints" / "best.safetensors")}
+
+
+def where_killed(run: Path) -> str:
+    """What the killed run had reached: start-up, training (last published step) or evaluation."""
+    manifest = run / "checkpoints" / "manifest.json"
+    if not manifest.is_file():
+        return "before the first checkpoint"
+    step = json.loads(manifest.read_text())["step"]
+    if (run / "plots").is_dir() or step == FINAL_STEP:
+        return f"after the final checkpoint at step {step}"
+    return f"while training at step {step}"
 
 
 def differences(a: dict, b: dict) -> list[str]:
@@ -97,6 +109,7 @@ def main() -> int:
     print(f"uninterrupted run: {duration:.1f} s; killing {args.kills} runs at random moments in it")
 
     same = landed = 0
+    moments: dict[str, int] = {}
     for i in range(args.kills):
         run = root / f"run{i}"
         delay = rng.uniform(0.0, duration)
@@ -107,16 +120,19 @@ def main() -> int:
             proc.send_signal(signal.SIGKILL)
             landed += 1
         proc.wait()
+        moment = where_killed(run) if killed else "had finished"
+        moments[moment.split(" at step")[0]] = moments.get(moment.split(" at step")[0], 0) + 1
         resumed = mie("train", str(config_path), "--output-dir", str(run), "--resume")
         status = resumed.wait()
         err = resumed.stderr.read().strip().splitlines()
         diff = differences(outcome(run), reference) if status == 0 else [f"exit {status}: {err[-1:]}"]
         same += not diff
-        print(f"kill {i + 1:2d} at {delay:5.2f} s ({'killed' if killed else 'had finished'}): "
+        print(f"kill {i + 1:2d} at {delay:5.2f} s ({moment}): "
               f"{'same results and weights' if not diff else 'DIFFERS: ' + ', '.join(diff)}", flush=True)
         if not args.keep:
             shutil.rmtree(run, ignore_errors=True)
-    print(f"{same} of {args.kills} resumed runs match the uninterrupted run ({landed} kills landed mid-run)")
+    print(f"{same} of {args.kills} resumed runs match the uninterrupted run ({landed} kills landed mid-run: "
+          + ", ".join(f"{n} {name}" for name, n in sorted(moments.items())) + ")")
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
     return 0 if same == args.kills else 1
