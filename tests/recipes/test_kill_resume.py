@@ -82,12 +82,12 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(setup, tmp_path, mon
     run = tmp_path / "run"
     argv = ["train", str(config), "--output-dir", str(run), "-q"]
     if case == "during the report":
-        clip_train = importlib.import_module("mie.recipes.clip.train")  # the package's `train` is the function
+        clip_run = importlib.import_module("mie.recipes.clip.run")
 
         def killed(*args, **kwargs):
             raise SimulatedKill("killed while writing the report")
 
-        monkeypatch.setattr(clip_train, "write_report", killed)
+        monkeypatch.setattr(clip_run, "write_report", killed)
         with pytest.raises(SimulatedKill):
             main(argv)
         monkeypatch.undo()
