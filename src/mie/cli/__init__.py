@@ -168,8 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(verbose=args.verbose, quiet=args.quiet)
     try:
         status = run(args)
-    except KeyboardInterrupt:
-        print(f"mie {name}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a trainer says where it stopped and how to continue
+        print(f"mie {name}: {exc or 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place a user-facing error becomes one line
         if args.verbose:
