@@ -9,11 +9,10 @@ name), schedule and loader (its batch size), and re-wraps the task for DDP. A st
 optimizer steps, else ``epochs`` passes; top-level ``max_steps`` caps all stages together. Its end
 is checkpointed (``stage<i>.safetensors`` and ``last``) and every metrics row carries ``stage``.
 
-``max_minutes`` stops the run once spent; in the last stage the speed is measured over
-``budget_calibration_steps`` steps and that stage's schedule is shrunk to the steps that fit, so
-cosine decay ends near the budget's end. The measurement starts with the stage's second epoch (or
-after twice that many steps, if sooner): a first epoch that fills caches would make the run look
-slower than it is and cut its schedule short.
+``max_minutes`` stops the run once spent and sizes the last stage's schedule to fit it
+(``mie.training.budget``); either is said aloud and kept in ``notices``. The first Ctrl-C stops at
+the next step boundary, commits a resumable checkpoint and raises ``KeyboardInterrupt``; a second
+one interrupts at once.
 
 Hot path: the loss and diagnostics stay on the device; ``.item()``-like host synchronisations, the
 finiteness check and the task's diagnostics (``task.logging_step``) happen every ``log_every``
@@ -28,6 +27,7 @@ would on a deterministic device.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 import warnings
@@ -37,22 +37,21 @@ from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import IterableDataset
 
 from mie.errors import CheckpointError, NonFiniteLossError
+from mie.training.budget import check_time_budget
 from mie.training.callbacks import Callback, CallbackList, MetricsLogger, ProgressBar
 from mie.training.checkpoint_callback import ModelCheckpoint
 from mie.training.checkpointing import TrainerStateMixin
 from mie.training.config import StageConfig, TrainerConfig
 from mie.training.distributed import (
-    broadcast_int,
     get_world_size,
     guard_collectives,
-    is_distributed,
     is_main_process,
     rank_seed,
     wrap_ddp,
 )
+from mie.training.interrupt import GracefulInterrupt
 from mie.training.loop_utils import (
     batch_size_of,
     move_to_device,
@@ -64,10 +63,18 @@ from mie.training.loop_utils import (
 from mie.training.optim import create_adamw
 from mie.training.rng import set_seed
 from mie.training.schedules import build_scheduler
-from mie.training.stages import apply_freeze, check_patterns, param_groups, resolve_stages, stage_rng_offset
+from mie.training.stages import (
+    apply_freeze,
+    check_patterns,
+    param_groups,
+    resolve_stages,
+    seed_epoch,
+    stage_rng_offset,
+)
 from mie.training.task import Task
 
 LoaderFactory = Callable[[int], Iterable]
+logger = logging.getLogger(__name__)
 
 
 class BaseTrainer(TrainerStateMixin):
@@ -104,7 +111,9 @@ class BaseTrainer(TrainerStateMixin):
         self.callbacks = CallbackList(default if callbacks is None else callbacks)
         self.global_step = self.stage = self.stage_step = self.epoch = self.batch_in_epoch = 0
         self.history: list[dict[str, float]] = []
-        self.should_stop = False
+        self.should_stop = self.interrupted = False
+        self.notices: list[str] = []  # what shortened or stopped the run, for the console and the report
+        self._interrupt: GracefulInterrupt | None = None
         self.last_step_metrics: dict[str, float] = {}
         self.last_val_metrics: dict[str, float] = {}
         self._epoch_sums: dict[str, Any] = {}
@@ -173,19 +182,6 @@ class BaseTrainer(TrainerStateMixin):
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
-    def _seed_epoch(self, loader: Iterable, epoch: int) -> None:
-        """Make the epoch's shuffle a function of ``seed + stage offset + epoch`` (exact resumption)."""
-        epoch = stage_rng_offset(self.stage) + epoch
-        for sampler in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)
-        dataset = getattr(loader, "dataset", None)
-        if isinstance(dataset, IterableDataset) and hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)  # a stream's shard order (WebDataset)
-        generator = getattr(loader, "generator", None)
-        if isinstance(generator, torch.Generator):
-            generator.manual_seed(self.config.seed + epoch)
-
     def load_checkpoint(self, path: str | Path) -> None:
         """Continue from a state written by :meth:`save_checkpoint` (see :meth:`read_checkpoint`)."""
         state = self.read_checkpoint(path)
@@ -212,20 +208,28 @@ class BaseTrainer(TrainerStateMixin):
         """
         if resume_from is not None:
             self.load_checkpoint(resume_from)
-        self.should_stop = False
+            if self.is_main:
+                logger.info("resumed from step %d (stage %d, epoch %d) of %s", self.global_step, self.stage,
+                            self.epoch + 1, resume_from)
+        self.should_stop = self.interrupted = False
         self._calibration = None
         self._fit_start, self._fit_start_step = time.monotonic(), self.global_step
         self._check_limits()  # a resumed run may already be at max_steps
         self.callbacks.on_train_begin(self)
-        while True:  # a resumed run already at max_steps still finishes its open epoch and its stage
-            self._run_stage()
-            if self.should_stop or self.stage + 1 >= len(self.stages):
-                break
-            self.stage_step = self.epoch = self.batch_in_epoch = 0
-            self._epoch_sums, self._epoch_counts = {}, {}
-            self._enter_stage(self.stage + 1)
+        with GracefulInterrupt() as self._interrupt:  # Ctrl-C: stop at a step boundary, save, then exit
+            while True:  # a resumed run already at max_steps still finishes its open epoch and its stage
+                self._run_stage()
+                if self.should_stop or self.stage + 1 >= len(self.stages):
+                    break
+                self.stage_step = self.epoch = self.batch_in_epoch = 0
+                self._epoch_sums, self._epoch_counts = {}, {}
+                self._enter_stage(self.stage + 1)
+        self._interrupt = None
         self._elapsed_before, self._fit_start = self.elapsed_seconds(), None
-        self.callbacks.on_train_end(self, self.history)
+        self.callbacks.on_train_end(self, self.history)  # commits the last state, mid-epoch after Ctrl-C
+        if self.interrupted:
+            raise KeyboardInterrupt(f"interrupted at step {self.global_step}; a resumable checkpoint is saved in "
+                                    f"{self.config.output_dir} — continue with --resume")
         return self.history
 
     def _run_stage(self) -> None:
@@ -235,6 +239,8 @@ class BaseTrainer(TrainerStateMixin):
             self.callbacks.on_epoch_begin(self, epoch)
             self._epoch_open = True
             train_metrics, completed = self._run_train_epoch()
+            if self.interrupted:
+                return  # no validation or history row: the epoch resumes where it stopped
             stage_done = self.stage_step >= self.total_steps
             metrics: dict[str, float] = {"stage": self.stage, "epoch": epoch, "step": self.global_step,
                                          **train_metrics}
@@ -262,7 +268,7 @@ class BaseTrainer(TrainerStateMixin):
         if self.stage_step >= self.total_steps or self.should_stop:  # resumed at the end: no batch to train
             return self._epoch_means(), n_batches is not None and self.batch_in_epoch >= n_batches
         self.task.train()
-        self._seed_epoch(self.train_loader, self.epoch)
+        seed_epoch(self.train_loader, stage_rng_offset(self.stage) + self.epoch, self.config.seed)
         accum = self.stages[self.stage].grad_accum_steps
         skip = self.batch_in_epoch
         if skip and not isinstance(getattr(self.train_loader, "generator", None), torch.Generator) \
@@ -373,24 +379,7 @@ class BaseTrainer(TrainerStateMixin):
         cfg = self.config
         if cfg.max_steps > 0 and self.global_step >= cfg.max_steps:
             self.should_stop = True
-        # Under DDP the clock check is a collective (rank 0 decides): only on logged steps.
-        if cfg.max_minutes <= 0 or (is_distributed() and not logged):
+        if self._interrupt is not None and self._interrupt.stop_now(logged, self.device):
+            self.should_stop = self.interrupted = True
             return
-        budget, elapsed = cfg.max_minutes * 60.0, self.elapsed_seconds()
-        # Rank 0's clock decides, so every process stops (and resizes) at the same step.
-        if broadcast_int(int(elapsed >= budget), self.device):
-            self.should_stop = True
-            return
-        if self.stage != len(self.stages) - 1 or self._budget_total is not None:
-            return
-        n = self.budget_calibration_steps
-        if self._calibration is None or self._calibration[0] != self.stage:
-            self._calibration = (self.stage, self.epoch, self.global_step, None, 0.0)  # where this fit's stage began
-        stage, epoch0, step0, start_step, start_time = self._calibration
-        if start_step is None:
-            if self.epoch != epoch0 or self.global_step - step0 >= 2 * n:
-                self._calibration = (stage, epoch0, step0, self.global_step, time.monotonic())
-        elif self.global_step - start_step >= n:
-            per_step = (time.monotonic() - start_time) / (self.global_step - start_step)
-            fits = self.stage_step + int((budget - elapsed) / per_step)
-            self._budget_total = broadcast_int(max(self.stage_step + 1, min(self.total_steps, fits)), self.device)
+        check_time_budget(self, logged)

@@ -10,7 +10,9 @@ import dataclasses
 import fnmatch
 from collections.abc import Iterable
 
+import torch
 from torch import nn
+from torch.utils.data import IterableDataset
 
 from mie.training.config import StageConfig, TrainerConfig
 from mie.training.optim import split_decay_parameters
@@ -115,3 +117,17 @@ def stage_rng_offset(index: int) -> int:
     """Added to ``seed + epoch`` when seeding stage ``index``'s shuffles (0 for the first stage)."""
     return 1000 * index
 
+
+def seed_epoch(loader: Iterable, epoch: int, seed: int) -> None:
+    """Make an epoch's shuffle a function of ``seed + epoch`` (``epoch`` includes the stage offset), so
+    a resumed run replays the same batches: samplers and streams get ``set_epoch``, a loader's own
+    generator is re-seeded."""
+    for sampler in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+    dataset = getattr(loader, "dataset", None)
+    if isinstance(dataset, IterableDataset) and hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)  # a stream's shard order (WebDataset)
+    generator = getattr(loader, "generator", None)
+    if isinstance(generator, torch.Generator):
+        generator.manual_seed(seed + epoch)
