@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 
 import pytest
 import torch
@@ -210,15 +211,32 @@ class FakeTTY(io.StringIO):
         return True
 
 
-def test_progress_bar_only_on_a_terminal(toys, tmp_path):
-    tty, pipe = FakeTTY(), io.StringIO()
-    cfg = toys.config(tmp_path, epochs=1)
-    toys.trainer(toys.Model(), cfg, toys.loader(n=12), callbacks=[ProgressBar(tty), ProgressBar(pipe),
-                                                                 ProgressBar(FakeTTY(), quiet=True)]).fit()
+def test_progress_bar_rewrites_a_terminal_line_and_prints_plain_lines_to_a_log(toys, tmp_path):
+    tty, pipe, quiet = FakeTTY(), io.StringIO(), FakeTTY()
+    cfg = toys.config(tmp_path, epochs=2, log_every=1)  # 12 steps
+    toys.trainer(toys.Model(), cfg, toys.loader(n=24), callbacks=[
+        ProgressBar(tty), ProgressBar(pipe, every_fraction=0.25), ProgressBar(quiet, quiet=True)]).fit()
     text = tty.getvalue()
-    assert "\repoch 1 step 3/3 loss" in text and "samples/s" in text and "lr " in text
-    assert "epoch 1 done: train/loss" in text
-    assert pipe.getvalue() == ""
+    assert text.count("\r") == 12 and "\repoch 1 step 1/12 (8%) loss" in text
+    assert re.search(r"\repoch 2 step 12/12 \(100%\) loss \d+\.\d{4} lr [\d.e+-]+ \d+ samples/s elapsed 0:0\d ETA 0:00",
+                     text)
+    assert "epoch 1 done: train/loss" in text and "epoch 2 done: train/loss" in text
+    lines = pipe.getvalue().splitlines()  # a log: no carriage returns, a line every quarter of the stage
+    assert "\r" not in pipe.getvalue()
+    steps = [int(re.search(r"step (\d+)/12", line).group(1)) for line in lines if " step " in line]
+    assert steps == [3, 6, 9, 12]
+    assert [line for line in lines if "done" in line] == [line for line in lines if line.startswith("epoch ") and
+                                                          "done:" in line]
+    assert quiet.getvalue() == ""
+
+
+def test_progress_bar_plain_lines_also_come_by_time(toys, tmp_path):
+    pipe = io.StringIO()
+    cfg = toys.config(tmp_path, epochs=1, log_every=1)
+    toys.trainer(toys.Model(), cfg, toys.loader(n=24), callbacks=[
+        ProgressBar(pipe, every_fraction=1.0, every_seconds=0.0)]).fit()
+    assert [line.split(" (")[0] for line in pipe.getvalue().splitlines() if " step " in line] == [
+        f"epoch 1 step {i}/6" for i in range(1, 7)]
 
 
 def test_callback_list_state_keys():

@@ -198,7 +198,7 @@ def test_three_stages_run_in_order(toys, tmp_path):
             assert torch.equal(weights[name], tensor), (index, name)
     assert not torch.equal(snaps.at_stage_end[0]["net.0.weight"], snaps.at_stage_end[1]["net.0.weight"])
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in snaps.at_stage_end[2].items())
-    assert "stage 3/3 epoch 1 step 3/3 loss" in tty.getvalue()
+    assert "stage 3/3 epoch 1 step 3/3 (100%) loss" in tty.getvalue()
 
 
 class FakeTTY(io.StringIO):

@@ -6,12 +6,12 @@ from mie.training.callbacks import (
     CallbackList,
     EarlyStopping,
     MetricsLogger,
-    ProgressBar,
 )
 from mie.training.checkpoint_callback import ModelCheckpoint
 from mie.training.config import OptimizerConfig, ScheduleConfig, StageConfig, TrainerConfig
 from mie.training.loop_utils import batch_size_of, move_to_device, resolve_device
 from mie.training.optim import create_adamw, create_optimizer, split_decay_parameters
+from mie.training.progress import ProgressBar
 from mie.training.rng import capture_rng_state, restore_rng_state, set_seed
 from mie.training.schedules import build_scheduler, lr_multiplier
 from mie.training.task import Task

@@ -40,7 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mie.errors import CheckpointError, NonFiniteLossError
 from mie.training.budget import check_time_budget
-from mie.training.callbacks import Callback, CallbackList, MetricsLogger, ProgressBar
+from mie.training.callbacks import Callback, CallbackList, MetricsLogger
 from mie.training.checkpoint_callback import ModelCheckpoint
 from mie.training.checkpointing import TrainerStateMixin
 from mie.training.config import StageConfig, TrainerConfig
@@ -61,6 +61,7 @@ from mie.training.loop_utils import (
     to_float,
 )
 from mie.training.optim import create_adamw
+from mie.training.progress import ProgressBar
 from mie.training.rng import set_seed
 from mie.training.schedules import build_scheduler
 from mie.training.stages import (

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from mie.io.atomic import atomic_write_text
 
@@ -154,44 +153,6 @@ def _check_mode(mode: str) -> str:
     if mode not in ("max", "min"):
         raise ValueError(f"mode={mode!r} must be 'max' or 'min'")
     return mode
-
-
-class ProgressBar(Callback):
-    """One self-rewriting status line: epoch, step, loss, lr and samples/s.
-
-    Shown only on rank 0, when ``stream`` (stderr by default) is a terminal and ``quiet`` is off,
-    so logs of batch jobs stay clean. Refreshes every ``trainer.config.log_every`` steps.
-    """
-
-    def __init__(self, stream: IO[str] | None = None, quiet: bool = False) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.quiet = quiet
-        self._shown = False
-
-    def _enabled(self, trainer: BaseTrainer) -> bool:
-        isatty = getattr(self.stream, "isatty", None)
-        return trainer.is_main and not self.quiet and bool(isatty and isatty())
-
-    def on_step_end(self, trainer: BaseTrainer, step: int, metrics: dict[str, float]) -> None:
-        """Hook: an optimizer step has been taken."""
-        if not metrics or not self._enabled(trainer):
-            return
-        stages = f"stage {trainer.stage + 1}/{len(trainer.stages)} " if len(trainer.stages) > 1 else ""
-        line = (f"{stages}epoch {trainer.epoch + 1} step {trainer.stage_step}/{trainer.total_steps} "
-                f"loss {metrics.get('train/loss', float('nan')):.4f} lr {metrics.get('train/lr', 0.0):.2e} "
-                f"{metrics.get('train/samples_per_sec', 0.0):.0f} samples/s")
-        self.stream.write("\r" + line.ljust(79))
-        self.stream.flush()
-        self._shown = True
-
-    def on_epoch_end(self, trainer: BaseTrainer, epoch: int, metrics: dict[str, float]) -> None:
-        """Hook: an epoch has ended with these metrics."""
-        if not self._enabled(trainer):
-            return
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.endswith("loss") or k.startswith("val/"))
-        self.stream.write(("\n" if self._shown else "") + f"epoch {epoch + 1} done: {shown}\n")
-        self.stream.flush()
-        self._shown = False
 
 
 class MetricsLogger(Callback):

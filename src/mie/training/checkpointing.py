@@ -77,6 +77,7 @@ class TrainerStateMixin:
             "epoch_sums": {k: to_float(v) for k, v in self._epoch_sums.items()},
             "epoch_counts": dict(self._epoch_counts),
             "history": [dict(h) for h in self.history],
+            "notices": list(self.notices),
             "last_val_metrics": dict(self.last_val_metrics),
             "elapsed_seconds": self.elapsed_seconds(),
             "budget_total_steps": self._budget_total,
@@ -107,6 +108,7 @@ class TrainerStateMixin:
             self._epoch_sums = dict(state["epoch_sums"])
             self._epoch_counts = dict(state["epoch_counts"])
             self.history = [dict(h) for h in state["history"]]
+            self.notices = [str(n) for n in state.get("notices", [])]
             self.last_val_metrics = dict(state["last_val_metrics"])
             self._elapsed_before = float(state["elapsed_seconds"])
             self._budget_total = state["budget_total_steps"]

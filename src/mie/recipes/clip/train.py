@@ -168,6 +168,8 @@ def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = Fa
     if skipped:
         logger.warning("training skipped unreadable images: %s", skipped)
     summary = _training_summary(trainer, seconds, num_train)
+    if trainer.notices:  # a shortened or stopped run says so in the report, not only on the console
+        summary["notes"] = " ".join(trainer.notices)
     stages = _stage_rows(trainer) if len(trainer.stages) > 1 else None
     del trainer, task, model  # evaluation reloads the best checkpoint; free the (DDP-wrapped) task first
     # Rank 0 alone evaluates and writes the report; the others wait for it, then all leave the group.
