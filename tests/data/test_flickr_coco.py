@@ -12,7 +12,7 @@ from PIL import Image
 from mie.data import build_dataset, skip_report
 from mie.data.coco import CocoCaptions
 from mie.data.config import DataConfig
-from mie.data.flickr import FlickrDataset, hash_split
+from mie.data.flickr import HASH_PERCENTS, FlickrDataset, hash_split
 from mie.data.image_text import ImageTextDataset
 from mie.data.transforms import ToTensor
 
@@ -67,7 +67,7 @@ def test_token_file_and_hash_split(tmp_path: Path, images) -> None:
     parts = {s: FlickrDataset(tmp_path, s) for s in ("train", "val", "test")}
     assert sum(len(p) for p in parts.values()) == 200
     for split, data in parts.items():
-        assert all(hash_split(r.image_id) == split for r in data.records)
+        assert all(hash_split(r.image_id, HASH_PERCENTS) == split for r in data.records)
         assert all(r.captions == [f"{r.image_id} says {j}" for j in range(5)] for r in data.records)
     assert 160 < len(parts["train"]) < 195 and len(parts["val"]) > 0 and len(parts["test"]) > 0
 

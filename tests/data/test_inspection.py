@@ -74,7 +74,7 @@ def test_inspect_webdataset_csv_and_coco(tmp_path: Path, images) -> None:
     images.write(tmp_path / "t" / "a.png", 1)
     (tmp_path / "t" / "table.csv").write_text("filepath,title\na.png,hello there\n")
     fmt, reports, _ = inspect_dataset(tmp_path / "t" / "table.csv", check=0)
-    assert (fmt, reports[0].name, reports[0].images) == ("csv", "all", 1)
+    assert (fmt, [r.name for r in reports], reports[0].images) == ("csv", ["train"], 1)  # "a.png" hashes to train
     (tmp_path / "t" / "split.csv").write_text("filepath,title,split\na.png,x,train\na.png,y,val\n")
     _, reports, _ = inspect_dataset(tmp_path / "t" / "split.csv")
     assert [r.name for r in reports] == ["train", "val"]

@@ -19,7 +19,6 @@ train / val / test; ``all`` selects every image. Example::
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from mie.data.config import DataConfig
 from mie.data.image_text import ImageTextDataset, ImageTextRecord, SplitNotFoundError, usable_records
 from mie.data.karpathy import read_karpathy_json
 from mie.data.registry import check_format_options, max_samples_for, register_dataset_format
+from mie.data.splits import hash_split, warn_hash_split
 from mie.data.tabular import read_csv_rows
 from mie.data.transforms import DEFAULT_MAX_IMAGE_PIXELS
 from mie.errors import DataError
@@ -44,6 +44,7 @@ IMAGE_DIRS = ("flickr30k-images", "Flicker8k_Dataset", "Flickr8k_Dataset", "flic
 FLICKR8K_SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.devImages.txt",
                         "test": "Flickr_8k.testImages.txt"}
 SPLITS = ("train", "val", "test", "all")
+HASH_PERCENTS = (90, 5, 5)  # train / val / test of the original caption files (mie.data.splits)
 FLICKR_LAYOUT = (
     "a folder with an annotation file (dataset_flickr30k.json / dataset_flickr8k.json from Karpathy's "
     "splits, or the original results_20130124.token / Flickr8k.token.txt / results.csv) and an images "
@@ -95,12 +96,6 @@ def read_results_csv(path: Path, malformed: Counter[str]) -> dict[str, list[str]
     return captions
 
 
-def hash_split(name: str) -> str:
-    """A stable train/val/test assignment (90/5/5) of an image by its file name."""
-    bucket = int(hashlib.sha256(name.encode("utf-8")).hexdigest()[:8], 16) % 100
-    return "train" if bucket < 90 else "val" if bucket < 95 else "test"
-
-
 def _split_lists(data_dir: Path) -> dict[str, str] | None:
     """Image name -> split from Flickr8k's split lists, or None when they are absent."""
     if not all((data_dir / name).is_file() for name in FLICKR8K_SPLIT_FILES.values()):
@@ -119,9 +114,12 @@ def _original_records(data_dir: Path, annotation: Path, split: str, images_dir: 
     by_image = (read_results_csv(annotation, skipped) if annotation.suffix == ".csv"
                 else read_token_file(annotation))
     lists = _split_lists(data_dir)
+    if lists is None and split != "all":
+        warn_hash_split(annotation, "carries no splits (and there are no Flickr_8k.*Images.txt lists)",
+                        "use Karpathy's dataset_flickr30k.json for the usual splits", HASH_PERCENTS)
     records = []
     for name, captions in by_image.items():
-        image_split = lists.get(name) if lists is not None else hash_split(name)
+        image_split = lists.get(name) if lists is not None else hash_split(name, HASH_PERCENTS)
         if split == "all" or image_split == split:
             records.append(ImageTextRecord(images_dir / name, captions, image_id=name, split=image_split))
     return records

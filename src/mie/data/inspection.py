@@ -23,7 +23,7 @@ from mie.data.build import build_dataset, detect_data_format
 from mie.data.config import DataConfig
 from mie.data.image_text import SplitNotFoundError
 from mie.data.jsonl import manifest_splits
-from mie.data.tabular import default_separator, read_csv_rows
+from mie.data.tabular import table_splits
 from mie.data.transforms import CenterCrop, Compose, Resize, ToTensor
 from mie.errors import ConfigError, DataError
 
@@ -70,18 +70,10 @@ def splits_to_try(fmt: str, path: Path) -> Sequence[str]:
     if fmt == "csv" and path.is_dir():
         return sorted({p.stem for p in path.iterdir() if p.suffix.lower() in (".csv", ".tsv")})
     if fmt == "csv":
-        return _csv_split_values(path)
+        return table_splits(path)  # its split column's values, else the hashed train / val / test
     if fmt == "webdataset" and not path.is_dir() and "{split}" not in str(path):
         return ["all"]  # one shard pattern: a single stream
     return SPLIT_CANDIDATES
-
-
-def _csv_split_values(path: Path) -> list[str]:
-    """Distinct values of a table's ``split`` column, or ``["all"]`` when it has none."""
-    with read_csv_rows(path, default_separator(path), as_dicts=True) as reader:
-        if "split" not in (reader.fieldnames or []):
-            return ["all"]
-        return sorted({row["split"] for row in reader if isinstance(row.get("split"), str) and row["split"]})
 
 
 # ----------------------------------------------------------------------------- inspection
