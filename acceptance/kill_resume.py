@@ -1,4 +1,5 @@
-"""Acceptance: SIGKILL a tiny `mie train` at random moments, then `mie train --resume`; every resumed
+"""Acceptance: SIGKILL a tiny `mie train` at random moments (start-up, any of its 36 steps, the
+final checkpoint, evaluation and report), then `mie train --resume`; every resumed
 run must end with the results.json (wall-clock figures aside), metrics.jsonl and final weights of an
 uninterrupted run. Run with `make kill-test` (about 10 minutes on 2 cores); not part of `make test`.
 
@@ -60,6 +61,20 @@ def outcome(run: Path) -> dict:
             "best": load_file(run / "checkpoints" / "best.safetensors")}
 
 
+def wait_for(run: Path, step: int, proc: subprocess.Popen) -> None:
+    """Until ``metrics.jsonl`` shows optimizer step ``step`` (or the process ends)."""
+    metrics = run / "metrics.jsonl"
+    while proc.poll() is None:
+        try:
+            lines = metrics.read_text().splitlines()
+            last = json.loads(lines[-1]).get("step", 0) if lines else 0
+        except (OSError, ValueError):
+            last = 0
+        if last >= step:
+            return
+        time.sleep(0.005)
+
+
 def where_killed(run: Path) -> str:
     """What the killed run had reached: start-up, training (last published step) or evaluation."""
     manifest = run / "checkpoints" / "manifest.json"
@@ -106,15 +121,25 @@ def main() -> int:
     duration = time.monotonic() - start
     reference = outcome(root / "ref")
     assert not differences(outcome(root / "ref2"), reference), "two uninterrupted runs differ"
-    print(f"uninterrupted run: {duration:.1f} s; killing {args.kills} runs at random moments in it")
+    print(f"uninterrupted run: {duration:.1f} s; killing {args.kills} runs at random moments in it "
+          "(start-up, after a random step 1..36, or in the final checkpoint/evaluation phase)")
 
     same = landed = 0
     moments: dict[str, int] = {}
     for i in range(args.kills):
         run = root / f"run{i}"
-        delay = rng.uniform(0.0, duration)
+        # A random moment: during start-up, just after a random training step, or in the final
+        # checkpoint / evaluation / report phase; waiting on the run's own files, not on the clock,
+        # spreads the kills evenly whatever the machine's load.
+        target = rng.randint(0, FINAL_STEP + 6)
         proc = mie("train", str(config_path), "--output-dir", str(run))
-        time.sleep(delay)
+        start = time.monotonic()
+        if target == 0:
+            time.sleep(rng.uniform(0.0, 2.0))
+        else:
+            wait_for(run, min(target, FINAL_STEP), proc)
+            time.sleep(rng.uniform(0.0, 0.05) if target <= FINAL_STEP else rng.uniform(0.0, 1.5))
+        delay = time.monotonic() - start
         killed = proc.poll() is None
         if killed:
             proc.send_signal(signal.SIGKILL)
