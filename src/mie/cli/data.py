@@ -2,8 +2,9 @@
 ``mie data shards PATH OUT``: the same dataset as WebDataset tar shards.
 
 The format is detected from the files (or given with ``--format``); for each split it prints the
-number of images and captions, caption-length statistics (words) and the broken files, then writes
-a contact sheet of a few samples with their captions::
+number of images and captions, caption-length statistics (words) and the broken files; with
+``--out`` it also writes a contact sheet of a few samples with their captions (nothing is written
+without it)::
 
     mie data inspect data/flickr30k --out flickr.png
 
@@ -21,14 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``inspect`` and ``shards`` sub-subcommands."""
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     inspect = sub.add_parser("inspect", help="detect a dataset's format; print counts, splits, caption "
-                             "lengths and broken files; write a contact sheet")
+                             "lengths and broken files (writes nothing unless --out)")
     inspect.add_argument("path", help="dataset folder, manifest, table or shard pattern")
     inspect.add_argument("--format", dest="data_format", default=None,
                          choices=["jsonl", "csv", "flickr", "coco", "webdataset"], help="skip detection")
     inspect.add_argument("--check", type=int, default=1000,
                          help="decode at most this many images per split to find broken ones (0 = all)")
-    inspect.add_argument("--out", default="data_inspect.png", help="contact sheet PNG to write")
-    inspect.add_argument("--samples", type=int, default=12, help="samples on the contact sheet (0 = none)")
+    inspect.add_argument("--out", default=None, metavar="PNG",
+                         help="also write a contact sheet of a few samples to this PNG (default: write nothing)")
+    inspect.add_argument("--samples", type=int, default=12, help="samples on the --out contact sheet")
     shards = sub.add_parser("shards", help="convert a dataset's splits to WebDataset tar shards")
     shards.add_argument("path", help="dataset folder, manifest or table")
     shards.add_argument("out_dir", help="folder to write <split>/<split>-NNNNN.tar into")
@@ -56,11 +58,13 @@ def _inspect(args: argparse.Namespace) -> int:
     from mie.data.inspection import format_report, inspect_dataset
     from mie.evaluation.plots import contact_sheet
 
-    fmt, reports, preview = inspect_dataset(args.path, args.data_format, check=args.check,
-                                            preview_size=max(0, args.samples))
+    preview_size = max(0, args.samples) if args.out else 0  # the sheet is written only when asked for
+    fmt, reports, preview = inspect_dataset(args.path, args.data_format, check=args.check, preview_size=preview_size)
     print(format_report(args.path, fmt, reports))
     if preview:
         out = contact_sheet([image for image, _ in preview], [caption for _, caption in preview], args.out,
                             title=f"{Path(args.path).name} ({fmt})")
         print(f"contact sheet: {out}")
+    elif not args.out:
+        print("add --out sheet.png to see a contact sheet of samples")
     return 0

@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 AUTO = "auto"
 _READ_FORMATS = "jsonl, csv, flickr, coco, webdataset"
 _LOOKED_FOR = (f"looked for {MANIFEST} or one *.jsonl, <split>.csv / .tsv or one table, "
-               "dataset_flickr30k.json / results_20130124.token, annotations/captions_*.json or dataset_coco.json, "
+               "dataset_flickr30k.json / results_20130124.token, annotations/captions_*.json, dataset_coco.json or "
+               "one captions*.json, "
                "*.tar shards")
 
 
@@ -74,7 +75,9 @@ def detect_data_format(path: str, splits: tuple[str, ...] = ("train", "val", "te
     if not os.path.lexists(target):
         raise _cannot_tell(path, "it does not exist")
     if target.is_file():
-        by_suffix = {".jsonl": "jsonl", ".csv": "csv", ".tsv": "csv", ".tar": "webdataset"}
+        if target.name in flickr.KARPATHY_FILES:
+            return "flickr", str(target.parent)
+        by_suffix = {".jsonl": "jsonl", ".csv": "csv", ".tsv": "csv", ".tar": "webdataset", ".json": "coco"}
         if target.suffix.lower() in by_suffix:
             return by_suffix[target.suffix.lower()], path
         raise _cannot_tell(path, f"a file with extension {target.suffix or '(none)'!r}")
@@ -95,6 +98,9 @@ def _detect_in_folder(target: Path, names: list[str], splits: tuple[str, ...]) -
         return "coco", path
     if set(names) & set(flickr.KARPATHY_FILES + flickr.TOKEN_FILES + flickr.CSV_FILES):
         return "flickr", path
+    captions_file = coco.single_captions_file(target)
+    if captions_file is not None:
+        return "coco", str(captions_file)
     manifests = [n for n in names if n.endswith(".jsonl") and (target / n).is_file()]
     tables = [n for n in names if n.lower().endswith(tabular.TABLE_SUFFIXES) and (target / n).is_file()]
     if len(manifests) == 1:

@@ -9,16 +9,24 @@ Layouts read (``data_dir`` is the COCO root)::
     dataset_coco.json                     Karpathy splits: images[].filepath (train2014 / val2014),
                                           filename, split (train / restval / val / test), sentences[].raw
 
+    captions.json  images/                one captions file of your own (``data.path`` names the file, or
+                                          a folder holding one ``captions*.json``)
+
 With the official files, split ``train`` / ``val`` reads ``captions_{split}{year}.json`` (2017, then
 2014) and its ``{split}{year}/`` folder; with Karpathy's file (used when present) the splits are
-``train`` (with ``restval``) / ``val`` / ``test``. Example::
+``train`` (with ``restval``) / ``val`` / ``test``. A single captions file carries no split: its images
+are split train / val / test 80 / 10 / 10 by a hash of their file names (``mie.data.splits``), and
+found in ``images_dir``, else the first of ``<split><year>/`` beside its folder, ``images/`` in or
+beside its folder, its folder, its parent that holds them. Example::
 
     val = CocoCaptions("data/coco", "val", transform=build_image_transform(224, train=False))
+    mine = CocoCaptions("data/mine/captions.json", "test")
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -30,8 +38,9 @@ from mie.data.config import DataConfig
 from mie.data.image_text import ImageTextDataset, ImageTextRecord, usable_records
 from mie.data.karpathy import read_json_annotation, read_karpathy_json
 from mie.data.registry import check_format_options, max_samples_for, register_dataset_format
+from mie.data.splits import describe, hash_split, in_split, warn_hash_split
 from mie.data.transforms import DEFAULT_MAX_IMAGE_PIXELS
-from mie.errors import DataError
+from mie.errors import ConfigError, DataError
 
 YEARS = ("2017", "2014")
 KARPATHY_FILE = "dataset_coco.json"
@@ -40,6 +49,7 @@ COCO_LAYOUT = (
     "(e.g. annotations/captions_val2017.json + val2017/), or Karpathy's dataset_coco.json beside "
     "train2014/ and val2014/"
 )
+OFFICIAL_NAME = re.compile(r"captions_([a-z]+)(\d{4})\.json")
 COCO_FIX = "use the COCO captions JSON as published (images[].id / file_name, annotations[].image_id / caption)"
 
 
@@ -98,10 +108,53 @@ def _official_files(data_dir: Path, split: str) -> tuple[Path, Path]:
                             f"expected {COCO_LAYOUT}")
 
 
+def single_captions_file(folder: Path) -> Path | None:
+    """The one ``captions*.json`` directly in ``folder`` (a folder of your own data), or None."""
+    found = sorted(folder.glob("captions*.json")) if folder.is_dir() else []
+    return found[0] if len(found) == 1 and found[0].is_file() else None
+
+
+def find_image_root(annotation: Path, file_names: list[str]) -> Path:
+    """The folder that holds the images of a lone captions file: the first candidate (``<split><year>/``
+    beside its folder, ``images/`` in or beside it, its folder, its parent) holding one of ``file_names``."""
+    folder = annotation.parent
+    official = OFFICIAL_NAME.fullmatch(annotation.name)  # captions_train2017.json -> train2017/
+    named = [folder.parent / "".join(official.groups()), folder / "".join(official.groups())] if official else []
+    candidates = list(dict.fromkeys([*named, folder / "images", folder.parent / "images", folder, folder.parent]))
+    probe = file_names[:5]
+    for candidate in candidates:
+        if not probe or any((candidate / name).is_file() for name in probe):
+            return candidate
+    looked = ", ".join(str(c) for c in candidates)
+    raise DataError(f"none of its first images ({', '.join(probe)}) is in {looked}", where=annotation,
+                    fix="set data.format_options.images_dir to the folder that holds them")
+
+
+def read_captions_file(annotation: Path, split: str | None, images_dir: Path | None = None) -> list[ImageTextRecord]:
+    """Records of ``split`` from one captions file given as ``data.path``: Karpathy's ``dataset_coco.json`` by
+    its splits, any other COCO captions file by a hash of each image's file name (``None`` / ``all``: every image)."""
+    if annotation.name == KARPATHY_FILE:
+        return read_karpathy_json(annotation, split or "all", images_dir or annotation.parent)
+    records = read_coco_captions(annotation, Path())  # paths relative to the image root found below
+    root = images_dir or find_image_root(annotation, [str(r.path) for r in records])
+    if split not in (None, "all"):
+        warn_hash_split(annotation, "is one captions file with no splits",
+                        "point data.path at a COCO root (annotations/captions_<split><year>.json) to choose")
+    kept = []
+    for record in records:
+        name = str(record.path)
+        if in_split(name, split):
+            record.path, record.split = root / record.path, hash_split(name)
+            kept.append(record)
+    return kept
+
+
 class CocoCaptions(ImageTextDataset):
     """COCO Captions for ``split``: one record per image with its (usually 5) captions.
 
-    ``annotation`` / ``images_dir`` point at an annotation file and image folder elsewhere. Blank
+    ``data_dir`` is a COCO root, or one captions file (or a folder holding one ``captions*.json``),
+    whose images are split by a hash of their names (``read_captions_file``). ``annotation`` /
+    ``images_dir`` point at an annotation file and image folder elsewhere. Blank
     captions, and images left without any, are skipped and counted in ``skipped``.
     """
 
@@ -117,8 +170,20 @@ class CocoCaptions(ImageTextDataset):
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         data_dir = Path(data_dir)
+        single = data_dir if data_dir.is_file() else None
+        if single is None and annotation is None and not (data_dir / KARPATHY_FILE).is_file() \
+                and not (data_dir / "annotations").is_dir():
+            single = single_captions_file(data_dir)
+        if single is not None:
+            if annotation is not None:
+                raise ConfigError(f"data.path {data_dir} is already an annotation file", where="data.format_options.annotation",
+                                  fix="drop the annotation option, or point data.path at the COCO root")
+            records = read_captions_file(single, split, Path(images_dir) if images_dir else None)
+            self._open(records, single, split, transform, cache_images, max_samples, max_image_pixels,
+                       f" ({single.name} is split {describe()} by a hash of the image names)")
+            return
         if not data_dir.is_dir():
-            raise FileNotFoundError(f"COCO folder {data_dir} does not exist; expected {COCO_LAYOUT}")
+            raise FileNotFoundError(f"COCO folder or captions file {data_dir} does not exist; expected {COCO_LAYOUT}")
         if annotation is None and (data_dir / KARPATHY_FILE).is_file():
             annotation_path, image_root = data_dir / KARPATHY_FILE, Path(images_dir or data_dir)
         elif annotation is None:
@@ -134,8 +199,13 @@ class CocoCaptions(ImageTextDataset):
             records = read_karpathy_json(annotation_path, split, image_root)
         else:
             records = read_coco_captions(annotation_path, image_root)
+        self._open(records, annotation_path, split, transform, cache_images, max_samples, max_image_pixels)
+
+    def _open(self, records: list[ImageTextRecord], annotation_path: Path, split: str, transform: Callable | None,
+              cache_images: bool, max_samples: int, max_image_pixels: int, note: str = "") -> None:
+        """Keep the usable records (a SplitNotFoundError when none) and set up the dataset over them."""
         parse_skips: Counter[str] = Counter()
-        records = usable_records(records, annotation_path, f"no images with captions for split {split!r}",
+        records = usable_records(records, annotation_path, f"no images with captions for split {split!r}{note}",
                                  max_samples, parse_skips)
         super().__init__(records, transform=transform, cache_images=cache_images, max_image_pixels=max_image_pixels)
         self.skipped.update(parse_skips)
