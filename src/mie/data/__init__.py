@@ -53,6 +53,8 @@ _EXPORTS = {
     "detect_format": "mie.data.inspection",
     "inspect_dataset": "mie.data.inspection",
     "to_shards": "mie.data.shards",
+    "check_splits": "mie.data.preflight",
+    "hash_split": "mie.data.splits",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -37,7 +37,7 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from mie.data.config import DataConfig
-from mie.data.image_text import ImageTextSample
+from mie.data.image_text import ImageTextSample, SplitNotFoundError
 from mie.data.registry import check_format_options, register_dataset_format
 from mie.data.transforms import DEFAULT_MAX_IMAGE_PIXELS, LoadImage, ToTensor
 from mie.errors import DataError, LimitError
@@ -303,7 +303,7 @@ def split_shards(config: DataConfig, split: str, shards: dict[str, Any] | None =
     ``*.tar`` files of folder ``config.path/split`` (or ``config.path/split-*.tar``)."""
     if shards:
         if split not in shards:
-            raise ValueError(f"format_options.shards has no entry for split {split!r}; it has {sorted(shards)}")
+            raise SplitNotFoundError(f"format_options.shards has no entry for split {split!r}; it has {sorted(shards)}")
         return shards[split]
     if "{split}" in config.path:
         return config.path.replace("{split}", split)
