@@ -1,4 +1,36 @@
-"""MultiModal Insight Engine: transformers over text and images, trained and safety-checked in one engine."""
+"""MultiModal Insight Engine: transformers over text and images, trained and safety-checked in one engine.
+
+The notebook API is imported on first use (PEP 562), so ``import mie`` and ``mie --help`` stay light
+(no torch)::
+
+    import mie
+    run = mie.load_run("runs/demo")             # a finished run: run.encode_image, run.encode_text, ...
+    model, train_tf, eval_tf = mie.create_model_and_transforms("demo", vocab_size=1000)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+
+_EXPORTS = {
+    "load_run": "mie.api",
+    "create_model_and_transforms": "mie.api",
+    "Run": "mie.api",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module that defines ``name`` on first use."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mie' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -40,7 +40,7 @@ def test_get_model_config_returns_a_copy_with_overrides():
     config.embed_dim = 7
     assert MODEL_PRESETS["tiny"].embed_dim == 128 and MODEL_PRESETS["tiny"].dropout == 0.0
     assert config.dropout == 0.1
-    with pytest.raises(ValueError, match="known presets: base, small, tiny"):
+    with pytest.raises(ValueError, match="known presets: base, demo, small, tiny"):
         get_model_config("huge")
     with pytest.raises(ValueError, match="embed_size"):
         get_model_config("tiny", embed_size=3)

@@ -75,8 +75,8 @@ def test_train_writes_a_complete_run_and_eval_reproduces_it(tmp_path, shapes_dir
               if json.loads(line).get("event") == "epoch"]
     assert [e["epoch"] for e in epochs] == [0, 1] and all("val/mean_R@1" in e for e in epochs)
 
-    again, differences = evaluate_run(run)
-    assert differences == []
+    again, comparison = evaluate_run(run)
+    assert comparison.differences == [] and comparison.compared == ["test", "test_heldout"]
     for split, metrics in result.results.items():
         assert again.results[split] == pytest.approx(metrics)
 

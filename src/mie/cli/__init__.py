@@ -37,13 +37,17 @@ class Command(NamedTuple):
 
 COMMANDS: dict[str, Command] = {
     "train": Command("train a model from a YAML config", "mie.cli.train", "add_train_arguments", "run_train"),
-    "eval": Command("evaluate a checkpoint (retrieval, zero-shot, ...)", "mie.cli.train",
-                    "add_eval_arguments", "run_eval"),
+    "eval": Command("re-score a finished run (best or last checkpoint, any split or dataset) against its report",
+                    "mie.cli.train", "add_eval_arguments", "run_eval"),
     "demo": Command("train and evaluate the small demo end to end", "mie.cli.train",
                     "add_demo_arguments", "run_demo"),
     "data": Command("inspect datasets (format, counts, broken files); convert them to WebDataset shards",
                     "mie.cli.data"),
     "tokenizer": Command("train, inspect and apply BPE tokenizers", "mie.cli.tokenizer"),
+    "embed": Command("write a finished run's image and caption embeddings of a split to a safetensors file",
+                     "mie.cli.embed", "add_embed_arguments", "run_embed"),
+    "search": Command("rank images by a text query with a finished run (--sheet draws them)", "mie.cli.embed",
+                      "add_search_arguments", "run_search"),
     "safety": Command("run the safety evaluator, filter and red-team suites"),
     "optimize": Command("quantize, prune and benchmark a model"),
     "doctor": Command("report the machine, packages and accelerators", "mie.tools.doctor"),
@@ -121,7 +125,8 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     sub_parent = _verbosity_options(in_subcommand=True)
     for name, command in COMMANDS.items():
-        child = sub.add_parser(name, help=command.help, description=command.help, parents=[sub_parent])
+        shown = command.help if command.module is not None else f"{command.help} (not built yet)"
+        child = sub.add_parser(name, help=shown, description=shown, parents=[sub_parent])
         if name == load:
             add_arguments = _entry_point(command, command.add_arguments)
             if add_arguments is not None:

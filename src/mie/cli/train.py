@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mie.config import read_yaml
 from mie.recipes import get_recipe, load_recipe_config, recipe_name
-from mie.recipes.run_dir import run_config_path
+from mie.recipes.run_dir import CHECKPOINT_CHOICES, run_config_path
 
 logger = logging.getLogger(__name__)
 
@@ -60,21 +60,41 @@ def run_train(args: argparse.Namespace) -> int:
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``mie eval``."""
     parser.add_argument("run_dir", help="a run directory written by `mie train` or `mie demo`")
+    parser.add_argument("--checkpoint", choices=CHECKPOINT_CHOICES, default="best",
+                        help="which weights to score (default best; last = the final step)")
     parser.add_argument("--split", action="append", dest="splits", metavar="NAME",
-                        help="evaluate this split (repeatable; default: the config's test_splits)")
+                        help="evaluate this split (repeatable; default: the config's test_splits, "
+                             "or test with --data)")
+    parser.add_argument("--data", metavar="PATH",
+                        help="score another dataset with the run's model (a folder or file of any format)")
+    parser.add_argument("--format", dest="data_format", default="auto", metavar="F",
+                        help="format of --data: auto (default), jsonl, csv, flickr, coco, webdataset")
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    """Re-score a run's checkpoint; exit 1 when the numbers differ from its report."""
-    module = get_recipe(recipe_name(read_yaml(run_config_path(Path(args.run_dir))))).load()
-    result, differences = module.evaluate(args.run_dir, args.splits)
+    """Re-score a run's checkpoint (writing nothing); exit 1 only when numbers differ from its results.json."""
+    from mie.errors import ConfigError
+
+    if args.data is None and args.data_format != "auto":
+        raise ConfigError("needs --data", where="--format", fix="pass --data PATH with the dataset to score")
+    run_dir = Path(args.run_dir)
+    module = get_recipe(recipe_name(read_yaml(run_config_path(run_dir)))).load()
+    result, comparison = module.evaluate(run_dir, args.splits, checkpoint=args.checkpoint, data=args.data,
+                                         data_format=args.data_format)
     module.print_results(result)
-    if differences:
-        print("differs from results.json / report.md:")
-        for line in differences:
+    if result.checkpoint is not None:
+        print(f"scored checkpoints/{result.checkpoint.name}")
+    for line in comparison.nothing_to_compare:
+        print(line)
+    if comparison.differences:
+        print(f"differs from {comparison.source}:")
+        for line in comparison.differences:
             print(f"  {line}")
         return 1
-    print(f"reproduces the numbers in {Path(args.run_dir) / 'report.md'}")
+    if comparison.compared:
+        report = run_dir / "report.md"
+        shown = report if report.is_file() else comparison.source
+        print(f"reproduces the numbers in {shown} ({', '.join(comparison.compared)})")
     return 0
 
 

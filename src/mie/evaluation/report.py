@@ -2,7 +2,8 @@
 
 ``results`` maps a split name ("val", "test") to the dict returned by
 :func:`mie.evaluation.retrieval.retrieval_metrics`. ``mie eval RUN_DIR`` recomputes the metrics and
-checks them against the stored ``results.json`` with :func:`compare_results`.
+checks them against the stored ``results.json`` with :func:`compare_with_saved` (only the splits the
+file holds; :func:`compare_results` compares two results dicts key by key).
 
 ``results.json`` layout::
 
@@ -16,6 +17,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +64,7 @@ def load_results(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Read ``RUN_DIR/results.json`` written by :func:`write_report`."""
     path = Path(run_dir) / RESULTS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; run `mie eval {run_dir}` (or train) to create it")
+        raise FileNotFoundError(f"{path} not found; `mie train` writes it when a run finishes")
     data = read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
@@ -109,6 +111,50 @@ def compare_results(a: Mapping[str, Any], b: Mapping[str, Any], atol: float = 1e
             elif x != y:
                 diffs.append(f"{key}: {x!r} != {y!r}")
     return diffs
+
+
+@dataclass
+class ReportComparison:
+    """How re-scored results compare with a run's ``results.json``: splits compared, differences, and
+    a ``nothing to compare: ...`` line for each thing the file cannot vouch for."""
+
+    source: Path | None = None  # the results.json compared with; None when nothing was
+    compared: list[str] = field(default_factory=list)
+    differences: list[str] = field(default_factory=list)
+    nothing_to_compare: list[str] = field(default_factory=list)
+
+    @property
+    def reproduces(self) -> bool:
+        """True when at least one split was compared and every compared number agrees."""
+        return bool(self.compared) and not self.differences
+
+
+def compare_with_saved(run_dir: str | os.PathLike[str], results: Mapping[str, Mapping[str, Any]],
+                       checkpoint: str | None = None, atol: float = 1e-6) -> ReportComparison:
+    """Compare ``results`` (split -> retrieval metrics) with ``RUN_DIR/results.json``, split by split.
+
+    Only the splits the file holds are compared; a split it lacks, a missing file, or a file that
+    scored another checkpoint (its ``extra["evaluated checkpoint"]`` is not ``checkpoint``) gives a
+    ``nothing to compare`` line instead of a difference.
+    """
+    path = Path(run_dir) / RESULTS_FILE
+    if not path.is_file():
+        return ReportComparison(nothing_to_compare=[f"nothing to compare: {path} does not exist (the run has "
+                                                    "no report)"])
+    saved = load_results(run_dir)
+    scored = (saved.get("extra") or {}).get("evaluated checkpoint")
+    if checkpoint is not None and scored is not None and scored != checkpoint:
+        return ReportComparison(nothing_to_compare=[f"nothing to compare: {RESULTS_FILE} scores {scored}, "
+                                                    f"not {checkpoint}"])
+    retrieval = saved.get("retrieval") or {}
+    comparison = ReportComparison(source=path)
+    for split, metrics in results.items():
+        if split in retrieval:
+            comparison.compared.append(split)
+            comparison.differences += compare_results({split: retrieval[split]}, {split: metrics}, atol)
+        else:
+            comparison.nothing_to_compare.append(f"nothing to compare: {RESULTS_FILE} has no {split!r} split")
+    return comparison
 
 
 # ---- tables -----------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import dataclasses
 
 from torch import nn
 
+from mie.errors import ConfigError
 from mie.models.multimodal import DualEncoder, DualEncoderConfig
 from mie.models.torch_reference import TorchReferenceDualEncoder
 from mie.tokenization.base import SPECIAL_TOKENS
@@ -37,6 +38,9 @@ MODEL_PRESETS: dict[str, DualEncoderConfig] = {
     "tiny": _preset("tiny", 128, 2, 4, image_size=64, patch_size=8, context_length=32),
     # The prototype size of the project: synthetic shapes at 64 px in minutes on one GPU.
     "small": _preset("small", 256, 4, 4, image_size=64, patch_size=8, context_length=32),
+    # configs/demo.yaml (`mie demo`): 48 px images, mean-pooled ViT; 1.7 M parameters with its BPE vocabulary.
+    "demo": dataclasses.replace(_preset("demo", 128, 4, 4, image_size=48, patch_size=8, context_length=32),
+                                vision_pool="mean"),
     # ViT-B/16-like input (224 px, 16 px patches, CLIP's 77-token context) at half the width and depth.
     "base": _preset("base", 512, 8, 8, image_size=224, patch_size=16, context_length=77),
 }
@@ -45,7 +49,8 @@ MODEL_PRESETS: dict[str, DualEncoderConfig] = {
 def get_model_config(name: str, **overrides: object) -> DualEncoderConfig:
     """A fresh copy of the preset ``name``, with any ``DualEncoderConfig`` fields in ``overrides`` replaced."""
     if name not in MODEL_PRESETS:
-        raise ValueError(f"unknown model preset {name!r}; known presets: {', '.join(sorted(MODEL_PRESETS))}")
+        raise ConfigError(f"unknown model preset {name!r}; known presets: {', '.join(sorted(MODEL_PRESETS))}",
+                          fix="pick one of them, or give every model field in the config")
     fields = {f.name for f in dataclasses.fields(DualEncoderConfig)}
     unknown = sorted(set(overrides) - fields)
     if unknown:

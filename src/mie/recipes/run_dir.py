@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from mie.config import ConfigError, config_to_dict
+from mie.errors import CheckpointError
 from mie.io.atomic import atomic_write_text
 from mie.io.store import CheckpointStore, remove_temporaries
 
@@ -29,26 +30,35 @@ def save_run_config(config: Any, run_dir: Path) -> Path:
     return path
 
 
-def checkpoint_to_evaluate(run_dir: Path) -> Path:
-    """``checkpoints/best.safetensors`` if the run kept one, else ``last``.
+CHECKPOINT_CHOICES = ("best", "last")
 
-    A run with a checkpoint manifest resolves both through it (checksums verified), so a kill
+
+def checkpoint_to_evaluate(run_dir: Path, which: str = "best") -> Path:
+    """The weights a finished run is scored with: ``checkpoints/best.safetensors`` (``last`` when the
+    run kept no best), or ``last.safetensors`` itself when ``which="last"``.
+
+    A run with a checkpoint manifest resolves the files through it (checksums verified), so a kill
     while the friendly names were being refreshed cannot pair weights and sidecar of two saves.
     """
+    if which not in CHECKPOINT_CHOICES:
+        raise ConfigError(f"unknown checkpoint {which!r}", where="--checkpoint",
+                          fix=f"choose one of {', '.join(CHECKPOINT_CHOICES)}")
+    names = ("best", "last") if which == "best" else ("last",)
     checkpoints = run_dir / "checkpoints"
     store = CheckpointStore(checkpoints)
     if store.manifest() is not None:
-        for name in ("best", "last"):
+        for name in names:
             path = store.resolve(f"{name}.safetensors")
             if path is not None:
                 store.resolve(f"{name}.json")
                 return path
-    for name in ("best", "last"):
+    for name in names:
         path = checkpoints / f"{name}.safetensors"
         if path.is_file():
             return path
-    raise FileNotFoundError(f"no checkpoints/best.safetensors or last.safetensors in {run_dir}; "
-                            "is this a finished run directory of `mie train`?")
+    wanted = " or ".join(f"checkpoints/{n}.safetensors" for n in names)
+    raise CheckpointError(f"no {wanted}", where=run_dir,
+                          fix="pass the directory of a finished `mie train` run")
 
 
 def run_config_path(run_dir: Path) -> Path:

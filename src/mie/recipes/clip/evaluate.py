@@ -4,7 +4,7 @@ zero-shot classification on the shapes data, and the report's figures."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from torch import nn
 
 from mie.data import build_dataset, build_image_transform, images_and_all_captions
 from mie.data.image_text import caption_image_index
+from mie.errors import DataError
 from mie.evaluation.plots import plot_curves, plot_retrieval_grid
 from mie.evaluation.retrieval import retrieval_metrics, retrieval_topk
 from mie.evaluation.zero_shot import average_prompt_embeddings, build_class_embeddings, zero_shot_classify
@@ -32,6 +33,7 @@ class EvalSet:
     captions: list[list[str]]
     image_ids: list[str]
     attributes: list[dict[str, Any] | None]
+    paths: list[str] = field(default_factory=list)  # each image's file (its id where the format has none)
 
     @property
     def flat_captions(self) -> tuple[list[str], torch.Tensor]:
@@ -49,9 +51,12 @@ def load_eval_set(config: ClipConfig, split: str) -> EvalSet:
         captions.extend(batch.captions)
         ids.extend(batch.image_ids)
     if not images:
-        raise ValueError(f"split {split!r} of {config.data.path} has no readable image")
-    by_id = {r.image_id: r.attributes for r in getattr(dataset, "records", [])}
-    return EvalSet(split, torch.cat(images), captions, ids, [by_id.get(i) for i in ids])
+        raise DataError(f"split {split!r} has no readable image", where=config.data.path,
+                        fix="check the data with `mie data inspect`")
+    by_id = {r.image_id: r for r in getattr(dataset, "records", [])}
+    attributes = [by_id[i].attributes if i in by_id else None for i in ids]
+    paths = [str(by_id[i].path) if i in by_id else i for i in ids]
+    return EvalSet(split, torch.cat(images), captions, ids, attributes, paths)
 
 
 @torch.no_grad()

@@ -1,22 +1,24 @@
 """A finished clip run: load it from its directory, evaluate it, print and report its results.
 
 ``train`` (``mie.recipes.clip.train``) ends by calling :func:`evaluate_and_report`; ``mie eval``
-calls :func:`evaluate`; both load the run with :func:`load_run_parts`.
+calls :func:`evaluate`; both, and ``mie.load_run``, load the run with :func:`load_run_parts`.
+Nothing here but :func:`evaluate_and_report` writes into the run directory.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from mie.config import load_config
 from mie.errors import CheckpointError
-from mie.evaluation.report import compare_results, format_metrics_table, load_results, write_report
+from mie.evaluation.report import ReportComparison, compare_with_saved, format_metrics_table, write_report
 from mie.io import load_weights
 from mie.models.registry import build_model, num_parameters
 from mie.recipes.clip.config import ClipConfig
@@ -34,9 +36,21 @@ class RunResult:
     run_dir: Path
     results: dict[str, dict[str, float]]
     zero_shot: dict[str, dict[str, Any]]
+    checkpoint: Path | None = None  # the weights that were scored
+
+
+class RunParts(NamedTuple):
+    """A finished run loaded for use: its config, tokenizer, model (eval mode, on ``device``) and weights file."""
+
+    config: ClipConfig
+    tokenizer: BaseTokenizer
+    model: nn.Module
+    device: torch.device
+    checkpoint: Path
 
 
 def config_summary(config: ClipConfig, model: nn.Module, vocab_size: int) -> dict[str, Any]:
+    """The report's configuration table: architecture, size, loss, batch, data."""
     m = config.model
     return {
         "model": f"ViT {m.image_size}px/patch {m.patch_size}/width {m.vision_width}/{m.vision_layers} layers + "
@@ -48,47 +62,72 @@ def config_summary(config: ClipConfig, model: nn.Module, vocab_size: int) -> dic
     }
 
 
-def load_run_parts(run_dir: Path) -> tuple[ClipConfig, BaseTokenizer, nn.Module, torch.device]:
+def load_run_parts(run_dir: Path, checkpoint: str = "best", device: str | None = None) -> RunParts:
+    """Load a finished run: its ``config.yaml``, ``tokenizer.json`` and the ``best`` (or ``last``) weights.
+
+    ``device`` replaces the run's ``device`` setting (``"cpu"``, ``"cuda"``, ``"auto"``); reads only.
+    """
+    run_dir = Path(run_dir)
     config = load_config(run_config_path(run_dir), ClipConfig)
     tokenizer = load_any_tokenizer(run_dir / TOKENIZER_FILE)
-    device = resolve_device(config.device)
+    target = resolve_device(device or config.device)
     model = build_model(config.model, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
-    checkpoint = checkpoint_to_evaluate(run_dir)
-    state, _ = load_weights(checkpoint)
+    weights = checkpoint_to_evaluate(run_dir, checkpoint)
+    state, _ = load_weights(weights)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(f"does not fit the model of {run_dir / 'config.yaml'} ({' '.join(str(exc).split())[:300]})",
-                              where=checkpoint, fix="keep the checkpoints and config.yaml of one run together") from None
-    return config, tokenizer, model.to(device).eval(), device
+                              where=weights, fix="keep the checkpoints and config.yaml of one run together") from None
+    return RunParts(config, tokenizer, model.to(target).eval(), target, weights)
+
+
+def with_data(config: ClipConfig, path: str | Path, data_format: str = "auto") -> ClipConfig:
+    """A copy of ``config`` that reads the dataset at ``path`` (``format`` may be ``auto``).
+
+    The run's ``format_options`` are kept only when ``data_format`` names the run's own format.
+    """
+    options = dict(config.data.format_options) if data_format == config.data.format else {}
+    data = dataclasses.replace(config.data, path=str(path), format=data_format, format_options=options)
+    return dataclasses.replace(config, data=data)
 
 
 def evaluate_and_report(run_dir: Path, config: ClipConfig, tokenizer: BaseTokenizer, device: torch.device,
                          training: dict[str, Any], stages: list[dict[str, Any]] | None) -> RunResult:
-    _, _, model, _ = load_run_parts(run_dir)
+    """Score the run's best checkpoint on its test splits and write ``report.md``, ``results.json``, plots."""
+    parts = load_run_parts(run_dir)
+    model, weights = parts.model, parts.checkpoint
     evalsets = [load_eval_set(config, split) for split in config.data.test_splits]
     results, zero_shot = evaluate_model(model, tokenizer, evalsets, device)
     # No test split (a smoke run): the report holds the training summary and curves only.
     figures = write_figures(run_dir, model, tokenizer, evalsets[0], device) if evalsets else {}
-    checkpoint = checkpoint_to_evaluate(run_dir).name
     write_report(run_dir, results, config_summary(config, model, tokenizer.vocab_size), figures,
-                 extra={"evaluated checkpoint": checkpoint}, zero_shot=zero_shot, training=training,
+                 extra={"evaluated checkpoint": weights.name}, zero_shot=zero_shot, training=training,
                  stages=stages, title=f"{config.project_name}: image-text retrieval report")
-    return RunResult(run_dir, results, zero_shot)
+    return RunResult(run_dir, results, zero_shot, weights)
 
 
-def evaluate(run_dir: str | Path, splits: Sequence[str] | None = None) -> tuple[RunResult, list[str]]:
-    """Re-score a finished run from its files; return the results and their differences from ``results.json``."""
+def evaluate(run_dir: str | Path, splits: Sequence[str] | None = None, *, checkpoint: str = "best",
+             data: str | Path | None = None, data_format: str = "auto") -> tuple[RunResult, ReportComparison]:
+    """Re-score a finished run from its files, writing nothing; compare with ``results.json`` where it can.
+
+    ``splits`` default to the config's ``test_splits`` (``["test"]`` with ``data``); ``checkpoint`` is
+    ``best`` or ``last``; ``data`` (+ ``data_format``) scores another dataset with the run's model, which
+    ``results.json`` cannot vouch for, so nothing is compared then.
+    """
     run_dir = Path(run_dir)
-    config, tokenizer, model, device = load_run_parts(run_dir)
-    evalsets: list[EvalSet] = [load_eval_set(config, split) for split in (splits or config.data.test_splits)]
+    config, tokenizer, model, device, weights = load_run_parts(run_dir, checkpoint)
+    if data is not None:
+        config = with_data(config, data, data_format)
+    names = list(splits or (["test"] if data is not None else config.data.test_splits))
+    evalsets: list[EvalSet] = [load_eval_set(config, split) for split in names]
     results, zero_shot = evaluate_model(model, tokenizer, evalsets, device)
-    differences: list[str] = []
-    if (run_dir / "results.json").is_file():
-        saved = load_results(run_dir)
-        saved_retrieval = {k: v for k, v in (saved.get("retrieval") or {}).items() if k in results}
-        differences = compare_results(saved_retrieval, results)
-    return RunResult(run_dir, results, zero_shot), differences
+    if data is not None:
+        comparison = ReportComparison(nothing_to_compare=[
+            f"nothing to compare: results.json scores the run's own data, not {data}"])
+    else:
+        comparison = compare_with_saved(run_dir, results, checkpoint=weights.name)
+    return RunResult(run_dir, results, zero_shot, weights), comparison
 
 
 def print_results(result: RunResult, echo: Callable[[str], Any] = print) -> None:
