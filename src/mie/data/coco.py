@@ -169,41 +169,7 @@ class CocoCaptions(ImageTextDataset):
         images_dir: str | os.PathLike[str] | None = None,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
-        data_dir = Path(data_dir)
-        single = data_dir if data_dir.is_file() else None
-        if single is None and annotation is None and not (data_dir / KARPATHY_FILE).is_file() \
-                and not (data_dir / "annotations").is_dir():
-            single = single_captions_file(data_dir)
-        if single is not None:
-            if annotation is not None:
-                raise ConfigError(f"data.path {data_dir} is already an annotation file", where="data.format_options.annotation",
-                                  fix="drop the annotation option, or point data.path at the COCO root")
-            records = read_captions_file(single, split, Path(images_dir) if images_dir else None)
-            self._open(records, single, split, transform, cache_images, max_samples, max_image_pixels,
-                       f" ({single.name} is split {describe()} by a hash of the image names)")
-            return
-        if not data_dir.is_dir():
-            raise FileNotFoundError(f"COCO folder or captions file {data_dir} does not exist; expected {COCO_LAYOUT}")
-        if annotation is None and (data_dir / KARPATHY_FILE).is_file():
-            annotation_path, image_root = data_dir / KARPATHY_FILE, Path(images_dir or data_dir)
-        elif annotation is None:
-            annotation_path, image_root = _official_files(data_dir, split)
-            image_root = Path(images_dir) if images_dir else image_root
-        else:
-            annotation_path, image_root = Path(annotation), Path(images_dir or data_dir)
-        if not annotation_path.is_file():
-            raise FileNotFoundError(f"COCO annotation file {annotation_path} not found; expected {COCO_LAYOUT}")
-        if not image_root.is_dir():
-            raise FileNotFoundError(f"COCO image folder {image_root} not found; expected {COCO_LAYOUT}")
-        if annotation_path.name == KARPATHY_FILE:
-            records = read_karpathy_json(annotation_path, split, image_root)
-        else:
-            records = read_coco_captions(annotation_path, image_root)
-        self._open(records, annotation_path, split, transform, cache_images, max_samples, max_image_pixels)
-
-    def _open(self, records: list[ImageTextRecord], annotation_path: Path, split: str, transform: Callable | None,
-              cache_images: bool, max_samples: int, max_image_pixels: int, note: str = "") -> None:
-        """Keep the usable records (a SplitNotFoundError when none) and set up the dataset over them."""
+        annotation_path, records, note = _read_records(Path(data_dir), split, annotation, images_dir)
         parse_skips: Counter[str] = Counter()
         records = usable_records(records, annotation_path, f"no images with captions for split {split!r}{note}",
                                  max_samples, parse_skips)
@@ -211,6 +177,38 @@ class CocoCaptions(ImageTextDataset):
         self.skipped.update(parse_skips)
         self.annotation_path = annotation_path
         self.split = split
+
+
+def _read_records(data_dir: Path, split: str, annotation: str | os.PathLike[str] | None,
+                  images_dir: str | os.PathLike[str] | None) -> tuple[Path, list[ImageTextRecord], str]:
+    """(annotation file, records of ``split``, a note for an empty split) of whatever ``data_dir`` holds."""
+    single = data_dir if data_dir.is_file() else None
+    if single is None and annotation is None and not (data_dir / KARPATHY_FILE).is_file() \
+            and not (data_dir / "annotations").is_dir():
+        single = single_captions_file(data_dir)
+    if single is not None:
+        if annotation is not None:
+            raise ConfigError(f"data.path {data_dir} is already an annotation file",
+                              where="data.format_options.annotation",
+                              fix="drop the annotation option, or point data.path at the COCO root")
+        hashed = "" if single.name == KARPATHY_FILE else f" ({single.name} is split {describe()} by a hash of the image names)"
+        return single, read_captions_file(single, split, Path(images_dir) if images_dir else None), hashed
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"COCO folder or captions file {data_dir} does not exist; expected {COCO_LAYOUT}")
+    if annotation is None and (data_dir / KARPATHY_FILE).is_file():
+        annotation_path, image_root = data_dir / KARPATHY_FILE, Path(images_dir or data_dir)
+    elif annotation is None:
+        annotation_path, image_root = _official_files(data_dir, split)
+        image_root = Path(images_dir) if images_dir else image_root
+    else:
+        annotation_path, image_root = Path(annotation), Path(images_dir or data_dir)
+    if not annotation_path.is_file():
+        raise FileNotFoundError(f"COCO annotation file {annotation_path} not found; expected {COCO_LAYOUT}")
+    if not image_root.is_dir():
+        raise FileNotFoundError(f"COCO image folder {image_root} not found; expected {COCO_LAYOUT}")
+    if annotation_path.name == KARPATHY_FILE:
+        return annotation_path, read_karpathy_json(annotation_path, split, image_root), ""
+    return annotation_path, read_coco_captions(annotation_path, image_root), ""
 
 
 @register_dataset_format("coco")
