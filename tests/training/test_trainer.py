@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from mie.config import ConfigError, validate_config
 from mie.errors import NonFiniteLossError
 from mie.training import (
+    BaseTrainer,
     Callback,
     ModelCheckpoint,
     OptimizerConfig,
@@ -382,3 +383,9 @@ def test_fp16_with_grad_scaler_on_cuda(toys, tmp_path):
     other = toys.trainer(toys.Model(), cfg, toys.loader(), callbacks=[])
     other.load_checkpoint(path)
     assert other.scaler.get_scale() == trainer.scaler.get_scale()
+
+
+def test_the_trainer_itself_refuses_a_loader_without_batches(toys, tmp_path):
+    with pytest.raises(ConfigError, match=r"training \(batch size 4\): the training data gives no batch, so training "
+                                          r"would take 0 optimizer steps — lower data.batch_size"):
+        BaseTrainer(toys.Task(toys.Model()), toys.config(tmp_path), [], batch_size=4)

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from mie.errors import CheckpointError, NonFiniteLossError
+from mie.errors import CheckpointError, ConfigError, NonFiniteLossError
 from mie.training.budget import check_time_budget
 from mie.training.callbacks import Callback, CallbackList, MetricsLogger
 from mie.training.checkpoint_callback import ModelCheckpoint
@@ -150,6 +150,10 @@ class BaseTrainer(TrainerStateMixin):
                                  "function batch_size -> loader")
             self.train_loader = self._loaders(stage.batch_size or self._default_batch)
         n_batches = safe_len(self.train_loader)
+        if n_batches == 0:  # e.g. fewer samples than one batch with drop_last: training would do nothing
+            raise ConfigError("the training data gives no batch, so training would take 0 optimizer steps",
+                              where=f"{where} (batch size {stage.batch_size or self._default_batch or '?'})",
+                              fix="lower data.batch_size (or the stage's batch_size) below the number of samples")
         self.steps_per_epoch = None if n_batches is None else math.ceil(n_batches / stage.grad_accum_steps)
         self.stage_total = self._plan_stage_steps(stage, where)  # before the max_steps cap
         self._budget_total = None
