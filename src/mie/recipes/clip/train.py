@@ -27,6 +27,7 @@ from mie.recipes.clip.evaluate import (
     load_eval_set,
     retrieval_evaluator,
 )
+from mie.recipes.clip.preflight import check_batch_sizes
 from mie.recipes.clip.run import RunResult, evaluate_and_report
 from mie.recipes.run_dir import (
     TOKENIZER_FILE,
@@ -139,6 +140,7 @@ def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = Fa
     # Rank 0 generates the data (if needed) and trains the tokenizer; the other ranks then read both.
     with main_process_first():
         train_set = _train_dataset(config)
+        check_batch_sizes(config, train_set)  # before a tokenizer is trained or a step is taken
         if (resume is not None or not main) and tokenizer_path.is_file():
             tokenizer = load_any_tokenizer(tokenizer_path)
         else:
