@@ -51,3 +51,11 @@ def test_a_stage_batch_size_is_checked_too(config, tmp_path, capsys):
 @pytest.mark.parametrize("num, size", [(1, 1), (7, 1), (8, 2), (50, 8), (1000, 128), (1024, 256)])
 def test_the_suggested_batch_leaves_four_batches(num, size):
     assert suggest_batch_size(num) == size and (num // size >= 4 or size == 1)
+
+
+def test_a_split_the_data_lacks_is_refused_before_training(config, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--output-dir", str(run), "--set", "data.test_splits=[test, holdout]"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("mie train: error: data.test_splits: split 'holdout' is not in ")
+    assert not (run / "checkpoints").exists() and not (run / "tokenizer.json").exists()

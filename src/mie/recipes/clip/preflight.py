@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from torch.utils.data import Dataset, IterableDataset
 
+from mie.data.preflight import check_splits
 from mie.errors import ConfigError
 from mie.recipes.clip.config import ClipConfig
 from mie.training.distributed import get_world_size
@@ -35,3 +36,10 @@ def check_batch_sizes(config: ClipConfig, train_set: Dataset) -> None:
             raise ConfigError(f"{batch} is larger than the {num} training images of {config.data.path}{ranks}, "
                               "so training would take 0 steps", where=key,
                               fix=f"set it to at most {num // world}, e.g. --set {key}={suggest_batch_size(num // world)}")
+
+
+def check_splits_exist(config: ClipConfig) -> dict[str, int]:
+    """Every split the config names (train, val, test) must be in the data: checked from manifests
+    and annotations only (no image is decoded), so a missing test split fails before training."""
+    data = config.data
+    return check_splits(data, [data.train_split, data.val_split, *data.test_splits])

@@ -27,7 +27,7 @@ from mie.recipes.clip.evaluate import (
     load_eval_set,
     retrieval_evaluator,
 )
-from mie.recipes.clip.preflight import check_batch_sizes
+from mie.recipes.clip.preflight import check_batch_sizes, check_splits_exist
 from mie.recipes.clip.run import RunResult, evaluate_and_report
 from mie.recipes.run_dir import (
     TOKENIZER_FILE,
@@ -135,6 +135,7 @@ def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = Fa
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = prepare_run_dir(run_dir, resume, overwrite=overwrite, main=main)
+    check_splits_exist(config)  # a split the data lacks fails now, not after training
     torch.manual_seed(config.seed)
     tokenizer_path = run_dir / TOKENIZER_FILE
     # Rank 0 generates the data (if needed) and trains the tokenizer; the other ranks then read both.
