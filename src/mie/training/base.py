@@ -73,6 +73,7 @@ from mie.training.stages import (
     stage_rng_offset,
 )
 from mie.training.task import Task
+from mie.training.tensorboard import TensorBoardLogger
 
 LoaderFactory = Callable[[int], Iterable]
 logger = logging.getLogger(__name__)
@@ -109,6 +110,8 @@ class BaseTrainer(TrainerStateMixin):
             if stage.grad_accum_steps < 1:
                 raise ValueError(f"grad_accum_steps of stage {index} is {stage.grad_accum_steps}; it must be >= 1")
         default = [ProgressBar(quiet=quiet), MetricsLogger(), ModelCheckpoint()]
+        if config.tensorboard:
+            default.append(TensorBoardLogger())
         self.callbacks = CallbackList(default if callbacks is None else callbacks)
         self.global_step = self.stage = self.stage_step = self.epoch = self.batch_in_epoch = 0
         self.history: list[dict[str, float]] = []
