@@ -59,3 +59,13 @@ def test_a_split_the_data_lacks_is_refused_before_training(config, tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("mie train: error: data.test_splits: split 'holdout' is not in ")
     assert not (run / "checkpoints").exists() and not (run / "tokenizer.json").exists()
+
+
+def test_a_failed_resume_leaves_the_run_untouched(config, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--output-dir", str(run), "-q"]) == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    # another architecture: the checkpoint cannot be loaded, so the resume fails
+    assert main(["train", str(config), "--output-dir", str(run), "-q", "--resume", "--set", "model.embed_dim=32"]) == 1
+    assert "does not fit this model and trainer" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

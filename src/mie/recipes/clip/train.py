@@ -149,7 +149,7 @@ def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = Fa
             tokenizer.save(tokenizer_path)
     # The run directory owns its tokenizer (tokenizer.json); the saved config records the vocabulary size.
     resolved = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size))
-    if main:
+    if main and resume is None:  # a resume records its config only once it has worked
         save_run_config(resolved, run_dir)
 
     device = resolve_device(config.device)
@@ -166,6 +166,8 @@ def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = Fa
                 "streamed" if num_train is None else f"{num_train:,}")
     start = time.monotonic()
     trainer.fit(resume_from=resume)
+    if main and resume is not None:
+        save_run_config(resolved, run_dir)
     seconds = trainer.elapsed_seconds() if resume is None else time.monotonic() - start
     skipped = dict(getattr(train_set, "skipped", {}) or {})
     if skipped:
