@@ -197,6 +197,7 @@ def test_early_stopping(toys, tmp_path):
                            val_loader=toys.loader(n=4), callbacks=[stopper], task=task)
     history = trainer.fit()
     assert len(history) == 4 and stopper.best == 0.5 and stopper.bad_epochs == 2
+    assert trainer.notices == ["early stopping: val/loss has not improved for 2 validations; stopped at step 8"]
     clone = EarlyStopping()
     clone.load_state_dict(stopper.state_dict())
     assert clone.best == 0.5 and clone.bad_epochs == 2

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mie.io.atomic import atomic_write_text
+from mie.training.budget import notice
 
 if TYPE_CHECKING:
     from mie.training.base import BaseTrainer
@@ -239,6 +240,8 @@ class EarlyStopping(Callback):
             self.bad_epochs += 1
             if self.bad_epochs >= self.patience:
                 trainer.should_stop = True
+                notice(trainer, f"early stopping: {self.monitor} has not improved for {self.patience} "
+                                f"validations; stopped at step {trainer.global_step}")
 
     def state_dict(self) -> dict[str, Any]:
         """What this object needs to resume exactly (JSON-friendly)."""
