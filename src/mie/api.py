@@ -72,7 +72,7 @@ class SearchHit:
     index: int
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Run:
     """A finished run ready for use (see the module docstring); made by :func:`load_run`."""
 
@@ -87,6 +87,11 @@ class Run:
         self.transform: Callable[[Image.Image], torch.Tensor] = build_image_transform(
             self.config.model.image_size, train=False)
         self._load = LoadImage(self.config.data.max_image_pixels)
+
+    def __repr__(self) -> str:
+        size = sum(p.numel() for p in self.model.parameters())
+        return (f"Run({os.fspath(self.run_dir)!r}, checkpoint={self.checkpoint.name!r}, device='{self.device}', "
+                f"model={self.config.model.name!r} with {size:,} parameters)")
 
     @property
     def context_length(self) -> int:

@@ -84,6 +84,7 @@ def test_checkpoint_last_loads_the_last_weights_and_reads_only(tiny_run, snapsho
     before = snapshot_of(tiny_run)
     last = mie.load_run(tiny_run, checkpoint="last")
     assert last.checkpoint.name == "last.safetensors" and last.device == torch.device("cpu")
+    assert repr(last).startswith(f"Run({str(tiny_run)!r}, checkpoint='last.safetensors', device='cpu'")
     state, _ = load_weights(tiny_run / "checkpoints" / "last.safetensors")
     for name, value in last.model.state_dict().items():
         assert torch.equal(value, state[name]), name

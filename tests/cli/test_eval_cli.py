@@ -112,3 +112,17 @@ def test_a_tampered_result_differs_and_exits_1(run, tmp_path, capsys):
     (copy / "results.json").write_text(json.dumps(data))
     status, out, _ = _eval(capsys, str(copy))
     assert status == 1 and f"differs from {copy / 'results.json'}:" in out and "test.t2i_R@5" in out
+
+
+def test_a_run_with_no_test_split_asks_for_one(run, tmp_path, capsys):
+    import yaml
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    config["data"]["test_splits"] = []
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    status, _, err = _eval(capsys, str(copy))
+    assert status == 1 and "data.test_splits of" in err and "pass --split NAME" in err
+    status, out, _ = _eval(capsys, str(copy), "--split", "test")
+    assert status == 0 and "reproduces the numbers" in out

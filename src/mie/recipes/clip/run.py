@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from mie.config import load_config
-from mie.errors import CheckpointError
+from mie.errors import CheckpointError, ConfigError
 from mie.evaluation.report import ReportComparison, compare_with_saved, format_metrics_table, write_report
 from mie.io import load_weights
 from mie.models.registry import build_model, num_parameters
@@ -120,6 +120,9 @@ def evaluate(run_dir: str | Path, splits: Sequence[str] | None = None, *, checkp
     if data is not None:
         config = with_data(config, data, data_format)
     names = list(splits or (["test"] if data is not None else config.data.test_splits))
+    if not names:
+        raise ConfigError("is empty, so there is no split to score", where=f"data.test_splits of {run_dir}",
+                          fix="pass --split NAME")
     evalsets: list[EvalSet] = [load_eval_set(config, split) for split in names]
     results, zero_shot = evaluate_model(model, tokenizer, evalsets, device)
     if data is not None:
