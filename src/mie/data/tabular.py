@@ -104,8 +104,6 @@ def read_table(
                             where=path)
         has_split = split_column in columns
         hashed = split_by_hash and not has_split
-        if hashed and split is not None:
-            warn_hash_split(path, f"has no {split_column!r} column", HASH_FIX)
         for row in reader:
             row_split = row.get(split_column) if has_split else None
             if has_split and split is not None and row_split != split:
@@ -121,6 +119,8 @@ def read_table(
                                          image_id=image, split=row_split)
                 grouped[image] = record
             record.captions.append(row.get(caption_column) or "")
+    if hashed and split is not None:  # said once the table has been read (a broken table gets its error alone)
+        warn_hash_split(path, f"has no {split_column!r} column", HASH_FIX)
     return list(grouped.values())
 
 
