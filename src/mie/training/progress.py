@@ -88,7 +88,9 @@ class ProgressBar(Callback):
         """Hook: an epoch has ended with these metrics."""
         if not self._enabled(trainer):
             return
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.endswith("loss") or k.startswith("val/"))
+        # The losses and the headline retrieval figures; every metric is in metrics.jsonl.
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()
+                          if k.endswith("loss") or (k.startswith("val/") and "mean_R@" in k))
         self.stream.write(("\n" if self._shown else "") + f"epoch {epoch + 1} done: {shown}\n")
         self.stream.flush()
         self._shown = False
