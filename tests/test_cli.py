@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 import types
+import warnings
 
 import pytest
 
@@ -47,6 +48,8 @@ def fake_command(monkeypatch):
                   "full": OSError(errno.ENOSPC, "No space left on device", "runs/x/last_state.pt"),
                   "readonly": OSError(errno.EROFS, "Read-only file system", "/ro/out"),
                   "storage": StorageError("disk full", where="runs/x", fix="free space")}
+        if args.mode == "warn":
+            warnings.warn("lower warmup_steps", stacklevel=1)
         if args.mode in errors:
             raise errors[args.mode]
         return None if args.mode == "none" else args.count
@@ -223,3 +226,13 @@ def test_building_the_parser_imports_neither_torch_nor_numpy():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "none"
+
+
+def test_python_warnings_are_one_log_line_without_source(fake_command, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert cli.main(["fake", "--mode", "warn"]) == 1
+        err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "lower warmup_steps" in line]
+    assert len(lines) == 1 and "WARNING mie.warnings: lower warmup_steps" in lines[0]
+    assert "warnings.warn(" not in err  # the source line is not quoted

@@ -16,6 +16,7 @@ import importlib
 import logging
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -87,6 +88,14 @@ def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
     handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S"))
     logger.addHandler(handler)
     logger.setLevel(level)
+    warnings.showwarning = _warning_to_log
+
+
+def _warning_to_log(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Python warnings become one log line of the warning's module (no source line quoted)."""
+    module = filename.replace("\\", "/").rsplit("/src/", 1)[-1].removesuffix(".py").replace("/", ".")
+    name = module if module.startswith("mie.") else "mie.warnings"
+    logging.getLogger(name).warning("%s", message)
 
 
 def _verbosity_options(in_subcommand: bool) -> argparse.ArgumentParser:
