@@ -4,7 +4,8 @@ on it. Recipes are imported only when used, so ``mie --help`` stays fast.
 
 A recipe module exposes ``Config`` (its dataclass, which extends ``TrainerConfig``),
 ``check_config(config)`` (what the dataclass cannot check: a loss that does not fit the task),
-``train(config, resume, quiet)``, ``evaluate(run_dir, splits)`` and ``print_results(result)``.
+``train(config, resume, quiet, overwrite)``, ``evaluate(run_dir, splits, ...)`` (returns the scores
+and their comparison with the run's report) and ``print_results(result)``.
 """
 
 from __future__ import annotations
