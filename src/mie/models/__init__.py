@@ -5,6 +5,8 @@
 
 from mie.models.attention import KVCache, MultiHeadAttention, reference_attention
 from mie.models.blocks import FeedForward, RMSNorm, TransformerBlock, build_norm
+from mie.models.causal_lm import CausalLM, CausalLMConfig
+from mie.models.generation import generate
 from mie.models.multimodal import CrossModalFusion, DualEncoder
 from mie.models.positional import LearnedPositionalEmbedding, RotaryEmbedding, SinusoidalPositionalEmbedding
 from mie.models.registry import (
@@ -20,6 +22,8 @@ from mie.models.vision import VisionTransformer
 
 __all__ = [
     "MODEL_PRESETS",
+    "CausalLM",
+    "CausalLMConfig",
     "CrossModalFusion",
     "DualEncoder",
     "FeedForward",
@@ -36,6 +40,7 @@ __all__ = [
     "build_model",
     "build_norm",
     "build_torch_reference_model",
+    "generate",
     "get_model_config",
     "num_parameters",
     "reference_attention",

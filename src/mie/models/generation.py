@@ -1,0 +1,223 @@
+"""Autoregressive generation for ``CausalLM``: a KV cache, logits processors and ``generate``.
+
+>>> new = generate(model, [[1, 5, 9], [1, 7]], max_new_tokens=20, temperature=0.8, top_p=0.9,
+...                stop_ids=(eos_id,), seed=0)  # doctest: +SKIP
+
+Batched prompts are left-padded; the model derives each row's positions from its attention mask, so a
+padded row yields the same tokens as the same prompt generated alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from mie.models.causal_lm import CausalLM
+
+
+class KVCache:
+    """Per-layer keys/values ``[B, n_kv_heads, S, head_dim]`` and the key mask ``[B, S]`` of a causal LM.
+
+    With ``max_len`` the tensors are preallocated on the first write (no copies while decoding);
+    without it they grow by concatenation. The model calls ``extend_mask`` once per forward, ``update``
+    once per layer, then ``advance``; ``len(cache)`` is the number of positions filled.
+    """
+
+    def __init__(self, n_layers: int, max_len: int | None = None) -> None:
+        self.n_layers, self.max_len = n_layers, max_len
+        self.keys: list[torch.Tensor | None] = [None] * n_layers
+        self.values: list[torch.Tensor | None] = [None] * n_layers
+        self.mask: torch.Tensor | None = None  # (B, capacity) bool, True = a real (non-padding) token
+        self.length = 0
+
+    def __len__(self) -> int:
+        """Number of cached positions."""
+        return self.length
+
+    def _check(self, new: int) -> None:
+        if self.max_len is not None and self.length + new > self.max_len:
+            raise ValueError(f"KV cache full: {self.length} + {new} positions exceed max_len={self.max_len}; "
+                             "build the cache with a larger max_len")
+
+    def _write(self, store: torch.Tensor | None, new: torch.Tensor, dim: int) -> torch.Tensor:
+        """Put ``new`` at positions ``length..length+T`` of ``store`` (allocating or growing it)."""
+        if self.max_len is None:
+            if store is None:
+                return new
+            return torch.cat((store.narrow(dim, 0, self.length), new), dim=dim)
+        if store is None:
+            shape = list(new.shape)
+            shape[dim] = self.max_len
+            store = new.new_zeros(shape)
+        store.narrow(dim, self.length, new.shape[dim]).copy_(new)
+        return store
+
+    def extend_mask(self, new_mask: torch.Tensor) -> torch.Tensor:
+        """Record the mask ``[B, T]`` of the new tokens; return the mask ``[B, length + T]`` of all keys."""
+        self._check(new_mask.shape[1])
+        self.mask = self._write(self.mask, new_mask.bool(), dim=1)
+        return self.mask[:, : self.length + new_mask.shape[1]]
+
+    def update(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new ``[B, H, T, D]`` keys/values of ``layer``; return all its keys and values so far."""
+        self._check(keys.shape[2])
+        end = self.length + keys.shape[2]
+        self.keys[layer] = self._write(self.keys[layer], keys, dim=2)
+        self.values[layer] = self._write(self.values[layer], values, dim=2)
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def advance(self, n: int) -> None:
+        """Mark ``n`` more positions as filled (after every layer has been updated)."""
+        self.length += n
+
+    def reset(self) -> None:
+        """Forget every cached position."""
+        self.__init__(self.n_layers, self.max_len)
+
+
+# ---- logits processors: pure functions on [B, V] float logits ----------------------------------------
+
+
+def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL's penalty (Keskar et al., 2019): for tokens in ``seen`` (bool ``[B, V]``) divide positive
+    logits by ``penalty`` and multiply negative ones by it; other tokens are unchanged."""
+    if penalty == 1.0:
+        return logits
+    penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen, penalized, logits)
+
+
+def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Set every logit below the ``k``-th largest of its row to ``-inf`` (``k <= 0``: no filtering)."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filtering (Holtzman et al., 2020): keep the smallest set of most likely tokens whose
+    probabilities sum to at least ``p`` (always the top token); set the rest to ``-inf``."""
+    if p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    # Drop a token when the tokens ranked above it already reach p.
+    drop_sorted = probs.cumsum(-1) - probs >= p
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The next token ``[B]`` from logits ``[B, V]``: argmax if ``temperature == 0``, else a draw from
+    ``softmax(filter_top_p(filter_top_k(logits / temperature)))``."""
+    if temperature <= 0.0:
+        return logits.argmax(-1)
+    logits = filter_top_p(filter_top_k(logits / temperature, top_k), top_p)
+    probs = logits.float().softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+# ---- generate ------------------------------------------------------------------------------------------
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu",
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids ``[B, T]`` and attention mask ``[B, T]`` (1 = real) of ``prompts`` padded on the left."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(prompts), width, dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        if len(prompt):
+            ids[row, width - len(prompt):] = torch.as_tensor(list(prompt), dtype=torch.long)
+            mask[row, width - len(prompt):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _generator(seed: int | torch.Generator | None, device: torch.device) -> torch.Generator | None:
+    if seed is None or isinstance(seed, torch.Generator):
+        return seed
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+@torch.no_grad()
+def generate(
+    model: CausalLM,
+    ids: torch.Tensor | Sequence[Sequence[int]],
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
+    stop_ids: Sequence[int] = (),
+    stop_strings: Sequence[str] = (),
+    decode: Callable[[list[int]], str] | None = None,
+    seed: int | torch.Generator | None = None,
+    pad_id: int = 0,
+    on_token: Callable[[int, int], None] | None = None,
+) -> list[list[int]]:
+    """Continue each prompt by up to ``max_new_tokens`` tokens; return only the new tokens per prompt.
+
+    ``ids`` is a ``[B, T]`` tensor (no padding) or a list of token lists (left-padded with ``pad_id``).
+    ``temperature == 0`` is greedy; otherwise tokens are sampled after ``top_k``/``top_p`` filtering.
+    ``repetition_penalty`` applies to every token of the prompt and of the generated text so far.
+    A row stops at a token in ``stop_ids`` (not included in its output) or once ``decode(new tokens)``
+    contains one of ``stop_strings`` (the completing token is kept; trim the text yourself).
+    ``seed`` (an int or a ``torch.Generator``) makes sampling reproducible. ``on_token(row, token)`` is
+    called for each kept token as it is produced (streaming).
+    """
+    if stop_strings and decode is None:
+        raise ValueError("stop_strings need a decode function (token ids -> text); pass decode=tokenizer.decode")
+    device = next(model.parameters()).device
+    prompts = ids.tolist() if isinstance(ids, torch.Tensor) else [list(p) for p in ids]
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("generate needs at least one prompt, each of at least one token (e.g. a BOS id)")
+    input_ids, mask = left_pad(prompts, pad_id, device)
+    B, T = input_ids.shape
+    config = model.config
+    if config.positions == "learned" and max(map(len, prompts)) + max_new_tokens > config.max_seq_len:
+        raise ValueError(f"prompt + max_new_tokens exceed max_seq_len={config.max_seq_len} of learned positions; "
+                         "shorten the prompt or lower max_new_tokens")
+    generator = _generator(seed, device)
+    counts = torch.zeros(B, config.vocab_size, device=device).scatter_add_(1, input_ids, mask.float())
+    seen = counts > 0  # (B, V): tokens of each prompt, padding excluded
+    stop = torch.as_tensor(list(stop_ids), dtype=torch.long, device=device)
+    was_training = model.training
+    model.eval()
+    cache = KVCache(config.n_layers, max_len=T + max_new_tokens)
+    outputs: list[list[int]] = [[] for _ in range(B)]
+    done = [False] * B
+    try:
+        logits = model(input_ids, cache=cache, attention_mask=mask)[:, -1]
+        for _ in range(max_new_tokens):
+            logits = apply_repetition_penalty(logits, seen, repetition_penalty)
+            token = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
+            seen[torch.arange(B, device=device), token] = True
+            is_stop = torch.isin(token, stop) if len(stop) else torch.zeros_like(token, dtype=torch.bool)
+            for row, (tok, hit) in enumerate(zip(token.tolist(), is_stop.tolist())):  # one host sync per step
+                if done[row]:
+                    continue
+                if hit:
+                    done[row] = True
+                    continue
+                outputs[row].append(tok)
+                if on_token is not None:
+                    on_token(row, tok)
+                if stop_strings and any(s in decode(outputs[row]) for s in stop_strings):
+                    done[row] = True
+            if all(done):
+                break
+            token = token.masked_fill(torch.as_tensor(done, device=device), pad_id)
+            logits = model(token[:, None], cache=cache)[:, -1]
+    finally:
+        model.train(was_training)
+    return outputs
