@@ -96,6 +96,8 @@ class BPEModel:
     ``char + suffix`` and decodes to its bytes followed by a space. ``special_tokens`` are vocab entries
     that are not bytes; a pre-token equal to one maps straight to its id (CLIP's pattern matches
     ``<|endoftext|>``). Words are cached in an LRU of ``cache_size`` entries; most words of real text hit it.
+    ``drop_missing_bytes``: a vocabulary may lack some bytes (SmolLM2 has no 0xC0, 0xF5.., a few controls);
+    such bytes are then dropped from the text before merging, as HF ``tokenizers`` does without an unk token.
     """
 
     def __init__(
@@ -105,18 +107,21 @@ class BPEModel:
         end_of_word_suffix: str = "",
         special_tokens: Iterable[str] = (),
         cache_size: int = 200_000,
+        drop_missing_bytes: bool = False,
     ) -> None:
         self.vocab = dict(vocab)
+        self.drop_missing_bytes = bool(drop_missing_bytes)
         check_vocab(self.vocab)
         self.merges = [tuple(m) for m in merges]
         self.end_of_word_suffix = end_of_word_suffix
         self.special_tokens = {t: self._id_of(t, "special token") for t in special_tokens}
-        self._byte_ids = [self._id_of(BYTE_TO_CHAR[b], "byte") for b in range(256)]
+        self._byte_ids = [self._byte_id(BYTE_TO_CHAR[b], "byte") for b in range(256)]
         self._last_byte_ids = self._byte_ids
         if end_of_word_suffix:
             self._last_byte_ids = [
-                self._id_of(BYTE_TO_CHAR[b] + end_of_word_suffix, "word-end byte") for b in range(256)
+                self._byte_id(BYTE_TO_CHAR[b] + end_of_word_suffix, "word-end byte") for b in range(256)
             ]
+        self._missing = -1 in self._byte_ids or -1 in self._last_byte_ids
         self._ranks: dict[tuple[int, int], tuple[int, int]] = {}
         for rank, (left, right) in enumerate(self.merges):
             pair = (self._id_of(left, f"merge {rank} left part"), self._id_of(right, f"merge {rank} right part"))
@@ -130,6 +135,12 @@ class BPEModel:
             raise TokenizerError(f"{what} {short(token)} is missing from the vocabulary; the vocab and merges "
                                  "disagree", fix=RETRAIN_FIX)
         return self.vocab[token]
+
+    def _byte_id(self, token: str, what: str) -> int:
+        """Id of a byte symbol; -1 (dropped when encoding) for a missing one under ``drop_missing_bytes``."""
+        if self.drop_missing_bytes and token not in self.vocab:
+            return -1
+        return self._id_of(token, what)
 
     def _build_id_bytes(self) -> list[bytes]:
         size = max(self.vocab.values(), default=-1) + 1
@@ -149,7 +160,7 @@ class BPEModel:
     @property
     def byte_ids(self) -> frozenset[int]:
         """Ids of the single-byte symbols words start from (with and without the word-end suffix)."""
-        return frozenset(self._byte_ids) | frozenset(self._last_byte_ids)
+        return (frozenset(self._byte_ids) | frozenset(self._last_byte_ids)) - {-1}
 
     @property
     def vocab_size(self) -> int:
@@ -166,6 +177,8 @@ class BPEModel:
         byte_ids = self._byte_ids
         ids = [byte_ids[b] for b in data[:-1]]
         ids.append(self._last_byte_ids[data[-1]])
+        if self._missing:
+            ids = [i for i in ids if i >= 0]
         return tuple(self.merge_ids(ids))
 
     def merge_ids(self, ids: list[int]) -> list[int]:

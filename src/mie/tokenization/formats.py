@@ -6,7 +6,7 @@ Our own single-file JSON format is read and written by ``mie.tokenization.tokeni
 * ``from_gpt2_files``: GPT-2 / RoBERTa style files, encoding exactly as GPT-2 does.
 * ``from_clip_bpe``: OpenAI CLIP's ``bpe_simple_vocab_16e6.txt.gz`` layout, encoding as CLIP does.
   One difference: CLIP first runs ``ftfy.fix_text`` (mojibake repair); we do not depend on ftfy and apply
-  only its NFC step, so text that ftfy would repair can tokenize differently.
+  only its NFC and quote-straightening steps, so text that ftfy would repair can tokenize differently.
 """
 
 from __future__ import annotations
@@ -17,7 +17,14 @@ from pathlib import Path
 
 from mie.errors import MieError, TokenizerError
 from mie.tokenization.bpe import BPEModel, bytes_to_unicode
-from mie.tokenization.normalizers import NFC, HtmlUnescape, Lowercase, NormalizerSequence, WhitespaceClean
+from mie.tokenization.normalizers import (
+    NFC,
+    HtmlUnescape,
+    Lowercase,
+    NormalizerSequence,
+    StraightenQuotes,
+    WhitespaceClean,
+)
 from mie.tokenization.pre_tokenizers import RegexPreTokenizer
 from mie.tokenization.schema import UTF8_FIX, in_file, read_tokenizer_json
 from mie.tokenization.tokenizer import BPETokenizer
@@ -86,8 +93,8 @@ def from_gpt2_files(
 
 
 def clip_normalizer() -> NormalizerSequence:
-    """CLIP's text clean-up: NFC, HTML unescape twice, whitespace runs -> one space, strip, lowercase."""
-    return NormalizerSequence([NFC(), HtmlUnescape(), WhitespaceClean(), Lowercase()])
+    """CLIP's text clean-up: NFC, HTML unescape twice, straight quotes (ftfy), one space per run, lowercase."""
+    return NormalizerSequence([NFC(), HtmlUnescape(), StraightenQuotes(), WhitespaceClean(), Lowercase()])
 
 
 def from_clip_bpe(

@@ -80,6 +80,19 @@ class HtmlUnescape(Normalizer):
         return html.unescape(html.unescape(text)).strip()
 
 
+_STRAIGHT_QUOTES = str.maketrans({"\u02bc": "'", "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'",
+                                  "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"'})
+
+
+class StraightenQuotes(Normalizer):
+    """Curly quotes to straight ones (``’ ‘ ʼ`` -> ``'``, ``“ ”`` -> ``"``), as CLIP's ftfy clean-up does."""
+
+    kind = "straighten_quotes"
+
+    def __call__(self, text: str) -> str:
+        return text.translate(_STRAIGHT_QUOTES)
+
+
 class NormalizerSequence(Normalizer):
     """Apply several normalizers in order."""
 
@@ -99,7 +112,7 @@ class NormalizerSequence(Normalizer):
 
 
 _KINDS: dict[str, type[Normalizer]] = {
-    cls.kind: cls for cls in (Normalizer, NFC, Lowercase, WhitespaceClean, HtmlUnescape)
+    cls.kind: cls for cls in (Normalizer, NFC, Lowercase, WhitespaceClean, HtmlUnescape, StraightenQuotes)
 }
 
 

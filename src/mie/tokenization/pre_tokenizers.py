@@ -24,6 +24,10 @@ CL100K_PATTERN = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
     r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
+# SmolLM / StarCoder: every digit is its own word (HF ``Digits(individual_digits=True)``), then GPT-2's
+# regex on the pieces between digits. One pattern does both: digits come first, `` ?\p{N}+`` is gone, and
+# a whitespace run may end before a digit as it would end at the end of a piece.
+SMOLLM_PATTERN = r"""\p{N}|'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+(?![^\s\p{N}])|\s+"""
 CLIP_PATTERN = (
     r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 )
@@ -32,9 +36,11 @@ CLIP_PATTERN = (
 PATTERNS: dict[str, tuple[str, bool]] = {
     "gpt2": (GPT2_PATTERN, False),
     "cl100k": (CL100K_PATTERN, False),
+    "smollm": (SMOLLM_PATTERN, False),
     "clip": (CLIP_PATTERN, True),
 }
-_STYLE_FIX = f"retrain the tokenizer or use one of: {', '.join(sorted(PATTERNS))}"
+MODEL_STYLES = ("smollm",)  # one pretrained model family's split, not offered for training
+_STYLE_FIX = f"retrain the tokenizer or use one of: {', '.join(sorted(set(PATTERNS) - set(MODEL_STYLES)))}"
 
 
 class RegexPreTokenizer:
@@ -55,7 +61,7 @@ class RegexPreTokenizer:
 
     @classmethod
     def named(cls, name: str) -> RegexPreTokenizer:
-        """The pre-tokenizer of a known style: ``gpt2``, ``cl100k`` or ``clip``."""
+        """The pre-tokenizer of a known style: ``gpt2``, ``cl100k``, ``smollm`` or ``clip``."""
         return cls(name)
 
     @classmethod

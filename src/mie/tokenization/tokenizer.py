@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import regex
 import torch
 
 from mie.errors import MieError, TokenizerError
@@ -37,7 +38,7 @@ from mie.tokenization.schema import (
 FORMAT_NAME = "mie.tokenizer"
 FORMAT_VERSION = 1
 DOCUMENT_KEYS = ("format", "version", "normalizer", "pre_tokenizer", "model", "special_tokens", "bos_token",
-                 "eos_token", "pad_token", "post_processor")
+                 "eos_token", "pad_token", "post_processor", "split_special_tokens")
 MAX_CONTEXT_LENGTH = 1 << 20  # a row of the id tensor; a file cannot ask for terabytes per text
 
 
@@ -64,7 +65,9 @@ class BPETokenizer(BaseTokenizer):
     """A byte-level BPE tokenizer built from pipeline stages (see the module docstring).
 
     ``bos_token`` / ``eos_token`` must be special tokens of the model; ``pad_token`` too, or None to pad
-    with id 0 (CLIP's zero padding; the attention mask tells padding apart).
+    with id 0 (CLIP's zero padding; the attention mask tells padding apart). With ``split_special_tokens``
+    a special token written in the text (``<|im_start|>``) encodes to its own id, as HF tokenizers do;
+    without it (the default) the text is ordinary characters.
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class BPETokenizer(BaseTokenizer):
         eos_token: str = "<eos>",
         pad_token: str | None = "<pad>",
         context_length: int = 77,
+        split_special_tokens: bool = False,
     ) -> None:
         self.model = model
         self.normalizer = normalizer if normalizer is not None else Normalizer()
@@ -96,6 +100,11 @@ class BPETokenizer(BaseTokenizer):
             ids["bos_token"], ids["eos_token"], ids.get("pad_token", 0), context_length
         )
         self._special_ids = frozenset(model.special_tokens.values())
+        self.split_special_tokens = bool(split_special_tokens)
+        self._special_split = None
+        if self.split_special_tokens and model.special_tokens:  # longest first: a token may prefix another
+            names = sorted(model.special_tokens, key=len, reverse=True)
+            self._special_split = regex.compile("(" + "|".join(map(regex.escape, names)) + ")").split
 
     # -- BaseTokenizer contract -------------------------------------------------------------------
     @property
@@ -124,8 +133,16 @@ class BPETokenizer(BaseTokenizer):
         return self.post_processor.context_length
 
     def encode(self, text: str) -> list[int]:
-        """Ids of ``text`` without special tokens."""
-        return self.model.encode_words(self.pre_tokenizer(self.normalizer(text)))
+        """Ids of ``text`` without added special tokens (BOS/EOS); see ``split_special_tokens``."""
+        if self._special_split is None:
+            return self.model.encode_words(self.pre_tokenizer(self.normalizer(text)))
+        ids: list[int] = []
+        for i, part in enumerate(self._special_split(text)):  # odd parts are the special tokens
+            if i % 2:
+                ids.append(self.model.special_tokens[part])
+            elif part:
+                ids.extend(self.model.encode_words(self.pre_tokenizer(self.normalizer(part))))
+        return ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """``encode`` over many texts."""
@@ -211,12 +228,14 @@ class BPETokenizer(BaseTokenizer):
                 "end_of_word_suffix": self.model.end_of_word_suffix,
                 "vocab": self.model.vocab,
                 "merges": [list(m) for m in self.model.merges],
+                **({"drop_missing_bytes": True} if self.model.drop_missing_bytes else {}),
             },
             "special_tokens": list(self.model.special_tokens),
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
             "pad_token": self.pad_token,
             "post_processor": {"context_length": self.context_length},
+            **({"split_special_tokens": True} if self.split_special_tokens else {}),
         }
 
     @classmethod
@@ -233,7 +252,7 @@ class BPETokenizer(BaseTokenizer):
                                  fix=RETRAIN_FIX)
         check_keys(data, DOCUMENT_KEYS, "the document")
         spec = field(data, "model", dict)
-        check_keys(spec, ("type", "end_of_word_suffix", "vocab", "merges"), "model")
+        check_keys(spec, ("type", "end_of_word_suffix", "vocab", "merges", "drop_missing_bytes"), "model")
         if spec.get("type") != "bpe":
             raise TokenizerError(f"model type must be 'bpe', got {short(spec.get('type'))}", fix=RETRAIN_FIX)
         merges = field(spec, "merges", list, "model")
@@ -250,6 +269,7 @@ class BPETokenizer(BaseTokenizer):
             [tuple(m) for m in merges],
             field(spec, "end_of_word_suffix", str, "model", default=""),
             specials,
+            drop_missing_bytes=field(spec, "drop_missing_bytes", bool, "model", default=False),
         )
         post = field(data, "post_processor", dict)
         check_keys(post, ("context_length",), "post_processor")
@@ -265,6 +285,7 @@ class BPETokenizer(BaseTokenizer):
             field(data, "eos_token", str),
             field(data, "pad_token", (str, type(None)), default=None),
             context_length,
+            field(data, "split_special_tokens", bool, default=False),
         )
 
     def to_json(self) -> str:
