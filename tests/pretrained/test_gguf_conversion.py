@@ -173,6 +173,11 @@ def test_synthetic_gguf_round_trip_gives_the_same_logits(tmp_path, monkeypatch):
     cached = list((tmp_path / "cache" / "smollm2-135m-instruct").iterdir())
     assert len(cached) == 1 and {p.name for p in cached[0].iterdir()} >= {"model.safetensors", "model.json",
                                                                           "tokenizer.json"}
+    weights = cached[0] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)  # a damaged cache is converted again
+    repaired, _ = registry.load_causal_lm("smollm2-135m-instruct", cache=tmp_path / "cache")
+    with torch.no_grad():
+        torch.testing.assert_close(repaired(ids), original(ids))
     monkeypatch.setattr(registry, "convert", lambda *a: pytest.fail("the cache was not used"))
     again, _ = registry.load_causal_lm("smollm2-135m-instruct", cache=tmp_path / "cache")
     with torch.no_grad():

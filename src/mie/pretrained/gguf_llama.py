@@ -18,7 +18,7 @@ from mie.tokenization.bpe import BPEModel
 from mie.tokenization.pre_tokenizers import RegexPreTokenizer
 
 # llama.cpp's ``tokenizer.ggml.pre`` names -> our pre-tokenizer styles (same regex splits).
-PRE_TOKENIZERS = {"gpt2": "gpt2", "default": "gpt2", "smollm": "smollm", "starcoder": "smollm"}
+PRE_TOKENIZERS = {"gpt2": "gpt2", "smollm": "smollm", "starcoder": "smollm"}
 CONTROL_TOKEN, USER_DEFINED_TOKEN = 3, 4  # tokenizer.ggml.token_type values of special tokens
 _LAYER_NAMES = {  # GGUF blk.{i}.<name>.weight -> layers.{i}.<name>.weight
     "attn_norm": "attn_norm", "attn_q": "attn.wq", "attn_k": "attn.wk", "attn_v": "attn.wv",
@@ -94,7 +94,7 @@ def llama_tokenizer(gguf_file: GGUFFile) -> ChatTokenizer:
     if value("tokenizer.ggml.model") != "gpt2":
         raise CheckpointError(f"tokenizer.ggml.model is {value('tokenizer.ggml.model')!r}, not 'gpt2' (byte-level "
                               "BPE)", where=gguf_file.path, fix="use a model with a byte-level BPE tokenizer")
-    pre = value("tokenizer.ggml.pre", "default")
+    pre = value("tokenizer.ggml.pre", "missing")
     if pre not in PRE_TOKENIZERS:
         raise CheckpointError(f"tokenizer.ggml.pre {pre!r} has no matching pre-tokenizer here", where=gguf_file.path,
                               fix=f"use a model whose pre-tokenizer is one of {sorted(PRE_TOKENIZERS)}")
