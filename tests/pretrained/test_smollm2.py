@@ -173,3 +173,10 @@ def test_chat_answer_mentions_paris(loaded):
     assert prompt.endswith("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n")
     answer = tok.decode(_greedy(model, tok.encode(prompt), 20, stop=tok.eos_id))
     assert "Paris" in answer
+
+
+def test_tokenizer_matches_transformers_when_installed(loaded):
+    transformers = pytest.importorskip("transformers", reason="transformers is not installed (optional reference)")
+    hf = transformers.AutoTokenizer.from_pretrained(str(GGUF.parent), gguf_file=GGUF.name)
+    for text in TEXTS:
+        assert loaded[1].encode(text) == hf.encode(text, add_special_tokens=False), text
