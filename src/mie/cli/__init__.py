@@ -49,6 +49,7 @@ COMMANDS: dict[str, Command] = {
                      "mie.cli.embed", "add_embed_arguments", "run_embed"),
     "search": Command("rank images by a text query with a finished run (--sheet draws them)", "mie.cli.embed",
                       "add_search_arguments", "run_search"),
+    "generate": Command("generate text with a causal LM (a pretrained name or an lm run)", "mie.cli.generate"),
     "safety": Command("run the safety evaluator, filter and red-team suites"),
     "optimize": Command("quantize, prune and benchmark a model"),
     "doctor": Command("report the machine, packages and accelerators", "mie.tools.doctor"),

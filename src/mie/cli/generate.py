@@ -1,0 +1,100 @@
+"""``mie generate``: text from a causal LM — a pretrained one by name, or a finished ``lm`` run.
+
+Tokens are streamed to stdout as they come (a multi-byte character is printed once complete).
+``--temperature 0`` is greedy; ``--seed`` makes sampling reproducible; ``--chat`` wraps the prompt
+in the model's chat template and stops at its end-of-turn token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from mie.errors import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``mie generate``."""
+    parser.add_argument("--model", required=True,
+                        help="a pretrained model name (e.g. smollm2-135m-instruct) or an lm run directory")
+    parser.add_argument("--prompt", required=True, help="the text to continue (or the user message with --chat)")
+    parser.add_argument("--chat", action="store_true", help="apply the model's chat template to the prompt")
+    parser.add_argument("--system", default=None, help="a system message for --chat")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+    parser.add_argument("--top-k", type=int, default=0, help="0 = off")
+    parser.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the sampler")
+
+
+def load_model(name: str) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` for a pretrained name or an ``lm`` run directory."""
+    if Path(name).is_dir():
+        from mie.recipes.lm.run import load_lm_run  # an lm run: its config, tokenizer and best weights
+
+        return load_lm_run(Path(name))
+    from mie.pretrained import MODELS, load_causal_lm
+
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}", where="--model",
+                          fix=f"use one of {', '.join(sorted(MODELS))} or an lm run directory")
+    return load_causal_lm(name)
+
+
+def _check(args: argparse.Namespace) -> None:
+    checks = [(args.max_new_tokens >= 1, "--max-new-tokens", "at least 1"),
+              (args.temperature >= 0, "--temperature", ">= 0"), (args.top_k >= 0, "--top-k", ">= 0"),
+              (0 < args.top_p <= 1, "--top-p", "in (0, 1]"), (args.repetition_penalty > 0, "--repetition-penalty", "> 0")]
+    for ok, key, allowed in checks:
+        if not ok:
+            raise ConfigError(f"must be {allowed}", where=key)
+
+
+class _Printer:
+    """Prints the text of the new tokens as it grows (decoding the whole tail keeps multi-byte characters whole)."""
+
+    def __init__(self, tokenizer: Any, stream: Any) -> None:
+        self.tokenizer, self.stream, self.tokens, self.shown = tokenizer, stream, [], ""
+
+    def __call__(self, row: int, token: int) -> None:
+        self.tokens.append(int(token))
+        text = self.tokenizer.decode(self.tokens)
+        if text.endswith("\ufffd"):
+            return  # an incomplete UTF-8 sequence: wait for its next byte
+        self.stream.write(text[len(self.shown):])
+        self.stream.flush()
+        self.shown = text
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model, build the prompt, stream the generated text."""
+    import torch
+
+    from mie.models.generation import generate
+
+    _check(args)
+    model, tokenizer = load_model(args.model)
+    stop_ids = [i for i in (getattr(tokenizer, "eos_id", None),) if i is not None]
+    if args.chat:
+        if not hasattr(tokenizer, "apply_chat_template"):
+            raise ConfigError("this model has no chat template", where="--chat", fix="drop --chat")
+        messages = ([{"role": "system", "content": args.system}] if args.system else [])
+        messages.append({"role": "user", "content": args.prompt})
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        ids = tokenizer.encode(text) if isinstance(text, str) else list(text)
+        end = tokenizer.token_to_id("<|im_end|>") if hasattr(tokenizer, "token_to_id") else None
+        stop_ids += [end] if end is not None else []
+    else:
+        ids = tokenizer.encode(args.prompt)
+    if not ids:
+        raise ConfigError("the prompt encodes to no tokens", where="--prompt", fix="give some text")
+    printer = _Printer(tokenizer, sys.stdout)
+    with torch.inference_mode():
+        generate(model, [ids], max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                 top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop_ids=stop_ids,
+                 seed=args.seed, pad_id=getattr(tokenizer, "pad_id", 0) or 0, on_token=printer)
+    sys.stdout.write("\n")
+    return 0
