@@ -35,6 +35,7 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     "clip": Recipe("clip", "mie.recipes.clip", "image–text dual encoder, CLIP or any image–text loss, stages"),
+    "lm": Recipe("lm", "mie.recipes.lm", "decoder-only language model on text files (byte-level BPE, packed blocks)"),
 }
 DEFAULT_RECIPE = "clip"
 

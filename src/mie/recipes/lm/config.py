@@ -1,0 +1,69 @@
+"""The lm recipe's config: the trainer's settings (top level) plus model, data, tokenizer and samples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from mie.config import NON_NEGATIVE, POSITIVE, ConfigError, Rule, one_of
+from mie.data.lm_text import LMTextConfig
+from mie.models.causal_lm import CausalLMConfig
+from mie.tokenization.config import TokenizerConfig
+from mie.training.config import TrainerConfig
+
+
+@dataclass
+class SampleConfig:
+    """Text generated from ``prompt`` at every validation (``samples.txt``) and in the report."""
+
+    RULES: ClassVar[dict[str, Rule]] = {"max_new_tokens": NON_NEGATIVE, "temperature": NON_NEGATIVE,
+                                        "top_k": NON_NEGATIVE, "num_samples": POSITIVE,
+                                        "top_p": (lambda v: 0.0 < v <= 1.0, "in (0, 1]")}
+
+    prompt: str = "The "
+    max_new_tokens: int = 64  # 0 = no samples
+    temperature: float = 0.8  # 0 = greedy
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0  # sampling is seeded, so the same weights give the same text
+    num_samples: int = 2  # samples in the report
+
+
+@dataclass
+class LMTokenizerConfig(TokenizerConfig):
+    """The tokenizer of an lm run: a case-preserving byte-level BPE trained on the corpus (or ``path``)."""
+
+    name: str = "bpe"
+    vocab_size: int = 2048
+    lowercase: bool = False
+
+
+@dataclass
+class LMConfig(TrainerConfig):
+    """A causal LM run: ``LMConfig(data=LMTextConfig(files=["notes/*.txt"]))`` is complete with defaults."""
+
+    RULES: ClassVar[dict[str, Rule]] = {**TrainerConfig.RULES, "recipe": one_of("lm")}
+
+    recipe: str = "lm"
+    best_metric: str = "val/loss"
+    best_mode: str = "min"
+    model: CausalLMConfig = field(default_factory=CausalLMConfig)
+    data: LMTextConfig = field(default_factory=LMTextConfig)
+    tokenizer: LMTokenizerConfig = field(default_factory=LMTokenizerConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+def check_config(config: LMConfig) -> None:
+    """Refuse, in one line, what the dataclass rules cannot see: a non-BPE tokenizer, a block longer
+    than the model's context, stage losses (a language model has one loss), no files."""
+    if config.tokenizer.name != "bpe" and not config.tokenizer.path:
+        raise ConfigError(f"tokenizer.name: {config.tokenizer.name!r} cannot feed the token cache — use bpe")
+    if config.data.block_size > config.model.max_seq_len:
+        raise ConfigError(f"data.block_size: {config.data.block_size} is longer than model.max_seq_len "
+                          f"{config.model.max_seq_len} — lower it or raise model.max_seq_len")
+    for index, stage in enumerate(config.stages):
+        if stage.loss is not None:
+            raise ConfigError(f"stages[{index}].loss: a language model trains with next-token cross-entropy "
+                              "only — remove the stage's loss")
+    if not config.data.files and not config.data.fallback_files:
+        raise ConfigError("data.files: no text file given — set data.files to globs of UTF-8 text files")

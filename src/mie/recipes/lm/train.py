@@ -1,0 +1,127 @@
+"""The lm recipe: config -> text files -> BPE tokenizer -> token cache -> packed blocks -> CausalLM ->
+language-model task -> trainer (samples at every validation) -> validation report.
+
+``train`` runs a whole job into a run directory (see ``mie.recipes.run_dir``): ``config.yaml``,
+``tokenizer.json``, ``token_cache/``, ``metrics.jsonl``, ``samples.txt``, ``checkpoints/``,
+``report.md`` and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mie.data.lm_text import (
+    lm_train_loader,
+    lm_val_indices,
+    lm_val_loader,
+    resolve_text_files,
+    target_bytes_per_token,
+    token_byte_lengths,
+)
+from mie.errors import ConfigError
+from mie.models.causal_lm import CausalLM
+from mie.recipes.lm.config import LMConfig
+from mie.recipes.lm.run import LMRunResult, evaluate_and_report, generate_samples, load_lm_text
+from mie.recipes.run_dir import TOKENIZER_FILE, prepare_run_dir, save_run_config
+from mie.tokenization.factory import load_any_tokenizer, train_tokenizer
+from mie.tokenization.tokenizer import read_texts
+from mie.training import BaseTrainer, resolve_device
+from mie.training.callbacks import Callback, MetricsLogger
+from mie.training.checkpoint_callback import ModelCheckpoint
+from mie.training.progress import ProgressBar
+from mie.training.tasks import LanguageModelTask
+from mie.training.tensorboard import TensorBoardLogger
+
+logger = logging.getLogger(__name__)
+SAMPLES_FILE = "samples.txt"
+
+
+class SampleWriter(Callback):
+    """After every validation: continue the config's prompt, log the text, append it to ``samples.txt``."""
+
+    def __init__(self, tokenizer: Any, config: LMConfig) -> None:
+        self.tokenizer = tokenizer
+        self.config = config
+
+    def on_validation_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+        """Hook: sample from the model as it is now (seeded: the global RNG is left alone)."""
+        texts = generate_samples(trainer.model, self.tokenizer, self.config.sample)
+        for text in texts:
+            logger.info("sample at step %d: %r", trainer.global_step, text)
+            with (Path(self.config.output_dir) / SAMPLES_FILE).open("a", encoding="utf-8") as fh:
+                fh.write(f"--- step {trainer.global_step} (val loss {metrics.get('val/loss', float('nan')):.4f})\n"
+                         f"{text}\n")
+
+
+def build_tokenizer(config: LMConfig, files: list[Path]) -> Any:
+    """``tokenizer.path`` if set, else a byte-level BPE trained on the corpus files."""
+    tcfg = config.tokenizer
+    if tcfg.path:
+        return load_any_tokenizer(tcfg.path)
+    return train_tokenizer("bpe", read_texts(files), vocab_size=tcfg.vocab_size, lowercase=tcfg.lowercase)
+
+
+def _callbacks(config: LMConfig, tokenizer: Any, quiet: bool) -> list[Callback]:
+    callbacks: list[Callback] = [ProgressBar(quiet=quiet), MetricsLogger(), ModelCheckpoint()]
+    if config.tensorboard:
+        callbacks.append(TensorBoardLogger())
+    return [*callbacks, SampleWriter(tokenizer, config)]
+
+
+def train(config: LMConfig, resume: str | Path | None = None, quiet: bool = False,
+          overwrite: bool = False) -> LMRunResult:
+    """Train a causal LM as ``config`` says, score its best checkpoint on the validation text, report.
+
+    ``resume`` continues the run in ``config.output_dir`` (or a given state file); without it, a
+    folder that already holds a trained run is refused unless ``overwrite``.
+    """
+    run_dir = Path(config.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resume = prepare_run_dir(run_dir, resume, overwrite=overwrite)
+    files = resolve_text_files(config.data.files, config.data.fallback_files)
+    tokenizer_path = run_dir / TOKENIZER_FILE
+    if resume is not None and tokenizer_path.is_file():
+        tokenizer = load_any_tokenizer(tokenizer_path)
+    else:
+        tokenizer = build_tokenizer(config, files)
+        tokenizer.save(tokenizer_path)
+    text = load_lm_text(config, tokenizer)
+    data = config.data
+    if data.batch_size > len(text.train):
+        raise ConfigError(f"{data.batch_size} is larger than the {len(text.train)} training blocks, so training "
+                          "would take 0 steps", where="data.batch_size",
+                          fix=f"set it to at most {len(text.train)} or lower data.block_size")
+    resolved = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size))
+    if resume is None:
+        save_run_config(resolved, run_dir)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
+    model = CausalLM(resolved.model)
+    val_indices = lm_val_indices(text.val, data.max_val_blocks)
+    task = LanguageModelTask(model, target_bytes_per_token(text.val, token_byte_lengths(tokenizer), val_indices))
+    loaders = functools.partial(lm_train_loader, text.train, seed=config.seed, blocks_per_epoch=data.blocks_per_epoch)
+    trainer = BaseTrainer(task, resolved, loaders, val_loader=lm_val_loader(text.val, data.batch_size, val_indices),
+                          callbacks=_callbacks(resolved, tokenizer, quiet), device=device, quiet=quiet,
+                          batch_size=data.batch_size)
+    logger.info("training %s parameters on %s tokens of %d files (%d train blocks of %d, %d val blocks)",
+                f"{sum(p.numel() for p in model.parameters()):,}", f"{text.n_tokens:,}", len(text.files),
+                len(text.train), data.block_size, len(text.val))
+    start = time.monotonic()
+    trainer.fit(resume_from=resume)
+    if resume is not None:
+        save_run_config(resolved, run_dir)
+    seconds = trainer.elapsed_seconds() if resume is None else time.monotonic() - start
+    steps = trainer.global_step
+    summary: dict[str, Any] = {"steps": steps, "epochs": trainer.epoch, "wall_time_s": round(seconds, 1),
+                               "tokens_per_s": round(steps * data.batch_size * data.block_size / max(seconds, 1e-9))}
+    if trainer.notices:
+        summary["notes"] = " ".join(trainer.notices)
+    del trainer, task, model
+    return evaluate_and_report(run_dir, resolved, tokenizer, text, device, summary)
