@@ -53,7 +53,8 @@ def setup(tmp_path_factory):
 def _outcome(run: Path) -> dict:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     last, _ = load_weights(run / "checkpoints" / "last.safetensors")
-    return {"results": _strip(json.loads((run / "results.json").read_text())), "rows": _strip(rows), "last": last}
+    return {"results": _strip(json.loads((run / "results.json").read_text())), "rows": _strip(rows), "last": last,
+            "samples": (run / "samples.txt").read_text()}
 
 
 def test_lm_is_registered():
@@ -87,7 +88,7 @@ def test_resume_after_a_kill_mid_run_is_exact(setup, tmp_path):
     assert not (run / "results.json").exists()
     assert main([*argv, "--resume"]) == 0
     a, b = _outcome(run), _outcome(ref)
-    assert a["results"] == b["results"] and a["rows"] == b["rows"]
+    assert a["results"] == b["results"] and a["rows"] == b["rows"] and a["samples"] == b["samples"]
     assert a["last"].keys() == b["last"].keys() and all((a["last"][k] == b["last"][k]).all() for k in a["last"])
 
 

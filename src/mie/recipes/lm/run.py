@@ -28,7 +28,7 @@ from mie.recipes.run_dir import TOKENIZER_FILE, checkpoint_to_evaluate, run_conf
 from mie.tokenization.factory import load_any_tokenizer
 from mie.training import resolve_device
 from mie.training.loop_utils import move_to_device
-from mie.training.tasks import LanguageModelTask
+from mie.training.tasks import LanguageModelTask, lm_metrics
 
 SPLIT = "val"
 
@@ -74,12 +74,14 @@ def generate_samples(model: nn.Module, tokenizer: Any, sample: SampleConfig, cou
 
 def score(model: nn.Module, text: LMText, batch_size: int, device: torch.device) -> dict[str, float]:
     """Loss (nats per token), perplexity and bits per byte over every validation block."""
-    task = LanguageModelTask(model, bytes_per_token=text.val_bytes_per_token).to(device).eval()
-    for batch in lm_val_loader(text.val, batch_size):
-        task.validation_forward(move_to_device(batch, device))
-    tokens = task._val_tokens
-    loss = task._val_nats / max(1, tokens)
-    return {"loss": loss, **task.validation_metrics(), "tokens": tokens,
+    task = LanguageModelTask(model).to(device).eval()
+    nats, tokens = 0.0, 0
+    with torch.no_grad():
+        for batch in lm_val_loader(text.val, batch_size):
+            total, count = task.token_losses(move_to_device(batch, device))
+            nats, tokens = nats + float(total), tokens + int(count)
+    loss = nats / max(1, tokens)
+    return {"loss": loss, **lm_metrics(loss, text.val_bytes_per_token), "tokens": tokens,
             "bytes_per_token": text.val_bytes_per_token}
 
 

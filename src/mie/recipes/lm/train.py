@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from mie.data.lm_text import (
     token_byte_lengths,
 )
 from mie.errors import ConfigError
+from mie.io.atomic import atomic_write_text
 from mie.models.causal_lm import CausalLM
 from mie.recipes.lm.config import LMConfig
 from mie.recipes.lm.run import LMRunResult, evaluate_and_report, generate_samples, load_lm_text
@@ -49,6 +51,15 @@ class SampleWriter(Callback):
     def __init__(self, tokenizer: Any, config: LMConfig) -> None:
         self.tokenizer = tokenizer
         self.config = config
+
+    def on_train_begin(self, trainer: Any) -> None:
+        """Hook: keep only the samples of the state training starts from (none for a fresh run)."""
+        path = Path(self.config.output_dir) / SAMPLES_FILE
+        if not path.is_file():
+            return
+        blocks = re.split(r"(?m)^(?=--- step \d+)", path.read_text(encoding="utf-8", errors="replace"))
+        kept = [b for b in blocks if (m := re.match(r"--- step (\d+)", b)) and int(m.group(1)) <= trainer.global_step]
+        atomic_write_text(path, "".join(kept))
 
     def on_validation_end(self, trainer: Any, metrics: dict[str, float]) -> None:
         """Hook: sample from the model as it is now (seeded: the global RNG is left alone)."""
