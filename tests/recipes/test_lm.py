@@ -102,3 +102,16 @@ def test_bad_configs_are_refused_in_one_line(setup, tmp_path, capsys, override, 
     assert main(["train", str(config), "--output-dir", str(tmp_path / "x"), "--set", override]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_mie_generate_continues_with_a_finished_lm_run(setup, capsys):
+    from mie.models.generation import generate
+    from mie.recipes.lm.run import load_lm_run
+
+    _, run, _ = setup
+    capsys.readouterr()
+    assert main(["generate", "--model", str(run), "--prompt", "Chapter", "--max-new-tokens", "8",
+                 "--temperature", "0"]) == 0
+    model, tokenizer = load_lm_run(run)
+    expected = generate(model, [tokenizer.encode("Chapter")], max_new_tokens=8, stop_ids=[tokenizer.eos_id])[0]
+    assert capsys.readouterr().out == tokenizer.decode(expected) + "\n"

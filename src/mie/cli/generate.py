@@ -68,6 +68,12 @@ class _Printer:
         self.stream.flush()
         self.shown = text
 
+    def finish(self) -> None:
+        """Print what is still held back (bytes that never completed a character) and end the line."""
+        text = self.tokenizer.decode(self.tokens)
+        self.stream.write(text[len(self.shown):] + "\n")
+        self.stream.flush()
+
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, build the prompt, stream the generated text."""
@@ -96,5 +102,5 @@ def run(args: argparse.Namespace) -> int:
         generate(model, [ids], max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                  top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop_ids=stop_ids,
                  seed=args.seed, pad_id=getattr(tokenizer, "pad_id", 0) or 0, on_token=printer)
-    sys.stdout.write("\n")
+    printer.finish()
     return 0

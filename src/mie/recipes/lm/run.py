@@ -98,6 +98,14 @@ def load_model(run_dir: Path, config: LMConfig, checkpoint: str, device: torch.d
     return model.to(device).eval(), weights
 
 
+def load_lm_run(run_dir: Path, checkpoint: str = "best") -> tuple[CausalLM, Any]:
+    """``(model, tokenizer)`` of a finished lm run, for ``mie generate`` and notebooks (CPU, eval mode)."""
+    config = load_config(run_config_path(run_dir), LMConfig)
+    tokenizer = load_any_tokenizer(run_dir / TOKENIZER_FILE)
+    model, _ = load_model(run_dir, config, checkpoint, torch.device("cpu"))
+    return model, tokenizer
+
+
 def _report(run_dir: Path, config: LMConfig, result: LMRunResult, text: LMText, model: nn.Module,
             training: dict[str, Any]) -> None:
     metrics = result.results[SPLIT]
