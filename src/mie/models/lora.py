@@ -1,0 +1,82 @@
+"""LoRA: low-rank adapters on a model's linear layers (Hu et al., 2021), merged back for saving.
+
+``apply_lora(model, targets=("wq", "wv"), r=8, alpha=16)`` swaps each ``nn.Linear`` whose name ends
+with a target for a :class:`LoRALinear` and freezes every other parameter; only the adapters train.
+``merge_lora(model)`` folds each adapter into its base weight (``W + B @ A * alpha / r``) and puts
+plain ``nn.Linear`` layers back, so a saved model has the original architecture and parameter names.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from mie.errors import ConfigError
+
+
+class LoRALinear(nn.Module):
+    """``base(x) + dropout(x) @ A.T @ B.T * alpha / r`` with ``base`` frozen and ``B`` starting at zero,
+    so a fresh adapter leaves the model's outputs unchanged."""
+
+    def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16.0, dropout: float = 0.0) -> None:
+        super().__init__()
+        if r < 1:
+            raise ConfigError(f"rank {r} must be >= 1", where="lora.r")
+        self.base = base
+        self.base.requires_grad_(False)
+        self.r, self.alpha, self.scaling = r, alpha, alpha / r
+        self.lora_a = nn.Parameter(torch.empty(r, base.in_features, device=base.weight.device))
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, r, device=base.weight.device))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))  # as nn.Linear initialises its weight
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen layer plus the scaled low-rank update."""
+        update = self.dropout(x) @ self.lora_a.t().to(x.dtype) @ self.lora_b.t().to(x.dtype)
+        return self.base(x) + update * self.scaling
+
+    @torch.no_grad()
+    def merged(self) -> nn.Linear:
+        """A plain ``nn.Linear`` computing the same function (the adapter folded into the weight)."""
+        layer = nn.Linear(self.base.in_features, self.base.out_features, bias=self.base.bias is not None,
+                          device=self.base.weight.device, dtype=self.base.weight.dtype)
+        layer.weight.copy_(self.base.weight + (self.lora_b @ self.lora_a) * self.scaling)
+        if self.base.bias is not None:
+            layer.bias.copy_(self.base.bias)
+        return layer
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def apply_lora(model: nn.Module, targets: tuple[str, ...] = ("wq", "wv"), r: int = 8, alpha: float = 16.0,
+               dropout: float = 0.0) -> list[str]:
+    """Put adapters on every ``nn.Linear`` named ``*.<target>``; freeze the rest. Returns the adapted names."""
+    names = [name for name, module in model.named_modules()
+             if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in targets]
+    if not names:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+        raise ConfigError(f"no linear layer is named {', '.join(targets)}", where="lora.targets",
+                          fix=f"choose among {', '.join(linear) or '(none)'}")
+    model.requires_grad_(False)
+    for name in names:
+        _replace(model, name, LoRALinear(model.get_submodule(name), r=r, alpha=alpha, dropout=dropout))
+    return names
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its base layer, in place; returns ``model`` with plain linear layers."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoRALinear):
+            _replace(model, name, module.merged())
+    return model
+
+
+def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The adapters' parameters by name (what a LoRA run trains)."""
+    return {name: p for name, p in model.named_parameters() if name.endswith(("lora_a", "lora_b"))}

@@ -1,0 +1,66 @@
+"""LoRA adapters: a fresh adapter changes nothing, only adapters train, merging keeps the function."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from mie.errors import ConfigError
+from mie.models.causal_lm import CausalLM, CausalLMConfig
+from mie.models.lora import LoRALinear, apply_lora, lora_parameters, merge_lora
+
+
+def _model() -> CausalLM:
+    torch.manual_seed(0)
+    return CausalLM(CausalLMConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=16))
+
+
+def test_a_fresh_adapter_leaves_the_outputs_unchanged():
+    model, ids = _model(), torch.randint(0, 64, (2, 10))
+    before = model(ids)
+    names = apply_lora(model, targets=("wq", "wv"), r=4, alpha=8)
+    assert names == ["layers.0.attn.wq", "layers.0.attn.wv", "layers.1.attn.wq", "layers.1.attn.wv"]
+    assert torch.equal(model(ids), before)
+
+
+def test_the_update_is_b_a_scaled():
+    torch.manual_seed(1)
+    base = nn.Linear(6, 5)
+    layer = LoRALinear(base, r=2, alpha=6)
+    with torch.no_grad():
+        layer.lora_b.normal_()
+    x = torch.randn(3, 6)
+    expected = base(x) + x @ (layer.lora_b @ layer.lora_a).t() * 3.0
+    torch.testing.assert_close(layer(x), expected)
+
+
+def test_only_adapters_train_and_merging_keeps_the_function():
+    model, ids = _model(), torch.randint(0, 64, (2, 10))
+    frozen = {k: v.clone() for k, v in model.state_dict().items()}
+    apply_lora(model, r=4, alpha=8)
+    assert set(lora_parameters(model)) == {n for n, p in model.named_parameters() if p.requires_grad}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(5):
+        logits = model(ids[:, :-1])
+        loss = nn.functional.cross_entropy(logits.reshape(-1, 64), ids[:, 1:].reshape(-1))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    adapted = model(ids).detach()
+    for name, value in model.state_dict().items():
+        if "lora_" not in name:
+            assert torch.equal(value, frozen[name.replace(".base.", ".")])  # the base weights never moved
+    merge_lora(model)
+    assert not any(isinstance(m, LoRALinear) for m in model.modules())
+    assert set(model.state_dict()) == set(frozen)  # the original architecture and names, ready to save
+    torch.testing.assert_close(model(ids), adapted, atol=1e-5, rtol=1e-5)
+    assert not torch.equal(model.state_dict()["layers.0.attn.wq.weight"], frozen["layers.0.attn.wq.weight"])
+
+
+def test_bad_targets_and_rank_are_config_errors():
+    with pytest.raises(ConfigError, match=r"lora.targets: no linear layer is named qkv — choose among w1, w2, w3, "
+                                          r"wk, wo, wq, wv"):
+        apply_lora(_model(), targets=("qkv",))
+    with pytest.raises(ConfigError, match="lora.r: rank 0 must be >= 1"):
+        LoRALinear(nn.Linear(2, 2), r=0)
