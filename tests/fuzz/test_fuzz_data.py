@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
+from tests.fuzz.mutations import edit_lists, mutate
 
 from mie.data.coco import read_coco_captions
 from mie.data.jsonl import read_manifest
@@ -33,7 +34,7 @@ json_values = st.recursive(
                          "split", "sentences", "raw", "filepath", "image", "captions", "attributes"]), inner,
         max_size=5),
     max_leaves=25)
-edits = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 1 << 16), st.integers(0, 255)), max_size=6)
+EDITS = edit_lists()
 
 COCO = json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1, "caption": "c"}]})
 KARPATHY = json.dumps({"images": [{"filename": "a.jpg", "split": "train", "sentences": [{"raw": "a cat"}]}]})
@@ -41,21 +42,6 @@ JSONL = '{"image": "a.png", "captions": ["a cat"], "split": "train"}\n{"image": 
 CSV = "filepath,title,split\na.png,a cat,train\nb.png,\"a, dog\",val\n"
 
 
-def mutate(data: bytes, changes: list[tuple[int, int, int]]) -> bytes:
-    """Apply (kind, position, byte) edits: 0 flips a byte, 1 deletes one, 2 inserts one."""
-    out = bytearray(data)
-    for kind, position, value in changes:
-        if not out:
-            out.append(value)
-            continue
-        i = position % len(out)
-        if kind == 0:
-            out[i] ^= value or 1
-        elif kind == 1:
-            del out[i]
-        else:
-            out.insert(i, value)
-    return bytes(out)
 
 
 def named_errors_only(call, data: bytes, name: str) -> None:
@@ -85,7 +71,7 @@ readers = {
 
 
 @pytest.mark.parametrize("reader", sorted(readers))
-@given(value=json_values, raw=st.binary(max_size=200), choice=st.integers(0, 2), changes=edits)
+@given(value=json_values, raw=st.binary(max_size=200), choice=st.integers(0, 2), changes=EDITS)
 def test_annotation_readers_raise_only_named_errors(reader, value, raw, choice, changes):
     base, name, call = readers[reader]
     named_errors_only(call, document(base, value, raw, choice, changes), name)
@@ -119,7 +105,7 @@ def _read_shard(path: Path) -> None:
     dataset.all_captions()
 
 
-@given(changes=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 1 << 16), st.integers(0, 255)), max_size=10),
+@given(changes=edit_lists(max_size=10),
        raw=st.binary(max_size=600), use_raw=st.booleans())
 def test_shard_reader_raises_only_named_errors(changes, raw, use_raw):
     original = Image.MAX_IMAGE_PIXELS
@@ -132,7 +118,7 @@ def test_shard_reader_raises_only_named_errors(changes, raw, use_raw):
 PNG = SHARD[SHARD.index(b"\x89PNG"):SHARD.index(b"IEND") + 8]
 
 
-@given(changes=edits, raw=st.binary(max_size=200), use_raw=st.booleans())
+@given(changes=EDITS, raw=st.binary(max_size=200), use_raw=st.booleans())
 def test_image_loader_raises_only_named_errors(changes, raw, use_raw):
     original = Image.MAX_IMAGE_PIXELS
     try:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.fuzz.mutations import edit_lists, mutate
 
 from mie.config import load_config
 from mie.errors import MieError
@@ -29,24 +30,9 @@ json_values = st.recursive(
     max_leaves=20)
 
 
-def mutate(data: bytes, edits: list[tuple[int, int, int]]) -> bytes:
-    """Apply (kind, position, byte) edits: 0 flips a byte, 1 deletes one, 2 inserts one."""
-    out = bytearray(data)
-    for kind, position, value in edits:
-        if not out:
-            out.append(value)
-            continue
-        i = position % len(out)
-        if kind == 0:
-            out[i] ^= value or 1
-        elif kind == 1:
-            del out[i]
-        else:
-            out.insert(i, value)
-    return bytes(out)
 
 
-edit_lists = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 1 << 20), st.integers(0, 255)), max_size=6)
+EDITS = edit_lists()
 
 
 def _only_named_errors(call):
@@ -58,7 +44,7 @@ def _only_named_errors(call):
         return None
 
 
-@given(edits=edit_lists)
+@given(edits=EDITS)
 def test_config_reader_on_mutated_demo_config(edits):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "c.yaml"
@@ -91,7 +77,7 @@ def saved(tmp_path_factory):
     return weights.read_bytes(), weights.with_suffix(".json").read_bytes(), state.read_bytes()
 
 
-@given(edits=edit_lists, target=st.sampled_from(["weights", "sidecar"]), verify=st.booleans())
+@given(edits=EDITS, target=st.sampled_from(["weights", "sidecar"]), verify=st.booleans())
 def test_weights_reader_on_mutated_files(saved, edits, target, verify):
     weights, sidecar, _ = saved
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,7 +97,7 @@ def load_weights_bytes(data: bytes) -> dict:
     return load(data)
 
 
-@given(edits=edit_lists)
+@given(edits=EDITS)
 def test_state_reader_on_mutated_files(saved, edits):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "s.pt"

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.fuzz.mutations import edit_lists, mutate
 
 from mie.errors import MieError, TokenizerError
 from mie.tokenization.factory import load_any_tokenizer
@@ -28,7 +29,7 @@ json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20)
-edit_lists = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 1 << 20), st.integers(0, 255)), max_size=6)
+EDITS = edit_lists()
 
 
 @functools.lru_cache(maxsize=1)
@@ -60,21 +61,6 @@ def valid_paths() -> list[tuple]:
     return keep + [p for p in paths if len(p) >= 3 and p[1] in ("vocab", "merges")][::25]
 
 
-def mutate(data: bytes, edits: list[tuple[int, int, int]]) -> bytes:
-    """Apply (kind, position, byte) edits: 0 flips a byte, 1 deletes one, 2 inserts one."""
-    out = bytearray(data)
-    for kind, position, value in edits:
-        if not out:
-            out.append(value)
-            continue
-        i = position % len(out)
-        if kind == 0:
-            out[i] ^= value or 1
-        elif kind == 1:
-            del out[i]
-        else:
-            out.insert(i, value)
-    return bytes(out)
 
 
 def exercise(tokenizer) -> None:
@@ -106,7 +92,7 @@ def test_loaders_on_arbitrary_bytes(raw):
     load_bytes(raw, load_any_tokenizer)
 
 
-@given(edit_lists)
+@given(EDITS)
 def test_loader_on_mutated_valid_files(edits):
     load_bytes(mutate(valid_bytes(), edits))
 
