@@ -12,6 +12,7 @@ import yaml
 
 from mie.config import ConfigError, config_to_dict
 from mie.errors import CheckpointError
+from mie.io import load_weights
 from mie.io.atomic import atomic_write_text
 from mie.io.store import CheckpointStore, remove_temporaries
 
@@ -59,6 +60,19 @@ def checkpoint_to_evaluate(run_dir: Path, which: str = "best") -> Path:
     wanted = " or ".join(f"checkpoints/{n}.safetensors" for n in names)
     raise CheckpointError(f"no {wanted}", where=run_dir,
                           fix="pass the directory of a finished `mie train` run")
+
+
+def load_run_weights(model: Any, run_dir: Path, which: str = "best") -> Path:
+    """Load the run's ``best`` (or ``last``) weights into ``model`` (built from the run's config.yaml);
+    returns the weights file. Another architecture is a one-line :class:`CheckpointError`."""
+    weights = checkpoint_to_evaluate(run_dir, which)
+    state, _ = load_weights(weights)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"does not fit the model of {run_dir / CONFIG_FILE} ({' '.join(str(exc).split())[:300]})",
+                              where=weights, fix="keep the checkpoints and config.yaml of one run together") from None
+    return weights
 
 
 def run_config_path(run_dir: Path) -> Path:

@@ -17,13 +17,12 @@ import torch
 from torch import nn
 
 from mie.config import load_config
-from mie.errors import CheckpointError, ConfigError
+from mie.errors import ConfigError
 from mie.evaluation.report import ReportComparison, compare_with_saved, format_metrics_table, write_report
-from mie.io import load_weights
 from mie.models.registry import build_model, num_parameters
 from mie.recipes.clip.config import ClipConfig
 from mie.recipes.clip.evaluate import EvalSet, evaluate_model, load_eval_set, write_figures
-from mie.recipes.run_dir import TOKENIZER_FILE, checkpoint_to_evaluate, run_config_path
+from mie.recipes.run_dir import TOKENIZER_FILE, load_run_weights, run_config_path
 from mie.tokenization.base import BaseTokenizer
 from mie.tokenization.factory import load_any_tokenizer
 from mie.training import resolve_device
@@ -72,13 +71,7 @@ def load_run_parts(run_dir: Path, checkpoint: str = "best", device: str | None =
     tokenizer = load_any_tokenizer(run_dir / TOKENIZER_FILE)
     target = resolve_device(device or config.device)
     model = build_model(config.model, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
-    weights = checkpoint_to_evaluate(run_dir, checkpoint)
-    state, _ = load_weights(weights)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"does not fit the model of {run_dir / 'config.yaml'} ({' '.join(str(exc).split())[:300]})",
-                              where=weights, fix="keep the checkpoints and config.yaml of one run together") from None
+    weights = load_run_weights(model, run_dir, checkpoint)
     return RunParts(config, tokenizer, model.to(target).eval(), target, weights)
 
 

@@ -16,15 +16,14 @@ from torch import nn
 
 from mie.config import load_config
 from mie.data.lm_text import LMText, build_lm_text, lm_val_loader, resolve_text_files
-from mie.errors import CheckpointError, ConfigError
+from mie.errors import ConfigError
 from mie.evaluation.report import RESULTS_FILE, ReportComparison, compare_results, jsonable, load_results
-from mie.io import load_weights
 from mie.io.atomic import atomic_write_text
 from mie.io.cache import save_json_atomic
 from mie.models.causal_lm import CausalLM
 from mie.models.generation import generate
 from mie.recipes.lm.config import LMConfig, SampleConfig
-from mie.recipes.run_dir import TOKENIZER_FILE, checkpoint_to_evaluate, run_config_path
+from mie.recipes.run_dir import TOKENIZER_FILE, load_run_weights, run_config_path
 from mie.tokenization.factory import load_any_tokenizer
 from mie.training import resolve_device
 from mie.training.loop_utils import move_to_device
@@ -88,13 +87,7 @@ def score(model: nn.Module, text: LMText, batch_size: int, device: torch.device)
 def load_model(run_dir: Path, config: LMConfig, checkpoint: str, device: torch.device) -> tuple[CausalLM, Path]:
     """The run's model with its ``best`` (or ``last``) weights, in eval mode on ``device``."""
     model = CausalLM(config.model)
-    weights = checkpoint_to_evaluate(run_dir, checkpoint)
-    state, _ = load_weights(weights)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"does not fit the model of {run_dir / 'config.yaml'} ({' '.join(str(exc).split())[:300]})",
-                              where=weights, fix="keep the checkpoints and config.yaml of one run together") from None
+    weights = load_run_weights(model, run_dir, checkpoint)
     return model.to(device).eval(), weights
 
 
