@@ -11,14 +11,14 @@ import sys
 import time
 
 import yaml
+from tests.tiny import TINY_CLIP_MODEL
 
 from mie.cli import main
 from mie.io import load_weights
 
 TINY = {
     "recipe": "clip", "project_name": "ctrlc", "epochs": 40, "log_every": 1, "device": "cpu",
-    "model": {"embed_dim": 16, "image_size": 16, "patch_size": 8, "vision_width": 16, "vision_layers": 1,
-              "vision_heads": 2, "text_width": 16, "text_layers": 1, "text_heads": 2, "context_length": 24},
+    "model": TINY_CLIP_MODEL,
     "data": {"format": "synthetic", "batch_size": 8, "test_splits": ["test"],
              "synthetic": {"num_train": 24, "num_val": 8, "num_test": 8, "num_heldout": 4, "image_size": 24}},
     "tokenizer": {"name": "simple"},

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.tiny import TINY_CLIP_MODEL
 
 from mie.cli import main
 from mie.io import load_weights
@@ -17,8 +18,7 @@ from mie.io.faults import SimulatedKill, inject
 TINY = {
     "recipe": "clip", "project_name": "kill", "epochs": 3, "log_every": 1, "checkpoint_every_steps": 2,
     "best_metric": "val/mean_R@1", "device": "cpu",
-    "model": {"embed_dim": 16, "image_size": 16, "patch_size": 8, "vision_width": 16, "vision_layers": 1,
-              "vision_heads": 2, "text_width": 16, "text_layers": 1, "text_heads": 2, "context_length": 24},
+    "model": TINY_CLIP_MODEL,
     "data": {"format": "synthetic", "batch_size": 8, "test_splits": ["test"],
              "synthetic": {"num_train": 24, "num_val": 8, "num_test": 8, "num_heldout": 4, "image_size": 24}},
     "tokenizer": {"name": "simple"},

@@ -6,14 +6,14 @@ import json
 
 import pytest
 import yaml
+from tests.tiny import TINY_CLIP_MODEL
 
 from mie.cli import main
 from mie.recipes.clip.preflight import suggest_batch_size
 
 TINY = {
     "recipe": "clip", "project_name": "pre", "epochs": 1, "device": "cpu",
-    "model": {"embed_dim": 16, "image_size": 16, "patch_size": 8, "vision_width": 16, "vision_layers": 1,
-              "vision_heads": 2, "text_width": 16, "text_layers": 1, "text_heads": 2, "context_length": 24},
+    "model": TINY_CLIP_MODEL,
     "data": {"format": "synthetic", "batch_size": 8, "test_splits": ["test"],
              "synthetic": {"num_train": 20, "num_val": 4, "num_test": 4, "num_heldout": 4, "image_size": 24}},
     "tokenizer": {"name": "simple"},
