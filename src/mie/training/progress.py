@@ -61,9 +61,8 @@ class ProgressBar(Callback):
             measured = (now - self._last[1]) / (step - self._last[0])
             self._per_step = measured if self._per_step is None else 0.7 * self._per_step + 0.3 * measured
         self._last = (step, now)
-        line = self._line(trainer, metrics, now)
         if self._tty():
-            self.stream.write("\r" + line.ljust(100))
+            self.stream.write("\r" + self._line(trainer, metrics, now).ljust(100))
             self._shown = True
         else:
             done, last_time = self._last_line
@@ -72,7 +71,7 @@ class ProgressBar(Callback):
             if not due:
                 return
             self._last_line = (trainer.stage_step, now)
-            self.stream.write(line + "\n")
+            self.stream.write(self._line(trainer, metrics, now) + "\n")
         self.stream.flush()
 
     def _line(self, trainer: BaseTrainer, metrics: dict[str, float], now: float) -> str:
