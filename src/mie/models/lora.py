@@ -80,3 +80,22 @@ def merge_lora(model: nn.Module) -> nn.Module:
 def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """The adapters' parameters by name (what a LoRA run trains)."""
     return {name: p for name, p in model.named_parameters() if name.endswith(("lora_a", "lora_b"))}
+
+
+@torch.no_grad()
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` with every adapter folded in and the plain layer names (``...wq.weight``);
+    the model is left as it is. Without adapters, the state dict itself (what checkpoints save)."""
+    state = model.state_dict()
+    adapters = {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+    if not adapters:
+        return state
+    for name, module in adapters.items():
+        prefix = f"{name}." if name else ""
+        for key in ("base.weight", "base.bias", "lora_a", "lora_b"):
+            state.pop(prefix + key, None)
+        state[prefix + "weight"] = module.base.weight + (module.lora_b @ module.lora_a).to(
+            module.base.weight.dtype) * module.scaling
+        if module.base.bias is not None:
+            state[prefix + "bias"] = module.base.bias
+    return state

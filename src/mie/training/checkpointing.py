@@ -19,6 +19,7 @@ import torch
 from mie.errors import CheckpointError
 from mie.io import load_state, save_state, save_weights
 from mie.io.store import CheckpointStore
+from mie.models.lora import merged_state_dict
 from mie.training.distributed import all_reduce_mean
 from mie.training.loop_utils import batch_size_of, move_to_device, to_float
 from mie.training.rng import capture_rng_state, restore_rng_state
@@ -133,7 +134,8 @@ class TrainerStateMixin:
         The weights and state are captured now (copies), so the writers may run after more training.
         """
         metadata = self._checkpoint_metadata(name, extra_metadata)
-        weights = {k: v.detach().to("cpu").clone() for k, v in self.model.state_dict().items()}
+        # LoRA adapters are folded in: a checkpoint has the plain architecture (resume uses the state file)
+        weights = {k: v.detach().to("cpu").clone() for k, v in merged_state_dict(self.model).items()}
 
         def write_weights(path: Path) -> None:
             save_weights(path.with_name(f"{name}.safetensors"), weights, metadata)
@@ -151,7 +153,7 @@ class TrainerStateMixin:
         if not self.is_main:
             return None
         directory = Path(directory)
-        path = save_weights(directory / f"{name}.safetensors", self.model.state_dict(),
+        path = save_weights(directory / f"{name}.safetensors", merged_state_dict(self.model),
                             self._checkpoint_metadata(name, extra_metadata))
         if with_state:
             save_state(directory / f"{name}_state.pt", self.state_dict())

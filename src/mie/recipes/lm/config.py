@@ -39,6 +39,19 @@ class LMTokenizerConfig(TokenizerConfig):
 
 
 @dataclass
+class LoRAConfig:
+    """Low-rank adapters for fine-tuning (``r: 0`` = none: a fine-tuned model trains all its weights)."""
+
+    RULES: ClassVar[dict[str, Rule]] = {"r": NON_NEGATIVE, "alpha": POSITIVE,
+                                        "dropout": (lambda v: 0.0 <= v < 1.0, "in [0, 1)")}
+
+    r: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: ["wq", "wv"])  # linear layers by their last name
+
+
+@dataclass
 class LMConfig(TrainerConfig):
     """A causal LM run: ``LMConfig(data=LMTextConfig(files=["notes/*.txt"]))`` is complete with defaults."""
 
@@ -51,14 +64,21 @@ class LMConfig(TrainerConfig):
     data: LMTextConfig = field(default_factory=LMTextConfig)
     tokenizer: LMTokenizerConfig = field(default_factory=LMTokenizerConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    #: fine-tune instead of training from scratch: a pretrained model's name (``smollm2-135m-instruct``)
+    #: or a finished lm run's folder. Its architecture and tokenizer replace ``model`` and ``tokenizer``.
+    init: str = ""
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
 
 
 def check_config(config: LMConfig) -> None:
     """Refuse, in one line, what the dataclass rules cannot see: a non-BPE tokenizer, a block longer
     than the model's context, stage losses (a language model has one loss), no files."""
-    if config.tokenizer.name != "bpe" and not config.tokenizer.path:
+    if config.lora.r and not config.init:
+        raise ConfigError("lora.r: adapters fine-tune a trained model, but init is empty",
+                          fix="set init to a pretrained model (smollm2-135m-instruct) or an lm run, or lora.r: 0")
+    if config.tokenizer.name != "bpe" and not config.tokenizer.path and not config.init:
         raise ConfigError(f"tokenizer.name: {config.tokenizer.name!r} cannot feed the token cache — use bpe")
-    if config.data.block_size > config.model.max_seq_len:
+    if config.data.block_size > config.model.max_seq_len and not config.init:
         raise ConfigError(f"data.block_size: {config.data.block_size} is longer than model.max_seq_len "
                           f"{config.model.max_seq_len} — lower it or raise model.max_seq_len")
     for index, stage in enumerate(config.stages):

@@ -23,6 +23,7 @@ from mie.io.cache import save_json_atomic
 from mie.models.causal_lm import CausalLM
 from mie.models.generation import generate
 from mie.recipes.lm.config import LMConfig, SampleConfig
+from mie.recipes.lm.init import with_chat_template
 from mie.recipes.run_dir import TOKENIZER_FILE, load_run_weights, run_config_path
 from mie.tokenization.factory import load_any_tokenizer
 from mie.training import resolve_device
@@ -94,7 +95,7 @@ def load_model(run_dir: Path, config: LMConfig, checkpoint: str, device: torch.d
 def load_lm_run(run_dir: Path, checkpoint: str = "best") -> tuple[CausalLM, Any]:
     """``(model, tokenizer)`` of a finished lm run, for ``mie generate`` and notebooks (CPU, eval mode)."""
     config = load_config(run_config_path(run_dir), LMConfig)
-    tokenizer = load_any_tokenizer(run_dir / TOKENIZER_FILE)
+    tokenizer = with_chat_template(load_any_tokenizer(run_dir / TOKENIZER_FILE), run_dir)
     model, _ = load_model(run_dir, config, checkpoint, torch.device("cpu"))
     return model, tokenizer
 

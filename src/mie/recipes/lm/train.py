@@ -30,7 +30,14 @@ from mie.errors import ConfigError
 from mie.io.atomic import atomic_write_text
 from mie.models.causal_lm import CausalLM
 from mie.recipes.lm.config import LMConfig
-from mie.recipes.lm.run import LMRunResult, evaluate_and_report, generate_samples, load_lm_text
+from mie.recipes.lm.init import (
+    load_initial_model,
+    model_config_of,
+    prepare_finetune,
+    save_chat_template,
+    trainer_config,
+)
+from mie.recipes.lm.run import LMRunResult, evaluate_and_report, generate_samples, load_lm_text, score
 from mie.recipes.run_dir import TOKENIZER_FILE, prepare_run_dir, save_run_config
 from mie.tokenization.factory import load_any_tokenizer, train_tokenizer
 from mie.tokenization.tokenizer import read_texts
@@ -71,12 +78,30 @@ class SampleWriter(Callback):
                          f"{text}\n")
 
 
+def training_texts(files: list[Path], val_fraction: float) -> list[str]:
+    """The corpus without its validation part, for training the tokenizer.
+
+    Validation is the last ``val_fraction`` of the token stream, known only once the text is tokenized;
+    holding out 1.5x that share of the characters (plus a little) keeps every validation byte unseen.
+    """
+    texts = list(read_texts(files))
+    keep = int(sum(len(t) for t in texts) * max(0.0, 1.0 - 1.5 * val_fraction)) - 1024
+    out = []
+    for text in texts:
+        if keep <= 0:
+            break
+        out.append(text[:keep])
+        keep -= len(text)
+    return out or [texts[0][: len(texts[0]) // 2]]
+
+
 def build_tokenizer(config: LMConfig, files: list[Path]) -> Any:
-    """``tokenizer.path`` if set, else a byte-level BPE trained on the corpus files."""
+    """``tokenizer.path`` if set, else a byte-level BPE trained on the corpus files (validation text excluded)."""
     tcfg = config.tokenizer
     if tcfg.path:
         return load_any_tokenizer(tcfg.path)
-    return train_tokenizer("bpe", read_texts(files), vocab_size=tcfg.vocab_size, lowercase=tcfg.lowercase)
+    return train_tokenizer("bpe", training_texts(files, config.data.val_fraction), vocab_size=tcfg.vocab_size,
+                           lowercase=tcfg.lowercase)
 
 
 def _callbacks(config: LMConfig, tokenizer: Any, quiet: bool) -> list[Callback]:
@@ -98,7 +123,13 @@ def train(config: LMConfig, resume: str | Path | None = None, quiet: bool = Fals
     resume = prepare_run_dir(run_dir, resume, overwrite=overwrite)
     files = resolve_text_files(config.data.files, config.data.fallback_files)
     tokenizer_path = run_dir / TOKENIZER_FILE
-    if resume is not None and tokenizer_path.is_file():
+    initial = load_initial_model(config.init) if config.init else None
+    if initial is not None:
+        tokenizer = initial.tokenizer
+        if resume is None:
+            tokenizer.save(tokenizer_path)
+            save_chat_template(initial, run_dir)
+    elif resume is not None and tokenizer_path.is_file():
         tokenizer = load_any_tokenizer(tokenizer_path)
     else:
         tokenizer = build_tokenizer(config, files)
@@ -109,16 +140,20 @@ def train(config: LMConfig, resume: str | Path | None = None, quiet: bool = Fals
         raise ConfigError(f"{data.batch_size} is larger than the {len(text.train)} training blocks, so training "
                           "would take 0 steps", where="data.batch_size",
                           fix=f"set it to at most {len(text.train)} or lower data.block_size")
-    resolved = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size))
+    model_config = (model_config_of(initial) if initial is not None
+                    else dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size))
+    resolved = dataclasses.replace(config, model=model_config)
     if resume is None:
         save_run_config(resolved, run_dir)
     device = resolve_device(config.device)
-    torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
-    model = CausalLM(resolved.model)
+    torch.manual_seed(config.seed)  # the initial weights (and adapters) depend on the seed alone
+    model = prepare_finetune(resolved, initial) if initial is not None else CausalLM(resolved.model)
     val_indices = lm_val_indices(text.val, data.max_val_blocks)
+    initial_scores = score(model, text, data.batch_size, device) if initial is not None and resume is None else None
     task = LanguageModelTask(model, target_bytes_per_token(text.val, token_byte_lengths(tokenizer), val_indices))
     loaders = functools.partial(lm_train_loader, text.train, seed=config.seed, blocks_per_epoch=data.blocks_per_epoch)
-    trainer = BaseTrainer(task, resolved, loaders, val_loader=lm_val_loader(text.val, data.batch_size, val_indices),
+    trainer = BaseTrainer(task, trainer_config(resolved, model), loaders,
+                          val_loader=lm_val_loader(text.val, data.batch_size, val_indices),
                           callbacks=_callbacks(resolved, tokenizer, quiet), device=device, quiet=quiet,
                           batch_size=data.batch_size)
     logger.info("training %s parameters on %s tokens of %d files (%d train blocks of %d, %d val blocks)",
@@ -132,6 +167,10 @@ def train(config: LMConfig, resume: str | Path | None = None, quiet: bool = Fals
     steps = trainer.global_step
     summary: dict[str, Any] = {"steps": steps, "epochs": trainer.epoch, "wall_time_s": round(seconds, 1),
                                "tokens_per_s": round(steps * data.batch_size * data.block_size / max(seconds, 1e-9))}
+    if initial_scores is not None:
+        summary["initial_val_loss"] = round(initial_scores["loss"], 4)
+        summary["initial_val_perplexity"] = round(initial_scores["perplexity"], 3)
+        summary["initial_val_bits_per_byte"] = round(initial_scores["bits_per_byte"], 4)
     if trainer.notices:
         summary["notes"] = " ".join(trainer.notices)
     del trainer, task, model

@@ -1,0 +1,102 @@
+"""Where an lm run's model and tokenizer come from: trained from scratch, or a trained model fine-tuned.
+
+``init: smollm2-135m-instruct`` (a name of ``mie.pretrained``) or ``init: runs/my_lm`` (a finished lm
+run) starts from that model; its architecture and tokenizer replace the config's ``model`` and
+``tokenizer`` sections. ``lora.r > 0`` then puts adapters on ``lora.targets`` and trains only them;
+checkpoints hold the merged weights (see ``mie.models.lora.merged_state_dict``), so a fine-tuned run
+loads like any other. A chat model's template is kept beside ``tokenizer.json`` for ``mie generate --chat``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mie.errors import ConfigError
+from mie.models.causal_lm import CausalLM, CausalLMConfig
+from mie.models.lora import apply_lora
+from mie.recipes.lm.config import LMConfig
+from mie.training.config import StageConfig
+
+log = logging.getLogger(__name__)
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+
+
+@dataclass
+class InitialModel:
+    """A trained model to start from: the model (LoRA not yet applied), its tokenizer and chat template."""
+
+    model: CausalLM
+    tokenizer: Any
+    chat_template: str | None = None
+
+
+def load_initial_model(init: str) -> InitialModel:
+    """The model ``init`` names: a finished lm run's folder, else a pretrained model's name."""
+    if Path(init).is_dir():
+        from mie.recipes.lm.run import load_lm_run
+
+        model, tokenizer = load_lm_run(Path(init))
+        return InitialModel(model, tokenizer, getattr(tokenizer, "chat_template", None))
+    from mie.pretrained import MODELS, load_causal_lm
+
+    if init not in MODELS:
+        raise ConfigError(f"{init!r} is neither a folder nor a pretrained model", where="init",
+                          fix=f"use one of {', '.join(sorted(MODELS))} or the folder of a finished lm run")
+    model, tokenizer = load_causal_lm(init)
+    return InitialModel(model, tokenizer, getattr(tokenizer, "chat_template", None))
+
+
+def with_chat_template(tokenizer: Any, run_dir: Path) -> Any:
+    """``tokenizer`` with the run's chat template (when the run has one), else unchanged."""
+    path = run_dir / CHAT_TEMPLATE_FILE
+    if not path.is_file():
+        return tokenizer
+    from mie.pretrained.chat import ChatTokenizer
+
+    return ChatTokenizer.wrap(tokenizer, path.read_text(encoding="utf-8"))
+
+
+def save_chat_template(initial: InitialModel, run_dir: Path) -> None:
+    """Keep the starting model's chat template beside the run's tokenizer (nothing when it has none)."""
+    if initial.chat_template:
+        (run_dir / CHAT_TEMPLATE_FILE).write_text(initial.chat_template, encoding="utf-8")
+
+
+def model_config_of(initial: InitialModel) -> CausalLMConfig:
+    """The architecture of the starting model (what the run's ``config.yaml`` records)."""
+    return dataclasses.replace(initial.model.config)
+
+
+def prepare_finetune(config: LMConfig, initial: InitialModel) -> CausalLM:
+    """The starting model ready to train: in train mode, with adapters when ``lora.r`` > 0."""
+    model = initial.model.float().train()
+    if config.data.block_size > model.config.max_seq_len:
+        raise ConfigError(f"{config.data.block_size} is longer than {config.init}'s context of "
+                          f"{model.config.max_seq_len} tokens", where="data.block_size", fix="lower it")
+    if config.lora.r:
+        names = apply_lora(model, tuple(config.lora.targets), r=config.lora.r, alpha=config.lora.alpha,
+                           dropout=config.lora.dropout)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log.info("LoRA r=%d on %d layers (%s): %s of %s parameters train", config.lora.r, len(names),
+                 ", ".join(config.lora.targets), f"{trainable:,}", f"{sum(p.numel() for p in model.parameters()):,}")
+    return model
+
+
+def trainer_config(config: LMConfig, model: CausalLM) -> LMConfig:
+    """The config the trainer runs: with adapters, every stage also freezes all but them.
+
+    Adapter parameters end in ``lora_a``/``lora_b``, every other one in ``.weight`` or ``.bias``, so
+    freezing those two patterns leaves exactly the adapters trainable (the trainer unfreezes
+    whatever a stage does not freeze).
+    """
+    if not config.lora.r:
+        return config
+    suffixes = {name.rsplit(".", 1)[-1] for name, _ in model.named_parameters()} & {"weight", "bias"}
+    patterns = [f"*.{suffix}" for suffix in sorted(suffixes, reverse=True)]
+    stages = [dataclasses.replace(stage, freeze=[*stage.freeze, *patterns])
+              for stage in (config.stages or [StageConfig(name="train")])]
+    return dataclasses.replace(config, stages=stages)
