@@ -51,3 +51,39 @@ def test_match_ids_are_offset_by_rank_under_ddp(monkeypatch) -> None:
     monkeypatch.setattr(contrastive, "get_world_size", lambda: 4)
     monkeypatch.setattr(contrastive, "get_rank", lambda: 2)
     assert task._context(batch)["match_ids"].tolist() == [6, 7, 7]  # rank 2 of 4, batch 3: ids move to [6, 9)
+
+
+@pytest.mark.slow  # ~15 s: two processes each train a tiny lm, rank 0 evaluates
+def test_lm_train_under_two_process_ddp(tmp_path: Path, launch_ranks) -> None:
+    import yaml
+
+    (tmp_path / "doc.txt").write_text("the editor opens a buffer and a window shows it. " * 60, encoding="utf-8")
+    config = {"recipe": "lm", "epochs": 2, "log_every": 1, "device": "cpu", "schedule": {"warmup_steps": 1},
+              "model": {"dim": 16, "n_layers": 1, "n_heads": 2, "max_seq_len": 16}, "tokenizer": {"vocab_size": 270},
+              "data": {"files": [str(tmp_path / "doc.txt")], "block_size": 16, "batch_size": 4,
+                       "blocks_per_epoch": 16, "max_val_blocks": 4, "workers": 1},
+              "sample": {"max_new_tokens": 3}}
+    (tmp_path / "lm.yaml").write_text(yaml.safe_dump(config))
+    args = ["train", str(tmp_path / "lm.yaml"), "--output-dir", str(tmp_path / "run")]
+    code = f"import sys; from mie.cli import main; sys.exit(main({args!r}))"
+    outputs = launch_ranks([sys.executable, "-c", code], cwd=tmp_path)
+    assert "report:" in outputs[0] and "report:" not in outputs[1]
+    events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # 16 blocks per epoch shared by 2 ranks at 4 per rank: 2 steps per epoch, not 4.
+    assert [e["step"] for e in events if e["event"] == "epoch"] == [2, 4]
+    assert (tmp_path / "run" / "samples.txt").read_text().count("--- step") == 2  # rank 0 alone samples
+
+
+def test_rank_shards_split_one_draw_without_overlap() -> None:
+    from torch.utils.data import RandomSampler
+
+    from mie.data.lm_text import RankShard
+
+    def shard(rank: int) -> list[int]:
+        return list(RankShard(RandomSampler(range(10), num_samples=7, generator=torch.Generator().manual_seed(3)),
+                              rank, 3))
+
+    full = list(RandomSampler(range(10), num_samples=7, generator=torch.Generator().manual_seed(3)))
+    parts = [shard(r) for r in range(3)]
+    assert all(len(p) == 2 for p in parts)  # 7 // 3 each: equal step counts on every rank
+    assert sorted(sum(parts, [])) == sorted(full[:6])

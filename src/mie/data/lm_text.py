@@ -17,16 +17,17 @@ generator (reseeded per epoch by the trainer, so a resumed run replays the same 
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import sysconfig
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler, Subset
+from torch.utils.data import DataLoader, RandomSampler, Sampler, Subset
 
 from mie.config import POSITIVE, Rule
 from mie.data.text import LMBlockDataset
@@ -162,14 +163,34 @@ def build_lm_text(tokenizer: BPETokenizer, files: Sequence[Path], cache_dir: str
                   target_bytes_per_token(val, lengths))
 
 
-def lm_train_loader(dataset: LMBlockDataset, batch_size: int, seed: int, blocks_per_epoch: int = 0) -> DataLoader:
+class RankShard(Sampler[int]):
+    """Rank ``rank``'s share (every ``world``-th index) of ``base``, which draws the same indices on every
+    rank; all ranks get the same count, so they run the same number of steps."""
+
+    def __init__(self, base: Sampler[int], rank: int, world: int) -> None:
+        self.base, self.rank, self.world = base, rank, world
+
+    def __len__(self) -> int:
+        return len(self.base) // self.world  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[int]:
+        drawn = itertools.islice(iter(self.base), len(self) * self.world)
+        return itertools.islice(drawn, self.rank, None, self.world)
+
+
+def lm_train_loader(dataset: LMBlockDataset, batch_size: int, seed: int, blocks_per_epoch: int = 0,
+                    rank: int = 0, world: int = 1) -> DataLoader:
     """Shuffled ``(x, y)`` batches: every block once per epoch, or ``blocks_per_epoch`` random ones.
 
     The order comes from the loader's generator, which the trainer reseeds each epoch, so the
-    batches of an epoch depend only on the seed, the stage and the epoch (an exact resume).
+    batches of an epoch depend only on the seed, the stage and the epoch (an exact resume). Under
+    DDP (``world`` > 1) every rank draws the same order and takes its own share of it; ``batch_size``
+    is one rank's batch.
     """
     generator = torch.Generator().manual_seed(seed)
-    sampler = RandomSampler(dataset, num_samples=blocks_per_epoch or None, generator=generator)
+    sampler: Sampler[int] = RandomSampler(dataset, num_samples=blocks_per_epoch or None, generator=generator)
+    if world > 1:
+        sampler = RankShard(sampler, rank, world)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, generator=generator)
 
 

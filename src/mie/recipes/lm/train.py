@@ -44,6 +44,16 @@ from mie.tokenization.tokenizer import read_texts
 from mie.training import BaseTrainer, resolve_device
 from mie.training.callbacks import Callback, MetricsLogger
 from mie.training.checkpoint_callback import ModelCheckpoint
+from mie.training.distributed import (
+    barrier,
+    cleanup,
+    get_rank,
+    get_world_size,
+    init_distributed,
+    is_distributed,
+    is_main_process,
+    main_process_first,
+)
 from mie.training.progress import ProgressBar
 from mie.training.tasks import LanguageModelTask
 from mie.training.tensorboard import TensorBoardLogger
@@ -104,11 +114,11 @@ def build_tokenizer(config: LMConfig, files: list[Path]) -> Any:
                            lowercase=tcfg.lowercase)
 
 
-def _callbacks(config: LMConfig, tokenizer: Any, quiet: bool) -> list[Callback]:
+def _callbacks(config: LMConfig, tokenizer: Any, quiet: bool, main: bool = True) -> list[Callback]:
     callbacks: list[Callback] = [ProgressBar(quiet=quiet), MetricsLogger(), ModelCheckpoint()]
     if config.tensorboard:
         callbacks.append(TensorBoardLogger())
-    return [*callbacks, SampleWriter(tokenizer, config)]
+    return [*callbacks, SampleWriter(tokenizer, config)] if main else callbacks  # rank 0 writes samples.txt
 
 
 def train(config: LMConfig, resume: str | Path | None = None, quiet: bool = False,
@@ -118,23 +128,27 @@ def train(config: LMConfig, resume: str | Path | None = None, quiet: bool = Fals
     ``resume`` continues the run in ``config.output_dir`` (or a given state file); without it, a
     folder that already holds a trained run is refused unless ``overwrite``.
     """
+    init_distributed(timeout_s=config.ddp_timeout_s)  # under torchrun: join the group (a no-op for one process)
+    main = is_main_process()
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    resume = prepare_run_dir(run_dir, resume, overwrite=overwrite)
+    resume = prepare_run_dir(run_dir, resume, overwrite=overwrite, main=main)
     files = resolve_text_files(config.data.files, config.data.fallback_files)
     tokenizer_path = run_dir / TOKENIZER_FILE
     initial = load_initial_model(config.init) if config.init else None
-    if initial is not None:
-        tokenizer = initial.tokenizer
-        if resume is None:
+    # Rank 0 trains the tokenizer and fills the token cache; the other ranks then read both.
+    with main_process_first():
+        if initial is not None:
+            tokenizer = initial.tokenizer
+            if resume is None and main:
+                tokenizer.save(tokenizer_path)
+                save_chat_template(initial, run_dir)
+        elif (resume is not None or not main) and tokenizer_path.is_file():
+            tokenizer = load_any_tokenizer(tokenizer_path)
+        else:
+            tokenizer = build_tokenizer(config, files)
             tokenizer.save(tokenizer_path)
-            save_chat_template(initial, run_dir)
-    elif resume is not None and tokenizer_path.is_file():
-        tokenizer = load_any_tokenizer(tokenizer_path)
-    else:
-        tokenizer = build_tokenizer(config, files)
-        tokenizer.save(tokenizer_path)
-    text = load_lm_text(config, tokenizer)
+        text = load_lm_text(config, tokenizer)
     data = config.data
     if data.batch_size > len(text.train):
         raise ConfigError(f"{data.batch_size} is larger than the {len(text.train)} training blocks, so training "
@@ -143,25 +157,27 @@ def train(config: LMConfig, resume: str | Path | None = None, quiet: bool = Fals
     model_config = (model_config_of(initial) if initial is not None
                     else dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size))
     resolved = dataclasses.replace(config, model=model_config)
-    if resume is None:
+    if main and resume is None:
         save_run_config(resolved, run_dir)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)  # the initial weights (and adapters) depend on the seed alone
     model = prepare_finetune(resolved, initial) if initial is not None else CausalLM(resolved.model)
     val_indices = lm_val_indices(text.val, data.max_val_blocks)
-    initial_scores = score(model, text, data.batch_size, device) if initial is not None and resume is None else None
+    initial_scores = (score(model, text, data.batch_size, device)
+                      if initial is not None and resume is None and main else None)
     task = LanguageModelTask(model, target_bytes_per_token(text.val, token_byte_lengths(tokenizer), val_indices))
-    loaders = functools.partial(lm_train_loader, text.train, seed=config.seed, blocks_per_epoch=data.blocks_per_epoch)
+    loaders = functools.partial(lm_train_loader, text.train, seed=config.seed, blocks_per_epoch=data.blocks_per_epoch,
+                                rank=get_rank(), world=get_world_size())
     trainer = BaseTrainer(task, trainer_config(resolved, model), loaders,
                           val_loader=lm_val_loader(text.val, data.batch_size, val_indices),
-                          callbacks=_callbacks(resolved, tokenizer, quiet), device=device, quiet=quiet,
+                          callbacks=_callbacks(resolved, tokenizer, quiet, main), device=device, quiet=quiet,
                           batch_size=data.batch_size)
     logger.info("training %s parameters on %s tokens of %d files (%d train blocks of %d, %d val blocks)",
                 f"{sum(p.numel() for p in model.parameters()):,}", f"{text.n_tokens:,}", len(text.files),
                 len(text.train), data.block_size, len(text.val))
     start = time.monotonic()
     trainer.fit(resume_from=resume)
-    if resume is not None:
+    if main and resume is not None:
         save_run_config(resolved, run_dir)
     seconds = trainer.elapsed_seconds() if resume is None else time.monotonic() - start
     steps = trainer.global_step
@@ -174,4 +190,10 @@ def train(config: LMConfig, resume: str | Path | None = None, quiet: bool = Fals
     if trainer.notices:
         summary["notes"] = " ".join(trainer.notices)
     del trainer, task, model
-    return evaluate_and_report(run_dir, resolved, tokenizer, text, device, summary)
+    # Rank 0 alone evaluates and writes the report; the others wait for it, then all leave the group.
+    result = (evaluate_and_report(run_dir, resolved, tokenizer, text, device, summary) if main
+              else LMRunResult(run_dir, {}))
+    if is_distributed():
+        barrier()
+        cleanup()
+    return result
