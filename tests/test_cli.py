@@ -14,7 +14,7 @@ from mie import __version__, cli
 from mie.config import ConfigError
 from mie.errors import StorageError
 
-NOT_BUILT = ["safety", "optimize"]
+NOT_BUILT = ["optimize"]
 
 
 @pytest.fixture(autouse=True)

