@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from mie.config import ConfigError, config_from_dict
+from mie.models import causal_lm
 from mie.models.causal_lm import CausalLM, CausalLMConfig, apply_rope, rope_cos_sin
 from mie.models.generation import KVCache
 
@@ -80,7 +81,9 @@ def test_rope_is_hf_rotate_half_convention():
             torch.testing.assert_close(out[0, 0, pos, i + head_dim // 2], expected[1])
 
 
-def test_gqa_equals_explicit_repeat_of_kv_heads():
+@pytest.mark.parametrize("sdpa_gqa", [True, False])  # SDPA's enable_gqa (torch >= 2.5) and repeat_interleave
+def test_gqa_equals_explicit_repeat_of_kv_heads(sdpa_gqa, monkeypatch):
+    monkeypatch.setattr(causal_lm, "_SDPA_GQA", sdpa_gqa and causal_lm._SDPA_GQA)
     gqa = tiny(n_kv_heads=2)
     mha = tiny()
     state = gqa.state_dict()
@@ -112,6 +115,21 @@ def test_left_padding_gives_the_unpadded_logits():
     out = model(padded, attention_mask=mask)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out[:, 3:], model(ids), atol=1e-5, rtol=1e-5)
+
+
+def test_last_only_and_cached_padded_decoding_give_the_unpadded_logits():
+    model = tiny(n_kv_heads=2).eval()
+    ids = torch.randint(1, 64, (1, 8))
+    full = model(ids)
+    padded = torch.cat((torch.zeros(1, 3, dtype=torch.long), ids[:, :5]), 1)
+    mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1]])
+    cache = KVCache(2, max_len=11)
+    last = model(padded, cache=cache, attention_mask=mask, last_only=True)
+    assert last.shape == (1, 1, 64)
+    torch.testing.assert_close(last, full[:, 4:5], atol=1e-5, rtol=1e-5)
+    steps = [model(ids[:, t : t + 1], cache=cache) for t in range(5, 8)]  # one-query masks over padded keys
+    torch.testing.assert_close(torch.cat(steps, 1), full[:, 5:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(ids, last_only=True), full[:, -1:])
 
 
 def test_logits_are_float_and_causal():

@@ -105,6 +105,22 @@ def test_kv_cache_preallocates_and_refuses_overflow():
     assert len(cache) == 0 and cache.keys == [None]
 
 
+def test_kv_cache_select_keeps_rows_and_room_to_grow():
+    for max_len in (5, None):
+        cache = KVCache(1, max_len=max_len)
+        keys = torch.randn(3, 1, 2, 4)
+        cache.extend_mask(torch.tensor([[0, 1], [1, 1], [1, 1]]))
+        cache.update(0, keys, -keys)
+        cache.advance(2)
+        cache.select(torch.tensor([2, 0]))
+        assert torch.equal(cache.keys[0][:, :, :2], keys[[2, 0]]) and torch.equal(cache.values[0][:, :, :2], -keys[[2, 0]])
+        assert cache.mask[:, :2].tolist() == [[True, True], [False, True]]
+        more = torch.randn(2, 1, 1, 4)
+        assert cache.extend_mask(torch.ones(2, 1)).shape == (2, 3)
+        all_keys, _ = cache.update(0, more, more)
+        assert torch.equal(all_keys, torch.cat((keys[[2, 0]], more), 2))
+
+
 def test_left_pad():
     ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
@@ -131,6 +147,28 @@ def test_batched_left_padded_generation_equals_one_by_one(overrides):
     single = [generate(model, [p], max_new_tokens=8, repetition_penalty=1.3)[0] for p in prompts]
     assert batched == single
     assert all(len(row) == 8 for row in batched)
+
+
+def test_finished_rows_leave_the_batch_and_no_step_is_wasted():
+    model = tiny()
+    prompts = [[1, 2, 3], [9], [20, 21, 22, 23]]
+    kwargs = dict(max_new_tokens=8, repetition_penalty=100.0)  # no row repeats a token: stops are unambiguous
+    free = generate(model, prompts, **kwargs)
+    stop_at = free[1][2]  # row 1 stops after two tokens; others stop where they produce that token (or not)
+    batch_sizes: list[int] = []
+    hook = model.register_forward_hook(lambda module, args, out: batch_sizes.append(out.shape[0]))
+    batched = generate(model, prompts, stop_ids=(stop_at,), **kwargs)
+    hook.remove()
+    single = [generate(model, [p], stop_ids=(stop_at,), **kwargs)[0] for p in prompts]
+    assert batched == single and batched[1] == free[1][:2]
+    assert batch_sizes[0] == 3 and batch_sizes[-1] < 3 and batch_sizes == sorted(batch_sizes, reverse=True)
+    # A prefill and one step per new token but the last (whose logits nobody reads).
+    assert len(generate(model, [[1, 2]], max_new_tokens=5)[0]) == 5
+    calls: list[int] = []
+    hook = model.register_forward_hook(lambda module, args, out: calls.append(out.shape[1]))
+    generate(model, [[1, 2], [3]], max_new_tokens=5)
+    hook.remove()
+    assert calls == [1, 1, 1, 1, 1]  # the prefill returns the last position's logits only
 
 
 def test_tensor_input_and_returns_only_new_tokens():

@@ -12,8 +12,8 @@ Conventions (the GGUF loader and the generation code rely on them):
   that permutation, after which this module's rotation is exact. So the loader must *un-permute* q/k:
   ``w.reshape(n_heads, head_dim // 2, 2, dim).transpose(1, 2).reshape(n_heads * head_dim, dim)``
   (``n_kv_heads`` for ``wk``).
-* Grouped-query attention: query head ``h`` uses KV head ``h // (n_heads // n_kv_heads)`` (KV heads are
-  expanded with ``repeat_interleave`` on the head dim).
+* Grouped-query attention: query head ``h`` uses KV head ``h // (n_heads // n_kv_heads)`` (SDPA's
+  ``enable_gqa`` on torch >= 2.5, which reads the cached K/V in place; ``repeat_interleave`` before).
 * ``attention_mask`` is 1/True for real tokens, 0/False for padding (left padding for batched prompts).
   Positions default to ``cumsum(mask) - 1`` over every key seen so far, so a left-padded row gets the
   same positions, hence the same logits, as the unpadded row alone.
@@ -37,6 +37,10 @@ from mie.config import POSITIVE, Rule, one_of
 from mie.models.blocks import RMSNorm
 from mie.models.generation import KVCache
 from mie.models.positional import rotate_half
+
+# SDPA groups query heads over shared KV heads itself from torch 2.5 on; copying K/V per query head
+# (repeat_interleave) cost about twice the attention time of a batch-8 decode step.
+_SDPA_GQA = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 5)
 
 
 @dataclass
@@ -138,11 +142,14 @@ class Attention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nkv, S, hd): every cached key plus the new ones
-        if self.n_kv_heads != self.n_heads:
+        grouped = self.n_kv_heads != self.n_heads
+        if grouped and not _SDPA_GQA:
             repeats = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(repeats, dim=1), v.repeat_interleave(repeats, dim=1)  # (B, nh, S, hd)
         dropout_p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout_p)
+        kwargs = {"enable_gqa": True} if grouped and _SDPA_GQA else {}
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout_p,
+                                           **kwargs)  # (B, nh, T, hd)
         return self.wo(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
 
@@ -238,6 +245,10 @@ class CausalLM(nn.Module):
         else:
             return None, None
         S = keys.shape[1]
+        if T == 1:  # a decode step: the one query sees every real key, and itself (see below)
+            mask = keys.clone()
+            mask[:, -1] = True
+            return mask[:, None, None, :], keys  # (B, 1, 1, S)
         causal = torch.ones(T, S, dtype=torch.bool, device=ids.device).tril(diagonal=S - T)  # query i at slot S-T+i
         itself = torch.eye(T, S, dtype=torch.bool, device=ids.device).roll(S - T, dims=1)
         # A padded query sees no real key; letting it see itself keeps SDPA finite (its output is unused).
@@ -250,8 +261,10 @@ class CausalLM(nn.Module):
         cache: KVCache | None = None,
         attention_mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
+        last_only: bool = False,
     ) -> torch.Tensor:
-        """Float logits ``[B, T, vocab]`` for token ids ``[B, T]``.
+        """Float logits ``[B, T, vocab]`` for token ids ``[B, T]`` (``[B, 1, vocab]``, the last position's,
+        with ``last_only``: generation's prefill needs no more, and the LM head is the largest matmul).
 
         ``cache`` holds earlier tokens' keys/values (and key mask) and is extended in place.
         ``attention_mask`` ``[B, T]`` (or ``[B, past + T]``) is 1 for real tokens, 0 for left padding.
@@ -278,6 +291,8 @@ class CausalLM(nn.Module):
             x = layer(x, rope, mask, cache, i)
         if cache is not None:
             cache.advance(T)
+        if last_only:
+            x = x[:, -1:]
         x = self.norm(x)
         weight = self.tok_embeddings.weight if self.lm_head is None else self.lm_head.weight
         return F.linear(x, weight).float()  # (B, T, vocab)

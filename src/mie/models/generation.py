@@ -51,7 +51,7 @@ class KVCache:
         if store is None:
             shape = list(new.shape)
             shape[dim] = self.max_len
-            store = new.new_zeros(shape)
+            store = new.new_empty(shape)  # only written positions are ever read; zeroing would touch it all
         store.narrow(dim, self.length, new.shape[dim]).copy_(new)
         return store
 
@@ -68,6 +68,25 @@ class KVCache:
         self.keys[layer] = self._write(self.keys[layer], keys, dim=2)
         self.values[layer] = self._write(self.values[layer], values, dim=2)
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only batch ``rows`` (a long index), e.g. to stop computing finished sequences."""
+        def pick(store: torch.Tensor | None, dim: int) -> torch.Tensor | None:
+            if store is None:
+                return None
+            filled = store.narrow(dim, 0, self.length).index_select(0, rows)
+            if self.max_len is None:
+                return filled
+            # Copy only the filled positions into a fresh store of full capacity for later writes.
+            shape = list(filled.shape)
+            shape[dim] = self.max_len
+            out = filled.new_empty(shape)
+            out.narrow(dim, 0, self.length).copy_(filled)
+            return out
+
+        self.keys = [pick(k, 2) for k in self.keys]
+        self.values = [pick(v, 2) for v in self.values]
+        self.mask = pick(self.mask, 1)
 
     def advance(self, n: int) -> None:
         """Mark ``n`` more positions as filled (after every layer has been updated)."""
@@ -149,7 +168,7 @@ def _generator(seed: int | torch.Generator | None, device: torch.device) -> torc
     return torch.Generator(device=device).manual_seed(int(seed))
 
 
-@torch.no_grad()
+@torch.inference_mode()  # lighter than no_grad: no version counters or view tracking
 def generate(
     model: CausalLM,
     ids: torch.Tensor | Sequence[Sequence[int]],
@@ -195,28 +214,34 @@ def generate(
     model.eval()
     cache = KVCache(config.n_layers, max_len=T + max_new_tokens)
     outputs: list[list[int]] = [[] for _ in range(B)]
-    done = [False] * B
+    active = list(range(B))  # the prompt index of each row still in the batch
     try:
-        logits = model(input_ids, cache=cache, attention_mask=mask)[:, -1]
-        for _ in range(max_new_tokens):
+        logits = model(input_ids, cache=cache, attention_mask=mask, last_only=True)[:, -1]
+        for step in range(max_new_tokens):
             logits = apply_repetition_penalty(logits, seen, repetition_penalty)
-            token = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
-            seen[torch.arange(B, device=device), token] = True
+            token = sample_next(logits, temperature, top_k, top_p, generator)  # (b,)
+            if repetition_penalty != 1.0:
+                seen[torch.arange(len(active), device=device), token] = True
             is_stop = torch.isin(token, stop) if len(stop) else torch.zeros_like(token, dtype=torch.bool)
-            for row, (tok, hit) in enumerate(zip(token.tolist(), is_stop.tolist())):  # one host sync per step
-                if done[row]:
-                    continue
+            running = []  # batch rows that go on
+            for i, (tok, hit) in enumerate(zip(token.tolist(), is_stop.tolist())):  # one host sync per step
                 if hit:
-                    done[row] = True
                     continue
+                row = active[i]
                 outputs[row].append(tok)
                 if on_token is not None:
                     on_token(row, tok)
-                if stop_strings and any(s in decode(outputs[row]) for s in stop_strings):
-                    done[row] = True
-            if all(done):
-                break
-            token = token.masked_fill(torch.as_tensor(done, device=device), pad_id)
+                if not (stop_strings and any(s in decode(outputs[row]) for s in stop_strings)):
+                    running.append(i)
+            if not running or step == max_new_tokens - 1:
+                break  # no forward for logits nobody reads
+            if len(running) < len(active):
+                # Finished rows leave the batch (one copy of the filled cache) instead of being computed
+                # to the end as padding; a row's tokens do not depend on the others in its batch.
+                keep = torch.tensor(running, device=device)
+                cache.select(keep)
+                token, seen = token[keep], seen[keep]
+                active = [active[i] for i in running]
             logits = model(token[:, None], cache=cache)[:, -1]
     finally:
         model.train(was_training)
