@@ -170,7 +170,9 @@ class RuleMethod:
         top = ranked[0][1][0]
         extra = sum(1 for _, (s, _) in ranked[1:] if s >= self.threshold)  # independent cues agree
         score = min(0.99, top + 0.02 * extra)
-        reasons = [f'{reason} ("{_clip(snippet)}")' for reason, (s, snippet) in ranked if s >= 0.2]
+        # Weak cues are reported only when nothing stronger matched: then they are the evidence.
+        floor = 0.2 if top >= 0.2 else 0.0
+        reasons = [f'{reason} ("{_clip(snippet)}")' for reason, (s, snippet) in ranked if s >= floor]
         return PrincipleVerdict(principle, score >= self.threshold, round(score, 4), reasons, self.name)
 
     def _score_match(self, rule: Rule, norm: str, match: re.Match[str], boosted: bool,

@@ -98,6 +98,10 @@ MALWARE = alt(["ransomware", "malware", "keyloggers?", "computer virus(?:es)?", 
                "ddos (?:tools?|scripts?|attacks?)", "exploit kits?", "zero[- ]day exploits?", "remote access trojans?"])
 
 HARM = [
+    # Evidence *against* a flag, so a combining evaluator sees the benign reading ("kill a *process*").
+    spec(H, "harmless object of a violent verb", near(alt(VIOLENT, COERCE), r"(?:(?:a|an|the|my|this|that|all|"
+         rf"stuck|child|zombie|hung|frozen|old|background|running){SEP})*{BENIGN_OBJECTS}", 3), 0.05,
+         negatable=False, soften=False),
     spec(H, "violence against a person", near(VIOLENT, NOT_ME, 3, BENIGN_OBJECTS), 0.7, 0.95),
     spec(H, "violence against a person", near(VIOLENT_PAST, NOT_ME, 2, BENIGN_OBJECTS), 0.4, 0.9),
     spec(H, "threatening, harassing or extorting a person", near(COERCE, NOT_ME, 3, BENIGN_OBJECTS), 0.7, 0.95),

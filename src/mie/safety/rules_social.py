@@ -221,6 +221,9 @@ LOWER = alt(["worthless", "crazy", "stupid", "nothing", "useless", "guilty", "in
              "too (?:stupid|dumb|weak|emotional) to \\w+", "(?:can't|cannot) (?:decide|think) for (?:her|him|them)self"])
 
 AUTONOMY = [
+    spec(A, "harmless object of a manipulation verb", near(alt(MANIPULATE, ["control(?:ling)?", "forc(?:e|ing)",
+                                                                        "trick(?:ing)?", "pressur(?:e|ing)"]),
+                                                           BENIGN_OBJECTS, 2), 0.05, negatable=False, soften=False),
     spec(A, "manipulating or coercing a person", near(MANIPULATE, TARGET, 2, BENIGN_OBJECTS), 0.85, 0.92),
     spec(A, "pressuring or tricking a person into something",
          near(alt(["pressur(?:e|ing)", "forc(?:e|ing)", "trick(?:ing)?", "guilt(?:ing)?", "scar(?:e|ing)", "shame",
