@@ -19,10 +19,10 @@ from mie.errors import ConfigError
 from mie.models.causal_lm import CausalLM, CausalLMConfig
 from mie.models.lora import apply_lora
 from mie.recipes.lm.config import LMConfig
+from mie.recipes.lm.run import CHAT_TEMPLATE_FILE, load_lm_run
 from mie.training.config import StageConfig
 
 log = logging.getLogger(__name__)
-CHAT_TEMPLATE_FILE = "chat_template.jinja"
 
 
 @dataclass
@@ -37,8 +37,6 @@ class InitialModel:
 def load_initial_model(init: str) -> InitialModel:
     """The model ``init`` names: a finished lm run's folder, else a pretrained model's name."""
     if Path(init).is_dir():
-        from mie.recipes.lm.run import load_lm_run
-
         model, tokenizer = load_lm_run(Path(init))
         return InitialModel(model, tokenizer, getattr(tokenizer, "chat_template", None))
     from mie.pretrained import MODELS, load_causal_lm
@@ -48,16 +46,6 @@ def load_initial_model(init: str) -> InitialModel:
                           fix=f"use one of {', '.join(sorted(MODELS))} or the folder of a finished lm run")
     model, tokenizer = load_causal_lm(init)
     return InitialModel(model, tokenizer, getattr(tokenizer, "chat_template", None))
-
-
-def with_chat_template(tokenizer: Any, run_dir: Path) -> Any:
-    """``tokenizer`` with the run's chat template (when the run has one), else unchanged."""
-    path = run_dir / CHAT_TEMPLATE_FILE
-    if not path.is_file():
-        return tokenizer
-    from mie.pretrained.chat import ChatTokenizer
-
-    return ChatTokenizer.wrap(tokenizer, path.read_text(encoding="utf-8"))
 
 
 def save_chat_template(initial: InitialModel, run_dir: Path) -> None:

@@ -23,7 +23,6 @@ from mie.io.cache import save_json_atomic
 from mie.models.causal_lm import CausalLM
 from mie.models.generation import generate
 from mie.recipes.lm.config import LMConfig, SampleConfig
-from mie.recipes.lm.init import with_chat_template
 from mie.recipes.run_dir import TOKENIZER_FILE, load_run_weights, run_config_path
 from mie.tokenization.factory import load_any_tokenizer
 from mie.training import resolve_device
@@ -31,6 +30,7 @@ from mie.training.loop_utils import move_to_device
 from mie.training.tasks import LanguageModelTask, lm_metrics
 
 SPLIT = "val"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # a fine-tuned chat model's template, beside tokenizer.json
 
 
 @dataclass
@@ -83,6 +83,16 @@ def score(model: nn.Module, text: LMText, batch_size: int, device: torch.device)
     loss = nats / max(1, tokens)
     return {"loss": loss, **lm_metrics(loss, text.val_bytes_per_token), "tokens": tokens,
             "bytes_per_token": text.val_bytes_per_token}
+
+
+def with_chat_template(tokenizer: Any, run_dir: Path) -> Any:
+    """``tokenizer`` with the run's chat template (when the run has one), else unchanged."""
+    path = run_dir / CHAT_TEMPLATE_FILE
+    if not path.is_file():
+        return tokenizer
+    from mie.pretrained.chat import ChatTokenizer
+
+    return ChatTokenizer.wrap(tokenizer, path.read_text(encoding="utf-8"))
 
 
 def load_model(run_dir: Path, config: LMConfig, checkpoint: str, device: torch.device) -> tuple[CausalLM, Path]:
