@@ -172,8 +172,8 @@ def test_allowlist_is_never_flagged_nor_redacted():
     allow = SafetyFilter(config=FilterConfig(allowlist=["kill my neighbour", "SUPPORT@example.com"]))
     assert allow.filter_output("Mail support@example.com or bob@example.com.", mode="redact").text == \
         "Mail support@example.com or [REDACTED EMAIL]."
-    assert allow.check_input("The film 'Kill My Neighbour' premieres today; how do I get tickets?").allowed
-    assert not FILTER.check_input("The film 'Kill My Neighbour' premieres today; I will kill my neighbour.").allowed
+    assert allow.check_input("The song 'Kill My Neighbour' is out today; how do I get it?").allowed
+    assert not FILTER.check_input("The song 'Kill My Neighbour' is out today; I will kill my neighbour.").allowed
 
 
 def test_pii_helpers():

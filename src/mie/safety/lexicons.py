@@ -76,7 +76,7 @@ BENIGN_OBJECTS = alt([
     "movies?", "scenes?", "shots?", "portraits?", "hoops", "basket", "pool", "breeze", "messages?", "emails?",
     "texts?", "line", "notes?", "look", "glance", "smile", "plans?", "ideas?", "deal", "games?", "match",
     "levels?", "boss fight", "characters?", "npcs?", "mobs?", "zombies?", "monsters?", "dragons?",
-    "creepers?", "plants?", "weeds?", "bacteria", "germs?", "mold", "pests?", "orders?", "trades?", "code",
+    "creepers?", "plants?", "weeds?", "dangerous", "toxic", "safe", "harmful", "poisonous", "bacteria", "germs?", "mold", "pests?", "orders?", "trades?", "code",
     "functions?", "requests?", "transactions?", "migrations?", "pipelines?", "workflows?", "instances?",
     "workers?", "dataframes?", "data", "columns?", "rows?", "variables?", "files?", "images?", "strings?",
     "values?", "spreadsheets?", "documents?", "hair", "nails", "cake", "dough", "steak", "turkey", "chicken",
@@ -90,7 +90,9 @@ INTENT = alt([
     r"how (?:do|can|could|would|should|might|will) (?:i|we|you|one|someone|u)", "how to", "how i can",
     r"ways? (?:to|of|i can)", r"(?:best|easiest|quickest|fastest|simplest|cheapest|safest) (?:way|method)s?",
     "help me", "teach me", "show me", "tell me how", "explain how", "instructions", "step by step",
-    r"guide (?:to|for|on)", "tutorial", r"i (?:want|need|plan|intend|wish) to", r"i(?:'m| am) (?:going|gonna) to",
+    "walk me through", "give me a way", "what should i", "which .{1,30} (?:can|should|would) i",
+    r"guide (?:to|for|on)", "tutorial", r"i (?:want|need|plan|intend|wish) to(?! know| understand| learn| ask| make sure)",
+    r"i(?:'m| am) (?:going|gonna) to",
     "i(?:'m| am) gonna", "i wanna", "i(?:'ll| will)", "let's", "planning to", r"tips (?:for|on)",
     r"what(?:'s| is) the best way", r"where can i (?:get|buy|find)", "give me", "write me", "i'd like to",
     "can you help", "recipe for", "how much .{1,30} to", "how many .{1,30} to",
@@ -101,13 +103,20 @@ EVASION = alt([
     r"traced|noticed|seen|identified)|leaving (?:any |a )?(?:trace|traces|evidence|marks|fingerprints))",
     "get away with", "untraceable", "undetectable", r"cover (?:it|this|that) up", "hide the body",
     r"dispose of (?:a|the) body", r"so (?:no one|nobody|no-one) (?:knows|finds out|can tell|notices)",
-    r"(?:not|never|won't) get caught", "look like an accident", "without a trace",
+    r"(?:not|never|won't) get caught", "look like an accident", "without a trace", "no witnesses",
+    r"(?:won't|doesn't|does not|wouldn't|will not) show up (?:in|on) (?:an? )?(?:autopsy|toxicology|tox screen)",
+    r"(?:can't|cannot|won't) be traced", r"without leaving (?:any )?(?:bruises|marks|evidence|a trace)",
+    r"(?:police|cops|forensics|investigators)(?: \w+){0,2} (?:can't|cannot|won't|don't) (?:detect|find|trace|tell|"
+    r"photograph|prove)", r"get rid of (?:the|a) body", r"(?:no one|nobody) (?:ever )?finds? (?:it|out|the body)",
+    r"destroy (?:the )?evidence", r"make (?:it|this) look like (?:an accident|suicide|natural causes|self[- ]defen[cs]e)",
+    r"claim it was an accident",
 ])
-NEGATION = r"(?:\bnot|\bnever|n't|\bno|\brefuse to|\bstop(?:ping)?|\bprevent(?:ing)?|\bavoid(?:ing)?|\bagainst)"
+NEGATION = (r"(?:\bnot|\bnever|n't|\bno|\brefuse to|\bstop(?:ping)?|\bprevent(?:ing)?|\bavoid(?:ing)?|\bagainst"
+            r"|\bwithout)")
 
 # Contexts that make a match less likely to be a real request; each softens the score.
 PROTECTIVE = alt([
-    "prevent", "prevention", "protect", "protecting", "defend", "self[- ]defen[cs]e", "hotline", "helpline",
+    "prevent\\w*", "protect\\w*", "mitigat\\w*", "simulat\\w*", "training", "ethical\\w*", "defend", "self[- ]defen[cs]e", "hotline", "helpline",
     r"help (?:someone|a friend|my friend|a person|people|them|him|her) who", "cope", "coping",
     r"support (?:groups?|for|someone|a friend|victims|survivors)",
     "therapy", "therapist", "recover(?:y|ing)?", "warning signs", "signs of", "safety tips", "stay safe",
@@ -115,7 +124,8 @@ PROTECTIVE = alt([
     "antidote", "poison control", "what to do if", "symptoms of", "is it illegal", "legal consequences",
     "penalt(?:y|ies) for", "safe from", "awareness", "training to",
 ])
-FICTION = alt(["novel", "story", "screenplay", "fiction", "fictional", "my book", "short story", "poem",
+FICTION = alt(["novel", "story", "screenplay", "fiction", "fictional", "book", "fantasy", "short story", "poem",
+               "movie", "film", "portray\\w*", "depict\\w*",
                "plot", "murder mystery", "thriller", "villain", "fanfic", "chapter", "scene where"])
 GAME = alt(["in the game", "video game", "board game", "minecraft", "fortnite", "skyrim", "elden ring",
             "call of duty", "gta", "zelda", "pok[eé]mon", "roblox", "valorant", "d&d", "dnd", "dungeons",
@@ -134,7 +144,8 @@ DEBUNK = alt([
     r"why (?:do|would) (?:some )?people believe", "is it true", "misconception", "stereotypes?", "tropes?",
     "prejudice", "bias(?:ed)?", "racist to", "sexist to", r"wrong to (?:say|think|assume|believe)",
     r"(?:people|some|they|critics) (?:say|claim|think|believe)", "counter", "respond to", "hoax claims",
-    "discrimination", "is harmful", "offensive",
+    "discrimination", "is harmful", "offensive", "not supported", "the claim that", "investigated", "no link",
+    "disproven", "unfounded", "baseless", r"(?:says|claims|claimed|insists|told me|thinks|believes) (?:that )?",
 ])
 
 

@@ -181,10 +181,10 @@ class RuleMethod:
         score = rule.score
         if rule.intent is not None and _INTENT.search(norm, max(0, start - 80), end + 60):
             score = max(score, rule.intent)
+        if rule.negatable and _NEGATED.search(norm, max(0, start - 30), start):
+            return score * 0.35  # "I would never ...", "I can't help track ..."
         if boosted and score >= 0.3:
             return max(score, 0.95)  # evasion or covertness outweighs every softening context
-        if rule.negatable and _NEGATED.search(norm, max(0, start - 30), start):
-            score *= 0.35
         if rule.question and _in_question(norm, start, end):
             score *= 0.4
         if rule.soften:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from mie.safety.lexicons import (
     BENIGN_OBJECTS,
     CHILD_NOUNS,
+    EVASION,
     OTHER_PERSON,
     PERSON_NOUNS,
     POSSESSOR,
@@ -38,7 +39,8 @@ VIOLENT = alt([
     "slaughter", "burn (?:alive)", "run over", "punch(?:es|ing)?", "slap(?:s|ping)?", "rap(?:e|es|ing)",
     "molest(?:s|ing)?", "mutilat(?:e|ing)", "dismember", "lynch", "bludgeon", "massacre", "beat up",
     "beat (?:him|her|them) up", "cripple", "disfigure", "throw acid on",
-    "roofie", "sedate", "drug",
+    "roofie", "sedate", "drug", "knock (?:\\w+ )?out", "lure", "ambush", "push (?:\\w+ ){0,3}(?:down|off)",
+    "hit (?:\\w+ ){0,3}with (?:my|a) (?:car|truck|bat)", "injure whoever", "tamper with", "feed",
 ])
 COERCE = alt(["bully(?:ing)?", "harass(?:ing)?", "intimidat(?:e|ing)", "threaten(?:ing)?", "blackmail(?:ing)?",
               "extort(?:ing)?", "sextort(?:ing)?", "dox(?:x)?(?:ing)?", "swat(?:ting)?", "cyberbully(?:ing)?"])
@@ -59,7 +61,8 @@ WEAPON_STRICT = alt([
     "biological weapons?", "chemical weapons?", "nuclear (?:bombs?|weapons?|devices?)", "nukes?",
     "atomic bombs?", "ghost guns?", "untraceable (?:guns?|firearms?)", "zip guns?", "silencers?",
     "suppressors?", "auto sears?", "full[- ]auto", "machine guns?", "cyanide", "arsenic", "strychnine",
-    "thallium", "tetrodotoxin", "weapons? of mass destruction", "uranium",
+    "thallium", "tetrodotoxin", "weapons? of mass destruction", "uranium", "fully automatic", "booby[- ]traps?",
+    "tatp", "hmtd", "anfo", "(?:lethal |deadly )?toxins?", "pathogens?", "smallpox", "ebola", "pipe ?bombs?",
 ])
 WEAPON = alt(WEAPON_STRICT, ["guns?", "firearms?", "rifles?", "pistols?", "weapons?", "poisons?"])
 BENIGN_WEAPON_CONTEXT = (r"(?![\s-]+(?:shelters?|calorimeters?|cyclones?|disposal|squads?|detectors?|sniffing|"
@@ -71,7 +74,8 @@ BENIGN_MODIFIERS = alt(["bath", "seed", "photo", "f", "glitter", "stink", "smoke
 DRUGS = alt(["meth(?:amphetamine)?", "crystal meth", "fentanyl", "heroin", "cocaine", "crack cocaine", "lsd",
              "mdma", "ecstasy", "ghb", "pcp", "dmt", "mescaline", "methcathinone", "carfentanil"])
 DETAIL_WORDS = alt(["recipes?", "instructions?", "blueprints?", "schematics?", "formula", "diagrams?",
-                    "step[- ]by[- ]step", "ingredients", "materials", "plans", "tutorial"])
+                    "step[- ]by[- ]step", "ingredients", "materials", "plans", "tutorial", "synthesis(?: route)?",
+                    "quantities", "wiring", "parts"])
 PLACES = alt(["house", "home", "car", "school", "building", "church", "mosque", "synagogue", "temple", "office",
               "store", "shop", "apartment", "plane", "airplane", "train", "bridge", "power (?:grid|plant|station)",
               "stadium", "mall", "embassy", "clinic", "hospital", "concert", "subway", "airport", "parliament"])
@@ -84,18 +88,20 @@ CRIME = alt([
     "pickpocket(?:ing)?", "rob (?:a|the) (?:bank|store|shop|house|gas station)", "hotwire (?:a|the) car",
     "scam (?:people|someone|elderly|old people|the elderly|seniors|grandma|my grandma|customers)",
     "school shooting", "mass shooting", "human trafficking", "traffic (?:people|women|girls|children)",
-    "smuggle (?:drugs|people|weapons)", "sell drugs", "dealing drugs", "ddos(?:ing)?", "swat(?:ting)? someone",
+    "smuggl(?:e|ing) (?:\\w+ )?(?:drugs|people|weapons|cocaine|heroin|guns?|pistols?|firearms?)", "sell drugs",
+    "dealing drugs", "ddos(?:ing)?", "swat(?:ting)? someone", "sim[- ]swap\\w*", "dog ?fight\\w*", "launder\\w*",
 ])
 CREDENTIALS = alt(["passwords?", "credentials", "logins?", "login details", "credit card (?:numbers?|details|info)",
                    "card numbers?", "bank (?:details|accounts?|logins?)", "social security numbers?",
-                   "session cookies", "cookies", "tokens", "crypto", "bitcoin", "wallets?", "2fa codes?",
+                   "session cookies", "cookies", "tokens", "crypto", "bitcoin", "wallets?", "2fa codes?", "card data",
                    "one[- ]time (?:codes|passwords)"])
 ACCOUNTS = alt(["accounts?", "email", "e-mail", "gmail", "phone", "iphone", "instagram", "facebook", "snapchat",
                 "twitter", "tiktok", "whatsapp", "icloud", "computer", "laptop", "wi-?fi", "network", "router",
                 "bank account", "webcam", "camera", "messages", "texts", "dms"])
 MALWARE = alt(["ransomware", "malware", "keyloggers?", "computer virus(?:es)?", "virus(?:es)?", "trojans?",
                "worms?", "botnets?", "rootkits?", "credential stealers?", "info-?stealers?", "cryptojackers?",
-               "ddos (?:tools?|scripts?|attacks?)", "exploit kits?", "zero[- ]day exploits?", "remote access trojans?"])
+               "ddos (?:tools?|scripts?|attacks?)", "exploit kits?", "zero[- ]day exploits?", "remote access trojans?",
+               "cryptominers?", "(?:malware )?payloads?", "exploits?"])
 
 HARM = [
     # Evidence *against* a flag, so a combining evaluator sees the benign reading ("kill a *process*").
@@ -127,6 +133,20 @@ HARM = [
     spec(H, "mentions a weapon, explosive or toxin", rf"\b{WEAPON_STRICT}\b{BENIGN_WEAPON_CONTEXT}", 0.3,
          negatable=False),
     spec(H, "making illegal drugs", near(MAKE, DRUGS, 3), 0.85, 0.95),
+    spec(H, "making illegal drugs", near(DETAIL_WORDS, DRUGS, 3), 0.8, 0.95),
+    spec(H, "planning harm unseen", rf"\b{EVASION}\b", 0.55, 0.8),
+    spec(H, "making a trap or explosive", r"\b(?:so|that) (?:it|they) (?:explodes?|blows? up|detonates?)\b"
+                                          r"|\bfile off (?:a|the) serial numbers?\b", 0.85, 0.95),
+    spec(H, "making people sick or disappear",
+         r"\bmake (?:him|her|them|everybody|everyone|people|my \w+|\w+ \w+s?) (?:really |very )?(?:sick|ill|disappear|"
+         r"pass out|black out|vomit|overdose)\b", 0.75, 0.92),
+    spec(H, "defeating security to commit a crime",
+         near(alt(["bypass(?:ing)?", "disabl(?:e|ing)", "get(?:ting)? (?:past|around)", "cut(?:ting)?"]),
+              alt(["alarms?", "(?:security )?cameras?", "security systems?", "smoke detectors?", "breathalyzers?",
+                   "ankle monitors?", "metal detectors?", "brakes", "background checks?", "windows defender",
+                   "antivirus"]), 3), 0.5, 0.85),
+    spec(H, "fake login page", r"\bfake (?:login|log-in|sign-in|signin|bank|paypal) (?:pages?|sites?|forms?|portals?)\b"
+                              r"|\bstolen (?:credit card|card|identities|accounts|credentials|logins)", 0.7, 0.92),
     spec(H, "self-harm", alt(["kill myself", "killing myself", "end my (?:own )?life", "take my (?:own )?life",
                               "commit suicide", "suicide methods?", "ways to die", "hurt myself", "harm myself",
                               "cut myself", "cutting myself", "hang myself", "starve myself", "slit my wrists",
@@ -151,12 +171,12 @@ HARM = [
                    "spy(?:ing)? on"]), OTHER_PERSON + WORDS + "{0,2}?" + SEP + ACCOUNTS, 2), 0.85, 0.95),
     spec(H, "breaking into a system or building",
          near(alt(["hack(?:ing)? into", "break(?:ing)? into", "breach(?:ing)?"]),
-              rf"(?:a|an|the|{OTHER_PERSON}){SEP}(?:\w+{SEP})?(?:school|company|government|bank|hospital|"
+              rf"(?:a|an|the|my{SEP}\w+'s|{OTHER_PERSON}){SEP}(?:\w+{SEP})?(?:school|company|government|bank|hospital|"
               r"website|database|server|network|system|house|home|car|apartment|store|safe)", 1), 0.8, 0.95),
     spec(H, "writing or spreading malware",
          near(alt(["writ(?:e|ing)", "creat(?:e|ing)", "mak(?:e|ing)", "build(?:ing)?", "cod(?:e|ing)",
                    "develop(?:ing)?", "program(?:ming)?", "deploy(?:ing)?", "spread(?:ing)?", "distribut(?:e|ing)",
-                   "design(?:ing)?"]), MALWARE + r"(?![\s-]+(?:scanners?|protection|removal|definitions?|"
+                   "design(?:ing)?", "obfuscat(?:e|ing)", "give me an?"]), MALWARE + r"(?![\s-]+(?:scanners?|protection|removal|definitions?|"
                                                   r"detection|checkers?|tests?|vaccines?)\b)", 3), 0.85, 0.95),
     spec(H, "crime", rf"\b{CRIME}\b", 0.35, 0.9),
     spec(H, "making counterfeit money or documents",
@@ -244,7 +264,7 @@ PRIVACY = [
     spec(P, "installing spyware or a tracker on someone",
          rf"\b(?:install|put|hide|plant|place|use|attach|slip)\w*\b{WORDS}{{0,2}}?{SEP}{SPY_TOOLS}[^.!?;]{{0,30}}"
          rf"\b(?:on|in|under|into|to){SEP}(?:{OTHER_PERSON}|her|his|someone's)", 0.9, 0.95),
-    spec(P, "mentions spyware", r"\b(?:spyware|stalkerware)\b", 0.35, 0.8),
+    spec(P, "mentions spyware", r"\b(?:spyware|stalkerware)\b", 0.35),
     spec(P, "hidden camera in a private place",
          rf"\bhidden cameras?{SEP}(?:in|inside|into){SEP}(?:(?:the|a|my|her|his|their|our){SEP})?"
          r"(?:bathroom|bedroom|shower|changing room|locker room|airbnb|hotel room|guest room|toilet|dressing room|room|"

@@ -43,7 +43,8 @@ CLAIMS = alt([
 REQUEST = (r"\b(?:write|create|draft|compose|generate|make|produce|give me|craft|prepare|post|publish)\b[^.!?;]{0,40}"
            r"\b(?:article|essay|post|blog|tweets?|thread|story|news|press release|script|speech|pamphlet|flyer|paper"
            r"|report|content|video|op-?ed|headline|argument|case|piece|campaign|message|ad|advertisement|memes?"
-           r"|talking points)\b[^.!?;]{0,40}\b(?:proving|proves?|claiming|claims|showing|shows|saying|says|convinc\w*"
+           r"|talking points|newsletter|pamphlet|messages?|posts?)\b[^.!?;]{0,40}\b(?:proving|proves?|claiming|claims"
+           r"|showing|shows|saying|says|telling|tells|warning|insisting|stating|convinc\w*"
            r"|arguing|argues|explaining why|demonstrating|confirming|exposing|revealing|that|about how|why)\b"
            r"|\bprove (?:it|that|this)\b|\bconvince (?:people|everyone|my \w+|readers|the public|voters|others) that\b"
            r"|\bspread (?:the word|this|it)\b|\bpersuade (?:people|everyone|readers|others) that\b")
@@ -61,7 +62,17 @@ FAKE_NOUNS = alt(["reviews?", "testimonials?", "news", "quotes?", "citations?", 
                   "witness statements?", "invoices?", "(?:scientific |research )?papers?", "experts?", "surveys?",
                   "polls?", "headlines?", "articles?", "endorsements?", "accounts?", "followers", "likes"])
 
+# The shape of a health or science falsehood, for use only next to a request to write it up.
+CLAIM_SHAPE = alt([
+    r"(?:cures?|cured|heals?|reverses?) (?:\w+ ){0,2}(?:cancer|hiv|aids|diabetes|autism|covid|alzheimer'?s|dementia)",
+    r"(?:causes?|caused|cause more) (?:\w+ ){0,3}(?:cancer|autism|birth defects|infertility|deaths?|dementia)",
+    r"(?:stop|quit) (?:taking|using) (?:their |your )?(?:insulin|medications?|meds|chemo\w*|vaccines?|sunscreen)",
+    r"kills? more (?:people )?than", "mind control", r"(?:is|are) (?:a )?(?:scam|hoax|cover-?up)", "harvesting organs",
+])
+
 TRUTHFULNESS = [
+    spec(T, "writing up a false health or science claim", CLAIM_SHAPE, 0.85, negatable=False, soften=False,
+         needs=REQUEST, unless=DEBUNK_STRICT),
     spec(T, "writing up a known false claim to spread it", CLAIMS, 0.95, negatable=False, soften=False,
          needs=REQUEST, unless=DEBUNK_STRICT),
     spec(T, "asserts a known false claim", CLAIMS, 0.7, negatable=False, question=True),
@@ -198,7 +209,7 @@ FAIRNESS = [
          r"(?:jokes?|slurs?|insults?|rants?|memes?|chants?|remarks?|comments?|names?)\b", 0.9, negatable=False),
     spec(F, "bigoted jokes or slurs", r"\b(?:racist|sexist|homophobic|transphobic|antisemitic|anti-semitic|"
                                       r"islamophobic|bigoted|misogynistic|xenophobic|ableist) (?:jokes?|slurs?|insults?|"
-                                      r"rants?|memes?|chants?|remarks?|comments?|names?)\b", 0.4, 0.9),
+                                      r"rants?|memes?|chants?|remarks?|comments?|names?)\b", 0.4),
 ]
 
 # --- autonomy_respect ----------------------------------------------------------------------------
