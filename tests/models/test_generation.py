@@ -171,6 +171,15 @@ def test_finished_rows_leave_the_batch_and_no_step_is_wasted():
     assert calls == [1, 1, 1, 1, 1]  # the prefill returns the last position's logits only
 
 
+def test_generate_inside_inference_mode_and_autocast():
+    model = tiny()
+    plain = generate(model, [[1, 2, 3], [4]], 6)
+    with torch.inference_mode():
+        assert generate(model, [[1, 2, 3], [4]], 6) == plain
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # weights cast once (autocast's cache), not per step
+            assert [len(row) for row in generate(model, [[1, 2, 3], [4]], 6)] == [6, 6]
+
+
 def test_tensor_input_and_returns_only_new_tokens():
     model = tiny()
     ids = torch.tensor([[4, 5, 6], [7, 8, 9]])

@@ -168,7 +168,10 @@ def _generator(seed: int | torch.Generator | None, device: torch.device) -> torc
     return torch.Generator(device=device).manual_seed(int(seed))
 
 
-@torch.inference_mode()  # lighter than no_grad: no version counters or view tracking
+# Not inference_mode, and out of a caller's: autocast caches its bf16/fp16 copies of the weights only outside
+# it; inside, every step re-casts every weight, which costs more than the fp32 step itself.
+@torch.inference_mode(False)
+@torch.no_grad()
 def generate(
     model: CausalLM,
     ids: torch.Tensor | Sequence[Sequence[int]],
