@@ -1,0 +1,231 @@
+"""The embedding method: all-MiniLM-L6-v2 (in our own encoder), tuned with LoRA on the packaged labelled
+examples, and one classifier head per principle.
+
+A linear probe on frozen embeddings separates "how do I kill a process" from "how do I kill my
+neighbour" poorly (on a held-out fifth of the training examples it flags ~25 % of benign look-alikes
+at 95 % recall). So the encoder is tuned: LoRA adapters (rank 16) on every linear layer of the six
+BERT layers plus a 5-way head on the pooled embedding, trained with one-vs-rest binary cross-entropy
+(positives weighted by sqrt(negatives / positives)) for 4 epochs — about 40 s on 2 CPU cores, once.
+The adapters are then merged into the weights, so scoring costs what the plain encoder costs.
+
+Only the adapters, the head and the harmful examples' embeddings (for reasons) are cached, as
+safetensors keyed by a hash of the examples and the training settings::
+
+    method = EmbeddingMethod.load()                       # needs `make pretrained`; trains once, then cached
+    method.score_batch(["how do I poison a dog"])[0]["harm_prevention"].score   # ~0.99
+
+``threshold`` 0.7 was chosen on a held-out fifth of the training examples (3 % false positives there);
+the evaluation set in ``benchmarks/data`` was never used to choose anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mie.errors import DataError
+from mie.io import load_weights, save_weights
+from mie.models.lora import apply_lora, lora_parameters, merge_lora
+from mie.safety.types import DEFAULT_PRINCIPLES, PrincipleVerdict
+
+log = logging.getLogger(__name__)
+SCALE = 10.0  # pooled embeddings have norm 1; the head sees them x10 so its logits can reach +-10
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """How the encoder and heads are tuned (part of the cache key)."""
+
+    r: int = 16
+    targets: tuple[str, ...] = ("q", "k", "v", "out", "fc1", "fc2")
+    epochs: int = 4
+    lr: float = 1e-3
+    head_lr: float = 1e-3
+    batch_size: int = 16
+    max_length: int = 128
+    seed: int = 0
+    version: int = 2
+
+
+def load_examples(path: str | Path | None = None) -> list[dict[str, Any]]:
+    """Labelled examples ``{"text", "label": harmful|benign, "principle"}`` (default: the packaged set)."""
+    source = Path(path) if path is not None else resources.files("mie.safety") / "data" / "train_examples.jsonl"
+    rows = []
+    for lineno, line in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if row["label"] not in ("harmful", "benign") or not isinstance(row["text"], str):
+                raise ValueError(f"label {row['label']!r}")
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"line {lineno} is not a labelled example ({exc})", where=str(source),
+                            fix='write {"text": ..., "label": "harmful"|"benign", "principle": ...} per line') from None
+        rows.append(row)
+    return rows
+
+
+def targets_for(examples: Sequence[dict[str, Any]], principles: Sequence[str]) -> torch.Tensor:
+    """``[N, P]`` 0/1: example ``n`` is a harmful example of principle ``p``."""
+    return torch.tensor([[float(e["label"] == "harmful" and e.get("principle") == p) for p in principles]
+                         for e in examples])
+
+
+def tune(encoder: Any, examples: Sequence[dict[str, Any]], principles: Sequence[str],
+         settings: TuneSettings = TuneSettings()) -> torch.nn.Linear:
+    """Put LoRA adapters on ``encoder.model`` and train them with a new head; returns the head.
+
+    The adapters stay unmerged (call ``merge_lora(encoder.model)`` to fold them in).
+    """
+    torch.manual_seed(settings.seed)
+    model = encoder.model
+    apply_lora(model, settings.targets, r=settings.r, alpha=2.0 * settings.r)
+    head = torch.nn.Linear(model.config.hidden, len(principles))
+    targets = targets_for(examples, principles)
+    pos = targets.sum(0).clamp_min(1)
+    pos_weight = ((len(examples) - pos) / pos).sqrt()  # rare principles count more, not fully balanced
+    optimizer = torch.optim.AdamW([{"params": list(lora_parameters(model).values()), "lr": settings.lr},
+                                   {"params": head.parameters(), "lr": settings.head_lr}], weight_decay=0.01)
+    rows = [encoder.tokenizer.encode_special(e["text"], settings.max_length) for e in examples]
+    model.train()
+    for epoch in range(settings.epochs):
+        order = list(range(len(rows)))
+        random.Random(settings.seed + epoch).shuffle(order)
+        for start in range(0, len(order), settings.batch_size):
+            chunk = order[start:start + settings.batch_size]
+            batch = encoder.tokenizer.pad([rows[i] for i in chunk])
+            logits = head(model.embed(batch.input_ids, batch.attention_mask) * SCALE)
+            loss = F.binary_cross_entropy_with_logits(logits, targets[chunk], pos_weight=pos_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    return head.eval()
+
+
+class EmbeddingMethod:
+    """A :class:`~mie.safety.types.SafetyMethod`: a (tuned) sentence encoder plus one head per principle."""
+
+    name = "embeddings"
+
+    def __init__(self, encoder: Any, head: torch.nn.Linear, principles: Sequence[str],
+                 exemplars: dict[str, tuple[list[str], torch.Tensor]] | None = None, threshold: float = 0.7) -> None:
+        self.encoder, self.head = encoder, head
+        self.principles, self.threshold = list(principles), threshold
+        self.exemplars = exemplars or {}  # principle -> (harmful texts, their embeddings), for reasons
+
+    @classmethod
+    def train(cls, encoder: Any, examples: Sequence[dict[str, Any]], principles: Sequence[str] = DEFAULT_PRINCIPLES,
+              settings: TuneSettings = TuneSettings()) -> EmbeddingMethod:
+        """Tune ``encoder`` on ``examples`` (adapters merged afterwards) and fit the heads."""
+        head = tune(encoder, examples, principles, settings)
+        merge_lora(encoder.model)
+        return cls(encoder, head, principles, _exemplars(encoder, examples, principles))
+
+    @classmethod
+    def load(cls, examples_path: str | Path | None = None, cache: str | Path | None = None,
+             settings: TuneSettings = TuneSettings()) -> EmbeddingMethod:
+        """The all-MiniLM-L6-v2 method tuned on the packaged examples (trained once, then read from the cache)."""
+        from mie.pretrained import cache_root, load_sentence_encoder
+
+        encoder = load_sentence_encoder("all-minilm-l6-v2")
+        examples = load_examples(examples_path)
+        principles = list(DEFAULT_PRINCIPLES)
+        key = hashlib.sha256(json.dumps([examples, asdict(settings), principles], sort_keys=True).encode())
+        path = Path(cache) if cache is not None else cache_root() / "safety_classifier" / f"{key.hexdigest()[:16]}.safetensors"
+        if path.is_file():
+            try:
+                return cls._from_cache(encoder, examples, principles, settings, path)
+            except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
+                log.warning("rebuilding the safety classifier cache %s (%s)", path, exc)
+                encoder = load_sentence_encoder("all-minilm-l6-v2")
+        log.info("tuning the safety classifier on %d labelled examples (once; about 40 s on 2 cores)", len(examples))
+        start = time.monotonic()
+        head = tune(encoder, examples, principles, settings)
+        state = {f"lora.{k}": v.detach().clone() for k, v in lora_parameters(encoder.model).items()}
+        merge_lora(encoder.model)
+        method = cls(encoder, head, principles, _exemplars(encoder, examples, principles))
+        state.update({"head.weight": head.weight.detach(), "head.bias": head.bias.detach()})
+        state.update({f"exemplars.{p}": emb for p, (_, emb) in method.exemplars.items()})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_weights(path, state, {"principles": principles, "settings": asdict(settings)})
+        log.info("safety classifier tuned in %.0f s, cached at %s", time.monotonic() - start, path)
+        return method
+
+    @classmethod
+    def _from_cache(cls, encoder: Any, examples: Sequence[dict[str, Any]], principles: list[str],
+                    settings: TuneSettings, path: Path) -> EmbeddingMethod:
+        state, _ = load_weights(path)
+        apply_lora(encoder.model, settings.targets, r=settings.r, alpha=2.0 * settings.r)
+        adapters = lora_parameters(encoder.model)
+        missing = set(adapters) ^ {k.removeprefix("lora.") for k in state if k.startswith("lora.")}
+        if missing:
+            raise ValueError(f"adapters do not match ({sorted(missing)[:2]})")
+        with torch.no_grad():
+            for name, param in adapters.items():
+                param.copy_(state[f"lora.{name}"])
+        merge_lora(encoder.model)
+        head = torch.nn.Linear(encoder.model.config.hidden, len(principles))
+        head.load_state_dict({"weight": state["head.weight"], "bias": state["head.bias"]})
+        texts = _harmful_texts(examples, principles)
+        exemplars = {p: (texts[p], state[f"exemplars.{p}"]) for p in principles if f"exemplars.{p}" in state}
+        return cls(encoder, head.eval(), principles, exemplars)
+
+    @torch.no_grad()
+    def probabilities(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([N, P] head probabilities, [N, D] embeddings)`` of ``texts``."""
+        features = self.encoder.encode(list(texts))
+        return torch.sigmoid(self.head(features.clone() * SCALE)), features
+
+    def score_batch(self, texts: list[str], prompts: list[str | None] | None = None
+                    ) -> list[dict[str, PrincipleVerdict]]:
+        """One ``{principle: verdict}`` per text; the reasons name the nearest harmful training example."""
+        if not texts:
+            return []
+        probs, features = self.probabilities(texts)
+        out = []
+        for i in range(len(texts)):
+            verdicts = {}
+            for j, principle in enumerate(self.principles):
+                prob = float(probs[i, j])
+                score = calibrate(prob, self.threshold)
+                reasons = [f"classifier probability {prob:.2f} (flags at {self.threshold:g})"]
+                if principle in self.exemplars and score >= 0.5:
+                    names, emb = self.exemplars[principle]
+                    sims = emb @ features[i]
+                    k = int(sims.argmax())
+                    reasons.append(f"nearest {principle} example ({float(sims[k]):.2f}): {names[k][:80]!r}")
+                verdicts[principle] = PrincipleVerdict(principle, prob >= self.threshold, score, reasons, self.name)
+            out.append(verdicts)
+        return out
+
+
+def calibrate(prob: float, threshold: float) -> float:
+    """Map a probability so that ``threshold`` lands on 0.5 (piecewise linear, 0 and 1 fixed): every
+    method's score then flags at 0.5, which is what the evaluator's combination rule assumes."""
+    if prob < threshold:
+        return 0.5 * prob / threshold
+    return 0.5 + 0.5 * (prob - threshold) / max(1e-9, 1.0 - threshold)
+
+
+def _harmful_texts(examples: Sequence[dict[str, Any]], principles: Sequence[str]) -> dict[str, list[str]]:
+    return {p: [e["text"] for e in examples if e["label"] == "harmful" and e.get("principle") == p]
+            for p in principles}
+
+
+def _exemplars(encoder: Any, examples: Sequence[dict[str, Any]],
+               principles: Sequence[str]) -> dict[str, tuple[list[str], torch.Tensor]]:
+    """Per principle, its harmful examples' texts and (tuned) embeddings."""
+    return {p: (texts, encoder.encode(texts).clone()) for p, texts in _harmful_texts(examples, principles).items()
+            if texts}

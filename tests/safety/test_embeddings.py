@@ -1,0 +1,82 @@
+"""The embedding method on a tiny random BERT: tuning separates the labelled examples, the cache gives the
+same scores as training, calibration puts every method's threshold at 0.5. (The real all-MiniLM-L6-v2
+numbers come from `make bench`.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mie.errors import DataError
+from mie.models.bert import BertConfig, BertEncoder
+from mie.models.lora import LoRALinear
+from mie.pretrained.sentence import SentenceEncoder
+from mie.safety import embeddings
+from mie.safety.embeddings import EmbeddingMethod, TuneSettings, calibrate, load_examples, targets_for
+from mie.tokenization.wordpiece import WordPieceTokenizer
+
+WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "how", "do", "i", "make", "a", "bomb", "bake", "bread",
+         "find", "her", "address", "cake", "poison", "dog", "walk", "my", "?"]
+HARM = ["how do i make a bomb ?", "make a bomb", "how do i poison my dog ?", "poison a dog"]
+PRIV = ["find her address", "how do i find her address ?"]
+BENIGN = ["how do i bake bread ?", "bake a cake", "walk my dog", "how do i make a cake ?", "make bread", "bake bread"]
+SETTINGS = TuneSettings(r=4, epochs=25, lr=1e-2, head_lr=5e-2, batch_size=4)
+
+
+def tiny_encoder() -> SentenceEncoder:
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(WORDS), hidden=32, layers=2, heads=4, intermediate=64, max_positions=32)
+    return SentenceEncoder(WordPieceTokenizer({w: i for i, w in enumerate(WORDS)}, max_length=32),
+                           BertEncoder(config), 32)
+
+
+def examples() -> list[dict]:
+    return ([{"text": t, "label": "harmful", "principle": "harm_prevention"} for t in HARM]
+            + [{"text": t, "label": "harmful", "principle": "privacy"} for t in PRIV]
+            + [{"text": t, "label": "benign", "principle": None} for t in BENIGN])
+
+
+def test_tuning_separates_the_training_examples_and_merges_the_adapters():
+    encoder = tiny_encoder()
+    method = EmbeddingMethod.train(encoder, examples(), ["harm_prevention", "privacy"], SETTINGS)
+    assert not any(isinstance(m, LoRALinear) for m in encoder.model.modules())  # merged: plain layers
+    probs, _ = method.probabilities(HARM + PRIV + BENIGN)
+    target = targets_for(examples(), ["harm_prevention", "privacy"])
+    assert ((probs > 0.5).float() == target).all(), probs
+    verdicts = method.score_batch(["make a bomb"])[0]
+    assert verdicts["harm_prevention"].flagged and verdicts["harm_prevention"].method == "embeddings"
+    assert any("nearest harm_prevention example" in r for r in verdicts["harm_prevention"].reasons)
+    assert not verdicts["privacy"].flagged
+
+
+def test_the_cache_reproduces_the_trained_method(tmp_path, monkeypatch):
+    path = tmp_path / "examples.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in examples()))
+    monkeypatch.setattr("mie.pretrained.load_sentence_encoder", lambda name: tiny_encoder())
+    monkeypatch.setattr(embeddings, "DEFAULT_PRINCIPLES", ("harm_prevention", "privacy"))
+    cache = tmp_path / "cache.safetensors"
+    first = EmbeddingMethod.load(path, cache=cache, settings=SETTINGS)
+    assert cache.is_file()
+    second = EmbeddingMethod.load(path, cache=cache, settings=SETTINGS)
+    texts = HARM + BENIGN
+    torch.testing.assert_close(second.probabilities(texts)[0], first.probabilities(texts)[0], atol=1e-5, rtol=1e-5)
+    cache.write_bytes(b"damaged")  # a damaged cache is rebuilt, not trusted
+    third = EmbeddingMethod.load(path, cache=cache, settings=SETTINGS)
+    torch.testing.assert_close(third.probabilities(texts)[0], first.probabilities(texts)[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("prob", "threshold", "expected"), [
+    (0.7, 0.7, 0.5), (0.0, 0.7, 0.0), (1.0, 0.7, 1.0), (0.35, 0.7, 0.25), (0.85, 0.7, 0.75), (0.5, 0.5, 0.5)])
+def test_calibration_puts_the_threshold_at_one_half(prob, threshold, expected):
+    assert calibrate(prob, threshold) == pytest.approx(expected)
+
+
+def test_packaged_examples_load_and_bad_lines_are_one_error(tmp_path):
+    rows = load_examples()
+    assert len(rows) > 800 and {r["label"] for r in rows} == {"harmful", "benign"}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "x", "label": "maybe"}\n')
+    with pytest.raises(DataError, match="line 1 is not a labelled example"):
+        load_examples(bad)
