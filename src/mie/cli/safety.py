@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     filt.add_argument("--action", choices=("refuse", "redact", "rewrite"), default="rewrite",
                       help="what --side output does to a flagged text")
     filt.add_argument("--format", choices=("text", "jsonl"), default="text")
+    _method_arguments(filt)
 
     red = sub.add_parser("redteam", help="attack a target with the probe suite; write a JSONL log and a report")
     red.add_argument("--target", required=True, help="echo, a pretrained model name (smollm2-135m-instruct) "
@@ -121,7 +122,7 @@ def run_filter(args: argparse.Namespace) -> int:
     """Print each line's filter decision (input side) or its cleaned text (output side)."""
     from mie.safety.filter import SafetyFilter
 
-    safety_filter = SafetyFilter()
+    safety_filter = SafetyFilter(evaluator=build_evaluator(args))
     for line in read_lines(args.file):
         if args.side == "input":
             result = safety_filter.check_input(line)
