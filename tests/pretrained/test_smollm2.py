@@ -177,6 +177,14 @@ def test_chat_answer_mentions_paris(loaded):
 
 def test_tokenizer_matches_transformers_when_installed(loaded):
     transformers = pytest.importorskip("transformers", reason="transformers is not installed (optional reference)")
+    from tokenizers import pre_tokenizers
+
     hf = transformers.AutoTokenizer.from_pretrained(str(GGUF.parent), gguf_file=GGUF.name)
+    # SmolLM2's own tokenizer.json splits digits one by one before the byte-level regex (llama.cpp's
+    # "smollm" pre-tokenizer); some transformers versions drop that step when converting a GGUF file.
+    if "Digits" not in str(hf.backend_tokenizer.pre_tokenizer):
+        hf.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
     for text in TEXTS:
         assert loaded[1].encode(text) == hf.encode(text, add_special_tokens=False), text
