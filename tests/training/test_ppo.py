@@ -193,6 +193,12 @@ def test_rollouts_keep_the_stop_token_and_the_reference_stays_out_of_the_state()
     assert not any("reference" in n for n in names)
     assert {n for n in names if not n.startswith("model.")} == {"_extra_state"}
     assert len(list(task.parameters())) == len(list(task.model.policy.parameters())) + 2  # + value head
+    policy = tiny_lm()
+    with pytest.raises(ValueError, match="deepcopy"):
+        PPOTask(policy, policy, count_rewarded, max_new_tokens=4)
+    frozen = PPOTask(policy, None, count_rewarded, max_new_tokens=4).reference
+    assert frozen is not policy and not any(p.requires_grad for p in frozen.parameters())
+    torch.testing.assert_close(frozen.tok_embeddings.weight, policy.tok_embeddings.weight)
 
 
 def test_ppo_raises_the_reward_under_base_trainer(tmp_path):

@@ -21,6 +21,7 @@ The reference model is kept out of the module tree (not a submodule): checkpoint
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -77,9 +78,13 @@ class PPOTask(Task):
     sampling temperature and the one of every log-probability, so PPO sees the distribution it sampled.
     ``seed`` and the rollout counter (saved in the task's state) seed each rollout's sampling, so a
     resumed run samples what an uninterrupted one would. ``kl_estimator`` is ``k1`` or ``k3``.
+    ``reference=None`` freezes a copy of the policy as it is now (the usual RLHF start: the SFT model).
+
+    A batch is a ``[B, P]`` tensor of unpadded prompts or a list of token lists (of any lengths); with a
+    ``DataLoader`` over token lists pass ``collate_fn=list``, as the default collate transposes them.
     """
 
-    def __init__(self, policy: CausalLM, reference: CausalLM, reward_fn: RewardFn, max_new_tokens: int,
+    def __init__(self, policy: CausalLM, reference: CausalLM | None, reward_fn: RewardFn, max_new_tokens: int,
                  kl_coef: float = 0.05, clip: float = 0.2, value_clip: float | None = None, vf_coef: float = 0.5,
                  gamma: float = 1.0, lam: float = 0.95, temperature: float = 1.0, pad_id: int = 0,
                  stop_ids: Sequence[int] = (), seed: int = 0, kl_estimator: str = "k1") -> None:
@@ -87,6 +92,10 @@ class PPOTask(Task):
             raise ValueError(f"PPO samples its rollouts: temperature must be > 0, got {temperature}")
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if reference is policy:
+            raise ValueError("reference is the policy itself, so it would be frozen and trained at once; pass "
+                             "copy.deepcopy(policy) or reference=None")
+        reference = copy.deepcopy(policy) if reference is None else reference
         super().__init__(PolicyWithValue(policy))
         # Plain attribute, not a submodule: kept out of state_dict, parameters() and the optimizer.
         object.__setattr__(self, "reference", reference.eval().requires_grad_(False))
