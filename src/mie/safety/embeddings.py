@@ -14,8 +14,9 @@ safetensors keyed by a hash of the examples and the training settings::
     method = EmbeddingMethod.load()                       # needs `make pretrained`; trains once, then cached
     method.score_batch(["how do I poison a dog"])[0]["harm_prevention"].score   # ~0.99
 
-``threshold`` 0.7 was chosen on a held-out fifth of the training examples (3 % false positives there);
-the evaluation set in ``benchmarks/data`` was never used to choose anything.
+``threshold`` 0.95 is the lowest whose out-of-fold look-alike false-positive rate is <= 3 % in 5-fold
+cross-validation on the training examples (``acceptance/safety_threshold_cv.py``: recall 0.60, look-alike
+FPR 0.023 there); the margin below the 5 % goal allows for texts unlike the training examples.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class EmbeddingMethod:
     name = "embeddings"
 
     def __init__(self, encoder: Any, head: torch.nn.Linear, principles: Sequence[str],
-                 exemplars: dict[str, tuple[list[str], torch.Tensor]] | None = None, threshold: float = 0.7) -> None:
+                 exemplars: dict[str, tuple[list[str], torch.Tensor]] | None = None, threshold: float = 0.95) -> None:
         self.encoder, self.head = encoder, head
         self.principles, self.threshold = list(principles), threshold
         self.exemplars = exemplars or {}  # principle -> (harmful texts, their embeddings), for reasons
