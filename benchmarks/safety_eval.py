@@ -7,7 +7,7 @@ text. "Flagged" means any principle is flagged. The LM judge (SmolLM2-135M-Instr
 2 cores) runs on a stratified sample (``--judge-items``). Peer: our sentence encoder's speed against
 sentence-transformers on the same model, when it is installed.
 
-    python benchmarks/safety_eval.py [--judge-items 80] [--json out.json]
+    python benchmarks/safety_eval.py [--judge-items 20] [--json out.json]
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def row(name: str, m: dict[str, float], ms: float) -> str:
 def main() -> None:
     """Run every method on the evaluation set and print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--judge-items", type=int, default=80, help="0 = skip the LM judge")
+    parser.add_argument("--judge-items", type=int, default=20, help="0 = skip the LM judge")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
     torch.set_num_threads(2)
