@@ -63,23 +63,27 @@ def _spec(name: str) -> PretrainedSpec:
     return MODELS[name]
 
 
-def gguf_path(name: str) -> Path:
-    """The installed GGUF file of model ``name``; a ConfigError saying how to install it when absent."""
-    spec = _spec(name)
-    fix = INSTALL_FIX.format(package=spec.pip_name)
+def installed_file(spec: PretrainedSpec, what: str, fix: str) -> Path:
+    """The file ``spec.filename`` inside the installed package ``spec.package`` (found, never imported);
+    a ConfigError saying how to install it when the package is absent. ``what`` names the model."""
     try:
         found = importlib.util.find_spec(spec.package)
     except (ImportError, ValueError):
         found = None
     if found is None or not found.submodule_search_locations:
-        raise ConfigError(f"pretrained model {name!r} needs the package {spec.pip_name!r}, which is not installed",
-                          fix=fix)
+        raise ConfigError(f"{what} needs the package {spec.pip_name!r}, which is not installed", fix=fix)
     for folder in found.submodule_search_locations:
         path = Path(folder) / spec.filename
         if path.is_file():
             return path
     raise CheckpointError(f"package {spec.pip_name!r} is installed but has no {spec.filename}",
                           where=list(found.submodule_search_locations)[0], fix=fix)
+
+
+def gguf_path(name: str) -> Path:
+    """The installed GGUF file of model ``name``; a ConfigError saying how to install it when absent."""
+    spec = _spec(name)
+    return installed_file(spec, f"pretrained model {name!r}", INSTALL_FIX.format(package=spec.pip_name))
 
 
 def cache_dir(name: str, source: Path, root: Path | None = None) -> Path:

