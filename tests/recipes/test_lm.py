@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.tiny import TINY_LM
 
 from mie.cli import main
 from mie.io import load_weights
@@ -17,14 +18,7 @@ from mie.recipes import RECIPES
 
 WORDS = ("the editor opens a buffer and a window shows it; quit with :q and write with :w. "
          "help is found with :help and tags jump between topics. ")
-TINY = {
-    "recipe": "lm", "project_name": "lm", "epochs": 3, "log_every": 1, "device": "cpu",
-    "checkpoint_every_steps": 2, "schedule": {"warmup_steps": 1},
-    "model": {"dim": 16, "n_layers": 1, "n_heads": 2, "max_seq_len": 16},
-    "tokenizer": {"vocab_size": 280},
-    "data": {"block_size": 16, "batch_size": 4, "blocks_per_epoch": 12, "max_val_blocks": 4, "workers": 1},
-    "sample": {"max_new_tokens": 4, "num_samples": 1},
-}
+TINY = TINY_LM
 VOLATILE = {"time", "wall_time_s", "tokens_per_s", "train/samples_per_sec"}
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tests.tiny import TINY_LM
 
 from mie.cli import main
 from mie.io import load_weights
@@ -18,14 +19,8 @@ from mie.models.lora import LoRALinear, apply_lora, merged_state_dict
 from mie.recipes.lm.train import training_texts
 
 WORDS = "the editor opens a buffer and a window shows it; quit with :q and write with :w. "
-BASE = {
-    "recipe": "lm", "project_name": "lm", "epochs": 2, "log_every": 1, "device": "cpu",
-    "checkpoint_every_steps": 2, "schedule": {"warmup_steps": 1},
-    "model": {"dim": 16, "n_layers": 1, "n_heads": 2, "max_seq_len": 16},
-    "tokenizer": {"vocab_size": 270},
-    "data": {"block_size": 16, "batch_size": 4, "blocks_per_epoch": 8, "max_val_blocks": 4, "workers": 1},
-    "sample": {"max_new_tokens": 3, "num_samples": 1},
-}
+BASE = {**TINY_LM, "epochs": 2, "tokenizer": {"vocab_size": 270}, "sample": {"max_new_tokens": 3, "num_samples": 1},
+        "data": {**TINY_LM["data"], "blocks_per_epoch": 8}}
 
 
 @pytest.fixture(scope="module")
