@@ -4,9 +4,11 @@
 """
 
 from mie.models.attention import KVCache, MultiHeadAttention, reference_attention
+from mie.models.bert import BertConfig, BertEncoder
 from mie.models.blocks import FeedForward, RMSNorm, TransformerBlock, build_norm
 from mie.models.causal_lm import CausalLM, CausalLMConfig
 from mie.models.generation import generate
+from mie.models.lora import LoRALinear, apply_lora, merge_lora, merged_state_dict
 from mie.models.multimodal import CrossModalFusion, DualEncoder
 from mie.models.positional import LearnedPositionalEmbedding, RotaryEmbedding, SinusoidalPositionalEmbedding
 from mie.models.registry import (
@@ -16,12 +18,20 @@ from mie.models.registry import (
     get_model_config,
     num_parameters,
 )
+from mie.models.reward import RewardModel
 from mie.models.text import TextEncoder
 from mie.models.trunk import Transformer
 from mie.models.vision import VisionTransformer
 
 __all__ = [
     "MODEL_PRESETS",
+    "BertConfig",
+    "BertEncoder",
+    "LoRALinear",
+    "RewardModel",
+    "apply_lora",
+    "merge_lora",
+    "merged_state_dict",
     "CausalLM",
     "CausalLMConfig",
     "CrossModalFusion",

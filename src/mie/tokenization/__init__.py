@@ -14,6 +14,7 @@ _EXPORTS = {
     "SimpleTokenizer": "mie.tokenization.simple",
     "CharTokenizer": "mie.tokenization.simple",
     "BPETokenizer": "mie.tokenization.tokenizer",
+    "WordPieceTokenizer": "mie.tokenization.wordpiece",
     "BPEModel": "mie.tokenization.bpe",
     "BPETrainer": "mie.tokenization.bpe",
     "bytes_to_unicode": "mie.tokenization.bpe",
