@@ -5,7 +5,7 @@ A linear probe on frozen embeddings separates "how do I kill a process" from "ho
 neighbour" poorly (on a held-out fifth of the training examples it flags ~25 % of benign look-alikes
 at 95 % recall). So the encoder is tuned: LoRA adapters (rank 16) on every linear layer of the six
 BERT layers plus a 5-way head on the pooled embedding, trained with one-vs-rest binary cross-entropy
-(positives weighted by sqrt(negatives / positives)) for 4 epochs — about 40 s on 2 CPU cores, once.
+(positives weighted by sqrt(negatives / positives)) for 4 epochs — 1 to 2 minutes on 2 idle CPU cores, once.
 The adapters are then merged into the weights, so scoring costs what the plain encoder costs.
 
 Only the adapters, the head and the harmful examples' embeddings (for reasons) are cached, as
@@ -151,7 +151,7 @@ class EmbeddingMethod:
             except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
                 log.warning("rebuilding the safety classifier cache %s (%s)", path, exc)
                 encoder = load_sentence_encoder("all-minilm-l6-v2")
-        log.info("tuning the safety classifier on %d labelled examples (once; about 40 s on 2 cores)", len(examples))
+        log.info("tuning the safety classifier on %d labelled examples (once; 1 to 2 minutes on 2 idle cores)", len(examples))
         start = time.monotonic()
         head = tune(encoder, examples, principles, settings)
         state = {f"lora.{k}": v.detach().clone() for k, v in lora_parameters(encoder.model).items()}
