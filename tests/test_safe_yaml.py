@@ -26,7 +26,7 @@ def test_alias_bomb_is_refused_before_anything_expands_it(tmp_path):
     start = time.perf_counter()
     with pytest.raises(LimitError, match=r"bomb.yaml: expands to more than 100,000 values \(YAML aliases\) — "):
         load_config(path, TrainerConfig)
-    assert time.perf_counter() - start < 2.0
+    assert time.perf_counter() - start < 60.0  # a guard against blow-ups, loose enough for a loaded CI machine
 
 
 def test_expanded_size_counts_every_use_of_an_alias():
@@ -52,7 +52,7 @@ def test_recursive_and_deep_documents_are_limits(text, message):
     start = time.perf_counter()
     with pytest.raises(LimitError, match=message):
         parse_yaml(text, "cfg.yaml")
-    assert time.perf_counter() - start < 5.0
+    assert time.perf_counter() - start < 60.0  # a guard against blow-ups, loose enough for a loaded CI machine
 
 
 @pytest.mark.parametrize("text, message", [
