@@ -10,8 +10,7 @@ The notebook API is imported on first use (PEP 562), so ``import mie`` and ``mie
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mie.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -23,14 +22,4 @@ _EXPORTS = {
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
-
-def __getattr__(name: str) -> Any:
-    """Import the module that defines ``name`` on first use."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mie' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

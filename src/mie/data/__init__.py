@@ -6,8 +6,7 @@ generation worker — does not pay for importing torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mie.lazy import lazy_exports
 
 _EXPORTS = {
     "generate_shapes_dataset": "mie.data.synthetic",
@@ -59,14 +58,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    """Import the module that defines ``name`` on first use."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mie.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

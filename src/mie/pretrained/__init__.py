@@ -8,8 +8,7 @@ neither gguf nor the models.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mie.lazy import lazy_exports
 
 _EXPORTS = {
     "load_causal_lm": "mie.pretrained.registry",
@@ -24,15 +23,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mie.pretrained' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -5,8 +5,7 @@ Names are imported lazily (PEP 562) so ``import mie.tokenization`` stays cheap u
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mie.lazy import lazy_exports
 
 _EXPORTS = {
     "BaseTokenizer": "mie.tokenization.base",
@@ -32,15 +31,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mie.tokenization' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this hook
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
