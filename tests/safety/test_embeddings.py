@@ -78,5 +78,5 @@ def test_packaged_examples_load_and_bad_lines_are_one_error(tmp_path):
     assert len(rows) > 800 and {r["label"] for r in rows} == {"harmful", "benign"}
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "x", "label": "maybe"}\n')
-    with pytest.raises(DataError, match="line 1 is not a labelled example"):
+    with pytest.raises(DataError, match=r"bad.jsonl:1: is not a labelled example"):
         load_examples(bad)

@@ -99,7 +99,7 @@ def test_limit_takes_probes_round_robin_and_bad_lines_are_one_error(tmp_path):
     picked = load_probes(path, limit=4)
     assert [p.probe for p in picked] == ["prompt_injection", "encoding_attack"] * 2
     path.write_text('{"id": 1}\n')
-    with pytest.raises(DataError, match="line 1 is not a probe"):
+    with pytest.raises(DataError, match=r"probes.jsonl:1: is not a probe"):
         load_probes(path)
 
 

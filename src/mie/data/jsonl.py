@@ -12,7 +12,7 @@ are optional.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from mie.data.image_text import ImageTextDataset, ImageTextRecord, SplitNotFound
 from mie.data.registry import check_format_options, max_samples_for, register_dataset_format
 from mie.data.transforms import DEFAULT_MAX_IMAGE_PIXELS
 from mie.errors import DataError
-from mie.io.cache import parse_json, read_text_lines
+from mie.io.cache import read_jsonl
 
 MANIFEST_LAYOUT = (
     "a JSON-lines file with one object per image, e.g. "
@@ -64,15 +64,6 @@ def _parse_record(obj: Any, where: str, root: Path) -> ImageTextRecord:
     )
 
 
-def _manifest_objects(manifest: Path) -> Iterator[tuple[str, Any]]:
-    """("file:line", parsed JSON value) for each non-blank line; bad bytes and bad JSON are DataErrors."""
-    with read_text_lines(manifest) as lines:
-        for lineno, line in enumerate(lines, start=1):
-            if line.strip():
-                where = f"{manifest}:{lineno}"
-                yield where, parse_json(line, where, MANIFEST_FIX)
-
-
 def read_manifest(
     manifest_path: str | os.PathLike[str],
     split: str | None = None,
@@ -84,7 +75,7 @@ def read_manifest(
         raise FileNotFoundError(f"image-text manifest {manifest} not found; expected {MANIFEST_LAYOUT}")
     base = Path(root) if root is not None else manifest.parent
     records: list[ImageTextRecord] = []
-    for where, obj in _manifest_objects(manifest):
+    for where, obj in read_jsonl(manifest, MANIFEST_FIX):
         record = _parse_record(obj, where, base)
         if split is not None and record.split is None:
             raise DataError(f"no 'split' key, so split {split!r} cannot be selected", where=where,
@@ -100,7 +91,7 @@ def read_manifest(
 def manifest_splits(manifest_path: str | os.PathLike[str]) -> list[str]:
     """The distinct ``split`` values of a manifest, sorted; a line that is not an object is a DataError."""
     splits = set()
-    for where, obj in _manifest_objects(Path(manifest_path)):
+    for where, obj in read_jsonl(Path(manifest_path), MANIFEST_FIX):
         if not isinstance(obj, dict):
             raise DataError(f"expected a JSON object, got {type(obj).__name__}", where=where, fix=MANIFEST_FIX)
         splits.add(str(obj.get("split"))[:200])

@@ -96,6 +96,16 @@ def parse_json(text: str, where: str | os.PathLike[str], fix: str = "fix or rege
         raise DataError("JSON nested too deeply to read", where=where, fix=fix) from err
 
 
+def read_jsonl(path: str | os.PathLike[str], fix: str = "fix the line") -> Iterator[tuple[str, Any]]:
+    """``("file:line", parsed value)`` for each non-blank line of a JSON-lines file; bad bytes and bad JSON
+    are DataErrors naming the file and line."""
+    with read_text_lines(path) as lines:
+        for lineno, line in enumerate(lines, start=1):
+            if line.strip():
+                where = f"{path}:{lineno}"
+                yield where, parse_json(line, where, fix)
+
+
 def read_json(path: str | os.PathLike[str], expect_object: bool = False,
               fix: str = "delete it to rebuild the cache") -> Any:
     """Read a JSON file; a missing file, non-UTF-8 bytes, invalid or too deeply nested JSON (and, with

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from mie.errors import DataError
 from mie.io import load_weights, save_weights
+from mie.io.cache import read_jsonl
 from mie.models.lora import apply_lora, lora_parameters, merge_lora
 from mie.safety.types import DEFAULT_PRINCIPLES, PrincipleVerdict
 
@@ -62,17 +63,12 @@ class TuneSettings:
 def load_examples(path: str | Path | None = None) -> list[dict[str, Any]]:
     """Labelled examples ``{"text", "label": harmful|benign, "principle"}`` (default: the packaged set)."""
     source = Path(path) if path is not None else resources.files("mie.safety") / "data" / "train_examples.jsonl"
+    fix = 'write {"text": ..., "label": "harmful"|"benign", "principle": ...} per line'
     rows = []
-    for lineno, line in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if row["label"] not in ("harmful", "benign") or not isinstance(row["text"], str):
-                raise ValueError(f"label {row['label']!r}")
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"line {lineno} is not a labelled example ({exc})", where=str(source),
-                            fix='write {"text": ..., "label": "harmful"|"benign", "principle": ...} per line') from None
+    for where, row in read_jsonl(source, fix):
+        if not isinstance(row, dict) or row.get("label") not in ("harmful", "benign") \
+                or not isinstance(row.get("text"), str):
+            raise DataError(f"is not a labelled example: {str(row)[:60]}", where=where, fix=fix)
         rows.append(row)
     return rows
 

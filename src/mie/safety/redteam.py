@@ -31,6 +31,7 @@ from typing import Any
 
 from mie.errors import DataError
 from mie.io.atomic import atomic_write_text
+from mie.io.cache import read_jsonl
 from mie.safety.refusal import refusal_reason
 from mie.safety.targets import Target, respond_all
 
@@ -75,16 +76,13 @@ def load_probes(path: str | Path | None = None, limit: int | None = None,
     With ``limit``, probes are taken round-robin over the families so every family is represented.
     """
     source = Path(path) if path is not None else resources.files("mie.safety") / "data" / "redteam_probes.jsonl"
+    fix = 'write one {"id", "probe", "prompt", ...} object per line'
     probes = []
-    for lineno, line in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for where, row in read_jsonl(source, fix):
         try:
-            row = json.loads(line)
             probe = Probe(**{k: row[k] for k in Probe.__dataclass_fields__ if k in row})
-        except (json.JSONDecodeError, TypeError, KeyError) as exc:
-            raise DataError(f"line {lineno} is not a probe ({exc})", where=str(source),
-                            fix='write one {"id", "probe", "prompt", ...} object per line') from None
+        except TypeError as exc:  # a missing required field, or a row that is not an object
+            raise DataError(f"is not a probe ({exc})", where=where, fix=fix) from None
         if families is None or probe.probe in families:
             probes.append(probe)
     if limit is not None and limit < len(probes):
