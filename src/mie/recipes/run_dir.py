@@ -15,6 +15,7 @@ from mie.errors import CheckpointError
 from mie.io import load_weights
 from mie.io.atomic import atomic_write_text
 from mie.io.store import CheckpointStore, remove_temporaries
+from mie.training.distributed import barrier, cleanup, init_distributed, is_distributed, is_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -109,3 +110,23 @@ def prepare_run_dir(run_dir: Path, resume: str | Path | None, overwrite: bool = 
             logger.warning("%s holds no checkpoint yet; starting the run from the beginning", resume)
         return None
     return resume
+
+
+def open_run(config: Any, resume: str | Path | None, overwrite: bool = False) -> tuple[Path, Path | None, bool]:
+    """Start a recipe's run: join the process group under torchrun (a no-op for one process), create
+    ``config.output_dir`` and decide what to resume (:func:`prepare_run_dir`).
+
+    Returns ``(run_dir, resume, main)``, ``main`` being True on rank 0 (the one that writes).
+    """
+    init_distributed(timeout_s=config.ddp_timeout_s)
+    main = is_main_process()
+    run_dir = Path(config.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, prepare_run_dir(run_dir, resume, overwrite=overwrite, main=main), main
+
+
+def close_run() -> None:
+    """End a recipe's run: under torchrun, wait for rank 0's evaluation and leave the process group."""
+    if is_distributed():
+        barrier()
+        cleanup()

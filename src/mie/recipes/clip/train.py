@@ -31,18 +31,15 @@ from mie.recipes.clip.preflight import check_batch_sizes, check_splits_exist
 from mie.recipes.clip.run import RunResult, evaluate_and_report
 from mie.recipes.run_dir import (
     TOKENIZER_FILE,
-    prepare_run_dir,
+    close_run,
+    open_run,
     save_run_config,
 )
 from mie.tokenization.base import BaseTokenizer
 from mie.tokenization.factory import load_any_tokenizer, train_tokenizer
 from mie.training import BaseTrainer, resolve_device
 from mie.training.distributed import (
-    barrier,
-    cleanup,
-    init_distributed,
     is_distributed,
-    is_main_process,
     main_process_first,
 )
 from mie.training.tasks import ContrastiveTask
@@ -130,11 +127,7 @@ def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = Fa
     ``resume`` continues the run in ``config.output_dir`` (or a given state file); without it, a
     folder that already holds a trained run is refused unless ``overwrite``.
     """
-    init_distributed(timeout_s=config.ddp_timeout_s)  # under torchrun: join the group (a no-op for one process)
-    main = is_main_process()
-    run_dir = Path(config.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resume = prepare_run_dir(run_dir, resume, overwrite=overwrite, main=main)
+    run_dir, resume, main = open_run(config, resume, overwrite)  # under torchrun: joins the group too
     check_splits_exist(config)  # a split the data lacks fails now, not after training
     torch.manual_seed(config.seed)
     tokenizer_path = run_dir / TOKENIZER_FILE
@@ -180,9 +173,7 @@ def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = Fa
     # Rank 0 alone evaluates and writes the report; the others wait for it, then all leave the group.
     result = (evaluate_and_report(run_dir, resolved, tokenizer, device, summary, stages) if main
               else RunResult(run_dir, {}, {}))
-    if is_distributed():
-        barrier()
-        cleanup()
+    close_run()
     return result
 
 

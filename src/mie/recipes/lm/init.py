@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mie.errors import ConfigError
-from mie.models.causal_lm import CausalLM, CausalLMConfig
+from mie.models.causal_lm import CausalLM
 from mie.models.lora import apply_lora
 from mie.recipes.lm.config import LMConfig
 from mie.recipes.lm.run import CHAT_TEMPLATE_FILE, load_lm_run
@@ -25,43 +24,28 @@ from mie.training.config import StageConfig
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class InitialModel:
-    """A trained model to start from: the model (LoRA not yet applied), its tokenizer and chat template."""
-
-    model: CausalLM
-    tokenizer: Any
-    chat_template: str | None = None
-
-
-def load_initial_model(init: str) -> InitialModel:
-    """The model ``init`` names: a finished lm run's folder, else a pretrained model's name."""
+def load_initial_model(init: str) -> tuple[CausalLM, Any]:
+    """``(model, tokenizer)`` of what ``init`` names: a finished lm run's folder, else a pretrained model."""
     if Path(init).is_dir():
-        model, tokenizer = load_lm_run(Path(init))
-        return InitialModel(model, tokenizer, getattr(tokenizer, "chat_template", None))
+        return load_lm_run(Path(init))
     from mie.pretrained import MODELS, load_causal_lm
 
     if init not in MODELS:
         raise ConfigError(f"{init!r} is neither a folder nor a pretrained model", where="init",
                           fix=f"use one of {', '.join(sorted(MODELS))} or the folder of a finished lm run")
-    model, tokenizer = load_causal_lm(init)
-    return InitialModel(model, tokenizer, getattr(tokenizer, "chat_template", None))
+    return load_causal_lm(init)
 
 
-def save_chat_template(initial: InitialModel, run_dir: Path) -> None:
-    """Keep the starting model's chat template beside the run's tokenizer (nothing when it has none)."""
-    if initial.chat_template:
-        (run_dir / CHAT_TEMPLATE_FILE).write_text(initial.chat_template, encoding="utf-8")
+def save_chat_template(tokenizer: Any, run_dir: Path) -> None:
+    """Keep the tokenizer's chat template (if it has one) beside the run's ``tokenizer.json``."""
+    template = getattr(tokenizer, "chat_template", None)
+    if template:
+        (run_dir / CHAT_TEMPLATE_FILE).write_text(template, encoding="utf-8")
 
 
-def model_config_of(initial: InitialModel) -> CausalLMConfig:
-    """The architecture of the starting model (what the run's ``config.yaml`` records)."""
-    return dataclasses.replace(initial.model.config)
-
-
-def prepare_finetune(config: LMConfig, initial: InitialModel) -> CausalLM:
-    """The starting model ready to train: in train mode, with adapters when ``lora.r`` > 0."""
-    model = initial.model.float().train()
+def prepare_finetune(config: LMConfig, model: CausalLM) -> CausalLM:
+    """The starting model ready to train: float32, in train mode, with adapters when ``lora.r`` > 0."""
+    model = model.float().train()
     if config.data.block_size > model.config.max_seq_len:
         raise ConfigError(f"{config.data.block_size} is longer than {config.init}'s context of "
                           f"{model.config.max_seq_len} tokens", where="data.block_size", fix="lower it")

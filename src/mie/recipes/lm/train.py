@@ -32,28 +32,18 @@ from mie.models.causal_lm import CausalLM
 from mie.recipes.lm.config import LMConfig
 from mie.recipes.lm.init import (
     load_initial_model,
-    model_config_of,
     prepare_finetune,
     save_chat_template,
     trainer_config,
 )
 from mie.recipes.lm.run import LMRunResult, evaluate_and_report, generate_samples, load_lm_text, score
-from mie.recipes.run_dir import TOKENIZER_FILE, prepare_run_dir, save_run_config
+from mie.recipes.run_dir import TOKENIZER_FILE, close_run, open_run, save_run_config
 from mie.tokenization.factory import load_any_tokenizer, train_tokenizer
 from mie.tokenization.tokenizer import read_texts
 from mie.training import BaseTrainer, resolve_device
 from mie.training.callbacks import Callback, MetricsLogger
 from mie.training.checkpoint_callback import ModelCheckpoint
-from mie.training.distributed import (
-    barrier,
-    cleanup,
-    get_rank,
-    get_world_size,
-    init_distributed,
-    is_distributed,
-    is_main_process,
-    main_process_first,
-)
+from mie.training.distributed import get_rank, get_world_size, main_process_first
 from mie.training.progress import ProgressBar
 from mie.training.tasks import LanguageModelTask
 from mie.training.tensorboard import TensorBoardLogger
@@ -128,21 +118,17 @@ def train(config: LMConfig, resume: str | Path | None = None, quiet: bool = Fals
     ``resume`` continues the run in ``config.output_dir`` (or a given state file); without it, a
     folder that already holds a trained run is refused unless ``overwrite``.
     """
-    init_distributed(timeout_s=config.ddp_timeout_s)  # under torchrun: join the group (a no-op for one process)
-    main = is_main_process()
-    run_dir = Path(config.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resume = prepare_run_dir(run_dir, resume, overwrite=overwrite, main=main)
+    run_dir, resume, main = open_run(config, resume, overwrite)  # under torchrun: joins the group too
     files = resolve_text_files(config.data.files, config.data.fallback_files)
     tokenizer_path = run_dir / TOKENIZER_FILE
-    initial = load_initial_model(config.init) if config.init else None
+    base, base_tokenizer = load_initial_model(config.init) if config.init else (None, None)  # fine-tuning
     # Rank 0 trains the tokenizer and fills the token cache; the other ranks then read both.
     with main_process_first():
-        if initial is not None:
-            tokenizer = initial.tokenizer
+        if base is not None:
+            tokenizer = base_tokenizer
             if resume is None and main:
                 tokenizer.save(tokenizer_path)
-                save_chat_template(initial, run_dir)
+                save_chat_template(tokenizer, run_dir)
         elif (resume is not None or not main) and tokenizer_path.is_file():
             tokenizer = load_any_tokenizer(tokenizer_path)
         else:
@@ -154,17 +140,17 @@ def train(config: LMConfig, resume: str | Path | None = None, quiet: bool = Fals
         raise ConfigError(f"{data.batch_size} is larger than the {len(text.train)} training blocks, so training "
                           "would take 0 steps", where="data.batch_size",
                           fix=f"set it to at most {len(text.train)} or lower data.block_size")
-    model_config = (model_config_of(initial) if initial is not None
+    model_config = (dataclasses.replace(base.config) if base is not None
                     else dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size))
     resolved = dataclasses.replace(config, model=model_config)
     if main and resume is None:
         save_run_config(resolved, run_dir)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)  # the initial weights (and adapters) depend on the seed alone
-    model = prepare_finetune(resolved, initial) if initial is not None else CausalLM(resolved.model)
+    model = prepare_finetune(resolved, base) if base is not None else CausalLM(resolved.model)
     val_indices = lm_val_indices(text.val, data.max_val_blocks)
     initial_scores = (score(model, text, data.batch_size, device)
-                      if initial is not None and resume is None and main else None)
+                      if base is not None and resume is None and main else None)
     task = LanguageModelTask(model, target_bytes_per_token(text.val, token_byte_lengths(tokenizer), val_indices))
     loaders = functools.partial(lm_train_loader, text.train, seed=config.seed, blocks_per_epoch=data.blocks_per_epoch,
                                 rank=get_rank(), world=get_world_size())
@@ -193,7 +179,5 @@ def train(config: LMConfig, resume: str | Path | None = None, quiet: bool = Fals
     # Rank 0 alone evaluates and writes the report; the others wait for it, then all leave the group.
     result = (evaluate_and_report(run_dir, resolved, tokenizer, text, device, summary) if main
               else LMRunResult(run_dir, {}))
-    if is_distributed():
-        barrier()
-        cleanup()
+    close_run()
     return result
