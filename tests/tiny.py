@@ -12,3 +12,15 @@ TINY_LM = {
     "data": {"block_size": 16, "batch_size": 4, "blocks_per_epoch": 12, "max_val_blocks": 4, "workers": 1},
     "sample": {"max_new_tokens": 4, "num_samples": 1},
 }
+
+# Wall-clock figures, which differ between any two runs of the same config.
+VOLATILE = {"time", "wall_time_s", "samples_per_s", "tokens_per_s", "train/samples_per_sec", "created"}
+
+
+def strip_wall_clock(value):
+    """``value`` (nested dicts and lists) without the :data:`VOLATILE` keys, for comparing two runs."""
+    if isinstance(value, dict):
+        return {k: strip_wall_clock(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [strip_wall_clock(v) for v in value]
+    return value

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.tiny import TINY_CLIP_MODEL
+from tests.tiny import TINY_CLIP_MODEL, strip_wall_clock
 
 from mie.cli import main
 from mie.io import load_weights
@@ -24,16 +24,6 @@ TINY = {
     "tokenizer": {"name": "simple"},
     "schedule": {"warmup_steps": 1},
 }
-VOLATILE = {"time", "wall_time_s", "samples_per_s", "train/samples_per_sec", "created"}
-
-
-def _strip(value):
-    """Drop wall-clock figures, which differ between any two runs."""
-    if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if k not in VOLATILE}
-    if isinstance(value, list):
-        return [_strip(v) for v in value]
-    return value
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +43,7 @@ def _outcome(run: Path) -> dict:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     last, _ = load_weights(run / "checkpoints" / "last.safetensors")
     best, _ = load_weights(run / "checkpoints" / "best.safetensors")
-    return {"results": _strip(json.loads((run / "results.json").read_text())), "rows": _strip(rows),
+    return {"results": strip_wall_clock(json.loads((run / "results.json").read_text())), "rows": strip_wall_clock(rows),
             "last": last, "best": best}
 
 

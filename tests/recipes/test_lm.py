@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.tiny import TINY_LM
+from tests.tiny import TINY_LM, strip_wall_clock
 
 from mie.cli import main
 from mie.io import load_weights
@@ -19,15 +19,6 @@ from mie.recipes import RECIPES
 WORDS = ("the editor opens a buffer and a window shows it; quit with :q and write with :w. "
          "help is found with :help and tags jump between topics. ")
 TINY = TINY_LM
-VOLATILE = {"time", "wall_time_s", "tokens_per_s", "train/samples_per_sec"}
-
-
-def _strip(value):
-    if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if k not in VOLATILE}
-    if isinstance(value, list):
-        return [_strip(v) for v in value]
-    return value
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +38,7 @@ def setup(tmp_path_factory):
 def _outcome(run: Path) -> dict:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     last, _ = load_weights(run / "checkpoints" / "last.safetensors")
-    return {"results": _strip(json.loads((run / "results.json").read_text())), "rows": _strip(rows), "last": last,
+    return {"results": strip_wall_clock(json.loads((run / "results.json").read_text())), "rows": strip_wall_clock(rows), "last": last,
             "samples": (run / "samples.txt").read_text()}
 
 
