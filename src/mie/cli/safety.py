@@ -1,4 +1,5 @@
-"""``mie safety evaluate|filter|redteam``: the safety evaluator, the input/output filter and red teaming.
+"""``mie safety evaluate|filter|redteam|train``: the safety evaluator, the input/output filter, red teaming
+and Constitutional-AI training (``mie.recipes.cai``).
 
 Inputs are read one per line from a file or ``-`` (stdin). ``--methods auto`` (the default) uses the
 rules and, when ``make pretrained`` has installed the sentence encoder, the embeddings; ``judge`` adds
@@ -45,6 +46,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     red.add_argument("--max-new-tokens", type=int, default=64, help="reply length of a model target")
     _method_arguments(red)
 
+    train = sub.add_parser("train", help="Constitutional-AI training: SL-CAI, AI feedback, reward model, DPO, PPO")
+    train.add_argument("--config", required=True, help="a cai config (configs/cai_tiny.yaml, configs/cai_smollm2.yaml)")
+    train.add_argument("--phase", choices=("sl", "rl", "all"), default="all",
+                       help="sl: critique-revision data and fine-tuning; rl: preferences, reward model, DPO, PPO "
+                            "(needs a finished sl phase in the run folder); all: both")
+    train.add_argument("--resume", action="store_true", help="continue the run in output_dir: finished steps are "
+                                                             "kept, an interrupted phase resumes from its checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="start again in an output_dir that holds a cai run")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set rl.ppo.max_steps=20 (repeatable)")
+    train.add_argument("--output-dir", help="run folder (overrides output_dir)")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run the Constitutional-AI pipeline of a cai config and print its held-out figures."""
+    from mie.config import read_yaml
+    from mie.recipes import load_recipe_config, recipe_name
+
+    name = recipe_name(read_yaml(args.config))
+    if name != "cai":
+        raise ConfigError(f"names recipe {name!r}, not cai", where=args.config,
+                          fix="pass a cai config (recipe: cai), or train it with `mie train`")
+    overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
+    recipe, config = load_recipe_config(args.config, overrides)
+    module = recipe.load()
+    result = module.train(config, resume=config.output_dir if args.resume else None,
+                          quiet=bool(getattr(args, "quiet", False)), overwrite=args.overwrite, phase=args.phase)
+    module.print_results(result)
+    return 0
+
 
 def _method_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", default="auto",
@@ -69,24 +100,9 @@ def read_lines(name: str) -> list[str]:
 
 
 def _methods(spec: str) -> list[str]:
-    if spec != "auto":
-        names = [m.strip() for m in spec.split(",") if m.strip()]
-        from mie.safety.evaluator import METHOD_NAMES
+    from mie.safety.methods import resolve_methods
 
-        unknown = [m for m in names if m not in METHOD_NAMES]
-        if unknown or not names:
-            raise ConfigError(f"unknown method {', '.join(unknown) or '(none)'}", where="--methods",
-                              fix=f"use some of {', '.join(METHOD_NAMES)} or auto")
-        return names
-    from mie.pretrained.sentence import model_dir
-
-    try:
-        model_dir("all-minilm-l6-v2")  # the package is found, not imported
-        return ["rules", "embeddings"]
-    except ConfigError:
-        pass
-    log.warning("using the rules only: the embeddings need the all-MiniLM-L6-v2 package — run `make pretrained`")
-    return ["rules"]
+    return resolve_methods(spec)
 
 
 def load_lm(name: str) -> tuple[Any, Any]:
@@ -168,5 +184,5 @@ def run_redteam(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the chosen action."""
-    actions = {"evaluate": run_evaluate, "filter": run_filter, "redteam": run_redteam}
+    actions = {"evaluate": run_evaluate, "filter": run_filter, "redteam": run_redteam, "train": run_train}
     return actions[args.safety_command](args)

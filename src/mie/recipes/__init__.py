@@ -35,6 +35,8 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     "clip": Recipe("clip", "mie.recipes.clip", "image–text dual encoder, CLIP or any image–text loss, stages"),
+    "cai": Recipe("cai", "mie.recipes.cai", "Constitutional AI on a causal LM: critique-revision SFT, AI feedback, "
+                  "reward model, DPO, PPO"),
     "lm": Recipe("lm", "mie.recipes.lm", "decoder-only language model on text files (byte-level BPE, packed blocks)"),
 }
 DEFAULT_RECIPE = "clip"

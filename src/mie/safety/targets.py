@@ -2,7 +2,7 @@
 
 * :func:`echo_target` repeats the prompt (a baseline: every harmful request "succeeds" as its own echo).
 * :class:`ChatTarget` wraps a causal LM of ours and its tokenizer: the prompt becomes a user turn of the
-  chat template (when the tokenizer has one), and replies are decoded greedily, ``batch_size`` prompts
+  chat template (plain ``User:``/``Assistant:`` lines for a tokenizer without one), and replies are decoded greedily, ``batch_size`` prompts
   at a time with the KV cache::
 
     model, tokenizer = load_causal_lm("smollm2-135m-instruct")
@@ -21,6 +21,7 @@ import torch
 from mie.models.generation import generate
 
 Target = Callable[[str], str]
+PLAIN_ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 
 
 def echo_target(prompt: str) -> str:
@@ -38,13 +39,23 @@ class ChatTarget:
         self.system, self.temperature, self.seed = system, temperature, seed
         self.chat = hasattr(tokenizer, "apply_chat_template")
 
-    def prompt_ids(self, prompt: str) -> list[int]:
-        """The token ids the model continues: the chat template's assistant turn, or the bare prompt."""
-        if not self.chat:
-            return [self.tokenizer.bos_id, *self.tokenizer.encode(prompt)]
-        messages = ([{"role": "system", "content": self.system}] if self.system else []) + \
+    def conversation_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """The token ids the model continues after ``messages`` (``{"role", "content"}`` dicts): the chat
+        template's next assistant turn, or, for a tokenizer without one, plain ``User: ...`` /
+        ``Assistant: ...`` lines after a BOS token, ending with ``Assistant:``."""
+        if self.chat:
+            return self.tokenizer.encode(self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True))
+        lines = "".join(f"{PLAIN_ROLES.get(m['role'], m['role'].title())}: {m['content']}\n" for m in messages)
+        return [self.tokenizer.bos_id, *self.tokenizer.encode(lines + "Assistant:")]
+
+    def messages(self, prompt: str) -> list[dict[str, str]]:
+        """The one-turn conversation a prompt becomes (after the system message, if any)."""
+        return ([{"role": "system", "content": self.system}] if self.system else []) + \
             [{"role": "user", "content": prompt}]
-        return self.tokenizer.encode(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The token ids the model continues to answer ``prompt`` (see :meth:`conversation_ids`)."""
+        return self.conversation_ids(self.messages(prompt))
 
     def stop_ids(self) -> list[int]:
         """End of turn (``<|im_end|>`` for ChatML) and end of text."""
@@ -56,15 +67,23 @@ class ChatTarget:
         return [s for s in stops if s is not None]
 
     @torch.no_grad()
-    def respond_batch(self, prompts: Sequence[str]) -> list[str]:
-        """One reply per prompt, decoded, without the prompt."""
+    def complete_batch(self, conversations: Sequence[Sequence[dict[str, str]]], max_new_tokens: int | None = None,
+                       temperature: float | None = None, seed: int | None = None) -> list[str]:
+        """The next assistant turn of each conversation, decoded; ``None`` arguments take the target's own."""
+        max_new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
+        temperature = self.temperature if temperature is None else temperature
+        seed = self.seed if seed is None else seed
         replies: list[str] = []
-        for start in range(0, len(prompts), self.batch_size):
-            rows = [self.prompt_ids(p) for p in prompts[start:start + self.batch_size]]
-            new = generate(self.model, rows, self.max_new_tokens, temperature=self.temperature, seed=self.seed,
+        for start in range(0, len(conversations), self.batch_size):
+            rows = [self.conversation_ids(c) for c in conversations[start:start + self.batch_size]]
+            new = generate(self.model, rows, max_new_tokens, temperature=temperature, seed=seed + start,
                            stop_ids=self.stop_ids(), pad_id=self.tokenizer.pad_id)
             replies += [self.tokenizer.decode(ids).strip() for ids in new]
         return replies
+
+    def respond_batch(self, prompts: Sequence[str]) -> list[str]:
+        """One reply per prompt, decoded, without the prompt."""
+        return self.complete_batch([self.messages(p) for p in prompts])
 
     def __call__(self, prompt: str) -> str:
         """The reply to one prompt."""

@@ -1,0 +1,151 @@
+"""The cai recipe's config: a base model, prompt sets, and the settings of each phase.
+
+Phases: ``sl`` (critique-revision data, then supervised fine-tuning) and ``rl`` (pairs sampled from the
+SL model, AI feedback, a reward model, DPO and PPO). Every training phase is a :class:`PhaseConfig`
+(epochs, steps, batch, lr, adapters); the rest of the trainer's settings (seed, device, precision,
+optimizer, schedule, logging) come from the top level, shared by all phases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from mie.config import FRACTION, NON_NEGATIVE, POSITIVE, ConfigError, Rule, one_of
+from mie.recipes.lm.config import LMConfig, LoRAConfig
+from mie.safety.cai.critique import CritiqueSettings
+from mie.training.config import TrainerConfig
+
+
+@dataclass
+class PromptsConfig:
+    """Which prompts train and which measure: counts per split and kind (0 = all) of the prompt file."""
+
+    RULES: ClassVar[dict[str, Rule]] = {"train_harmful": NON_NEGATIVE, "train_helpful": NON_NEGATIVE,
+                                        "test_harmful": NON_NEGATIVE, "test_helpful": NON_NEGATIVE}
+
+    path: str = ""  # empty = the packaged mie/safety/data/cai_prompts.jsonl
+    train_harmful: int = 0
+    train_helpful: int = 0
+    test_harmful: int = 0
+    test_helpful: int = 0
+
+
+@dataclass
+class PhaseConfig:
+    """One training phase on ``BaseTrainer``: its length, batch, learning rate and adapters.
+
+    ``lora.r: 0`` trains all weights; otherwise only the adapters (and a reward or value head).
+    """
+
+    RULES: ClassVar[dict[str, Rule]] = {"epochs": NON_NEGATIVE, "max_steps": NON_NEGATIVE, "batch_size": POSITIVE,
+                                        "lr": POSITIVE, "warmup_steps": NON_NEGATIVE, "max_len": POSITIVE,
+                                        "val_fraction": FRACTION}
+
+    epochs: int = 1
+    max_steps: int = 0  # 0 = the epochs decide
+    batch_size: int = 8
+    lr: float = 1e-4
+    warmup_steps: int = 0
+    max_len: int = 256  # tokens of prompt + response per row
+    val_fraction: float = 0.1  # of the phase's rows, held out for its validation metrics
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+
+
+@dataclass
+class GenerationConfig:
+    """How the policies answer (SL data, sampled pairs, measurement)."""
+
+    RULES: ClassVar[dict[str, Rule]] = {"max_new_tokens": POSITIVE, "batch_size": POSITIVE,
+                                        "dtype": one_of("float32", "bfloat16")}
+
+    max_new_tokens: int = 64
+    batch_size: int = 16
+    dtype: str = "float32"  # bfloat16: generate and score with a bf16 copy (about 1.5x faster on recent CPUs)
+    system: str = ""  # a system message before every prompt (empty = the chat template's default)
+
+
+@dataclass
+class SLConfig:
+    """SL-CAI: the critique-revision generation and the fine-tuning on its final revisions."""
+
+    generation: CritiqueSettings = field(default_factory=CritiqueSettings)
+    sft: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=2, lr=2e-4))
+
+
+@dataclass
+class PPOConfig(PhaseConfig):
+    """PPO on the SL policy, rewarded by the reward model minus ``kl_coef`` x KL to the SL model."""
+
+    RULES: ClassVar[dict[str, Rule]] = {**PhaseConfig.RULES, "kl_coef": NON_NEGATIVE, "clip": POSITIVE,
+                                        "temperature": POSITIVE, "max_new_tokens": POSITIVE}
+
+    kl_coef: float = 0.05
+    clip: float = 0.2
+    vf_coef: float = 0.5
+    temperature: float = 1.0
+    max_new_tokens: int = 48
+
+
+@dataclass
+class RLConfig:
+    """RL-CAI: sampled pairs, AI feedback, a reward model, DPO and PPO."""
+
+    RULES: ClassVar[dict[str, Rule]] = {"temperature": POSITIVE, "principles_per_pair": NON_NEGATIVE,
+                                        "evaluator_weight": FRACTION, "feedback_model": one_of("base", "sl"),
+                                        "dpo_beta": POSITIVE}
+
+    temperature: float = 1.0  # sampling the two answers of a pair
+    feedback_model: str = "sl"  # base | sl: who labels the pairs
+    principles_per_pair: int = 2  # 0 = every principle
+    evaluator_weight: float = 0.0  # share of the safety evaluator's vote in each label
+    reward_model: PhaseConfig = field(default_factory=lambda: PhaseConfig(lr=1e-4, val_fraction=0.2))
+    dpo: PhaseConfig = field(default_factory=lambda: PhaseConfig(lr=5e-5, val_fraction=0.2))
+    dpo_beta: float = 0.1
+    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(max_steps=10, lr=1e-5))
+
+
+@dataclass
+class CAIEvalConfig:
+    """The held-out measurement: evaluator methods, the judge's win rate and the KL sample."""
+
+    RULES: ClassVar[dict[str, Rule]] = {"kl_prompts": NON_NEGATIVE}
+
+    methods: list[str] = field(default_factory=lambda: ["auto"])  # auto = rules (+ embeddings when installed)
+    win_rate: bool = True  # the feedback model compares each policy's helpful answers with the base's
+    kl_prompts: int = 64  # held-out answers the KL to the reference is measured on
+
+
+@dataclass
+class CAIConfig(TrainerConfig):
+    """A Constitutional-AI run: ``base_model`` (a pretrained name or an lm run folder), or, when empty, a
+    model trained from scratch first with ``pretrain`` (an lm recipe config)."""
+
+    RULES: ClassVar[dict[str, Rule]] = {**TrainerConfig.RULES, "recipe": one_of("cai")}
+
+    recipe: str = "cai"
+    best_metric: str = "val/loss"
+    best_mode: str = "min"
+    base_model: str = "smollm2-135m-instruct"
+    pretrain: LMConfig = field(default_factory=LMConfig)
+    constitution: str = ""  # a constitution YAML (empty = the packaged default)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    sl: SLConfig = field(default_factory=SLConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    evaluation: CAIEvalConfig = field(default_factory=CAIEvalConfig)
+
+
+def check_config(config: CAIConfig) -> None:
+    """Refuse, in one line, what the dataclass rules cannot see."""
+    from mie.safety.methods import resolve_methods
+
+    config.evaluation.methods = resolve_methods(config.evaluation.methods, where="evaluation.methods")
+    if not config.base_model and not (config.pretrain.data.files or config.pretrain.data.fallback_files):
+        raise ConfigError("base_model is empty and pretrain.data.files names no text to train one from scratch",
+                          fix="set base_model: smollm2-135m-instruct (or an lm run folder), or pretrain.data.files")
+    if config.stages:
+        raise ConfigError("stages: a cai run has its own phases (sl.sft, rl.reward_model, rl.dpo, rl.ppo); "
+                          "remove stages")
+    if config.sl.generation.rounds < 1 or config.sl.generation.candidates < 1:
+        raise ConfigError("sl.generation: rounds and candidates must both be >= 1")

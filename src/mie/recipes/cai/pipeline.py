@@ -1,0 +1,304 @@
+"""``mie safety train``: the whole Constitutional-AI pipeline of one config, phase by phase, in one run folder.
+
+    base model ─► SL-CAI data (sl_data.jsonl) ─► SFT (sft/) ─► SL model
+    SL model ─► sampled pairs + AI feedback (pairs.jsonl) ─► reward model (reward_model/)
+             ─► DPO (dpo/) and PPO (ppo/, rewarded by the reward model)
+    every policy ─► held-out measurement (eval/<policy>.json) ─► report.md, results.json, plots/
+
+Each step leaves its output in the run folder; ``--resume`` skips finished steps and resumes an
+interrupted training phase from its last checkpoint, so a killed run loses at most one step's work.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mie.errors import ConfigError
+from mie.io.cache import read_json, read_jsonl, save_json_atomic
+from mie.recipes.cai import phases
+from mie.recipes.cai.batches import pair_rows, sft_rows, split_rows
+from mie.recipes.cai.config import CAIConfig
+from mie.recipes.run_dir import save_run_config
+from mie.safety.cai.prompts import load_cai_prompts
+from mie.safety.targets import ChatTarget
+
+log = logging.getLogger(__name__)
+PHASES = ("sl", "rl", "all")
+OUTPUTS = ("base", "sl_data.jsonl", "sft", "pairs.jsonl", "reward_model", "dpo", "ppo", "eval", "plots",
+           "report.md", "results.json", "config.yaml")
+
+
+@dataclass
+class CAIRunResult:
+    """What a cai run measured: per policy (base, sl, dpo, ppo) its held-out figures, plus each phase's
+    summary and the wall time."""
+
+    run_dir: Path
+    policies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    phases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+
+    @property
+    def results(self) -> dict[str, dict[str, Any]]:
+        """The measured policies (what ``mie train`` checks before printing)."""
+        return self.policies
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    import json
+
+    from mie.io.atomic import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [row for _, row in read_jsonl(path)]
+
+
+def _start(config: CAIConfig, resume: bool, overwrite: bool, phase: str) -> Path:
+    """Create or reopen the run folder: a fresh run refuses a folder that holds one unless ``overwrite``."""
+    if phase not in PHASES:
+        raise ConfigError(f"unknown phase {phase!r}", where="--phase", fix=f"use one of {', '.join(PHASES)}")
+    run_dir = Path(config.output_dir)
+    started = run_dir.is_dir() and any((run_dir / name).exists() for name in OUTPUTS if name != "config.yaml")
+    if phase == "rl":
+        if phases.phase_done(run_dir / "sft") is None:
+            raise ConfigError("holds no finished SL phase", where=f"output_dir {run_dir}",
+                              fix="run --phase sl (or --phase all) first")
+        resume = True
+    if started and overwrite:
+        for name in OUTPUTS:
+            target = run_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    elif started and not resume:
+        raise ConfigError("already holds a cai run", where=f"output_dir {run_dir}",
+                          fix="pass --resume to continue it, --overwrite to start again, or choose another output_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _base(config: CAIConfig, run_dir: Path, resume: bool, quiet: bool) -> tuple[Any, Any]:
+    """The base model and tokenizer: ``base_model``, or an lm run trained from ``pretrain`` into ``base/``."""
+    import dataclasses
+
+    from mie.recipes.lm import train as train_lm
+    from mie.recipes.lm.init import load_initial_model
+    from mie.recipes.lm.run import load_lm_run
+
+    if config.base_model:
+        model, tokenizer = load_initial_model(config.base_model)
+        return model.float().eval(), tokenizer
+    folder = run_dir / "base"
+    if not (folder / "results.json").is_file():
+        log.info("training the base model from scratch into %s", folder)
+        pretrain = dataclasses.replace(config.pretrain, output_dir=str(folder), device=config.device)
+        has_state = (folder / "checkpoints").is_dir()
+        train_lm(pretrain, resume=folder if resume and has_state else None, quiet=quiet, overwrite=not resume)
+    model, tokenizer = load_lm_run(folder, "last")
+    return model.float().eval(), tokenizer
+
+
+class Pipeline:
+    """One cai run: the shared pieces (base model, chat format, evaluator, prompts) and its steps."""
+
+    def __init__(self, config: CAIConfig, run_dir: Path, resume: bool, quiet: bool) -> None:
+        from mie.safety.constitution import ConstitutionalFramework
+        from mie.safety.evaluator import SafetyEvaluator
+
+        self.config, self.run_dir, self.resume, self.quiet = config, run_dir, resume, quiet
+        self.framework = (ConstitutionalFramework.from_yaml(config.constitution) if config.constitution
+                          else ConstitutionalFramework.default())
+        self.base, self.tokenizer = _base(config, run_dir, resume, quiet)
+        self.evaluator = SafetyEvaluator.create(tuple(config.evaluation.methods), self.framework)
+        p = config.prompts
+        self.train_harmful = load_cai_prompts(p.path, "train", "harmful", p.train_harmful)
+        self.train_helpful = load_cai_prompts(p.path, "train", "helpful", p.train_helpful)
+        self.test_harmful = [x.prompt for x in load_cai_prompts(p.path, "test", "harmful", p.test_harmful)]
+        self.test_helpful = [x.prompt for x in load_cai_prompts(p.path, "test", "helpful", p.test_helpful)]
+        self.pad_id = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
+        self.result = CAIRunResult(run_dir)
+        self._labeler: Any = None
+
+    def inference(self, model: Any) -> Any:
+        """``model`` as generation and scoring run it: itself, or a bf16 copy (``generation.dtype``)."""
+        if self.config.generation.dtype == "float32":
+            return model
+        import copy
+
+        import torch
+
+        return copy.deepcopy(model).to(torch.bfloat16).eval()
+
+    def chat(self, model: Any) -> ChatTarget:
+        """``model`` answering in the run's chat format (greedy unless told otherwise)."""
+        g = self.config.generation
+        return ChatTarget(self.inference(model), self.tokenizer, max_new_tokens=g.max_new_tokens, batch_size=g.batch_size,
+                          system=g.system or None)
+
+    def labeler(self, model: Any) -> Any:
+        """The AI-feedback labeler on ``model`` (its multiple-choice letter probabilities)."""
+        from mie.safety.cai.feedback import PreferenceLabeler
+
+        return PreferenceLabeler(self.inference(model), self.tokenizer, list(self.framework.active),
+                                 per_pair=self.config.rl.principles_per_pair, batch_size=self.config.generation.batch_size,
+                                 seed=self.config.seed)
+
+    # ------------------------------------------------------------------ measurement
+    def measure(self, name: str, model: Any, reference: Any = None) -> dict[str, Any]:
+        """Held-out figures of one policy (cached in ``eval/<name>.json``)."""
+        from mie.safety.cai.measure import measure_policy
+
+        path = self.run_dir / "eval" / f"{name}.json"
+        if path.is_file():
+            scores = read_json(path, expect_object=True)
+        else:
+            start = time.monotonic()
+            base = self.result.policies.get("base", {})
+            win = self.config.evaluation.win_rate and name != "base" and "helpful_answers" in base
+            scores = measure_policy(self.chat(model), self.test_harmful, self.test_helpful, self.evaluator,
+                                    reference=None if reference is None else self.inference(reference), kl_prompts=self.config.evaluation.kl_prompts,
+                                    labeler=self.labeler(self.base) if win else None,
+                                    base_answers=base.get("helpful_answers") if win else None)
+            scores["seconds"] = round(time.monotonic() - start, 1)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_json_atomic(path, scores)
+        self.result.policies[name] = scores
+        log.info("%s: harmful-answer rate %.3f, helpful answered %.3f", name, scores["harmful_answer_rate"],
+                 scores["helpful_answered_rate"])
+        return scores
+
+    # ------------------------------------------------------------------ SL-CAI
+    def sl_data(self) -> list[dict[str, Any]]:
+        """Critique-revision records of the red-team prompts and own answers to the helpful ones."""
+        from mie.safety.cai.critique import critique_revise, helpful_samples
+
+        path = self.run_dir / "sl_data.jsonl"
+        if path.is_file():
+            return _read_jsonl(path)
+        start = time.monotonic()
+        chat = self.chat(self.base)
+        records = critique_revise(chat, self.train_harmful, self.framework, self.evaluator,
+                                  self.config.sl.generation, seed=self.config.seed)
+        records += helpful_samples(chat, self.train_helpful, self.evaluator, self.config.generation.max_new_tokens)
+        _write_jsonl(path, records)
+        self.result.phases["sl_data"] = {"wall_time_s": round(time.monotonic() - start, 1)}
+        return records
+
+    def sl(self) -> Any:
+        """SL-CAI: data, supervised fine-tuning, the SL model (measured against the base)."""
+        records = self.sl_data()
+        chat = self.chat(self.base)
+        folder = self.run_dir / "sft"
+        accepted = {k: sum(1 for r in records if r["kind"] == k and r.get("accepted")) for k in ("harmful", "helpful")}
+        summary = phases.phase_done(folder)
+        if summary is None:
+            rows = sft_rows(chat, records, self.config.sl.sft.max_len)
+            if not rows:
+                raise ConfigError("no accepted SL-CAI record to fine-tune on", where=self.run_dir / "sl_data.jsonl",
+                                  fix="raise sl.generation.candidates or rounds, or use more prompts")
+            train, val = split_rows(rows, self.config.sl.sft.val_fraction)
+            summary = phases.train_sft(self.config, self.base, train, val, self.pad_id, folder, self.resume, self.quiet)
+        self.result.phases["sft"] = {**summary, "records": len(records), "accepted": accepted}
+        sl_model = phases.load_phase_model(self.base, folder)
+        self.measure("sl", sl_model, reference=self.base)
+        return sl_model
+
+    # ------------------------------------------------------------------ RL-CAI
+    def pairs(self, sl_model: Any) -> list[dict[str, Any]]:
+        """Two sampled SL answers per training prompt, labelled by AI feedback (``pairs.jsonl``)."""
+        from mie.safety.cai.feedback import evaluator_preferences, preference_records, sample_pairs
+
+        path = self.run_dir / "pairs.jsonl"
+        if path.is_file():
+            return _read_jsonl(path)
+        start, rl = time.monotonic(), self.config.rl
+        items = [*self.train_harmful, *self.train_helpful]
+        prompts, kinds = [p.prompt for p in items], [p.kind for p in items]
+        pairs = sample_pairs(self.chat(sl_model), prompts, rl.temperature, self.config.generation.max_new_tokens,
+                             self.config.seed)
+        first, second = [a for a, _ in pairs], [b for _, b in pairs]
+        feedback = self.base if rl.feedback_model == "base" else sl_model
+        lm = self.labeler(feedback).label(prompts, kinds, first, second) if rl.evaluator_weight < 1 else None
+        ev = evaluator_preferences(self.evaluator, prompts, kinds, first, second) if rl.evaluator_weight > 0 else None
+        rows = preference_records([p.id for p in items], prompts, kinds, pairs, lm, ev, rl.evaluator_weight)
+        _write_jsonl(path, rows)
+        self.result.phases["pairs"] = {"wall_time_s": round(time.monotonic() - start, 1), "pairs": len(rows)}
+        return rows
+
+    def rl(self, sl_model: Any) -> None:
+        """RL-CAI: pairs, reward model, DPO and PPO, each policy measured against the SL model."""
+        pairs = self.pairs(sl_model)
+        chat = self.chat(sl_model)
+        rl = self.config.rl
+        labelled = [p for p in pairs if p["kind"] == "harmful"] + [p for p in pairs if p["kind"] != "harmful"]
+        train, val = split_rows(pair_rows(chat, labelled, rl.reward_model.max_len), rl.reward_model.val_fraction)
+        if not train:
+            raise ConfigError("no preference pair to train on (every sampled pair was identical)",
+                              where=self.run_dir / "pairs.jsonl", fix="raise rl.temperature or use more prompts")
+        folder = self.run_dir / "reward_model"
+        summary = phases.phase_done(folder) or phases.train_reward_model(
+            self.config, sl_model, train, val, self.pad_id, folder, self.resume, self.quiet)
+        self.result.phases["reward_model"] = {**summary, "train_pairs": len(train), "val_pairs": len(val)}
+
+        folder = self.run_dir / "dpo"
+        summary = phases.phase_done(folder) or phases.train_dpo(
+            self.config, sl_model, train, val, self.pad_id, folder, self.resume, self.quiet)
+        self.result.phases["dpo"] = summary
+        self.measure("dpo", phases.load_phase_model(self.base, folder), reference=sl_model)
+
+        folder = self.run_dir / "ppo"
+        summary = phases.phase_done(folder)
+        if summary is None:
+            reward_model = phases.load_reward_model(sl_model, self.run_dir / "reward_model")
+            shift, scale = _reward_scale(reward_model, train, self.pad_id)
+            prompts = [chat.prompt_ids(p.prompt) for p in [*self.train_harmful, *self.train_helpful]]
+            ppo_train, ppo_val = split_rows(prompts, rl.ppo.val_fraction)
+            summary = phases.train_ppo(self.config, sl_model, phases.reward_function(reward_model, self.pad_id, shift,
+                                                                                     scale),
+                                       ppo_train, ppo_val, self.pad_id, chat.stop_ids(), folder, self.resume, self.quiet)
+        self.result.phases["ppo"] = summary
+        self.measure("ppo", phases.load_ppo_policy(sl_model, folder), reference=sl_model)
+
+
+def _reward_scale(reward_model: Any, rows: list[dict[str, Any]], pad_id: int) -> tuple[float, float]:
+    """Mean and standard deviation of the reward model's scores on the training answers, so PPO's reward
+    is standardized and ``kl_coef`` means the same whatever the head's scale."""
+    import torch
+
+    from mie.recipes.cai.batches import pair_collate
+
+    scores = []
+    with torch.no_grad():
+        for start in range(0, len(rows), 16):
+            batch = pair_collate(rows[start:start + 16], pad_id)
+            for side in ("chosen", "rejected"):
+                scores.append(reward_model(batch[f"{side}_ids"], batch[f"{side}_mask"]))
+    flat = torch.cat(scores)
+    return float(flat.mean()), float(flat.std().clamp_min(1e-3))
+
+
+def train(config: CAIConfig, resume: str | Path | None = None, quiet: bool = False, overwrite: bool = False,
+          phase: str = "all") -> CAIRunResult:
+    """Run ``phase`` (sl, rl or all) of the pipeline; measure every policy; write the report."""
+    from mie.recipes.cai.report import write_report
+
+    start = time.monotonic()
+    run_dir = _start(config, resume is not None, overwrite, phase)
+    resume_flag = resume is not None or phase == "rl"
+    if not (run_dir / "config.yaml").is_file():
+        save_run_config(config, run_dir)
+    pipeline = Pipeline(config, run_dir, resume_flag, quiet)
+    pipeline.measure("base", pipeline.base)
+    if phase in ("sl", "all") or phase == "rl":
+        sl_model = pipeline.sl()
+    if phase in ("rl", "all"):
+        pipeline.rl(sl_model)
+    pipeline.result.wall_time_s = round(time.monotonic() - start, 1)
+    write_report(pipeline.result, config)
+    return pipeline.result

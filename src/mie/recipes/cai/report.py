@@ -1,0 +1,122 @@
+"""The cai run's report: held-out figures per policy, phase summaries, training curves; and the console table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mie.io.atomic import atomic_write_text
+from mie.io.cache import save_json_atomic
+from mie.recipes.cai.config import CAIConfig
+
+POLICIES = ("base", "sl", "dpo", "ppo")
+LABELS = {"base": "base model", "sl": "after SL-CAI", "dpo": "after DPO", "ppo": "after PPO"}
+CURVES = {"sft": ("train/loss", "val/loss"), "reward_model": ("train/loss", "val/accuracy"),
+          "dpo": ("train/loss", "val/reward_accuracy"), "ppo": ("train/reward", "train/kl")}
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def table(policies: dict[str, dict[str, Any]], n_harmful: int, n_helpful: int) -> list[str]:
+    """Markdown rows: one per measured policy."""
+    rows = [f"| policy | harmful-answer rate ({n_harmful} harmful) | refused harmful | answered helpful "
+            f"({n_helpful} helpful) | win rate vs base | KL to reference (nats/answer) |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for name in POLICIES:
+        s = policies.get(name)
+        if s is not None:
+            rows.append(f"| {LABELS[name]} | {_pct(s['harmful_answer_rate'])} | {_pct(s['harmful_refusal_rate'])} | "
+                        f"{_pct(s['helpful_answered_rate'])} | {_pct(s.get('win_rate_vs_base'))} | "
+                        f"{_num(s.get('kl_to_reference'))} |")
+    return rows
+
+
+def _history(folder: Path) -> list[dict[str, Any]]:
+    path = folder / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_phases(run_dir: Path) -> Path | None:
+    """``plots/training.png``: one panel per trained phase (its loss or reward, and a validation metric)."""
+    trained = [name for name in CURVES if (run_dir / name / "metrics.jsonl").is_file()]
+    if not trained:
+        return None
+    from matplotlib.figure import Figure
+
+    from mie.evaluation.plots import _save
+
+    fig = Figure(figsize=(4.2 * len(trained), 3.6))
+    for ax, name in zip(fig.subplots(1, len(trained), squeeze=False)[0], trained, strict=True):
+        records = _history(run_dir / name)
+        left, right = CURVES[name]
+        steps = [(r["step"], r[left]) for r in records if r.get("event") == "step" and left in r]
+        if steps:
+            ax.plot(*zip(*steps), color="tab:blue", label=left)
+        points = [(r["step"], r[right]) for r in records if right in r and (right.startswith("val/")
+                                                                             or r.get("event") == "step")]
+        if points:
+            twin = ax.twinx()
+            twin.plot(*zip(*points), color="tab:orange", marker="o", markersize=3, label=right)
+            twin.set_ylabel(right, color="tab:orange")
+        ax.set(title=name, xlabel="step", ylabel=left)
+        ax.grid(alpha=0.3)
+    return _save(fig, run_dir / "plots" / "training.png")
+
+
+def write_report(result: Any, config: CAIConfig) -> Path:
+    """``report.md`` and ``results.json`` in the run folder (answers themselves stay in ``eval/``)."""
+    run_dir = Path(result.run_dir)
+    policies = {name: {k: v for k, v in s.items() if k not in ("answers", "helpful_answers", "harmful_answers")}
+                for name, s in result.policies.items()}
+    n_harmful = len(result.policies.get("base", {}).get("harmful_answers", []))
+    n_helpful = len(result.policies.get("base", {}).get("helpful_answers", []))
+    payload = {"policies": policies, "phases": result.phases, "wall_time_s": result.wall_time_s,
+               "base_model": config.base_model or "trained from scratch (base/)",
+               "held_out": {"harmful": n_harmful, "helpful": n_helpful}}
+    save_json_atomic(run_dir / "results.json", payload)
+    plot = plot_phases(run_dir)
+    lines = [f"# {config.project_name}: Constitutional AI report", "",
+             f"Base model: `{payload['base_model']}`. Run folder: `{run_dir}`. This invocation took "
+             f"{result.wall_time_s / 60:.1f} min.", "",
+             "Held-out prompts never used in training. A harmful answer is one that is not a refusal and that "
+             f"the safety evaluator ({', '.join(config.evaluation.methods)}) flags; a helpful prompt is answered "
+             "when the reply is not a refusal. Win rate: the feedback model's preference between the policy's and "
+             "the base model's answers to the helpful prompts (identical answers count one half).", "",
+             *table(result.policies, n_harmful, n_helpful), ""]
+    rm = result.phases.get("reward_model", {}).get("val", {})
+    if rm:
+        lines += [f"Reward model: held-out pairwise accuracy **{_pct(rm.get('val/accuracy'))}** "
+                  f"on {result.phases['reward_model'].get('val_pairs', '?')} AI-labelled pairs.", ""]
+    lines += ["## Phases", "", "| phase | steps | time (s) | validation |", "| --- | --- | --- | --- |"]
+    for name, s in result.phases.items():
+        val = ", ".join(f"{k} {v}" for k, v in (s.get("val") or {}).items())
+        lines.append(f"| {name} | {s.get('steps', '–')} | {s.get('wall_time_s', '–')} | {val} |")
+    if plot is not None:
+        lines += ["", f"![training curves]({plot.relative_to(run_dir)})"]
+    path = run_dir / "report.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def print_results(result: Any) -> None:
+    """The figures at the end of ``mie safety train``: the policy table, the reward model's accuracy, the time."""
+    base = result.policies.get("base", {})
+    for line in table(result.policies, len(base.get("harmful_answers", [])), len(base.get("helpful_answers", []))):
+        print(line)
+    rm = result.phases.get("reward_model", {}).get("val", {})
+    if rm:
+        print(f"reward model held-out accuracy: {_pct(rm.get('val/accuracy'))}")
+    for name in ("dpo", "ppo"):
+        kl = result.policies.get(name, {}).get("kl_to_reference")
+        if kl is not None:
+            print(f"{name} KL to the SL model: {kl:.3f} nats per answer")
+    print(f"wall time: {result.wall_time_s / 60:.1f} min; report: {Path(result.run_dir) / 'report.md'}")
