@@ -50,6 +50,7 @@ COMMANDS: dict[str, Command] = {
     "search": Command("rank images by a text query with a finished run (--sheet draws them)", "mie.cli.embed",
                       "add_search_arguments", "run_search"),
     "generate": Command("generate text with a causal LM (a pretrained name or an lm run)", "mie.cli.generate"),
+    "translate": Command("translate text with a finished seq2seq run (greedy or beam search)", "mie.cli.translate"),
     "safety": Command("run the safety evaluator, filter and red-team suites", "mie.cli.safety"),
     "optimize": Command("quantize, prune and benchmark a model"),
     "doctor": Command("report the machine, packages and accelerators", "mie.tools.doctor"),

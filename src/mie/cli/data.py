@@ -1,5 +1,7 @@
 """``mie data inspect PATH``: what a dataset folder holds, what is broken in it, and a look at it;
-``mie data shards PATH OUT``: the same dataset as WebDataset tar shards.
+``mie data shards PATH OUT``: the same dataset as WebDataset tar shards;
+``mie data translation-pairs --from gettext --target de OUT``: an English -> German parallel corpus
+from this machine's gettext catalogs (train/valid/test by package).
 
 The format is detected from the files (or given with ``--format``); for each split it prints the
 number of images and captions, caption-length statistics (words) and the broken files; with
@@ -37,11 +39,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shards.add_argument("--format", dest="data_format", default=None,
                         choices=["jsonl", "csv", "flickr", "coco"], help="skip detection")
     shards.add_argument("--samples-per-shard", type=int, default=1000, help="samples per tar file")
+    pairs = sub.add_parser("translation-pairs", help="build an English -> TARGET parallel corpus from the gettext "
+                           "catalogs in /usr/share/locale (train/valid/test split by package)")
+    pairs.add_argument("out_dir", help="folder to write train|valid|test.en / .TARGET and manifest.json into")
+    pairs.add_argument("--from", dest="source", default="gettext", choices=["gettext"], help="where the pairs come from")
+    pairs.add_argument("--target", required=True, help="target language code, e.g. de, fr, pt_BR")
+    pairs.add_argument("--min-words", type=int, default=1, help="drop pairs with a side shorter (2 drops one-word entries)")
+    pairs.add_argument("--max-words", type=int, default=40, help="drop pairs with a side longer")
+    pairs.add_argument("--exclude", default="iso", help="comma-separated package groups to leave out ('' = none)")
+    pairs.add_argument("--locale-dir", default="/usr/share/locale", help="where the <lang>/LC_MESSAGES/*.mo files are")
+    pairs.add_argument("--seed", type=int, default=0, help="seed of the package split")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen action: ``inspect`` or ``shards``."""
+    if args.data_command == "translation-pairs":
+        return _translation_pairs(args)
     return _shards(args) if args.data_command == "shards" else _inspect(args)
+
+
+def _translation_pairs(args: argparse.Namespace) -> int:
+    from mie.data.gettext_pairs import build_gettext_pairs
+    from mie.errors import ConfigError
+
+    if args.min_words < 1 or args.max_words < args.min_words:
+        raise ConfigError(f"need 1 <= --min-words <= --max-words, got {args.min_words} and {args.max_words}")
+    exclude = tuple(name.strip().lower() for name in args.exclude.split(",") if name.strip())
+    corpus = build_gettext_pairs(args.out_dir, args.target, locale_dir=args.locale_dir, min_words=args.min_words,
+                                 max_words=args.max_words, seed=args.seed, exclude=exclude)
+    for split, count in corpus.pairs.items():
+        print(f"{split}: {count} pairs from {len(corpus.packages[split])} packages")
+    print(f"{corpus.raw_messages} messages read; dropped: "
+          + (", ".join(f"{reason} {n}" for reason, n in corpus.dropped.items()) or "none"))
+    print(f"files: {corpus.out_dir}/{{train,valid,test}}.{{en,{corpus.target}}} and manifest.json")
+    return 0
 
 
 def _shards(args: argparse.Namespace) -> int:

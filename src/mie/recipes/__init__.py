@@ -38,6 +38,7 @@ RECIPES: dict[str, Recipe] = {
     "cai": Recipe("cai", "mie.recipes.cai", "Constitutional AI on a causal LM: critique-revision SFT, AI feedback, "
                   "reward model, DPO, PPO"),
     "lm": Recipe("lm", "mie.recipes.lm", "decoder-only language model on text files (byte-level BPE, packed blocks)"),
+    "seq2seq": Recipe("seq2seq", "mie.recipes.seq2seq", "encoder-decoder translation model (BLEU, chrF, beam search)"),
 }
 DEFAULT_RECIPE = "clip"
 

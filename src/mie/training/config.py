@@ -41,10 +41,10 @@ class OptimizerConfig:
 
 @dataclass
 class ScheduleConfig:
-    """Learning-rate schedule: linear warmup then ``cosine`` / ``linear`` decay, or ``constant``."""
+    """Learning-rate schedule: linear warmup then ``cosine`` / ``linear`` decay, ``inverse_sqrt``, or ``constant``."""
 
     RULES: ClassVar[dict[str, Rule]] = {
-        "name": one_of("cosine", "linear", "constant"),
+        "name": one_of("cosine", "linear", "constant", "inverse_sqrt"),
         "warmup_steps": NON_NEGATIVE,
         "min_lr_ratio": FRACTION,
     }

@@ -1,4 +1,5 @@
-"""Learning-rate schedules: linear warmup, then cosine / linear decay to ``min_lr_ratio``, or constant.
+"""Learning-rate schedules: linear warmup, then cosine / linear decay to ``min_lr_ratio``, inverse square
+root (Vaswani et al., 2017), or constant.
 
 The multiplier of the base lr after ``s`` optimizer steps (``W`` warmup steps, ``T`` total steps,
 ``m`` = ``min_lr_ratio``)::
@@ -6,6 +7,7 @@ The multiplier of the base lr after ``s`` optimizer steps (``W`` warmup steps, `
     s < W:      (s + 1) / W                       (the first step already trains)
     cosine:     m + (1 - m) * 0.5 * (1 + cos(pi * p)),   p = clamp((s - W) / (T - W), 0, 1)
     linear:     m + (1 - m) * (1 - p)
+    inverse_sqrt: max(m, sqrt(W / (s + 1)))            (no end: the lr falls as 1/sqrt(step))
     constant:   1
 """
 
@@ -20,7 +22,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from mie.training.config import ScheduleConfig
 
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine", "linear", "constant", "inverse_sqrt")
 
 
 def lr_multiplier(step: int, cfg: ScheduleConfig, total_steps: int) -> float:
@@ -30,6 +32,8 @@ def lr_multiplier(step: int, cfg: ScheduleConfig, total_steps: int) -> float:
         return (step + 1) / warmup
     if cfg.name == "constant":
         return 1.0
+    if cfg.name == "inverse_sqrt":
+        return max(cfg.min_lr_ratio, math.sqrt(max(1, warmup) / (step + 1)))
     progress = min(1.0, max(0.0, (step - warmup) / max(1, total_steps - warmup)))
     if cfg.name == "cosine":
         shape = 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -1,0 +1,49 @@
+"""``mie translate RUN_DIR [TEXT|-] [--beam N]``: translate with a finished seq2seq run.
+
+TEXT is one sentence; ``-`` (or nothing) reads one sentence per line from standard input. One
+translation is printed per line, in order::
+
+    mie translate runs/translate_en_de "cannot open file"
+    printf 'Save as\\nQuit\\n' | mie translate runs/translate_en_de - --beam 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mie.errors import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``mie translate``."""
+    parser.add_argument("run_dir", help="a finished seq2seq run directory (mie train with recipe: seq2seq)")
+    parser.add_argument("text", nargs="?", default="-", help="the text to translate; - or nothing reads lines "
+                        "from standard input")
+    parser.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy; default: the run's decode.beam)")
+    parser.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which weights to use")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the run, read the input, print one translation per line."""
+    from mie.recipes import recipe_name
+    from mie.recipes.run_dir import run_config_path
+
+    if args.beam is not None and args.beam < 1:
+        raise ConfigError("must be at least 1", where="--beam")
+    run_dir = Path(args.run_dir)
+    from mie.config import read_yaml
+
+    recipe = recipe_name(read_yaml(run_config_path(run_dir)))
+    if recipe != "seq2seq":
+        raise ConfigError(f"{run_dir} is a {recipe} run, not a translation run", where="RUN_DIR",
+                          fix="pass the folder of a run trained with recipe: seq2seq")
+    from mie.recipes.seq2seq import load_seq2seq_run, translate_texts
+
+    model, tokenizer, config = load_seq2seq_run(run_dir, args.checkpoint)
+    texts = [line.rstrip("\n") for line in sys.stdin] if args.text == "-" else [args.text]
+    outputs = translate_texts(model, tokenizer, texts, config, beam=args.beam or config.decode.beam)
+    for text in outputs:
+        print(text)
+    return 0

@@ -1,0 +1,191 @@
+"""An encoder-decoder transformer for translation ("Attention Is All You Need", pre-norm).
+
+>>> model = EncoderDecoderTransformer(Seq2SeqConfig(src_vocab_size=1000, tgt_vocab_size=1000))  # doctest: +SKIP
+>>> logits = model(src, tgt_in)  # [B, T, tgt_vocab]; src [B, S] and tgt_in [B, T] token ids
+
+The encoder is a stack of pre-norm ``TransformerBlock``s over the source (padding masked); each
+decoder block adds causal self-attention, cross-attention to the encoder output and the MLP.
+Token embeddings are scaled by ``sqrt(dim)`` and added to fixed sinusoidal positions; with
+``share_embeddings`` source and target use one table (one joint vocabulary), and with
+``tie_output`` the logits are ``h @ tgt_embed.weight.T`` (no output matrix).
+
+For decoding, :meth:`EncoderDecoderTransformer.start_cache` projects the encoder output to every
+layer's cross-attention keys/values once; :meth:`~EncoderDecoderTransformer.decode_step` then feeds
+only the new target tokens and appends their self-attention keys/values to the cache, so decoding
+``T`` tokens one by one gives the logits of one full pass (``mie.models.seq2seq_decoding`` searches).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mie.config import POSITIVE, Rule, one_of
+from mie.models.attention import KVCache, MultiHeadAttention
+from mie.models.blocks import TransformerBlock, build_norm, init_transformer_
+from mie.models.positional import SinusoidalPositionalEmbedding
+
+
+@dataclass
+class Seq2SeqConfig:
+    """Architecture of an ``EncoderDecoderTransformer`` (the defaults: a small 3+3-layer model)."""
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        **{name: POSITIVE for name in ("src_vocab_size", "tgt_vocab_size", "dim", "encoder_layers",
+                                       "decoder_layers", "heads", "mlp_ratio", "max_len")},
+        "activation": one_of("gelu", "swiglu"),
+        "norm": one_of("layernorm", "rmsnorm"),
+        "dropout": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    }
+
+    src_vocab_size: int = 8000  # set from the tokenizer by the recipe
+    tgt_vocab_size: int = 8000
+    dim: int = 256  # width of the residual stream
+    encoder_layers: int = 3
+    decoder_layers: int = 3
+    heads: int = 4  # head_dim = dim // heads
+    mlp_ratio: float = 4.0
+    activation: str = "gelu"  # gelu | swiglu
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    dropout: float = 0.1
+    max_len: int = 256  # longest source or target in tokens (the sinusoid table's size)
+    share_embeddings: bool = True  # one embedding table for source and target (needs one vocabulary)
+    tie_output: bool = True  # logits use the target embedding table (no output matrix)
+    pad_id: int = 0  # source padding, masked out of attention
+
+
+class Seq2SeqCache:
+    """What decoding keeps between steps: per decoder layer a self-attention ``KVCache`` and the
+    cross-attention keys/values ``[B, H, S, hd]`` of the encoder output, plus the source mask."""
+
+    def __init__(self, cross: list[tuple[torch.Tensor, torch.Tensor]], src_mask: torch.Tensor) -> None:
+        self.cross = cross
+        self.src_mask = src_mask  # (B, S) bool, True = a real source token
+        self.self_attn = [KVCache() for _ in cross]
+
+    def __len__(self) -> int:
+        """Number of target positions decoded so far."""
+        return len(self.self_attn[0]) if self.self_attn else 0
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep (and duplicate) batch ``rows``, e.g. the parents of a beam search's new beams."""
+        self.cross = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.cross]
+        self.src_mask = self.src_mask.index_select(0, rows)
+        for cache in self.self_attn:
+            if cache.keys is not None and cache.values is not None:
+                cache.keys, cache.values = cache.keys.index_select(0, rows), cache.values.index_select(0, rows)
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    B, L, D = x.shape
+    return x.view(B, L, heads, D // heads).transpose(1, 2)  # (B, H, L, hd)
+
+
+class DecoderBlock(TransformerBlock):
+    """A pre-norm decoder block: causal self-attention, cross-attention to the memory, MLP.
+
+    Its cross-attention reads keys/values projected once per source (:meth:`memory_keys_values`),
+    so a decoding step costs only the new tokens' projections.
+    """
+
+    def __init__(self, config: Seq2SeqConfig) -> None:
+        super().__init__(config.dim, config.heads, mlp_ratio=config.mlp_ratio, dropout=config.dropout,
+                         norm=config.norm, cross_attention=True, activation=config.activation)
+
+    def memory_keys_values(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention keys and values ``[B, H, S, hd]`` of the encoder output ``[B, S, dim]``."""
+        attn: MultiHeadAttention = self.cross_attn  # type: ignore[assignment]
+        k, v = attn.kv_proj(memory).split(attn.dim, dim=-1)
+        return _split_heads(k, attn.num_heads), _split_heads(v, attn.num_heads)
+
+    def _cross(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        attn: MultiHeadAttention = self.cross_attn  # type: ignore[assignment]
+        q = _split_heads(attn.q_proj(x), attn.num_heads)  # (B, H, T, hd)
+        dropout_p = attn.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :], dropout_p=dropout_p)
+        return attn.resid_dropout(attn.out_proj(out.transpose(1, 2).reshape(x.shape)))
+
+    def forward(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor],  # type: ignore[override]
+                src_mask: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """Transform the target states ``x`` ``[B, T, dim]``; with ``kv_cache``, ``x`` holds only new tokens."""
+        causal = kv_cache is None or x.shape[1] > 1
+        x = x + self.attn(self.norm_attn(x), is_causal=causal, kv_cache=kv_cache)
+        x = x + self._cross(self.norm_cross(x), *memory_kv, src_mask)  # type: ignore[misc]
+        return x + self.ff(self.norm_ff(x))
+
+
+class EncoderDecoderTransformer(nn.Module):
+    """Source and target embeddings, an encoder stack, a decoder stack, final norms and the output layer."""
+
+    def __init__(self, config: Seq2SeqConfig) -> None:
+        super().__init__()
+        if config.dim % config.heads != 0:
+            raise ValueError(f"dim={config.dim} must be divisible by heads={config.heads}")
+        if config.share_embeddings and config.src_vocab_size != config.tgt_vocab_size:
+            raise ValueError(f"share_embeddings needs one vocabulary, got {config.src_vocab_size} source and "
+                             f"{config.tgt_vocab_size} target tokens")
+        self.config = config
+        self.src_embed = nn.Embedding(config.src_vocab_size, config.dim)
+        self.tgt_embed = self.src_embed if config.share_embeddings else nn.Embedding(config.tgt_vocab_size, config.dim)
+        self.positions = SinusoidalPositionalEmbedding(config.max_len, config.dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.encoder = nn.ModuleList(
+            TransformerBlock(config.dim, config.heads, mlp_ratio=config.mlp_ratio, dropout=config.dropout,
+                             norm=config.norm, activation=config.activation) for _ in range(config.encoder_layers))
+        self.encoder_norm = build_norm(config.norm, config.dim)
+        self.decoder = nn.ModuleList(DecoderBlock(config) for _ in range(config.decoder_layers))
+        self.decoder_norm = build_norm(config.norm, config.dim)
+        self.output = None if config.tie_output else nn.Linear(config.dim, config.tgt_vocab_size, bias=False)
+        # width^-0.5 init (as the dual encoder's towers): scaled embeddings start at unit variance.
+        init_transformer_(self, max(config.encoder_layers, config.decoder_layers), std=config.dim ** -0.5)
+
+    def num_parameters(self) -> int:
+        """Number of scalar parameters (a shared embedding table counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def _embed(self, table: nn.Embedding, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        x = table(ids) * math.sqrt(self.config.dim)  # (B, L, dim)
+        return self.dropout(self.positions(x, offset))
+
+    def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder output ``[B, S, dim]`` of source ids ``[B, S]`` and the source mask ``[B, S]``
+        (True = a real token, False = padding)."""
+        src_mask = src != self.config.pad_id
+        x = self._embed(self.src_embed, src)
+        for block in self.encoder:
+            x = block(x, key_padding_mask=~src_mask)
+        return self.encoder_norm(x), src_mask
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.decoder_norm(x)
+        weight = self.tgt_embed.weight if self.output is None else self.output.weight
+        return F.linear(x, weight).float()  # (B, T, vocab)
+
+    def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, T, vocab]`` of the target prefix ``tgt_in`` ``[B, T]`` given the encoder output."""
+        x = self._embed(self.tgt_embed, tgt_in)
+        for block in self.decoder:
+            x = block(x, block.memory_keys_values(memory), src_mask)
+        return self._logits(x)
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits ``[B, T, vocab]``: position ``t`` predicts the token after ``tgt_in[:, t]``."""
+        memory, src_mask = self.encode(src)
+        return self.decode(tgt_in, memory, src_mask)
+
+    def start_cache(self, memory: torch.Tensor, src_mask: torch.Tensor) -> Seq2SeqCache:
+        """A decoding cache for these sources: every layer's cross-attention keys/values, computed once."""
+        return Seq2SeqCache([block.memory_keys_values(memory) for block in self.decoder], src_mask)
+
+    def decode_step(self, tgt_new: torch.Tensor, cache: Seq2SeqCache) -> torch.Tensor:
+        """Logits ``[B, T, vocab]`` of the new target tokens ``[B, T]`` after those already in ``cache``
+        (which is extended in place)."""
+        x = self._embed(self.tgt_embed, tgt_new, offset=len(cache))
+        for block, memory_kv, kv_cache in zip(self.decoder, cache.cross, cache.self_attn):
+            x = block(x, memory_kv, cache.src_mask, kv_cache)
+        return self._logits(x)

@@ -1,0 +1,140 @@
+"""Greedy and beam-search decoding for encoder-decoder models, batched, with a KV cache.
+
+>>> hyps = beam_search(model, src, bos_id=2, eos_id=3, beam=4, max_len=64, length_penalty=0.6)  # doctest: +SKIP
+>>> hyps[0]  # the best target ids of source 0, without bos and eos
+
+``model`` is any module with ``encode(src) -> (memory, src_mask)``, ``start_cache(memory, src_mask)``
+(a cache with ``reorder(rows)``) and ``decode_step(new_ids, cache) -> logits [B, T, vocab]``, as
+``EncoderDecoderTransformer`` has. A hypothesis's score is its summed token log-probability
+(the eos included) divided by the GNMT length penalty ``((5 + length) / 6) ** alpha``, ``length``
+counting the eos.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT's length normaliser (Wu et al., 2016): ``((5 + length) / 6) ** alpha`` (1 at ``alpha = 0``)."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+@torch.no_grad()
+def sequence_log_prob(model: Any, src: torch.Tensor, hyp: list[int], bos_id: int, eos_id: int) -> float:
+    """Summed log-probability of ``hyp`` followed by eos for one source ``[1, S]`` (a full pass, no cache)."""
+    tgt = torch.tensor([[bos_id, *hyp, eos_id]], device=src.device)
+    memory, src_mask = model.encode(src)
+    cache = model.start_cache(memory, src_mask)
+    logp = model.decode_step(tgt[:, :-1], cache).log_softmax(-1)[0]  # (T, vocab)
+    return float(logp.gather(-1, tgt[0, 1:, None]).sum())
+
+
+@torch.no_grad()
+def greedy_decode(model: Any, src: torch.Tensor, bos_id: int, eos_id: int, max_len: int = 128) -> list[list[int]]:
+    """The most likely next token at every step, for a batch of sources ``[B, S]``; ids without bos/eos."""
+    memory, src_mask = model.encode(src)
+    cache = model.start_cache(memory, src_mask)
+    B = src.shape[0]
+    last = torch.full((B, 1), bos_id, dtype=torch.long, device=src.device)
+    finished = torch.zeros(B, dtype=torch.bool, device=src.device)
+    steps = []
+    for _ in range(max_len):
+        tokens = model.decode_step(last, cache)[:, -1].argmax(-1)  # (B,)
+        tokens = tokens.masked_fill(finished, eos_id)
+        steps.append(tokens)
+        finished |= tokens == eos_id
+        if bool(finished.all()):  # one host sync per decoded token: decoding, not the training loop
+            break
+        last = tokens[:, None]
+    out = torch.stack(steps, 1).tolist() if steps else [[] for _ in range(B)]
+    return [row[: row.index(eos_id)] if eos_id in row else row for row in out]
+
+
+class _Hypotheses:
+    """The finished hypotheses of one source: at most ``beam``, kept best first by normalised score."""
+
+    def __init__(self, beam: int, alpha: float) -> None:
+        self.beam, self.alpha = beam, alpha
+        self.items: list[tuple[float, list[int]]] = []
+
+    def add(self, tokens: list[int], log_prob: float) -> None:
+        """Offer a hypothesis (``tokens`` without bos/eos; its length counts the eos)."""
+        score = log_prob / length_penalty(len(tokens) + 1, self.alpha)
+        self.items.append((score, tokens))
+        self.items.sort(key=lambda item: -item[0])
+        del self.items[self.beam:]
+
+    def done(self, best_alive: float, length: int) -> bool:
+        """Full, and the best live beam (raw score, ``length`` tokens so far) cannot beat the worst kept
+        one at its current length (the usual heuristic: scores only fall as hypotheses grow)."""
+        if len(self.items) < self.beam:
+            return False
+        return best_alive / length_penalty(length, self.alpha) <= self.items[-1][0]
+
+
+@torch.no_grad()
+def beam_search(model: Any, src: torch.Tensor, bos_id: int, eos_id: int, beam: int = 4, max_len: int = 128,
+                length_penalty_alpha: float = 0.6, return_scores: bool = False) -> list[Any]:
+    """The best hypothesis per source ``[B, S]`` under beam search with ``beam`` live beams per source.
+
+    Each step scores all ``beam x vocab`` extensions of a source's beams, keeps ending ones (eos)
+    as finished hypotheses and the best ``beam`` others alive. A source is done once it holds
+    ``beam`` finished hypotheses that its best live beam cannot beat; at ``max_len`` the live
+    beams are finished as they stand. ``beam=1`` is greedy decoding. With ``return_scores``, each
+    item is ``(ids, normalised score)``.
+    """
+    if beam < 1:
+        raise ValueError(f"beam must be >= 1, got {beam}")
+    B, K = src.shape[0], beam
+    memory, src_mask = model.encode(src)
+    rows = torch.arange(B, device=src.device).repeat_interleave(K)  # (B*K,) source of every beam row
+    cache = model.start_cache(memory.index_select(0, rows), src_mask.index_select(0, rows))
+    scores = torch.full((B, K), float("-inf"), device=src.device)
+    scores[:, 0] = 0.0  # the first step extends one beam per source, not K copies of it
+    prefixes: list[list[int]] = [[] for _ in range(B * K)]
+    last = torch.full((B * K, 1), bos_id, dtype=torch.long, device=src.device)
+    finished = [_Hypotheses(K, length_penalty_alpha) for _ in range(B)]
+    done = [False] * B
+    for step in range(max_len):
+        logp = model.decode_step(last, cache)[:, -1].log_softmax(-1)  # (B*K, vocab)
+        vocab = logp.shape[-1]
+        total = (scores.view(-1, 1) + logp).view(B, K * vocab)
+        top_scores, top_ids = total.topk(min(2 * K, K * vocab), dim=-1)  # (B, 2K)
+        top_scores, top_ids = top_scores.tolist(), top_ids.tolist()
+        new_scores, parents, tokens = [], [], []
+        for b in range(B):
+            alive: list[tuple[float, int, int]] = []
+            for value, flat in zip(top_scores[b], top_ids[b]):
+                parent, token = b * K + flat // vocab, flat % vocab
+                if done[b] or value == float("-inf"):
+                    break
+                if token == eos_id:
+                    finished[b].add(prefixes[parent], value)
+                else:
+                    alive.append((value, parent, token))
+                if len(alive) == K:
+                    break
+            if not done[b] and alive and finished[b].done(alive[0][0], step + 1):
+                done[b] = True
+            alive += [(float("-inf"), b * K, eos_id)] * (K - len(alive))  # padding rows of a finished source
+            for value, parent, token in alive:
+                new_scores.append(-float("inf") if done[b] else value)
+                parents.append(parent)
+                tokens.append(token)
+        if all(done):
+            break
+        index = torch.tensor(parents, device=src.device)
+        cache.reorder(index)
+        prefixes = [prefixes[p] + [t] for p, t in zip(parents, tokens)]
+        scores = torch.tensor(new_scores, device=src.device).view(B, K)
+        last = torch.tensor(tokens, device=src.device)[:, None]
+    else:
+        for b in range(B):  # out of length: the live beams end here
+            for k in range(K):
+                if not done[b] and scores[b, k] > float("-inf"):
+                    finished[b].add(prefixes[b * K + k], float(scores[b, k]))
+    best = [hyps.items[0] if hyps.items else (float("-inf"), []) for hyps in finished]
+    return [(tokens, score) for score, tokens in best] if return_scores else [tokens for _, tokens in best]

@@ -1,0 +1,106 @@
+"""The seq2seq recipe's config: the trainer's settings (top level) plus model, data, tokenizer and decoding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from mie.config import FRACTION, NON_NEGATIVE, POSITIVE, ConfigError, Rule, one_of
+from mie.models.seq2seq import Seq2SeqConfig
+from mie.tokenization.config import TokenizerConfig
+from mie.training.config import ScheduleConfig, TrainerConfig
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class TranslationDataConfig:
+    """Line-aligned ``<split>.<source_lang>`` / ``<split>.<target_lang>`` files in ``path``.
+
+    ``build: gettext`` writes them from this machine's gettext catalogs
+    (``mie.data.gettext_pairs``) when ``path`` holds no training files yet; ``build: ""`` never builds.
+    """
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "build": one_of("", "gettext"), "min_words": POSITIVE, "max_words": POSITIVE, "max_length": POSITIVE,
+        "max_ratio": (lambda v: v >= 1.0, ">= 1"), "batch_size": POSITIVE, "eval_batch_size": POSITIVE,
+        "max_eval_pairs": NON_NEGATIVE, "valid_fraction": FRACTION, "test_fraction": FRACTION,
+    }
+
+    path: str = "data/translation/en-de"
+    source_lang: str = "en"
+    target_lang: str = "de"
+    build: str = "gettext"  # "" | gettext: how to make the files when they are missing
+    min_words: int = 1  # gettext build: drop pairs with a side shorter than this (2 drops one-word entries)
+    max_words: int = 40  # gettext build: drop pairs with a side longer than this
+    exclude: list[str] = field(default_factory=lambda: ["iso"])  # gettext build: package groups left out
+    valid_fraction: float = 0.05  # gettext build: share of pairs (whole packages) for valid, and test
+    test_fraction: float = 0.05
+    max_length: int = 64  # tokens per side (longer training pairs are dropped, longer eval sources cut)
+    max_ratio: float = 3.0  # training pairs whose longer side exceeds this times the shorter are dropped
+    batch_size: int = 64  # training pairs per batch (length-bucketed)
+    eval_batch_size: int = 100  # sentences decoded at once
+    max_eval_pairs: int = 0  # 0 = every pair of an evaluated split
+
+
+@dataclass
+class Seq2SeqTokenizerConfig(TokenizerConfig):
+    """One byte-level BPE for both languages, trained on the training pairs (or read from ``path``)."""
+
+    RULES: ClassVar[dict[str, Rule]] = {"name": one_of("bpe"), "vocab_size": POSITIVE}
+
+    name: str = "bpe"
+    vocab_size: int = 8000
+    lowercase: bool = False
+
+
+@dataclass
+class DecodeConfig:
+    """How the report translates: greedy and beam search, at most ``a * source length + b`` tokens."""
+
+    RULES: ClassVar[dict[str, Rule]] = {"beam": POSITIVE, "length_penalty": NON_NEGATIVE, "max_len_a": NON_NEGATIVE,
+                                        "max_len_b": POSITIVE}
+
+    beam: int = 4
+    length_penalty: float = 0.6  # GNMT alpha; 0 = raw log-probability
+    max_len_a: float = 1.5
+    max_len_b: int = 10
+
+
+@dataclass
+class Seq2SeqRecipeConfig(TrainerConfig):
+    """A translation run: ``Seq2SeqRecipeConfig()`` trains English -> German on the gettext corpus."""
+
+    RULES: ClassVar[dict[str, Rule]] = {**TrainerConfig.RULES, "recipe": one_of("seq2seq"),
+                                        "label_smoothing": (lambda v: 0.0 <= v < 1.0, "in [0, 1)")}
+
+    recipe: str = "seq2seq"
+    best_metric: str = "val/nll"
+    best_mode: str = "min"
+    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(name="inverse_sqrt", warmup_steps=400))
+    model: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
+    data: TranslationDataConfig = field(default_factory=TranslationDataConfig)
+    tokenizer: Seq2SeqTokenizerConfig = field(default_factory=Seq2SeqTokenizerConfig)
+    label_smoothing: float = 0.1
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    eval_splits: list[str] = field(default_factory=lambda: ["test"])  # scored with BLEU and chrF in the report
+
+
+def check_config(config: Seq2SeqRecipeConfig) -> None:
+    """Refuse, in one line, what the dataclass rules cannot see: stage losses, unknown splits,
+    sequences longer than the model's positions, a missing sacrebleu."""
+    for index, stage in enumerate(config.stages):
+        if stage.loss is not None:
+            raise ConfigError(f"stages[{index}].loss: a translation model trains with label-smoothed "
+                              "cross-entropy only — remove the stage's loss")
+    for split in config.eval_splits:
+        if split not in SPLITS:
+            raise ConfigError(f"eval_splits: unknown split {split!r}", fix=f"use some of {', '.join(SPLITS)}")
+    if config.data.max_length + 2 > config.model.max_len:
+        raise ConfigError(f"data.max_length: {config.data.max_length} tokens plus bos/eos exceed model.max_len "
+                          f"{config.model.max_len}", fix="lower data.max_length or raise model.max_len")
+    if config.data.source_lang == config.data.target_lang:
+        raise ConfigError(f"data.target_lang: {config.data.target_lang!r} is also the source language")
+    from mie.evaluation.translation import require_sacrebleu
+
+    require_sacrebleu()

@@ -1,0 +1,86 @@
+"""The seq2seq recipe's data: the parallel corpus (built from gettext catalogs when absent), the joint
+BPE tokenizer and the length-bucketed loaders."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import DataLoader
+
+from mie.data.gettext_pairs import build_gettext_pairs
+from mie.data.samplers import BucketBatchSampler
+from mie.data.translation import TranslationDataset, collate_translation, read_parallel_files
+from mie.errors import DataError
+from mie.recipes.seq2seq.config import Seq2SeqRecipeConfig, TranslationDataConfig
+from mie.tokenization.factory import train_tokenizer
+
+logger = logging.getLogger(__name__)
+
+Pairs = list[tuple[str, str]]
+
+
+def split_files(data: TranslationDataConfig, split: str) -> tuple[Path, Path]:
+    """The source and target files of ``split``: ``<path>/<split>.<lang>``."""
+    folder = Path(data.path)
+    return folder / f"{split}.{data.source_lang}", folder / f"{split}.{data.target_lang}"
+
+
+def ensure_corpus(data: TranslationDataConfig, seed: int = 0) -> None:
+    """Build the corpus from gettext catalogs when ``data.path`` has no training files and
+    ``data.build`` allows it; a missing corpus that cannot be built is a one-line error."""
+    src, tgt = split_files(data, "train")
+    if src.is_file() and tgt.is_file():
+        return
+    if data.build != "gettext":
+        raise DataError(f"no training pairs ({src.name} and {tgt.name}) in {data.path}", where="data.path",
+                        fix="point it at line-aligned <split>.<lang> files, or set data.build: gettext")
+    if data.source_lang != "en":
+        raise DataError(f"gettext catalogs translate from English, not {data.source_lang!r}",
+                        where="data.source_lang", fix="set it to en, or give data.path a corpus of your own")
+    logger.info("building the %s-%s corpus from gettext catalogs into %s", data.source_lang, data.target_lang,
+                data.path)
+    corpus = build_gettext_pairs(data.path, data.target_lang, min_words=data.min_words, max_words=data.max_words,
+                                 valid_fraction=data.valid_fraction, test_fraction=data.test_fraction, seed=seed,
+                                 exclude=tuple(data.exclude))
+    logger.info("corpus: %s pairs (train/valid/test) from %d packages", "/".join(map(str, corpus.pairs.values())),
+                sum(len(p) for p in corpus.packages.values()))
+
+
+def read_split(data: TranslationDataConfig, split: str) -> Pairs:
+    """The (source, target) pairs of ``split``."""
+    src, tgt = split_files(data, split)
+    pairs = read_parallel_files(src, tgt, skip_markup=False)
+    if not pairs:
+        raise DataError(f"{src} holds no pairs", fix="rebuild the corpus (delete the folder) or fill the files")
+    return pairs
+
+
+def build_tokenizer(config: Seq2SeqRecipeConfig, train: Pairs) -> Any:
+    """``tokenizer.path`` if set, else one byte-level BPE trained on both sides of the training pairs."""
+    from mie.tokenization.factory import load_any_tokenizer
+
+    if config.tokenizer.path:
+        return load_any_tokenizer(config.tokenizer.path)
+    texts = [s for s, _ in train] + [t for _, t in train]
+    return train_tokenizer("bpe", texts, vocab_size=config.tokenizer.vocab_size, lowercase=config.tokenizer.lowercase)
+
+
+def make_dataset(pairs: Pairs, tokenizer: Any, data: TranslationDataConfig) -> TranslationDataset:
+    """Tokenized training or validation pairs, too long or badly proportioned ones dropped."""
+    return TranslationDataset(pairs, tokenizer, min_length=1, max_length=data.max_length, max_ratio=data.max_ratio)
+
+
+def train_loader(dataset: TranslationDataset, batch_size: int, seed: int, pad_id: int) -> DataLoader:
+    """Batches of similar-length pairs in a seeded order (the trainer sets the epoch)."""
+    sampler = BucketBatchSampler(dataset.lengths, batch_size, seed=seed, bucket_size_multiplier=50)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=functools.partial(collate_translation, pad_id=pad_id))
+
+
+def val_loader(dataset: TranslationDataset, batch_size: int, pad_id: int) -> DataLoader:
+    """Validation batches sorted by length (little padding), always in the same order."""
+    order = sorted(range(len(dataset)), key=lambda i: dataset.lengths[i])
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=functools.partial(collate_translation, pad_id=pad_id))
