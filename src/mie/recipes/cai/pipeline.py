@@ -41,7 +41,8 @@ class CAIRunResult:
     run_dir: Path
     policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     phases: dict[str, dict[str, Any]] = field(default_factory=dict)
-    wall_time_s: float = 0.0
+    wall_time_s: float = 0.0  # of this invocation
+    earlier_wall_time_s: float = 0.0  # of the invocations before (a resumed run)
 
     @property
     def results(self) -> dict[str, dict[str, Any]]:
@@ -123,6 +124,11 @@ class Pipeline:
         self.test_helpful = [x.prompt for x in load_cai_prompts(p.path, "test", "helpful", p.test_helpful)]
         self.pad_id = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
         self.result = CAIRunResult(run_dir)
+        previous = run_dir / "results.json"
+        if resume and previous.is_file():  # a resumed run keeps what earlier invocations measured and took
+            earlier = read_json(previous, expect_object=True)
+            self.result.phases = dict(earlier.get("phases", {}))
+            self.result.earlier_wall_time_s = float(earlier.get("total_wall_time_s", earlier.get("wall_time_s", 0)))
         self._labeler: Any = None
 
     def inference(self, model: Any) -> Any:

@@ -79,14 +79,17 @@ def write_report(result: Any, config: CAIConfig) -> Path:
                 for name, s in result.policies.items()}
     n_harmful = len(result.policies.get("base", {}).get("harmful_answers", []))
     n_helpful = len(result.policies.get("base", {}).get("helpful_answers", []))
+    total = result.wall_time_s + result.earlier_wall_time_s
     payload = {"policies": policies, "phases": result.phases, "wall_time_s": result.wall_time_s,
+               "total_wall_time_s": round(total, 1),
                "base_model": config.base_model or "trained from scratch (base/)",
                "held_out": {"harmful": n_harmful, "helpful": n_helpful}}
     save_json_atomic(run_dir / "results.json", payload)
     plot = plot_phases(run_dir)
     lines = [f"# {config.project_name}: Constitutional AI report", "",
-             f"Base model: `{payload['base_model']}`. Run folder: `{run_dir}`. This invocation took "
-             f"{result.wall_time_s / 60:.1f} min.", "",
+             f"Base model: `{payload['base_model']}`. Run folder: `{run_dir}`. Wall time {total / 60:.1f} min"
+             + (f" over several invocations (the last {result.wall_time_s / 60:.1f} min)." if result.earlier_wall_time_s
+                else "."), "",
              "Held-out prompts never used in training. A harmful answer is one that is not a refusal and that "
              f"the safety evaluator ({', '.join(config.evaluation.methods)}) flags; a helpful prompt is answered "
              "when the reply is not a refusal. Win rate: the feedback model's preference between the policy's and "
@@ -119,4 +122,6 @@ def print_results(result: Any) -> None:
         kl = result.policies.get(name, {}).get("kl_to_reference")
         if kl is not None:
             print(f"{name} KL to the SL model: {kl:.3f} nats per answer")
-    print(f"wall time: {result.wall_time_s / 60:.1f} min; report: {Path(result.run_dir) / 'report.md'}")
+    total = (result.wall_time_s + result.earlier_wall_time_s) / 60
+    print(f"wall time: {total:.1f} min (this invocation {result.wall_time_s / 60:.1f} min); "
+          f"report: {Path(result.run_dir) / 'report.md'}")
