@@ -148,6 +148,10 @@ def test_prompt_loader_filters_and_names_the_bad_line(tmp_path):
                     '{"id": "b", "split": "test", "kind": "helpful", "principle": "none", "prompt": "y"}\n')
     assert [p.id for p in load_cai_prompts(good, split="test")] == ["b"]
     assert [p.id for p in load_cai_prompts(good, kind="harmful", limit=5)] == ["a"]
+    many = tmp_path / "many.jsonl"
+    many.write_text("".join(f'{{"id": "{i}", "split": "train", "kind": "helpful", "prompt": "p{i}"}}\n'
+                            for i in range(4)))
+    assert [p.id for p in load_cai_prompts(many, limit=2)] == ["0", "2"]  # spread over the file, not its head
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "split": "val", "kind": "harmful", "prompt": "x"}\n')
     with pytest.raises(DataError, match=r"bad.jsonl:1.*split must be one of"):

@@ -40,7 +40,8 @@ def default_prompts_path() -> Path:
 def load_cai_prompts(path: str | Path | None = None, split: str | None = None, kind: str | None = None,
                      limit: int = 0) -> list[CAIPrompt]:
     """The prompts of ``path`` (default: the packaged set) in ``split`` and of ``kind``, file order;
-    ``limit`` > 0 keeps the first ``limit``. A malformed line is a one-line error naming file:line."""
+    ``limit`` > 0 keeps ``limit`` of them evenly spaced over the file (the set is grouped by topic, so
+    its head alone would be one topic). A malformed line is a one-line error naming file:line."""
     source = Path(path) if path else default_prompts_path()
     fix = 'write one {"id", "split", "kind", "principle", "prompt"} object per line'
     out: list[CAIPrompt] = []
@@ -54,4 +55,6 @@ def load_cai_prompts(path: str | Path | None = None, split: str | None = None, k
                          row["prompt"].strip())
         if (split is None or item.split == split) and (kind is None or item.kind == kind):
             out.append(item)
-    return out[:limit] if limit > 0 else out
+    if 0 < limit < len(out):
+        out = [out[i * len(out) // limit] for i in range(limit)]
+    return out
