@@ -14,6 +14,15 @@ from mie.models.seq2seq_decoding import beam_search, greedy_decode, length_penal
 BOS, EOS, PAD = 2, 3, 0
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run as fast on one thread, and a loaded machine makes two spin-wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _model(**overrides) -> EncoderDecoderTransformer:
     config = Seq2SeqConfig(**{"src_vocab_size": 40, "tgt_vocab_size": 40, "dim": 32, "heads": 4, "encoder_layers": 2,
                               "decoder_layers": 2, "dropout": 0.0, "max_len": 32, **overrides})
