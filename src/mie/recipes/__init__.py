@@ -37,6 +37,7 @@ RECIPES: dict[str, Recipe] = {
     "clip": Recipe("clip", "mie.recipes.clip", "image–text dual encoder, CLIP or any image–text loss, stages"),
     "cai": Recipe("cai", "mie.recipes.cai", "Constitutional AI on a causal LM: critique-revision SFT, AI feedback, "
                   "reward model, DPO, PPO"),
+    "classification": Recipe("classification", "mie.recipes.classification", "ViT image classifier (top-1/top-5, confusion matrix)"),
     "lm": Recipe("lm", "mie.recipes.lm", "decoder-only language model on text files (byte-level BPE, packed blocks)"),
     "seq2seq": Recipe("seq2seq", "mie.recipes.seq2seq", "encoder-decoder translation model (BLEU, chrF, beam search)"),
 }

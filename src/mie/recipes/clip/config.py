@@ -5,13 +5,35 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from mie.config import ConfigError, Rule, one_of
+from mie.config import FRACTION, NON_NEGATIVE, POSITIVE, ConfigError, Rule, one_of
 from mie.data.config import DataConfig
 from mie.losses.config import LossConfig
+from mie.models.fusion import FusionConfig
 from mie.models.multimodal import DualEncoderConfig
 from mie.tokenization.config import TokenizerConfig
 from mie.training.config import TrainerConfig
 from mie.training.tasks import check_task_loss
+
+
+@dataclass
+class RerankConfig:
+    """An image–text matching head trained after the dual encoder (frozen, best checkpoint) on hard
+    negatives, re-ranking each query's top ``k`` in the report (``mie.recipes.clip.rerank``)."""
+
+    RULES: ClassVar[dict[str, Rule]] = {"k": POSITIVE, "epochs": POSITIVE, "batch_size": POSITIVE, "lr": POSITIVE,
+                                        "negatives": one_of("softmax", "hardest"), "temperature": POSITIVE,
+                                        "max_minutes": NON_NEGATIVE, "weight_decay": FRACTION}
+
+    enabled: bool = False
+    k: int = 10  # candidates re-ranked per query
+    fusion: FusionConfig = field(default_factory=FusionConfig)  # type: cross | gated | bidirectional | coattention
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 5.0e-4
+    weight_decay: float = 0.05
+    negatives: str = "softmax"  # softmax: sampled from softmax(sim / temperature); hardest: the top one
+    temperature: float = 0.05
+    max_minutes: float = 0.0  # 0 = no budget for the re-ranker's training
 
 
 @dataclass
@@ -27,6 +49,7 @@ class ClipConfig(TrainerConfig):
     loss: LossConfig = field(default_factory=LossConfig)
     #: weights to start from (a ``.safetensors`` of an earlier run with the same model section)
     init_checkpoint: str = ""
+    rerank: RerankConfig = field(default_factory=RerankConfig)
 
 
 def check_config(config: ClipConfig) -> None:

@@ -36,6 +36,7 @@ class RunResult:
     results: dict[str, dict[str, float]]
     zero_shot: dict[str, dict[str, Any]]
     checkpoint: Path | None = None  # the weights that were scored
+    rerank: dict[str, dict[str, Any]] | None = None  # split -> R@K without / with the ITM re-ranker
 
 
 class RunParts(NamedTuple):
@@ -97,6 +98,11 @@ def evaluate_and_report(run_dir: Path, config: ClipConfig, tokenizer: BaseTokeni
     write_report(run_dir, results, config_summary(config, model, tokenizer.vocab_size), figures,
                  extra={"evaluated checkpoint": weights.name}, zero_shot=zero_shot, training=training,
                  stages=stages, title=f"{config.project_name}: image-text retrieval report")
+    if config.rerank.enabled and evalsets:
+        from mie.recipes.clip.rerank import rerank_and_report
+
+        reranked = rerank_and_report(run_dir, config, model, tokenizer, evalsets, device)
+        return RunResult(run_dir, results, zero_shot, weights, reranked)
     return RunResult(run_dir, results, zero_shot, weights)
 
 
@@ -132,6 +138,9 @@ def print_results(result: RunResult, echo: Callable[[str], Any] = print) -> None
     for split, metrics in result.results.items():
         echo(f"{split}: mean R@1 = {metrics['mean_R@1']:.3f} "
              f"(i2t {metrics['i2t_R@1']:.3f}, t2i {metrics['t2i_R@1']:.3f})")
+    for split, both in (result.rerank or {}).items():
+        echo(f"{split}: mean R@1 {both['without']['mean_R@1']:.3f} -> {both['with']['mean_R@1']:.3f} re-ranked "
+             f"(i2t {both['with']['i2t_R@1']:.3f}, t2i {both['with']['t2i_R@1']:.3f})")
     for name, zs in result.zero_shot.items():
         if "chance" in zs:
             echo(f"zero-shot {name}: accuracy {zs['accuracy']:.3f} (chance {zs['chance']:.3f}) "

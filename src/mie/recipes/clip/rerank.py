@@ -1,0 +1,166 @@
+"""The clip recipe's optional re-ranker (``rerank.enabled``): an ITM head on a fusion block, trained on the
+training split with hard negatives from the frozen dual encoder (``mie.training.tasks.itm``), then used
+to re-order each query's top ``rerank.k`` (``mie.evaluation.rerank``). The report shows R@K with and
+without it; the head is kept as ``checkpoints/reranker.safetensors``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from mie.data import build_dataset, build_image_transform, collate_image_text
+from mie.evaluation.report import REPORT_FILE, RESULTS_FILE, load_results
+from mie.evaluation.rerank import rerank_retrieval
+from mie.evaluation.retrieval import retrieval_metrics
+from mie.io import load_weights
+from mie.io.atomic import atomic_write_text
+from mie.io.cache import save_json_atomic
+from mie.io.checkpoint import save_weights
+from mie.models.fusion import ImageTextMatcher
+from mie.recipes.clip.config import ClipConfig
+from mie.recipes.clip.evaluate import EVAL_BATCH_SIZE, EvalSet
+from mie.tokenization.base import BaseTokenizer
+from mie.training import BaseTrainer
+from mie.training.config import OptimizerConfig, ScheduleConfig, TrainerConfig
+from mie.training.progress import ProgressBar
+from mie.training.tasks.itm import ITMTask, image_features, text_features
+
+logger = logging.getLogger(__name__)
+RERANKER_FILE = "reranker.safetensors"
+PAIR_BATCH = 1024
+
+
+def build_matcher(config: ClipConfig) -> ImageTextMatcher:
+    """A fresh ITM head over the dual encoder's token widths."""
+    model = config.model
+    return ImageTextMatcher(config.rerank.fusion, text_dim=model.text_width, image_dim=model.vision_width)
+
+
+def _loader(config: ClipConfig, dataset: Dataset, tokenizer: BaseTokenizer, batch_size: int) -> DataLoader:
+    """Shuffled batches with one random caption per image (the trainer reseeds the generator per epoch)."""
+    generator = torch.Generator().manual_seed(config.seed)
+    collate = functools.partial(collate_image_text, tokenizer=tokenizer, context_length=config.model.context_length,
+                                generator=generator)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator,
+                      collate_fn=collate)
+
+
+def train_reranker(run_dir: Path, config: ClipConfig, model: nn.Module, tokenizer: BaseTokenizer,
+                   device: torch.device, quiet: bool = False) -> tuple[ImageTextMatcher, dict[str, Any]]:
+    """Train the ITM head on ``config.data.train_split`` (the dual encoder ``model`` frozen); save it."""
+    cfg = config.rerank
+    dataset = build_dataset(config.data, config.data.train_split,
+                            transform=build_image_transform(config.model.image_size, train=False), cache_images=True)
+    torch.manual_seed(config.seed)
+    matcher = build_matcher(config)
+    task = ITMTask(matcher, model, negatives=cfg.negatives, temperature=cfg.temperature)
+    trainer_config = TrainerConfig(output_dir=str(run_dir / "reranker"), seed=config.seed, epochs=cfg.epochs,
+                                   max_minutes=cfg.max_minutes, log_every=10, device=config.device,
+                                   optimizer=OptimizerConfig(lr=cfg.lr, weight_decay=cfg.weight_decay),
+                                   schedule=ScheduleConfig(warmup_steps=20))
+    trainer = BaseTrainer(task, trainer_config, functools.partial(_loader, config, dataset, tokenizer),
+                          callbacks=[ProgressBar(quiet=quiet)], device=device, batch_size=cfg.batch_size)
+    logger.info("training the re-ranker (%s fusion, %d layers, %s parameters) on %d images",
+                cfg.fusion.type, cfg.fusion.layers, f"{sum(p.numel() for p in matcher.parameters()):,}", len(dataset))
+    start = time.monotonic()
+    trainer.fit()
+    last = trainer.last_step_metrics
+    summary = {"steps": trainer.global_step, "wall_time_s": round(time.monotonic() - start, 1),
+               "final train loss": last.get("train/loss"), "final train accuracy": last.get("train/accuracy")}
+    matcher = matcher.eval()
+    save_weights(run_dir / "checkpoints" / RERANKER_FILE, matcher.state_dict(),
+                 {"fusion": dataclasses.asdict(cfg.fusion), "training": summary})
+    return matcher, summary
+
+
+def load_reranker(run_dir: Path, config: ClipConfig, device: torch.device) -> ImageTextMatcher | None:
+    """The run's trained ITM head, or None when the run has none."""
+    path = run_dir / "checkpoints" / RERANKER_FILE
+    if not path.is_file():
+        return None
+    matcher = build_matcher(config)
+    matcher.load_state_dict(load_weights(path)[0])
+    return matcher.to(device).eval()
+
+
+@torch.no_grad()
+def score_split(matcher: ImageTextMatcher, model: nn.Module, tokenizer: BaseTokenizer, evalset: EvalSet, k: int,
+                device: torch.device) -> dict[str, dict[str, float]]:
+    """Retrieval R@K of ``evalset`` from the dual encoder alone and after re-ranking its top ``k``."""
+    model.eval()
+    texts, owner = evalset.flat_captions
+    image_parts, text_parts, mask_parts, image_embeds, text_embeds = [], [], [], [], []
+    ctx = model.config.context_length
+    for start in range(0, len(texts), EVAL_BATCH_SIZE):
+        tokens, mask, embeds = text_features(model, tokenizer(texts[start:start + EVAL_BATCH_SIZE], ctx).to(device))
+        pad = ctx - tokens.shape[1]  # every chunk padded to the context length, so chunks concatenate
+        text_parts.append(F.pad(tokens, (0, 0, 0, pad)).cpu())
+        mask_parts.append(F.pad(mask, (0, pad), value=True).cpu())
+        text_embeds.append(embeds.cpu())
+    for start in range(0, len(evalset.images), EVAL_BATCH_SIZE):
+        tokens, embeds = image_features(model, evalset.images[start:start + EVAL_BATCH_SIZE].to(device))
+        image_parts.append(tokens.cpu())
+        image_embeds.append(embeds.cpu())
+    image_tokens, text_tokens, text_mask = torch.cat(image_parts), torch.cat(text_parts), torch.cat(mask_parts)
+    image_embeds_all, text_embeds_all = torch.cat(image_embeds), torch.cat(text_embeds)
+
+    def score_pairs(image_index: torch.Tensor, text_index: torch.Tensor) -> torch.Tensor:
+        out = []
+        for i in range(0, len(image_index), PAIR_BATCH):
+            img, txt = image_index[i:i + PAIR_BATCH], text_index[i:i + PAIR_BATCH]
+            out.append(matcher(text_tokens[txt].to(device), image_tokens[img].to(device),
+                               text_mask[txt].to(device)).float().cpu())
+        return torch.cat(out)
+
+    without = retrieval_metrics(image_embeds_all, text_embeds_all, owner)
+    with_rerank = rerank_retrieval(image_embeds_all @ text_embeds_all.T, owner, k, score_pairs)
+    return {"without": {key: without[key] for key in with_rerank}, "with": with_rerank}
+
+
+def rerank_and_report(run_dir: Path, config: ClipConfig, model: nn.Module, tokenizer: BaseTokenizer,
+                      evalsets: list[EvalSet], device: torch.device) -> dict[str, Any]:
+    """Train the re-ranker, score every test split with and without it, add both to the report."""
+    matcher, training = train_reranker(run_dir, config, model, tokenizer, device)
+    results = {e.name: score_split(matcher, model, tokenizer, e, config.rerank.k, device) for e in evalsets}
+    add_to_report(run_dir, config, results, training)
+    return results
+
+
+def format_rerank_table(results: dict[str, Any], k: int) -> list[str]:
+    """Markdown rows: per split, R@1 / R@5 both ways and mean R@1, without and with re-ranking (in %)."""
+    lines = ["| split | re-ranked | i2t R@1 | i2t R@5 | t2i R@1 | t2i R@5 | mean R@1 |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for split, both in results.items():
+        for label, key in (("no", "without"), (f"top-{k}", "with")):
+            m = both[key]
+            cells = [f"{100 * m[name]:.2f}" if name in m else "-"
+                     for name in ("i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5", "mean_R@1")]
+            lines.append(f"| {split} | {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def add_to_report(run_dir: Path, config: ClipConfig, results: dict[str, Any], training: dict[str, Any]) -> None:
+    """Add ``rerank`` to ``results.json`` and a section to ``report.md`` (before its last line)."""
+    saved = load_results(run_dir)
+    saved["rerank"] = {"k": config.rerank.k, "fusion": dataclasses.asdict(config.rerank.fusion),
+                       "negatives": config.rerank.negatives, "training": training, "results": results}
+    save_json_atomic(run_dir / RESULTS_FILE, saved)
+    fusion = config.rerank.fusion
+    section = ["## Re-ranking with an image-text matching head", "",
+               f"A {fusion.type} fusion ({fusion.layers} layers, width {fusion.dim}) with an ITM head, trained "
+               f"{training['steps']} steps ({training['wall_time_s']} s) on {config.rerank.negatives} hard negatives "
+               f"of the frozen dual encoder, re-orders each query's top {config.rerank.k}. Recall in %.", "",
+               *format_rerank_table(results, config.rerank.k), ""]
+    report = run_dir / REPORT_FILE
+    lines = report.read_text(encoding="utf-8").rstrip("\n").split("\n")
+    atomic_write_text(report, "\n".join(lines[:-1] + section + lines[-1:]) + "\n")

@@ -1,0 +1,97 @@
+"""``ITMTask``: an image–text matching head trained on hard negatives mined by a frozen dual encoder.
+
+As in ALBEF (Li et al., 2021): for each image of a batch one non-matching caption, and for each caption
+one non-matching image, is drawn from the dual encoder's similarity scores, either the hardest one
+(``negatives="hardest"``) or sampled with probability ``softmax(sim / temperature)`` over the
+non-matching ones (``"softmax"``). The matcher scores the ``B`` positives and ``2B`` negatives and
+learns with binary cross-entropy. Only the matcher trains; the dual encoder supplies token features::
+
+    task = ITMTask(ImageTextMatcher(FusionConfig(), 128, 128), dual_encoder, negatives="softmax")
+    task.training_forward({"images": x, "input_ids": ids, "match_ids": m})  # {"loss", "accuracy"}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mie.training.task import Task
+
+NEGATIVES = ("hardest", "softmax")
+
+
+def pick_negatives(sim: torch.Tensor, positive: torch.Tensor, mode: str = "softmax", temperature: float = 0.05,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """For each row of ``sim [Q, C]`` one column where ``positive`` is False: the highest-scoring
+    (``hardest``) or one sampled from the softmax of the scores over those columns. Returns ``[Q]``."""
+    if mode not in NEGATIVES:
+        raise ValueError(f"unknown negative mining {mode!r}; choose one of {', '.join(NEGATIVES)}")
+    if bool((positive.all(dim=1)).any()):
+        raise ValueError("a row has no negative column: every candidate matches it (use a larger batch)")
+    masked = sim.float().masked_fill(positive, float("-inf"))
+    if mode == "hardest":
+        return masked.argmax(dim=1)
+    return torch.multinomial((masked / temperature).softmax(dim=1), 1, generator=generator).squeeze(1)
+
+
+@torch.no_grad()
+def image_features(encoder: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ``DualEncoder``'s image tokens ``[B, N, width]`` and unit image embeddings ``[B, embed_dim]``."""
+    tokens = encoder.visual.forward_tokens(images)
+    pooled = tokens[:, 0] if encoder.visual.pool == "cls" else tokens.mean(dim=1)
+    return tokens, F.normalize(encoder.image_projection(pooled), dim=-1)
+
+
+@torch.no_grad()
+def text_features(encoder: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Text tokens ``[B, L', width]``, their padding mask (True = after end-of-text) and unit text
+    embeddings; columns after the batch's last end-of-text are dropped (``L' <= L``)."""
+    text = encoder.text
+    length = int(text.padding_mask(ids).logical_not().sum(dim=1).max())
+    ids = ids[:, :length]
+    tokens, mask = text.forward_tokens(ids), text.padding_mask(ids)
+    eot = mask.logical_not().sum(dim=1) - 1
+    embeds = F.normalize(encoder.text_projection(tokens[torch.arange(ids.shape[0]), eot]), dim=-1)
+    return tokens, mask, embeds
+
+
+class ITMTask(Task):
+    """Trains ``matcher`` (an ``ImageTextMatcher``) on positives and mined negatives; ``encoder`` stays frozen."""
+
+    def __init__(self, matcher: nn.Module, encoder: nn.Module, negatives: str = "softmax",
+                 temperature: float = 0.05) -> None:
+        super().__init__(matcher)
+        if negatives not in NEGATIVES:
+            raise ValueError(f"unknown negative mining {negatives!r}; choose one of {', '.join(NEGATIVES)}")
+        self.negatives, self.temperature = negatives, temperature
+        self.encoder = encoder.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> ITMTask:
+        """Train/eval mode for the matcher; the frozen encoder always stays in eval mode."""
+        super().train(mode)
+        self.encoder.eval()
+        return self
+
+    def training_forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """BCE over ``B`` positive and ``2B`` hard-negative pairs; accuracy at logit 0 (detached)."""
+        images, ids = batch["images"], batch["input_ids"]
+        size = images.shape[0]
+        match = batch.get("match_ids", torch.arange(size, device=images.device))
+        image_tokens, image_embeds = image_features(self.encoder, images)
+        text_tokens, text_mask, text_embeds = text_features(self.encoder, ids)
+        sim = image_embeds @ text_embeds.T  # (B images, B texts)
+        positive = match[:, None] == match[None, :]
+        with torch.no_grad():
+            neg_text = pick_negatives(sim, positive, self.negatives, self.temperature)  # a text per image
+            neg_image = pick_negatives(sim.T, positive.T, self.negatives, self.temperature)  # an image per text
+        rows = torch.arange(size, device=images.device)
+        image_index = torch.cat([rows, rows, neg_image])
+        text_index = torch.cat([rows, neg_text, rows])
+        logits = self.model(text_tokens[text_index], image_tokens[image_index], text_mask[text_index])
+        labels = torch.cat([torch.ones(size, device=logits.device), torch.zeros(2 * size, device=logits.device)])
+        loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
+        accuracy = ((logits.detach() > 0).float() == labels).float().mean()
+        return {"loss": loss, "accuracy": accuracy}
