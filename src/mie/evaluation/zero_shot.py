@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from mie.evaluation.classification import classification_metrics
 from mie.evaluation.retrieval import embed_batches
 
 DEFAULT_TEMPLATES = ("a {}", "a picture of a {}", "a {} on a background")
@@ -100,27 +101,4 @@ def zero_shot_classify(
     if normalize:
         images, classes = F.normalize(images, dim=-1), F.normalize(classes, dim=-1)
     scores = images @ classes.T  # [N, C]
-    pred = scores.argmax(dim=1)
-
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    confusion.index_put_((y, pred), torch.ones_like(y), accumulate=True)
-    support = confusion.sum(dim=1)
-    per_class = [float(confusion[c, c] / support[c]) if support[c] > 0 else None for c in range(num_classes)]
-    present = [a for a in per_class if a is not None]
-
-    out: dict[str, Any] = {
-        "accuracy": float((pred == y).double().mean()),
-        "balanced_accuracy": sum(present) / len(present),
-        "per_class_accuracy": per_class,
-        "confusion_matrix": confusion.tolist(),
-        "num_samples": int(y.numel()),
-        "num_classes": int(num_classes),
-    }
-    for k in ks:
-        if 1 < k <= num_classes:
-            # Stable sort: equal scores keep class-index order, consistent with argmax for k = 1.
-            topk = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
-            out[f"top{k}_accuracy"] = float((topk == y.unsqueeze(1)).any(dim=1).double().mean())
-    if classnames is not None:
-        out["classnames"] = list(classnames)
-    return out
+    return classification_metrics(scores, y, ks=ks, classnames=classnames)
