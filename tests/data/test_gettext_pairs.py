@@ -47,7 +47,7 @@ def write_mo(path: Path, messages: dict[str, str]) -> None:
     ("<b>Bold</b> and <i>italic</i> &amp; more", "Bold and italic & more"),
     ("_File", "File"), ("&Edit", "Edit"), ("Save _As…", "Save As…"),
     ("keep user_name and R&D", "keep user_name and R&D"),
-    ("100%% done", "100% done"),
+    ("100%% done", "100% done"), ("%b %d, %Y at %H:%M", "at:"),
     ("cannot stat ‘%s’", "cannot stat"), ("kann »%s« nicht öffnen", "kann nicht öffnen"),
     ("  spaced\n  out\t text ", "spaced out text"),
     ("(%d minutes left)", "(minutes left)"),

@@ -38,7 +38,7 @@ SOURCE_LANG = "en"
 DEFAULT_EXCLUDE = ("iso",)
 
 _PRINTF = re.compile(r"%(?:\d+\$)?(?:\([^)\s]{1,40}\))?[-+ #0']*(?:\d+|\*)?(?:\.(?:\d+|\*))?"
-                     r"(?:hh|h|ll|l|L|q|j|z|Z|t|I)?(?:<PRI\w+>|[diouxXeEfFgGaAcCsSpnm])")
+                     r"(?:hh|h|ll|l|L|q|j|z|Z|t|I)?(?:<PRI\w+>|[A-Za-z])")
 _BRACES = re.compile(r"\$?\{(?:\d*|[A-Za-z_][\w.\[\]]*)(?:![rsa])?(?::[^{}]*)?\}")
 _TAG = re.compile(r"</?[A-Za-z][\w:-]*(?:\s[^<>]*)?/?>")
 _ACCELERATOR = re.compile(r"(?<![\w&_])[_&](?=\w)")
