@@ -94,3 +94,6 @@ def test_clip_recipe_reports_r_at_1_with_and_without_reranking(tmp_path, capsys)
     assert set(rerank) == {"test", "test_heldout"} and {"without", "with"} == set(rerank["test"])
     assert "Re-ranking with an image-text matching head" in (tmp_path / "run" / "report.md").read_text()
     assert (tmp_path / "run" / "checkpoints" / "reranker.safetensors").is_file()
+    assert main(["eval", str(tmp_path / "run")]) == 0  # re-scores the re-ranker too, and agrees
+    out = capsys.readouterr().out
+    assert "re-ranked" in out and "reproduces the numbers" in out

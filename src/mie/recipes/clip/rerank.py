@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from mie.data import build_dataset, build_image_transform, collate_image_text
-from mie.evaluation.report import REPORT_FILE, RESULTS_FILE, load_results
+from mie.evaluation.report import REPORT_FILE, RESULTS_FILE, compare_results, load_results
 from mie.evaluation.rerank import rerank_retrieval
 from mie.evaluation.retrieval import retrieval_metrics
 from mie.io import load_weights
@@ -134,6 +134,22 @@ def rerank_and_report(run_dir: Path, config: ClipConfig, model: nn.Module, token
     results = {e.name: score_split(matcher, model, tokenizer, e, config.rerank.k, device) for e in evalsets}
     add_to_report(run_dir, config, results, training)
     return results
+
+
+def rescore(run_dir: Path, config: ClipConfig, model: nn.Module, tokenizer: BaseTokenizer, evalsets: list[EvalSet],
+            device: torch.device) -> dict[str, Any] | None:
+    """Re-score ``evalsets`` with the run's saved re-ranker (None when it has none); writes nothing."""
+    matcher = load_reranker(run_dir, config, device)
+    if matcher is None:
+        return None
+    return {e.name: score_split(matcher, model, tokenizer, e, config.rerank.k, device) for e in evalsets}
+
+
+def compare_rerank(run_dir: Path, results: dict[str, Any]) -> list[str]:
+    """Differences between re-scored re-ranking numbers and those ``results.json`` holds (its splits only)."""
+    saved = ((load_results(run_dir).get("rerank") or {}).get("results")) or {}
+    return compare_results({s: saved[s] for s in results if s in saved},
+                           {s: r for s, r in results.items() if s in saved}, atol=1e-6)
 
 
 def format_rerank_table(results: dict[str, Any], k: int) -> list[str]:

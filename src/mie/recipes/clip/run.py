@@ -129,7 +129,14 @@ def evaluate(run_dir: str | Path, splits: Sequence[str] | None = None, *, checkp
             f"nothing to compare: results.json scores the run's own data, not {data}"])
     else:
         comparison = compare_with_saved(run_dir, results, checkpoint=weights.name)
-    return RunResult(run_dir, results, zero_shot, weights), comparison
+    reranked = None
+    if config.rerank.enabled:
+        from mie.recipes.clip.rerank import compare_rerank, rescore
+
+        reranked = rescore(run_dir, config, model, tokenizer, evalsets, device)
+        if reranked is not None and data is None and comparison.source is not None:
+            comparison.differences += compare_rerank(run_dir, reranked)
+    return RunResult(run_dir, results, zero_shot, weights, reranked), comparison
 
 
 def print_results(result: RunResult, echo: Callable[[str], Any] = print) -> None:
