@@ -22,7 +22,8 @@ class RerankConfig:
 
     RULES: ClassVar[dict[str, Rule]] = {"k": POSITIVE, "epochs": POSITIVE, "batch_size": POSITIVE, "lr": POSITIVE,
                                         "negatives": one_of("softmax", "hardest"), "temperature": POSITIVE,
-                                        "max_minutes": NON_NEGATIVE, "weight_decay": FRACTION}
+                                        "max_minutes": NON_NEGATIVE, "weight_decay": FRACTION,
+                                        "sim_weight": NON_NEGATIVE}
 
     enabled: bool = False
     k: int = 10  # candidates re-ranked per query
@@ -34,6 +35,7 @@ class RerankConfig:
     negatives: str = "softmax"  # softmax: sampled from softmax(sim / temperature); hardest: the top one
     temperature: float = 0.05
     max_minutes: float = 0.0  # 0 = no budget for the re-ranker's training
+    sim_weight: float = 1.0  # ranking score = ITM logit + sim_weight x cosine similarity (BLIP); 0 = ITM alone
 
 
 @dataclass

@@ -95,8 +95,9 @@ def load_reranker(run_dir: Path, config: ClipConfig, device: torch.device) -> Im
 
 @torch.no_grad()
 def score_split(matcher: ImageTextMatcher, model: nn.Module, tokenizer: BaseTokenizer, evalset: EvalSet, k: int,
-                device: torch.device) -> dict[str, dict[str, float]]:
-    """Retrieval R@K of ``evalset`` from the dual encoder alone and after re-ranking its top ``k``."""
+                device: torch.device, sim_weight: float = 1.0) -> dict[str, dict[str, float]]:
+    """Retrieval R@K of ``evalset`` from the dual encoder alone and after re-ranking its top ``k`` by
+    ITM logit + ``sim_weight`` x cosine similarity."""
     model.eval()
     texts, owner = evalset.flat_captions
     image_parts, text_parts, mask_parts, image_embeds, text_embeds = [], [], [], [], []
@@ -114,16 +115,21 @@ def score_split(matcher: ImageTextMatcher, model: nn.Module, tokenizer: BaseToke
     image_tokens, text_tokens, text_mask = torch.cat(image_parts), torch.cat(text_parts), torch.cat(mask_parts)
     image_embeds_all, text_embeds_all = torch.cat(image_embeds), torch.cat(text_embeds)
 
+    sim = image_embeds_all @ text_embeds_all.T
+
     def score_pairs(image_index: torch.Tensor, text_index: torch.Tensor) -> torch.Tensor:
         out = []
         for i in range(0, len(image_index), PAIR_BATCH):
             img, txt = image_index[i:i + PAIR_BATCH], text_index[i:i + PAIR_BATCH]
-            out.append(matcher(text_tokens[txt].to(device), image_tokens[img].to(device),
-                               text_mask[txt].to(device)).float().cpu())
-        return torch.cat(out)
+            mask = text_mask[txt]
+            length = int(mask.logical_not().sum(dim=1).max())  # no column that is padding in every row
+            out.append(matcher(text_tokens[txt, :length].to(device), image_tokens[img].to(device),
+                               mask[:, :length].to(device)).float().cpu())
+        # As BLIP ranks: the match logit plus (sim_weight x) the dual encoder's cosine similarity.
+        return torch.cat(out) + sim_weight * sim[image_index, text_index]
 
     without = retrieval_metrics(image_embeds_all, text_embeds_all, owner)
-    with_rerank = rerank_retrieval(image_embeds_all @ text_embeds_all.T, owner, k, score_pairs)
+    with_rerank = rerank_retrieval(sim, owner, k, score_pairs)
     return {"without": {key: without[key] for key in with_rerank}, "with": with_rerank}
 
 
@@ -131,7 +137,7 @@ def rerank_and_report(run_dir: Path, config: ClipConfig, model: nn.Module, token
                       evalsets: list[EvalSet], device: torch.device) -> dict[str, Any]:
     """Train the re-ranker, score every test split with and without it, add both to the report."""
     matcher, training = train_reranker(run_dir, config, model, tokenizer, device)
-    results = {e.name: score_split(matcher, model, tokenizer, e, config.rerank.k, device) for e in evalsets}
+    results = {e.name: score_split(matcher, model, tokenizer, e, config.rerank.k, device, config.rerank.sim_weight) for e in evalsets}
     add_to_report(run_dir, config, results, training)
     return results
 
@@ -142,7 +148,7 @@ def rescore(run_dir: Path, config: ClipConfig, model: nn.Module, tokenizer: Base
     matcher = load_reranker(run_dir, config, device)
     if matcher is None:
         return None
-    return {e.name: score_split(matcher, model, tokenizer, e, config.rerank.k, device) for e in evalsets}
+    return {e.name: score_split(matcher, model, tokenizer, e, config.rerank.k, device, config.rerank.sim_weight) for e in evalsets}
 
 
 def compare_rerank(run_dir: Path, results: dict[str, Any]) -> list[str]:
