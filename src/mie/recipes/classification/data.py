@@ -57,8 +57,7 @@ def _image_folder(config: ClassificationRecipeConfig, split: str) -> LabelledIma
             raise DataError(f"has a train/ folder but no {split}/ folder", where=root,
                             fix=f"add {split_root} or remove {split!r} from data.test_splits")
         split_root = root / "train"  # no val/ folder: carve val out of train below
-    folder = ImageFolderDataset(split_root if presplit else root, transform=Compose([Resize(size), CenterCrop(size)]))
-    decoded = [item for item in (folder[i] for i in range(len(folder))) if item is not None]  # skips unreadable
+    decoded, classes = _decode_folder(str(split_root if presplit else root), size)
     carve = not presplit or (split in ("train", "val") and not (root / "val").is_dir())
     test_fraction = 0.0 if presplit else data.test_fraction  # a train/ folder: val alone is carved from it
     pick = _split_rows(len(decoded), split, data, test_fraction) if carve else list(range(len(decoded)))
@@ -66,7 +65,16 @@ def _image_folder(config: ClassificationRecipeConfig, split: str) -> LabelledIma
         raise DataError(f"split {split!r} has no readable image", where=split_root)
     images = np.stack([np.asarray(decoded[i][0]) for i in pick])
     labels = torch.tensor([decoded[i][1] for i in pick], dtype=torch.long)
-    return LabelledImages(split, _to_channels(images, config.model.in_channels), labels, list(folder.classes))
+    return LabelledImages(split, _to_channels(images, config.model.in_channels), labels, list(classes))
+
+
+@functools.lru_cache(maxsize=2)
+def _decode_folder(root: str, size: int) -> tuple[list[tuple[np.ndarray, int]], tuple[str, ...]]:
+    """Every readable image of an ImageFolder, resized and centre-cropped to ``size``, with its class;
+    decoded once per process (a folder's train, val and test splits share the decode)."""
+    folder = ImageFolderDataset(root, transform=Compose([Resize(size), CenterCrop(size)]))
+    items = (folder[i] for i in range(len(folder)))
+    return [(np.asarray(image), label) for image, label in filter(None, items)], tuple(folder.classes)
 
 
 def _split_rows(n: int, split: str, data: ClassificationDataConfig, test_fraction: float) -> list[int]:
