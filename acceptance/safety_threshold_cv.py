@@ -4,8 +4,10 @@ examples only (the evaluation set in benchmarks/data is never read here).
 For each fold the encoder is tuned afresh (LoRA + heads, as ``EmbeddingMethod.train``) on four fifths and
 scored on the fifth. The pooled out-of-fold probabilities give recall and false-positive rates at each
 threshold, for the embeddings alone and for what ships: rules + embeddings combined by ``CombineRule``
-(the rules are fixed, so they need no folds). The chosen threshold is the lowest whose combined
-look-alike false-positive rate is <= --max-fpr. About 5 to 10 minutes on 2 CPU cores.
+(the rules are fixed, so they need no folds). Printed: the lowest single threshold whose combined
+look-alike false-positive rate is <= --max-fpr, and one threshold per principle within the same rate
+(``choose_thresholds``): those ship as ``mie.safety.embeddings.THRESHOLDS``. About 10 minutes on 2 idle
+CPU cores (``--load`` re-reads saved probabilities instead).
 
     python acceptance/safety_threshold_cv.py [--folds 5] [--max-fpr 0.03] [--epochs 4] [--save probs.pt]
 """
@@ -23,12 +25,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from mie.pretrained import load_sentence_encoder  # noqa: E402
-from mie.safety.embeddings import SCALE, TuneSettings, calibrate, load_examples, targets_for, tune  # noqa: E402
+from mie.safety.embeddings import (  # noqa: E402
+    SCALE,
+    TuneSettings,
+    calibrate,
+    choose_thresholds,
+    load_examples,
+    targets_for,
+    tune,
+)
 from mie.safety.evaluator import CombineRule  # noqa: E402
 from mie.safety.rules import RuleMethod  # noqa: E402
 from mie.safety.types import DEFAULT_PRINCIPLES, PrincipleVerdict  # noqa: E402
 
-THRESHOLDS = [0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.875, 0.9, 0.925, 0.95, 0.96, 0.97, 0.98, 0.99]
+THRESHOLDS = [0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.875, 0.9, 0.925, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995]
 
 
 def out_of_fold(examples: list[dict], folds: int, settings: TuneSettings) -> torch.Tensor:
@@ -48,14 +58,11 @@ def out_of_fold(examples: list[dict], folds: int, settings: TuneSettings) -> tor
 
 
 def combined_flags(probs: torch.Tensor, rules: list[dict[str, PrincipleVerdict]], threshold: float) -> torch.Tensor:
-    """``[N]`` whether rules + embeddings (at ``threshold``) flag any principle, as the evaluator would."""
+    """``[N, P]`` whether rules + embeddings (at ``threshold``) flag each principle, as the evaluator would."""
     rule = CombineRule()
-    flags = []
-    for n, verdicts in enumerate(rules):
-        flags.append(any(rule.combine(p, {"rules": verdicts[p], "embeddings": PrincipleVerdict(
-            p, False, calibrate(float(probs[n, j]), threshold), ["probability"], "embeddings")}).flagged
-            for j, p in enumerate(DEFAULT_PRINCIPLES)))
-    return torch.tensor(flags)
+    return torch.tensor([[rule.combine(p, {"rules": verdicts[p], "embeddings": PrincipleVerdict(
+        p, False, calibrate(float(probs[n, j]), threshold), ["probability"], "embeddings")}).flagged
+        for j, p in enumerate(DEFAULT_PRINCIPLES)] for n, verdicts in enumerate(rules)])
 
 
 def rates(flagged: torch.Tensor, harmful: torch.Tensor, lookalike: torch.Tensor) -> tuple[float, float, float]:
@@ -85,16 +92,23 @@ def main() -> None:
     rules = RuleMethod().score_batch([e["text"] for e in examples])
     alone = rates(torch.tensor([any(v.flagged for v in r.values()) for r in rules]), harmful, lookalike)
     print(f"rules alone: recall {alone[0]:.3f}, FPR {alone[1]:.3f}, look-alike FPR {alone[2]:.3f}")
-    chosen = None
+    chosen, per_threshold = None, []
     print("| threshold | embeddings recall | look-alike FPR | combined recall | FPR | look-alike FPR |\n"
           "| --- | --- | --- | --- | --- | --- |")
     for threshold in THRESHOLDS:
         alone = rates((probs >= threshold).any(1), harmful, lookalike)
-        both = rates(combined_flags(probs, rules, threshold), harmful, lookalike)
+        per_threshold.append(combined_flags(probs, rules, threshold))
+        both = rates(per_threshold[-1].any(1), harmful, lookalike)
         print(f"| {threshold:.3f} | {alone[0]:.3f} | {alone[2]:.3f} | {both[0]:.3f} | {both[1]:.3f} | {both[2]:.3f} |")
         if chosen is None and both[2] <= args.max_fpr:
             chosen = threshold
     print(f"lowest threshold with combined look-alike FPR <= {args.max_fpr}: {chosen}")
+    flags = torch.stack(per_threshold)  # [T, N, P]
+    picked = choose_thresholds(flags, THRESHOLDS, harmful, lookalike, args.max_fpr)
+    index = [THRESHOLDS.index(t) for t in picked]
+    both = rates(torch.stack([flags[t, :, p] for p, t in enumerate(index)], 1).any(1), harmful, lookalike)
+    print(f"per-principle thresholds {dict(zip(DEFAULT_PRINCIPLES, picked, strict=True))}: combined recall "
+          f"{both[0]:.3f}, FPR {both[1]:.3f}, look-alike FPR {both[2]:.3f}")
 
 
 if __name__ == "__main__":

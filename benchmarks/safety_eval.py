@@ -126,9 +126,9 @@ def main() -> None:
     print("\n".join(lines))
     lines = [header]
     if have_encoder:  # the trade-off the shipped threshold (chosen by cross-validation on training data) sits on
-        print("\nrules + embeddings at other embedding thresholds (the shipped one: "
-              f"{embeddings.methods[0].threshold:g}):\n| threshold | recall | FPR | look-alike FPR |\n| --- | --- | --- | --- |")
         shipped = embeddings.methods[0].threshold
+        print("\nrules + embeddings at one embedding threshold for every principle (the shipped ones: "
+              f"{shipped}):\n| threshold | recall | FPR | look-alike FPR |\n| --- | --- | --- | --- |")
         for threshold in (0.5, 0.7, 0.8, 0.85, 0.9, 0.95):
             embeddings.methods[0].threshold = threshold
             m = metrics(items, combined.evaluate_batch(texts))

@@ -14,7 +14,15 @@ from mie.models.bert import BertConfig, BertEncoder
 from mie.models.lora import LoRALinear
 from mie.pretrained.sentence import SentenceEncoder
 from mie.safety import embeddings
-from mie.safety.embeddings import EmbeddingMethod, TuneSettings, calibrate, load_examples, targets_for
+from mie.safety.embeddings import (
+    THRESHOLDS,
+    EmbeddingMethod,
+    TuneSettings,
+    calibrate,
+    choose_thresholds,
+    load_examples,
+    targets_for,
+)
 from mie.tokenization.wordpiece import WordPieceTokenizer
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "how", "do", "i", "make", "a", "bomb", "bake", "bread",
@@ -80,3 +88,30 @@ def test_packaged_examples_load_and_bad_lines_are_one_error(tmp_path):
     bad.write_text('{"text": "x", "label": "maybe"}\n')
     with pytest.raises(DataError, match=r"bad.jsonl:1: is not a labelled example"):
         load_examples(bad)
+
+
+def test_each_principle_flags_at_its_own_threshold():
+    method = EmbeddingMethod.train(tiny_encoder(), examples(), ["harm_prevention", "privacy"], SETTINGS)
+    assert method.threshold == THRESHOLDS  # the cross-validated ones by default
+    probs, _ = method.probabilities(["make a bomb"])
+    harm, privacy = float(probs[0, 0]), float(probs[0, 1])
+    method.threshold = {"harm_prevention": harm + (1 - harm) / 2, "privacy": privacy / 2}
+    verdicts = method.score_batch(["make a bomb"])[0]
+    assert not verdicts["harm_prevention"].flagged and verdicts["privacy"].flagged
+    assert verdicts["privacy"].score == pytest.approx(calibrate(privacy, privacy / 2))
+    assert f"flags at {privacy / 2:g}" in verdicts["privacy"].reasons[0]
+    method.threshold = 0.0  # one number: every principle
+    assert all(v.flagged for v in method.score_batch(["make a bomb"])[0].values())
+
+
+def test_thresholds_are_lowered_where_recall_is_cheapest():
+    # 6 texts: 3 harmful (0-2), 3 look-alikes (3-5); two principles, grid [0.5, 0.9].
+    harmful = torch.tensor([1, 1, 1, 0, 0, 0], dtype=torch.bool)
+    lookalike = ~harmful
+    flags = torch.zeros(2, 6, 2, dtype=torch.bool)
+    flags[1, 0, 0] = True                          # at 0.9 principle 0 catches text 0
+    flags[0, [0, 1], 0] = True                     # at 0.5 it catches 0 and 1, no look-alike
+    flags[0, [2, 3, 4], 1] = True                  # principle 1 at 0.5: text 2 but two look-alikes
+    assert choose_thresholds(flags, [0.5, 0.9], harmful, lookalike, max_fpr=0.0) == [0.5, 0.9]
+    assert choose_thresholds(flags, [0.5, 0.9], harmful, lookalike, max_fpr=0.7) == [0.5, 0.5]
+

@@ -5,7 +5,7 @@ A linear probe on frozen embeddings separates "how do I kill a process" from "ho
 neighbour" poorly (on a held-out fifth of the training examples it flags ~25 % of benign look-alikes
 at 95 % recall). So the encoder is tuned: LoRA adapters (rank 16) on every linear layer of the six
 BERT layers plus a 5-way head on the pooled embedding, trained with one-vs-rest binary cross-entropy
-(positives weighted by sqrt(negatives / positives)) for 4 epochs — 1 to 2 minutes on 2 idle CPU cores, once.
+(positives weighted by sqrt(negatives / positives)) for 4 epochs — 2 to 3 minutes on 2 idle CPU cores, once.
 The adapters are then merged into the weights, so scoring costs what the plain encoder costs.
 
 Only the adapters, the head and the harmful examples' embeddings (for reasons) are cached, as
@@ -14,9 +14,11 @@ safetensors keyed by a hash of the examples and the training settings::
     method = EmbeddingMethod.load()                       # needs `make pretrained`; trains once, then cached
     method.score_batch(["how do I poison a dog"])[0]["harm_prevention"].score   # ~0.99
 
-``threshold`` 0.95 is the lowest whose out-of-fold look-alike false-positive rate is <= 3 % in 5-fold
-cross-validation on the training examples (``acceptance/safety_threshold_cv.py``: recall 0.60, look-alike
-FPR 0.023 there); the margin below the 5 % goal allows for texts unlike the training examples.
+``threshold`` is one flag probability per principle (``THRESHOLDS``), chosen by 5-fold cross-validation
+on the training examples (``acceptance/safety_threshold_cv.py``, :func:`choose_thresholds`): out of fold,
+rules + embeddings combined then flag 72.8 % of the harmful examples at a 3.0 % false-positive rate on
+the benign look-alikes (one threshold for all, 0.98, gives 64.0 % there). The margin below the 5 % goal
+allows for texts unlike the training examples. A number instead of the dict applies to every principle.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ from mie.safety.types import DEFAULT_PRINCIPLES, PrincipleVerdict
 
 log = logging.getLogger(__name__)
 SCALE = 10.0  # pooled embeddings have norm 1; the head sees them x10 so its logits can reach +-10
+THRESHOLD = 0.95  # flag probability for a principle without a cross-validated threshold of its own
+# Per-principle flag probabilities chosen by 5-fold cross-validation (acceptance/safety_threshold_cv.py).
+THRESHOLDS = {"harm_prevention": 0.99, "truthfulness": 0.9, "fairness": 0.5, "autonomy_respect": 0.9,
+              "privacy": 0.9}
 
 
 @dataclass(frozen=True)
@@ -117,9 +123,11 @@ class EmbeddingMethod:
     name = "embeddings"
 
     def __init__(self, encoder: Any, head: torch.nn.Linear, principles: Sequence[str],
-                 exemplars: dict[str, tuple[list[str], torch.Tensor]] | None = None, threshold: float = 0.95) -> None:
+                 exemplars: dict[str, tuple[list[str], torch.Tensor]] | None = None,
+                 threshold: float | dict[str, float] | None = None) -> None:
         self.encoder, self.head = encoder, head
-        self.principles, self.threshold = list(principles), threshold
+        self.principles = list(principles)
+        self.threshold = dict(THRESHOLDS) if threshold is None else threshold  # one for all, or per principle
         self.exemplars = exemplars or {}  # principle -> (harmful texts, their embeddings), for reasons
 
     @classmethod
@@ -147,7 +155,7 @@ class EmbeddingMethod:
             except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
                 log.warning("rebuilding the safety classifier cache %s (%s)", path, exc)
                 encoder = load_sentence_encoder("all-minilm-l6-v2")
-        log.info("tuning the safety classifier on %d labelled examples (once; 1 to 2 minutes on 2 idle cores)", len(examples))
+        log.info("tuning the safety classifier on %d labelled examples (once; 2 to 3 minutes on 2 idle cores)", len(examples))
         start = time.monotonic()
         head = tune(encoder, examples, principles, settings)
         state = {f"lora.{k}": v.detach().clone() for k, v in lora_parameters(encoder.model).items()}
@@ -195,17 +203,23 @@ class EmbeddingMethod:
         for i in range(len(texts)):
             verdicts = {}
             for j, principle in enumerate(self.principles):
-                prob = float(probs[i, j])
-                score = calibrate(prob, self.threshold)
-                reasons = [f"classifier probability {prob:.2f} (flags at {self.threshold:g})"]
+                prob, threshold = float(probs[i, j]), self.threshold_of(principle)
+                score = calibrate(prob, threshold)
+                reasons = [f"classifier probability {prob:.3f} (flags at {threshold:g})"]
                 if principle in self.exemplars and score >= 0.5:
                     names, emb = self.exemplars[principle]
                     sims = emb @ features[i]
                     k = int(sims.argmax())
                     reasons.append(f"nearest {principle} example ({float(sims[k]):.2f}): {names[k][:80]!r}")
-                verdicts[principle] = PrincipleVerdict(principle, prob >= self.threshold, score, reasons, self.name)
+                verdicts[principle] = PrincipleVerdict(principle, prob >= threshold, score, reasons, self.name)
             out.append(verdicts)
         return out
+
+    def threshold_of(self, principle: str) -> float:
+        """The probability from which ``principle`` is flagged (``THRESHOLD`` for a principle not in a dict)."""
+        if isinstance(self.threshold, dict):
+            return self.threshold.get(principle, THRESHOLD)
+        return self.threshold
 
 
 def calibrate(prob: float, threshold: float) -> float:
@@ -214,6 +228,37 @@ def calibrate(prob: float, threshold: float) -> float:
     if prob < threshold:
         return 0.5 * prob / threshold
     return 0.5 + 0.5 * (prob - threshold) / max(1e-9, 1.0 - threshold)
+
+
+def choose_thresholds(flags: torch.Tensor, grid: Sequence[float], harmful: torch.Tensor, lookalike: torch.Tensor,
+                      max_fpr: float) -> list[float]:
+    """Per principle, a threshold from ``grid`` (ascending) with high recall at look-alike FPR <= ``max_fpr``.
+
+    ``flags[t, n, p]``: whether example ``n`` is flagged under principle ``p`` at threshold ``grid[t]``
+    (out of fold); a text is flagged when any principle is. Greedy: every principle starts at the top of
+    the grid; then, while some lowering gains recall within ``max_fpr``, the lowering of one principle
+    with the most harmful texts gained per look-alike newly flagged (plus one) is taken.
+
+        choose_thresholds(flags, [0.5, 0.9], harmful, lookalike, 0.03)   # e.g. [0.9, 0.5, 0.9, 0.5, 0.9]
+    """
+    at = [len(grid) - 1] * flags.shape[2]
+
+    def counts(steps: list[int]) -> tuple[int, int]:
+        flagged = torch.stack([flags[t, :, p] for p, t in enumerate(steps)], 1).any(1)
+        return int((flagged & harmful).sum()), int((flagged & lookalike).sum())
+
+    hits, false = counts(at)
+    budget = max_fpr * int(lookalike.sum())
+    while True:
+        best = None  # (gain per false positive, hits, false, principle, step)
+        for p in range(len(at)):
+            for t in range(at[p]):
+                h, f = counts(at[:p] + [t] + at[p + 1:])
+                if h > hits and f <= budget and (best is None or (h - hits) / (f - false + 1) > best[0]):
+                    best = ((h - hits) / (f - false + 1), h, f, p, t)
+        if best is None:
+            return [grid[t] for t in at]
+        _, hits, false, p, at[p] = best
 
 
 def _harmful_texts(examples: Sequence[dict[str, Any]], principles: Sequence[str]) -> dict[str, list[str]]:
