@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mie.errors import ConfigError
+from mie.safety.methods import METHOD_NAMES
 from mie.safety.types import Evaluation, PrincipleVerdict, SafetyMethod
-
-METHOD_NAMES = ("rules", "embeddings", "judge")
 
 
 @dataclass
