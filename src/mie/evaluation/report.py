@@ -130,13 +130,18 @@ class ReportComparison:
 
 
 def compare_with_saved(run_dir: str | os.PathLike[str], results: Mapping[str, Mapping[str, Any]],
-                       checkpoint: str | None = None, atol: float = 1e-6) -> ReportComparison:
-    """Compare ``results`` (split -> retrieval metrics) with ``RUN_DIR/results.json``, split by split.
+                       checkpoint: str | None = None, atol: float = 1e-6, section: str = "retrieval",
+                       data: Any = None) -> ReportComparison:
+    """Compare ``results`` (split -> metrics) with the ``section`` of ``RUN_DIR/results.json``, split by split.
 
-    Only the splits the file holds are compared; a split it lacks, a missing file, or a file that
-    scored another checkpoint (its ``extra["evaluated checkpoint"]`` is not ``checkpoint``) gives a
-    ``nothing to compare`` line instead of a difference.
+    Only the splits the file holds are compared; a split it lacks, a missing file, a file that scored
+    another checkpoint (its ``extra["evaluated checkpoint"]`` is not ``checkpoint``), or results of other
+    ``data`` than the run's own give a ``nothing to compare`` line instead of a difference. Every
+    recipe's ``mie eval`` compares through this one function.
     """
+    if data is not None:
+        return ReportComparison(nothing_to_compare=[f"nothing to compare: {RESULTS_FILE} scores the run's own "
+                                                    f"data, not {data}"])
     path = Path(run_dir) / RESULTS_FILE
     if not path.is_file():
         return ReportComparison(nothing_to_compare=[f"nothing to compare: {path} does not exist (the run has "
@@ -146,12 +151,12 @@ def compare_with_saved(run_dir: str | os.PathLike[str], results: Mapping[str, Ma
     if checkpoint is not None and scored is not None and scored != checkpoint:
         return ReportComparison(nothing_to_compare=[f"nothing to compare: {RESULTS_FILE} scores {scored}, "
                                                     f"not {checkpoint}"])
-    retrieval = saved.get("retrieval") or {}
+    stored = saved.get(section) or {}
     comparison = ReportComparison(source=path)
     for split, metrics in results.items():
-        if split in retrieval:
+        if split in stored:
             comparison.compared.append(split)
-            comparison.differences += compare_results({split: retrieval[split]}, {split: metrics}, atol)
+            comparison.differences += compare_results({split: stored[split]}, {split: metrics}, atol)
         else:
             comparison.nothing_to_compare.append(f"nothing to compare: {RESULTS_FILE} has no {split!r} split")
     return comparison

@@ -17,7 +17,7 @@ from torch import nn
 from mie.config import load_config
 from mie.data.lm_text import LMText, build_lm_text, lm_val_loader, resolve_text_files
 from mie.errors import ConfigError
-from mie.evaluation.report import RESULTS_FILE, ReportComparison, compare_results, jsonable, load_results
+from mie.evaluation.report import RESULTS_FILE, ReportComparison, compare_with_saved, jsonable
 from mie.io.atomic import atomic_write_text
 from mie.io.cache import save_json_atomic
 from mie.models.causal_lm import CausalLM
@@ -165,19 +165,8 @@ def evaluate(run_dir: str | Path, splits: Sequence[str] | None = None, *, checkp
     model, weights = load_model(run_dir, config, checkpoint, device)
     result = LMRunResult(run_dir, {SPLIT: score(model, load_lm_text(config, tokenizer), config.data.batch_size,
                                                 device)}, [], weights)
-    if data is not None:
-        return result, ReportComparison(nothing_to_compare=[f"nothing to compare: results.json scores the run's "
-                                                            f"own text, not {data}"])
-    if not (run_dir / RESULTS_FILE).is_file():
-        return result, ReportComparison(nothing_to_compare=[f"nothing to compare: {run_dir / RESULTS_FILE} "
-                                                            "does not exist"])
-    saved = load_results(run_dir)
-    if (saved.get("extra") or {}).get("evaluated checkpoint") != weights.name:
-        return result, ReportComparison(nothing_to_compare=[f"nothing to compare: {RESULTS_FILE} scores another "
-                                                            "checkpoint"])
-    comparison = ReportComparison(source=run_dir / RESULTS_FILE, compared=[SPLIT])
-    comparison.differences = compare_results(saved.get("language_model") or {}, result.results, atol=1e-4)
-    return result, comparison
+    return result, compare_with_saved(run_dir, result.results, weights.name, atol=1e-4, section="language_model",
+                                      data=data)
 
 
 def print_results(result: LMRunResult, echo: Callable[[str], Any] = print) -> None:

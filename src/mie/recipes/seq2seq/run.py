@@ -16,7 +16,7 @@ import torch
 
 from mie.config import load_config
 from mie.errors import ConfigError
-from mie.evaluation.report import RESULTS_FILE, ReportComparison, compare_results, jsonable, load_results
+from mie.evaluation.report import RESULTS_FILE, ReportComparison, compare_with_saved, jsonable
 from mie.evaluation.translation import WordDictionary, translation_scores
 from mie.io.atomic import atomic_write_text
 from mie.io.cache import save_json_atomic
@@ -164,24 +164,8 @@ def evaluate(run_dir: str | Path, splits: Sequence[str] | None = None, *, checkp
         config.data.path, config.data.build = str(data), ""
     tokenizer = load_any_tokenizer(run_dir / TOKENIZER_FILE)
     result = _score(run_dir, config, tokenizer, checkpoint, splits, resolve_device(config.device))
-    if data is not None:
-        return result, ReportComparison(nothing_to_compare=[f"nothing to compare: {RESULTS_FILE} scores the run's "
-                                                            f"own corpus, not {data}"])
-    if not (run_dir / RESULTS_FILE).is_file():
-        return result, ReportComparison(nothing_to_compare=[f"nothing to compare: {run_dir / RESULTS_FILE} "
-                                                            "does not exist"])
-    saved = load_results(run_dir)
-    if (saved.get("extra") or {}).get("evaluated checkpoint") != result.checkpoint.name:
-        return result, ReportComparison(nothing_to_compare=[f"nothing to compare: {RESULTS_FILE} scores another "
-                                                            "checkpoint"])
-    saved_splits = saved.get("translation") or {}
-    compared = [s for s in splits if s in saved_splits]
-    comparison = ReportComparison(source=run_dir / RESULTS_FILE, compared=compared)
-    comparison.differences = compare_results({s: saved_splits[s] for s in compared},
-                                             {s: result.results[s] for s in compared}, atol=1e-3)
-    comparison.nothing_to_compare = [f"nothing to compare: {RESULTS_FILE} has no split {s!r}"
-                                     for s in splits if s not in saved_splits]
-    return result, comparison
+    return result, compare_with_saved(run_dir, {s: result.results[s] for s in splits if s in result.results},
+                                      result.checkpoint.name, atol=1e-3, section="translation", data=data)
 
 
 def print_results(result: Seq2SeqRunResult, echo: Callable[[str], Any] = print) -> None:
