@@ -56,3 +56,13 @@ def launch_ranks():
         return outputs
 
     return launch
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: tiny models run as fast on one, and on a loaded machine two
+    threads spin-wait for each other (use with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

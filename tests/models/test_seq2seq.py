@@ -14,13 +14,7 @@ from mie.models.seq2seq_decoding import beam_search, greedy_decode, length_penal
 BOS, EOS, PAD = 2, 3, 0
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run as fast on one thread, and a loaded machine makes two spin-wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(**overrides) -> EncoderDecoderTransformer:

@@ -7,20 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from mie.cli import main
 from mie.recipes import RECIPES
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run as fast on one thread, and a loaded machine makes two spin-wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 WORDS = {"red": "rot", "blue": "blau", "green": "grün", "file": "Datei", "window": "Fenster", "open": "öffnen",
          "close": "schließen", "save": "speichern", "the": "die", "new": "neue"}

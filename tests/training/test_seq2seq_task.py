@@ -16,13 +16,7 @@ from mie.training.tasks.seq2seq import Seq2SeqTask, label_smoothed_loss
 PAD, BOS, EOS = 0, 2, 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run as fast on one thread, and a loaded machine makes two spin-wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float, pad: int) -> float:
