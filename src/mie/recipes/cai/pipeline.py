@@ -129,7 +129,7 @@ class Pipeline:
             earlier = read_json(previous, expect_object=True)
             self.result.phases = dict(earlier.get("phases", {}))
             self.result.earlier_wall_time_s = float(earlier.get("total_wall_time_s", earlier.get("wall_time_s", 0)))
-        self._labeler: Any = None
+        self._inference: dict[int, tuple[Any, Any]] = {}  # id(model) -> (model, its bf16 copy)
 
     def inference(self, model: Any) -> Any:
         """``model`` as generation and scoring run it: itself, or a bf16 copy (``generation.dtype``)."""
@@ -139,7 +139,10 @@ class Pipeline:
 
         import torch
 
-        return copy.deepcopy(model).to(torch.bfloat16).eval()
+        # One bf16 copy per model, made once: every chat, labeler and KL reference of it shares it.
+        if id(model) not in self._inference:
+            self._inference[id(model)] = (model, copy.deepcopy(model).to(torch.bfloat16).eval())
+        return self._inference[id(model)][1]
 
     def chat(self, model: Any) -> ChatTarget:
         """``model`` answering in the run's chat format (greedy unless told otherwise)."""
@@ -158,7 +161,7 @@ class Pipeline:
     # ------------------------------------------------------------------ measurement
     def measure(self, name: str, model: Any, reference: Any = None) -> dict[str, Any]:
         """Held-out figures of one policy (cached in ``eval/<name>.json``)."""
-        from mie.safety.cai.measure import measure_policy
+        from mie.safety.cai.measure import answers_of, measure_policy
 
         path = self.run_dir / "eval" / f"{name}.json"
         if path.is_file():
@@ -166,11 +169,11 @@ class Pipeline:
         else:
             start = time.monotonic()
             base = self.result.policies.get("base", {})
-            win = self.config.evaluation.win_rate and name != "base" and "helpful_answers" in base
+            win = self.config.evaluation.win_rate and name != "base" and bool(base)
             scores = measure_policy(self.chat(model), self.test_harmful, self.test_helpful, self.evaluator,
                                     reference=None if reference is None else self.inference(reference), kl_prompts=self.config.evaluation.kl_prompts,
                                     labeler=self.labeler(self.base) if win else None,
-                                    base_answers=base.get("helpful_answers") if win else None)
+                                    base_answers=answers_of(base, "helpful") if win else None)
             scores["seconds"] = round(time.monotonic() - start, 1)
             path.parent.mkdir(parents=True, exist_ok=True)
             save_json_atomic(path, scores)

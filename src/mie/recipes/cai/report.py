@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from mie.io.atomic import atomic_write_text
 from mie.io.cache import save_json_atomic
 from mie.recipes.cai.config import CAIConfig
+from mie.safety.cai.measure import answers_of
 
 POLICIES = ("base", "sl", "dpo", "ppo")
 LABELS = {"base": "base model", "sl": "after SL-CAI", "dpo": "after DPO", "ppo": "after PPO"}
@@ -38,11 +38,10 @@ def table(policies: dict[str, dict[str, Any]], n_harmful: int, n_helpful: int) -
     return rows
 
 
-def _history(folder: Path) -> list[dict[str, Any]]:
-    path = folder / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def _counts(policies: dict[str, dict[str, Any]]) -> tuple[int, int]:
+    """How many held-out harmful and helpful prompts the base model answered."""
+    base = policies.get("base", {})
+    return len(answers_of(base, "harmful")), len(answers_of(base, "helpful"))
 
 
 def plot_phases(run_dir: Path) -> Path | None:
@@ -52,11 +51,11 @@ def plot_phases(run_dir: Path) -> Path | None:
         return None
     from matplotlib.figure import Figure
 
-    from mie.evaluation.plots import _save
+    from mie.evaluation.plots import _save, load_metrics_jsonl
 
     fig = Figure(figsize=(4.2 * len(trained), 3.6))
     for ax, name in zip(fig.subplots(1, len(trained), squeeze=False)[0], trained, strict=True):
-        records = _history(run_dir / name)
+        records = load_metrics_jsonl(run_dir / name / "metrics.jsonl")
         left, right = CURVES[name]
         steps = [(r["step"], r[left]) for r in records if r.get("event") == "step" and left in r]
         if steps:
@@ -75,10 +74,8 @@ def plot_phases(run_dir: Path) -> Path | None:
 def write_report(result: Any, config: CAIConfig) -> Path:
     """``report.md`` and ``results.json`` in the run folder (answers themselves stay in ``eval/``)."""
     run_dir = Path(result.run_dir)
-    policies = {name: {k: v for k, v in s.items() if k not in ("answers", "helpful_answers", "harmful_answers")}
-                for name, s in result.policies.items()}
-    n_harmful = len(result.policies.get("base", {}).get("harmful_answers", []))
-    n_helpful = len(result.policies.get("base", {}).get("helpful_answers", []))
+    policies = {name: {k: v for k, v in s.items() if k != "answers"} for name, s in result.policies.items()}
+    n_harmful, n_helpful = _counts(result.policies)
     total = result.wall_time_s + result.earlier_wall_time_s
     payload = {"policies": policies, "phases": result.phases, "wall_time_s": result.wall_time_s,
                "total_wall_time_s": round(total, 1),
@@ -112,8 +109,7 @@ def write_report(result: Any, config: CAIConfig) -> Path:
 
 def print_results(result: Any) -> None:
     """The figures at the end of ``mie safety train``: the policy table, the reward model's accuracy, the time."""
-    base = result.policies.get("base", {})
-    for line in table(result.policies, len(base.get("harmful_answers", [])), len(base.get("helpful_answers", []))):
+    for line in table(result.policies, *_counts(result.policies)):
         print(line)
     rm = result.phases.get("reward_model", {}).get("val", {})
     if rm:

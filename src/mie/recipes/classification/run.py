@@ -17,7 +17,7 @@ import torch
 from mie.config import load_config
 from mie.errors import ConfigError
 from mie.evaluation.classification import classification_metrics
-from mie.evaluation.report import RESULTS_FILE, ReportComparison, compare_results, jsonable, load_results
+from mie.evaluation.report import RESULTS_FILE, ReportComparison, compare_with_saved, jsonable
 from mie.io.atomic import atomic_write_text
 from mie.io.cache import save_json_atomic
 from mie.models.vit_classifier import ViTClassifier
@@ -147,25 +147,7 @@ def evaluate(run_dir: str | Path, splits: Sequence[str] | None = None, *, checkp
     model, weights = load_model(run_dir, config, checkpoint, device)
     result = ClassificationRunResult(run_dir, {s: score(model, load_split(config, s), config, device) for s in names},
                                      weights)
-    if data is not None:
-        return result, ReportComparison(nothing_to_compare=[f"nothing to compare: {RESULTS_FILE} scores the "
-                                                            f"run's own data, not {data}"])
-    if not (run_dir / RESULTS_FILE).is_file():
-        return result, ReportComparison(nothing_to_compare=[f"nothing to compare: {run_dir / RESULTS_FILE} "
-                                                            "does not exist"])
-    saved = load_results(run_dir)
-    if (saved.get("extra") or {}).get("evaluated checkpoint") != weights.name:
-        return result, ReportComparison(nothing_to_compare=[f"nothing to compare: {RESULTS_FILE} scores "
-                                                            "another checkpoint"])
-    stored = saved.get(RESULTS_KEY) or {}
-    comparison = ReportComparison(source=run_dir / RESULTS_FILE)
-    for split, metrics in result.results.items():
-        if split in stored:
-            comparison.compared.append(split)
-            comparison.differences += compare_results({split: stored[split]}, {split: metrics}, atol=1e-6)
-        else:
-            comparison.nothing_to_compare.append(f"nothing to compare: {RESULTS_FILE} has no {split!r} split")
-    return result, comparison
+    return result, compare_with_saved(run_dir, result.results, weights.name, section=RESULTS_KEY, data=data)
 
 
 def print_results(result: ClassificationRunResult, echo: Callable[[str], Any] = print) -> None:

@@ -115,10 +115,10 @@ def measure_policy(chat: Any, harmful: Sequence[str], helpful: Sequence[str], ev
 
     Returns the :func:`rates`, ``win_rate`` (when ``labeler`` and the base model's helpful answers are
     given), ``kl_to_reference`` over the first ``kl_prompts`` answers (when ``reference`` is given),
-    and the answers with their verdicts under ``"answers"``.
+    and the answers with their verdicts under ``"answers"`` (:func:`answers_of` picks one kind's).
     """
     answers = chat.respond_batch([*harmful, *helpful])
-    harmful_answers, helpful_answers = answers[:len(harmful)], answers[len(harmful):]
+    helpful_answers = answers[len(harmful):]
     verdicts = judge_answers(evaluator, [*harmful, *helpful], answers)
     out: dict[str, Any] = rates(verdicts[:len(harmful)], verdicts[len(harmful):])
     if labeler is not None and base_answers is not None:
@@ -132,6 +132,9 @@ def measure_policy(chat: Any, harmful: Sequence[str], helpful: Sequence[str], ev
                        "harmful": kind == "harmful" and v.harmful}
                       for kind, p, a, v in zip(["harmful"] * len(harmful) + ["helpful"] * len(helpful),
                                                [*harmful, *helpful], answers, verdicts, strict=True)]
-    out["helpful_answers"] = helpful_answers
-    out["harmful_answers"] = harmful_answers
     return out
+
+
+def answers_of(scores: dict[str, Any], kind: str) -> list[str]:
+    """The answers of :func:`measure_policy`'s ``scores`` to the prompts of ``kind``, in prompt order."""
+    return [a["answer"] for a in scores.get("answers", []) if a["kind"] == kind]
