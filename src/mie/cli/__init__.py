@@ -52,6 +52,8 @@ COMMANDS: dict[str, Command] = {
     "generate": Command("generate text with a causal LM (a pretrained name or an lm run)", "mie.cli.generate"),
     "translate": Command("translate text with a finished seq2seq run (greedy or beam search)", "mie.cli.translate"),
     "safety": Command("run the safety evaluator, filter and red-team suites", "mie.cli.safety"),
+    "serve": Command("a local web app over a run: text-to-image search, captions, report, chat, safety",
+                     "mie.cli.serve"),
     "optimize": Command("quantize, prune and benchmark a model"),
     "doctor": Command("report the machine, packages and accelerators", "mie.tools.doctor"),
     "metadata": Command("describe Python sources (classes, functions, docstrings) via ast", "mie.tools.metadata"),

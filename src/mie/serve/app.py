@@ -1,0 +1,269 @@
+"""The routes of ``mie serve``: a Starlette app, JSON in and out, one page of plain HTML and JavaScript.
+
+Every error becomes ``{"error": message}`` with its status (400 bad input, 413 too large, 503 still
+loading, 500 a failure, logged with its traceback on the server); the page shows the message as text.
+
+======================  ====================================================================
+``GET /``               the page (``static/index.html``; ``/static/*`` its script and style)
+``GET /api/status``     kind, tabs, readiness and loading progress
+``POST /api/search``    ``{"query", "k"}`` -> the k best test images with cosine scores
+``GET /api/image/{i}``  image ``i`` of the searched split
+``POST /api/caption``   the raw bytes of an image -> the best captions of the split
+``GET /api/report``     report.md, results.json and the names of the plots of the run
+``GET /api/plot/{n}``   a PNG under the run's ``plots/``
+``POST /api/chat``      ``{"messages", "filter"}`` -> server-sent events (tokens, then the verdict)
+``POST /api/evaluate``  ``{"text"}`` -> the safety evaluator's verdict per principle, with reasons
+======================  ====================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from mie.serve.errors import ApiError
+from mie.serve.state import ServeState
+from mie.serve.uploads import MAX_UPLOAD_BYTES, decode_image, int_field, read_body, read_json, text_field
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+MAX_QUERY_CHARS = 1_000
+MAX_CHAT_CHARS = 8_000
+# The page loads only its own script and style; images may come from this server or a local blob (a preview).
+SECURITY_HEADERS = [(b"content-security-policy", b"default-src 'self'; img-src 'self' blob: data:; object-src 'none'"),
+                    (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+                    (b"x-frame-options", b"DENY")]
+
+
+def create_app(source: str, *, checkpoint: str = "best", safety_methods: str = "auto", cache_dir: Path | None = None,
+               loader: Callable[[ServeState], None] | None = None, start: bool = True) -> Any:
+    """The app serving ``source`` (a clip or lm run directory, or a pretrained chat model name).
+
+    Loading starts in a background thread at once (``start=False`` leaves it to ``app.state.serve.start()``);
+    ``app.state.serve`` is the :class:`ServeState`. Bad ``source`` fails here, before anything is served.
+    """
+    state = ServeState(source, checkpoint, safety_methods, cache_dir, loader)
+    routes = [
+        Route("/", _page), Route("/api/status", _status), Route("/api/search", _search, methods=["POST"]),
+        Route("/api/image/{row:int}", _image), Route("/api/caption", _caption, methods=["POST"]),
+        Route("/api/report", _report), Route("/api/plot/{name}", _plot),
+        Route("/api/chat", _chat, methods=["POST"]), Route("/api/evaluate", _evaluate, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    app = Starlette(routes=routes, exception_handlers={ApiError: _api_error, HTTPException: _http_error,
+                                                       Exception: _server_error})
+    app.state.serve = state
+    if start:
+        state.start()
+    return _SecurityHeaders(app)
+
+
+class _SecurityHeaders:
+    """ASGI wrapper adding :data:`SECURITY_HEADERS` to every response (streams included)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.state = app.state
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _state(request: Request) -> ServeState:
+    return request.app.state.serve
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    from mie.cli import error_line
+
+    log.error("mie serve: %s %s failed", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"error": error_line(exc)}, status_code=500)
+
+
+def _need_kind(state: ServeState, tab: str) -> None:
+    if tab not in state.tabs:
+        raise ApiError(404, f"this server has no {tab} tab: {state.source} is a {state.kind} model")
+
+
+async def _page(request: Request) -> Response:
+    return FileResponse(STATIC / "index.html", media_type="text/html")
+
+
+async def _status(request: Request) -> Response:
+    return JSONResponse(_state(request).status())
+
+
+async def _search(request: Request) -> Response:
+    state = _state(request)
+    _need_kind(state, "search")
+    payload = await read_json(request)
+    query = text_field(payload, "query", "query")
+    if len(query) > MAX_QUERY_CHARS:
+        raise ApiError(400, f"the query is {len(query):,} characters; the limit is {MAX_QUERY_CHARS:,}")
+    k = int_field(payload, "k", 8, 1, 100)
+    state.need("model")
+
+    def work() -> dict[str, Any]:
+        started = time.perf_counter()
+        hits = state.index.top_images(state.run.encode_text([query])[0], k)
+        elapsed = 1000 * (time.perf_counter() - started)
+        index = state.index
+        return {"query": query, "split": index.split, "elapsed_ms": round(elapsed, 2),
+                "results": [{"rank": rank, "row": row, "score": round(score, 4), "id": index.image_ids[row],
+                             "name": Path(index.paths[row]).name, "image": f"/api/image/{row}"}
+                            for rank, (row, score) in enumerate(hits, 1)]}
+
+    return JSONResponse(await run_in_threadpool(work))
+
+
+async def _image(request: Request) -> Response:
+    state = _state(request)
+    state.need("model")
+    row = request.path_params["row"]
+    if state.index is None or not 0 <= row < len(state.index.paths):
+        raise ApiError(404, f"no image {row} in the searched split")
+    path = Path(state.index.paths[row])  # from the run's own dataset, never from the request
+    if not path.is_file():
+        raise ApiError(404, f"image {state.index.image_ids[row]} is not a file that can be shown")
+    return FileResponse(path, headers={"cache-control": "max-age=3600"})
+
+
+async def _caption(request: Request) -> Response:
+    state = _state(request)
+    _need_kind(state, "caption")
+    state.need("model")
+    data = await read_body(request, MAX_UPLOAD_BYTES)
+    raw_k = request.query_params.get("k", "5")
+    k = int_field({"k": int(raw_k) if raw_k.isdigit() else raw_k}, "k", 5, 1, 50)
+
+    def work() -> dict[str, Any]:
+        image = decode_image(data)
+        started = time.perf_counter()
+        hits = state.index.top_captions(state.run.encode_image(image)[0], k)
+        return {"width": image.width, "height": image.height,
+                "elapsed_ms": round(1000 * (time.perf_counter() - started), 2),
+                "captions": [{"rank": rank, "text": text, "score": round(score, 4)}
+                             for rank, (text, score) in enumerate(hits, 1)]}
+
+    return JSONResponse(await run_in_threadpool(work))
+
+
+def _plots(run_dir: Path) -> list[str]:
+    folder = run_dir / "plots"
+    return sorted(p.name for p in folder.glob("*.png") if p.is_file()) if folder.is_dir() else []
+
+
+async def _report(request: Request) -> Response:
+    from mie.io import read_json as read_json_file
+
+    state = _state(request)
+    _need_kind(state, "report")
+    run_dir = state.run_dir
+    assert run_dir is not None
+    report = run_dir / "report.md"
+    results = run_dir / "results.json"
+    return JSONResponse({"run_dir": str(run_dir),
+                         "markdown": report.read_text(encoding="utf-8", errors="replace") if report.is_file() else None,
+                         "results": read_json_file(results) if results.is_file() else None,
+                         "plots": _plots(run_dir)})
+
+
+async def _plot(request: Request) -> Response:
+    state = _state(request)
+    _need_kind(state, "report")
+    name = request.path_params["name"]
+    assert state.run_dir is not None
+    if name not in _plots(state.run_dir):  # only a listed file name: no path from the request is opened
+        raise ApiError(404, f"no plot named {name!r} in the run")
+    return FileResponse(state.run_dir / "plots" / name, media_type="image/png")
+
+
+def _messages(payload: dict[str, Any]) -> list[dict[str, str]]:
+    """The conversation of a chat request, checked: user/assistant turns of text, the last one the user's."""
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "the message is empty: type some text first")
+    clean = []
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant") or not isinstance(m.get("content"), str):
+            raise ApiError(400, 'each message must be {"role": "user" or "assistant", "content": text}')
+        clean.append({"role": m["role"], "content": m["content"]})
+    if clean[-1]["role"] != "user" or not clean[-1]["content"].strip():
+        raise ApiError(400, "the message is empty: type some text first")
+    if sum(len(m["content"]) for m in clean) > MAX_CHAT_CHARS:
+        raise ApiError(400, f"the conversation is over {MAX_CHAT_CHARS:,} characters: start a new one")
+    return clean
+
+
+async def _chat(request: Request) -> Response:
+    state = _state(request)
+    _need_kind(state, "chat")
+    payload = await read_json(request)
+    messages = _messages(payload)
+    max_new_tokens = int_field(payload, "max_new_tokens", 128, 1, 512)
+    temperature = payload.get("temperature", 0.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
+        raise ApiError(400, f"temperature must be a number from 0 to 2, got {temperature!r}")
+    state.need("model")
+    state.need("safety")
+    use_filter = bool(payload.get("filter", True))
+
+    def events() -> Iterator[str]:
+        from mie.cli import error_line
+        from mie.serve.chat import chat_events
+
+        try:
+            for event, data in chat_events(state.chat, state.evaluator, state.filter, messages, use_filter,
+                                           max_new_tokens, float(temperature)):
+                yield f"event: {event}\ndata: {json.dumps(data)}\n\n"
+        except Exception as exc:  # noqa: BLE001 - the stream has started: the error becomes its last event
+            log.error("mie serve: chat failed", exc_info=exc)
+            yield f"event: error\ndata: {json.dumps({'error': error_line(exc)})}\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+
+
+async def _evaluate(request: Request) -> Response:
+    state = _state(request)
+    payload = await read_json(request)
+    text = text_field(payload, "text", "text to evaluate")
+    state.need("safety")
+
+    def work() -> dict[str, Any]:
+        started = time.perf_counter()
+        result = state.evaluator.evaluate(text).to_dict()
+        return {"methods": state.methods, "flagged": result["flagged"], "verdicts": result["verdicts"],
+                "elapsed_ms": round(1000 * (time.perf_counter() - started), 1)}
+
+    return JSONResponse(await run_in_threadpool(work))
