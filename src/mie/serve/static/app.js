@@ -1,5 +1,5 @@
 // The page of `mie serve`. Every text from the server or the user is put in the page with textContent
-// (never innerHTML), so a caption, a report line or a chat answer can never become markup.
+// (never as markup), so a caption, a report line or a chat answer can never become markup.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -67,6 +67,13 @@ async function pollStatus() {
   } else if (status.ready && status.safety_ready) {
     const images = status.images ? ", " + status.images + " images of " + status.split : "";
     say("status", status.progress + images + "; safety methods: " + status.methods.join(", "));
+    // A link such as /?q=a+red+circle runs that search once the model is ready.
+    const query = new URLSearchParams(window.location.search).get("q");
+    if (query && status.tabs.includes("search") && !$("query").dataset.asked) {
+      $("query").dataset.asked = "1";
+      $("query").value = query;
+      $("search-form").requestSubmit();
+    }
   } else {
     say("status", "loading: " + status.progress + " …");
     setTimeout(pollStatus, 1000);

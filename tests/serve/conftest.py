@@ -1,0 +1,82 @@
+"""Fixtures of the ``mie serve`` tests: a tiny clip run and a tiny lm run, trained once per session
+through ``mie train`` (seconds), and apps over them that are loaded before the test starts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+from tests.tiny import TINY_LM
+
+_spec = importlib.util.spec_from_file_location("_api_fixtures", Path(__file__).parents[1] / "api" / "conftest.py")
+assert _spec is not None and _spec.loader is not None
+_api_fixtures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_api_fixtures)
+
+snapshot = _api_fixtures.snapshot
+TEXT = "the cat sat on the mat. a dog ran in the park. hello there, how are you today? " * 30
+
+
+@pytest.fixture(scope="session")
+def clip_run(tmp_path_factory) -> Path:
+    """A finished tiny clip run (``<tmp>/runs/demo``, its shapes data beside it)."""
+    return _api_fixtures.train_tiny_run(tmp_path_factory.mktemp("serve_clip"))
+
+
+@pytest.fixture(scope="session")
+def lm_run(tmp_path_factory) -> Path:
+    """A finished tiny lm run (one epoch on a few KB of text; 64 positions so a chat turn fits)."""
+    from mie.cli import main
+
+    root = tmp_path_factory.mktemp("serve_lm")
+    (root / "doc.txt").write_text(TEXT, encoding="utf-8")
+    raw = json.loads(json.dumps(TINY_LM))
+    raw["epochs"], raw["data"]["files"] = 1, [str(root / "doc.txt")]
+    raw["model"]["max_seq_len"], raw["sample"] = 64, {"max_new_tokens": 2, "num_samples": 1}
+    (root / "lm.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    assert main(["train", str(root / "lm.yaml"), "--output-dir", str(root / "run"), "-q"]) == 0
+    return root / "run"
+
+
+def loaded_app(source: str | Path, cache_dir: Path | None = None, **kwargs):
+    """An app over ``source`` (rules-only safety, so no pretrained package is needed), fully loaded."""
+    from mie.serve import create_app
+
+    app = create_app(str(source), safety_methods="rules", cache_dir=cache_dir, **kwargs)
+    assert app.state.serve.wait(timeout=120), app.state.serve.error
+    return app
+
+
+@pytest.fixture(scope="session")
+def clip_app(clip_run, tmp_path_factory):
+    """The app over the tiny clip run, loaded (its embeddings cached in a temporary folder)."""
+    return loaded_app(clip_run, tmp_path_factory.mktemp("serve_cache"))
+
+
+@pytest.fixture(scope="session")
+def lm_app(lm_run):
+    """The app over the tiny lm run, loaded."""
+    return loaded_app(lm_run)
+
+
+@pytest.fixture
+def held_app(clip_run, tmp_path):
+    """An app over the clip run whose model loading waits for ``app.release`` (an Event): it answers as
+    while a real model loads. Released at teardown so its thread ends."""
+    from mie.serve import create_app
+
+    release = threading.Event()
+
+    def loader(state) -> None:
+        assert release.wait(timeout=60)
+        state.progress = "still loading"
+
+    app = create_app(str(clip_run), safety_methods="rules", cache_dir=tmp_path, loader=loader)
+    app.release = release
+    yield app
+    release.set()
+    app.state.serve.wait(timeout=30)
