@@ -1,0 +1,94 @@
+"""``mie serve`` end to end in headless Chromium (Selenium): the real server on a free port, a text query
+typed into the page, the images it shows, an error shown in the page, and a screenshot in tmp_path.
+
+Skips, saying why, where Selenium, Chromium or chromedriver is missing (Debian: ``apt-get install
+chromium chromium-driver``; ``.ci/run`` installs them, and the dev extra installs Selenium).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def server(clip_app):
+    """The loaded tiny clip app under uvicorn on a free port of 127.0.0.1, in a thread."""
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(clip_app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium through chromedriver (no driver download: the system's driver is named)."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip("chromium or chromedriver is not installed (apt-get install chromium chromium-driver)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1100,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_a_text_query_shows_ranked_images(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server + "/")
+    wait = WebDriverWait(browser, 20)
+    wait.until(lambda d: "ready" in d.find_element(By.ID, "status").text)
+    box = browser.find_element(By.ID, "query")
+    box.clear()
+    box.send_keys("a red circle")
+    browser.find_element(By.ID, "k").clear()
+    browser.find_element(By.ID, "k").send_keys("4")
+    browser.find_element(By.ID, "search-button").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results img")) == 4)
+    images = browser.find_elements(By.CSS_SELECTOR, "#results img")
+    wait.until(lambda d: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i)
+                             for i in images))
+    captions = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#results figcaption")]
+    assert captions[0].startswith("1. ") and all(".png" in c for c in captions)
+    assert "for “a red circle”" in browser.find_element(By.ID, "search-meta").text
+    shot = tmp_path / "serve.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 1000
+
+
+def test_an_empty_query_is_shown_in_the_page(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server + "/")
+    WebDriverWait(browser, 20).until(lambda d: "ready" in d.find_element(By.ID, "status").text)
+    browser.find_element(By.ID, "query").clear()
+    browser.find_element(By.ID, "search-button").click()
+    message = browser.find_element(By.ID, "search-message")
+    WebDriverWait(browser, 10).until(lambda d: message.text)
+    assert message.text == "the query is empty: type some text first"
+    assert not browser.find_elements(By.CSS_SELECTOR, "#results img")
