@@ -75,7 +75,7 @@ async function pollStatus() {
       $("search-form").requestSubmit();
     }
   } else {
-    say("status", "loading: " + status.progress + " …");
+    say("status", (status.ready ? "model ready; " : "") + "loading: " + status.progress + " …");
     setTimeout(pollStatus, 1000);
   }
 }
