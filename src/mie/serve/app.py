@@ -107,7 +107,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _server_error(request: Request, exc: Exception) -> Response:
     from mie.cli import error_line
 
-    log.error("mie serve: %s %s failed", request.method, request.url.path, exc_info=exc)
+    # Starlette re-raises the exception after this response, so the server's log gets its traceback once.
+    log.error("mie serve: %s %s failed: %s", request.method, request.url.path, error_line(exc))
     return JSONResponse({"error": error_line(exc)}, status_code=500)
 
 
