@@ -102,3 +102,27 @@ def test_bucket_sampler_groups_lengths_and_splits_ranks() -> None:
     assert len(dropped) == 9 and all(len(b) == 10 for b in dropped)
     with pytest.raises(ValueError, match="batch_size and bucket_size_multiplier must be >= 1"):
         BucketBatchSampler(lengths, 0)
+
+
+def test_bucket_sampler_token_budget_keeps_every_example_once_within_the_budget() -> None:
+    lengths = torch.randint(1, 60, (700,), generator=torch.Generator().manual_seed(1)).tolist()
+    lengths[5] = 300  # longer than the budget alone: a batch of one
+    sampler = BucketBatchSampler(lengths, batch_size=100, seed=2, bucket_size_multiplier=4, max_tokens=256)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(700)) and len(sampler) == len(batches)
+    assert [5] in batches
+    for batch in batches:
+        assert len(batch) <= 100
+        assert len(batch) * max(lengths[i] for i in batch) <= 256 or len(batch) == 1
+    sizes = {max(lengths[i] for i in b): len(b) for b in batches}
+    assert sizes[min(sizes)] > sizes[max(sizes)] == 1  # short examples share large batches, long ones small
+    # Within a pool the batches are cut greedily: adding the next (longer) example would break the budget.
+    padded = [len(b) * max(lengths[i] for i in b) for b in batches if len(b) < 100]
+    assert sum(padded) / len(padded) > 256 * 0.7
+    assert list(BucketBatchSampler(lengths, 100, seed=2, bucket_size_multiplier=4, max_tokens=256)) == batches
+    capped = BucketBatchSampler([1] * 50, batch_size=8, max_tokens=1000)
+    assert sorted(len(b) for b in capped) == [2] + [8] * 6  # batch_size still caps short examples
+    with pytest.raises(ValueError, match="max_tokens must be >= 0"):
+        BucketBatchSampler(lengths, 10, max_tokens=-1)
+    with pytest.raises(ValueError, match="cannot go with drop_last"):
+        BucketBatchSampler(lengths, 10, max_tokens=64, drop_last=True)

@@ -103,3 +103,23 @@ def test_bad_input_is_one_clear_line(run, tmp_path, capsys) -> None:
     assert "config.yaml not found" in capsys.readouterr().err
     assert main(["translate", str(run_dir), "hello", "--beam", "0"]) == 1
     assert "--beam: must be at least 1" in capsys.readouterr().err
+
+
+def test_train_loader_with_a_token_budget_batches_every_pair_once(tmp_path) -> None:
+    from mie.recipes.seq2seq.config import TranslationDataConfig
+    from mie.recipes.seq2seq.data import make_dataset, read_split, train_loader
+    from mie.tokenization.factory import train_tokenizer
+
+    _corpus(tmp_path)
+    data = TranslationDataConfig(path=str(tmp_path), build="", max_length=16)
+    pairs = read_split(data, "train")
+    tokenizer = train_tokenizer("bpe", [s for p in pairs for s in p], vocab_size=300)
+    dataset = make_dataset(pairs, tokenizer, data)
+    loader = train_loader(dataset, batch_size=32, seed=0, pad_id=tokenizer.pad_id, max_tokens=40)
+    seen = 0
+    for batch in loader:
+        # The budget counts the longer side's text tokens: the source without its eos, the target without bos/eos.
+        rows, width = batch["src"].shape[0], max(batch["src"].shape[1] - 1, batch["tgt"].shape[1] - 2)
+        assert rows * width <= 40 or rows == 1
+        seen += rows
+    assert seen == len(dataset) and len(loader) > len(dataset) // 32 + 1  # the budget, not batch_size, cut them

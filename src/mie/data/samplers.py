@@ -161,6 +161,12 @@ class BucketBatchSampler(Sampler[list[int]]):
     The shuffled indices are cut into pools of ``bucket_size_multiplier * batch_size``; each pool is
     sorted by ``lengths`` and cut into batches, and the batches are shuffled. Rank ``r`` takes
     batches ``r, r + world_size, ...`` up to the same count on every rank.
+
+    With ``max_tokens`` a batch also stops before its padded size, ``len(batch) * max(lengths)``,
+    would exceed ``max_tokens`` (an example longer than that alone makes a batch of one), so short
+    examples come in large batches and long ones in small: every step costs about the same::
+
+        BucketBatchSampler(data.lengths, batch_size=512, max_tokens=2048, seed=0)
     """
 
     def __init__(
@@ -172,12 +178,17 @@ class BucketBatchSampler(Sampler[list[int]]):
         bucket_size_multiplier: int = 100,
         rank: int | None = None,
         world_size: int | None = None,
+        max_tokens: int = 0,
     ) -> None:
         if batch_size < 1 or bucket_size_multiplier < 1:
             raise ValueError(f"batch_size and bucket_size_multiplier must be >= 1, got {batch_size} and "
                              f"{bucket_size_multiplier}")
+        if max_tokens < 0 or (max_tokens and drop_last):
+            raise ValueError(f"max_tokens must be >= 0 (0 = no token budget) and cannot go with drop_last; got "
+                             f"{max_tokens}, drop_last={drop_last}")
         self.lengths = list(lengths)
         self.batch_size = batch_size
+        self.max_tokens = max_tokens
         self.seed = seed
         self.drop_last = drop_last
         self.pool = bucket_size_multiplier * batch_size
@@ -194,10 +205,24 @@ class BucketBatchSampler(Sampler[list[int]]):
         batches: list[list[int]] = []
         for start in range(0, len(order), self.pool):
             pool = sorted(order[start:start + self.pool], key=lambda i: self.lengths[i])
-            batches += [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+            batches += self._cut(pool)
         if self.drop_last:
             batches = [b for b in batches if len(b) == self.batch_size]
         return [batches[i] for i in _permutation(len(batches), self.seed + self.epoch + 1)]
+
+    def _cut(self, pool: list[int]) -> list[list[int]]:
+        """Consecutive batches of a length-sorted pool: ``batch_size`` examples, or fewer where
+        ``max_tokens`` says (the pool ascends, so the newest example is the batch's longest)."""
+        if not self.max_tokens:
+            return [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+        batches: list[list[int]] = []
+        batch: list[int] = []
+        for index in pool:
+            if batch and (len(batch) == self.batch_size or (len(batch) + 1) * self.lengths[index] > self.max_tokens):
+                batches.append(batch)
+                batch = []
+            batch.append(index)
+        return batches + [batch] if batch else batches
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = self.global_batches()

@@ -23,7 +23,8 @@ class TranslationDataConfig:
 
     RULES: ClassVar[dict[str, Rule]] = {
         "build": one_of("", "gettext"), "min_words": POSITIVE, "max_words": POSITIVE, "max_length": POSITIVE,
-        "max_ratio": (lambda v: v >= 1.0, ">= 1"), "batch_size": POSITIVE, "eval_batch_size": POSITIVE,
+        "max_ratio": (lambda v: v >= 1.0, ">= 1"), "batch_size": POSITIVE, "max_tokens": NON_NEGATIVE,
+        "eval_batch_size": POSITIVE,
         "max_eval_pairs": NON_NEGATIVE, "valid_fraction": FRACTION, "test_fraction": FRACTION,
     }
 
@@ -38,7 +39,8 @@ class TranslationDataConfig:
     test_fraction: float = 0.05
     max_length: int = 64  # tokens per side (longer training pairs are dropped, longer eval sources cut)
     max_ratio: float = 3.0  # training pairs whose longer side exceeds this times the shorter are dropped
-    batch_size: int = 64  # training pairs per batch (length-bucketed)
+    batch_size: int = 64  # training pairs per batch (length-bucketed); with max_tokens, the most per batch
+    max_tokens: int = 0  # > 0: a batch also stops at this many padded tokens (pairs x longest side)
     eval_batch_size: int = 100  # sentences decoded at once
     max_eval_pairs: int = 0  # 0 = every pair of an evaluated split
 

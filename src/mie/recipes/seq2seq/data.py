@@ -73,9 +73,12 @@ def make_dataset(pairs: Pairs, tokenizer: Any, data: TranslationDataConfig) -> T
     return TranslationDataset(pairs, tokenizer, min_length=1, max_length=data.max_length, max_ratio=data.max_ratio)
 
 
-def train_loader(dataset: TranslationDataset, batch_size: int, seed: int, pad_id: int) -> DataLoader:
-    """Batches of similar-length pairs in a seeded order (the trainer sets the epoch)."""
-    sampler = BucketBatchSampler(dataset.lengths, batch_size, seed=seed, bucket_size_multiplier=50)
+def train_loader(dataset: TranslationDataset, batch_size: int, seed: int, pad_id: int, max_tokens: int = 0
+                 ) -> DataLoader:
+    """Batches of similar-length pairs in a seeded order (the trainer sets the epoch): ``batch_size``
+    pairs each, or fewer where a batch would exceed ``max_tokens`` padded tokens (0 = no such limit)."""
+    sampler = BucketBatchSampler(dataset.lengths, batch_size, seed=seed, bucket_size_multiplier=50,
+                                 max_tokens=max_tokens)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=functools.partial(collate_translation, pad_id=pad_id))
 
 

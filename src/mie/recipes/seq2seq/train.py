@@ -92,7 +92,8 @@ def train(config: Seq2SeqRecipeConfig, resume: str | Path | None = None, quiet: 
     torch.manual_seed(config.seed)
     model = EncoderDecoderTransformer(resolved.model)
     task = Seq2SeqTask(model, pad_id=tokenizer.pad_id, label_smoothing=config.label_smoothing)
-    loaders = functools.partial(train_loader, train_data, seed=config.seed, pad_id=tokenizer.pad_id)
+    loaders = functools.partial(train_loader, train_data, seed=config.seed, pad_id=tokenizer.pad_id,
+                                max_tokens=data.max_tokens)
     trainer = BaseTrainer(task, resolved, loaders, val_loader=val_loader(valid_data, data.eval_batch_size,
                                                                           tokenizer.pad_id),
                           callbacks=_callbacks(resolved, quiet), device=device, quiet=quiet, batch_size=data.batch_size)
@@ -109,6 +110,7 @@ def train(config: Seq2SeqRecipeConfig, resume: str | Path | None = None, quiet: 
     model_summary = {"model": f"{m.encoder_layers}+{m.decoder_layers} layers, dim {m.dim}, {m.heads} heads, "
                               f"{m.activation}, {m.norm}, shared embeddings {m.share_embeddings}",
                      "parameters": model.num_parameters(), "vocab_size": vocab, "batch_size": data.batch_size,
+                     "max_tokens": data.max_tokens,
                      "lr": config.optimizer.lr, "schedule": f"{config.schedule.name}, warmup {config.schedule.warmup_steps}",
                      "label_smoothing": config.label_smoothing, "beam": config.decode.beam,
                      "length_penalty": config.decode.length_penalty,
