@@ -184,6 +184,29 @@ def test_max_minutes_budget_stops_and_resizes_schedule(toys, tmp_path, monkeypat
     assert trainer.elapsed_seconds() == pytest.approx(30.0)
 
 
+def test_max_minutes_refits_the_schedule_when_the_machine_slows_down(toys, tmp_path, monkeypatch):
+    clock = {"t": 1000.0}
+    monkeypatch.setattr("mie.training.base.time.monotonic", lambda: clock["t"])
+
+    class Tick(Callback):
+        def on_step_end(self, trainer, step, metrics):
+            clock["t"] += 1.0 if step <= 20 else 3.0  # another job arrives after step 20
+
+    cfg = toys.config(tmp_path, epochs=100, max_minutes=1.0, log_every=2)  # 60 s budget, 600 planned steps
+    trainer = toys.trainer(toys.Model(), cfg, toys.loader(), callbacks=[Tick()])
+    trainer.budget_calibration_steps = 5
+    lrs = []
+    monkeypatch.setattr(trainer.scheduler, "step", lambda *a, _s=trainer.scheduler.step: (_s(*a), lrs.append(
+        trainer.optimizer.param_groups[0]["lr"]))[0])
+    trainer.fit()
+    # The first fit (1 s/step) planned ~60 steps; the refits follow the slower steps, so the schedule
+    # ends with the budget instead of being cut off half way at a high learning rate.
+    assert trainer.global_step == trainer.total_steps < 40
+    assert lrs[-1] <= 0.1 * max(lrs)
+    shortened = [n for n in trainer.notices if "shortened" in n]
+    assert len(shortened) == 1 and f"to {trainer.total_steps} steps" in shortened[0]  # the report holds the last fit
+
+
 def test_bf16_on_cpu_and_fp16_fallback(toys, tmp_path):
     dtypes = []
 

@@ -175,11 +175,14 @@ class BaseTrainer(TrainerStateMixin):
 
     @property
     def total_steps(self) -> int:
-        """Optimizer steps the current stage's schedule spans: its length, capped by what is left of
-        ``max_steps`` (steps before this stage are ``global_step - stage_step``), and shrunk to fit
+        """Optimizer steps the current stage's schedule spans: :attr:`planned_steps`, or what fits
         ``max_minutes`` once measured."""
-        if self._budget_total:
-            return self._budget_total
+        return self._budget_total or self.planned_steps
+
+    @property
+    def planned_steps(self) -> int:
+        """The current stage's length, capped by what is left of ``max_steps`` (steps before this
+        stage are ``global_step - stage_step``)."""
         planned = self.stage_total
         if self.config.max_steps > 0:
             planned = min(planned, self.config.max_steps - (self.global_step - self.stage_step))

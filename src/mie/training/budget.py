@@ -3,8 +3,11 @@
 In the last stage the speed is measured over ``trainer.budget_calibration_steps`` steps and the
 stage's schedule is shrunk to the steps that fit, so cosine decay ends near the budget's end. The
 measurement starts with the stage's second epoch (or after twice that many steps, if sooner): a
-first epoch that fills caches would make the run look slower than it is. Either event is said
-aloud (a warning) and kept in ``trainer.notices`` for the report.
+first epoch that fills caches would make the run look slower than it is. On every logged step after
+that the fit is redone with the mean speed since the measurement began (validation passes included),
+so a machine whose load changes still ends its schedule near the budget's end instead of being cut
+off at a high learning rate. Stopping and the first shortening are said aloud (a warning) and kept in
+``trainer.notices`` for the report, which holds the last fit.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ def check_time_budget(trainer: BaseTrainer, logged: bool) -> None:
         notice(trainer, f"max_minutes={minutes:g} spent: stopped at step {trainer.stage_step} of "
                         f"{trainer.total_steps} (stage {trainer.stage}); raise max_minutes or set it to 0 for the whole run")
         return
-    if trainer.stage != len(trainer.stages) - 1 or trainer._budget_total is not None:
+    if trainer.stage != len(trainer.stages) - 1:
         return
     n = trainer.budget_calibration_steps
     if trainer._calibration is None or trainer._calibration[0] != trainer.stage:
@@ -51,12 +54,26 @@ def check_time_budget(trainer: BaseTrainer, logged: bool) -> None:
     if start_step is None:
         if trainer.epoch != epoch0 or trainer.global_step - step0 >= 2 * n:
             trainer._calibration = (stage, epoch0, step0, trainer.global_step, time.monotonic())
-    elif trainer.global_step - start_step >= n:
-        per_step = (time.monotonic() - start_time) / (trainer.global_step - start_step)
-        planned = trainer.total_steps
-        fits = trainer.stage_step + int((budget - elapsed) / per_step)
-        trainer._budget_total = broadcast_int(max(trainer.stage_step + 1, min(planned, fits)), trainer.device)
-        if trainer._budget_total < planned:
-            notice(trainer, f"max_minutes={minutes:g}: the schedule of stage {trainer.stage} was shortened from "
-                            f"{planned} to {trainer._budget_total} steps to fit the time budget "
-                            f"({per_step:.2f} s/step measured)")
+        return
+    first = trainer._budget_total is None
+    if trainer.global_step - start_step < n or not (first or logged):
+        return
+    per_step = (time.monotonic() - start_time) / (trainer.global_step - start_step)
+    planned = trainer.planned_steps
+    fits = trainer.stage_step + int((budget - elapsed) / per_step)
+    total = broadcast_int(max(trainer.stage_step + 1, min(planned, fits)), trainer.device)
+    if total == trainer._budget_total:
+        return
+    trainer._budget_total = total
+    text = (f"max_minutes={minutes:g}: the schedule of stage {trainer.stage} was shortened from {planned} to "
+            f"{total} steps to fit the time budget ({per_step:.2f} s/step measured)")
+    if first:
+        if total < planned:
+            notice(trainer, text)
+        return
+    kept = [i for i, t in enumerate(trainer.notices) if t.startswith(text.split(" was shortened")[0])]
+    if kept:  # a refit: the report keeps only the latest sizing
+        trainer.notices[kept[-1]] = text
+    elif total < planned:
+        notice(trainer, text)
+    logger.debug(text)
