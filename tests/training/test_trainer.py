@@ -412,3 +412,15 @@ def test_the_trainer_itself_refuses_a_loader_without_batches(toys, tmp_path):
     with pytest.raises(ConfigError, match=r"training \(batch size 4\): the training data gives no batch, so training "
                                           r"would take 0 optimizer steps — lower data.batch_size"):
         BaseTrainer(toys.Task(toys.Model()), toys.config(tmp_path), [], batch_size=4)
+
+
+def test_threads_sets_torch_cpu_threads(toys, tmp_path):
+    before = torch.get_num_threads()
+    try:
+        toys.trainer(toys.Model(), toys.config(tmp_path, threads=3), toys.loader(), callbacks=[])
+        assert torch.get_num_threads() == 3
+        torch.set_num_threads(2)
+        toys.trainer(toys.Model(), toys.config(tmp_path), toys.loader(), callbacks=[])
+        assert torch.get_num_threads() == 2  # 0 (the default) leaves torch as it is
+    finally:
+        torch.set_num_threads(before)
