@@ -98,9 +98,10 @@ def main() -> None:
     """Run every method on the evaluation set and print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--judge-items", type=int, default=20, help="0 = skip the LM judge")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 on a shared machine)")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     items = load(DATA)
     texts = [it["text"] for it in items]
     have_encoder, have_lm = installed(model_dir, "all-minilm-l6-v2"), installed(gguf_path, "smollm2-135m-instruct")
