@@ -5,7 +5,10 @@ A linear probe on frozen embeddings separates "how do I kill a process" from "ho
 neighbour" poorly (on a held-out fifth of the training examples it flags ~25 % of benign look-alikes
 at 95 % recall). So the encoder is tuned: LoRA adapters (rank 16) on every linear layer of the six
 BERT layers plus a 5-way head on the pooled embedding, trained with one-vs-rest binary cross-entropy
-(positives weighted by sqrt(negatives / positives)) for 4 epochs — 2 to 3 minutes on 2 idle CPU cores, once.
+(positives weighted by sqrt(negatives / positives)) for 2 epochs — about a minute on 2 idle CPU cores,
+once. Two epochs were chosen by the same cross-validation as the thresholds: out-of-fold recall at 3 %
+look-alike false positives was 71.3 / 76.4 / 71.7 / 67.4 % after 1 / 2 / 3 / 4 epochs (more epochs
+overfit: confident scores on texts unlike any training example).
 The adapters are then merged into the weights, so scoring costs what the plain encoder costs.
 
 Only the adapters, the head and the harmful examples' embeddings (for reasons) are cached, as
@@ -16,8 +19,8 @@ safetensors keyed by a hash of the examples and the training settings::
 
 ``threshold`` is one flag probability per principle (``THRESHOLDS``), chosen by 5-fold cross-validation
 on the training examples (``acceptance/safety_threshold_cv.py``, :func:`choose_thresholds`): out of fold,
-rules + embeddings combined then flag 72.8 % of the harmful examples at a 3.0 % false-positive rate on
-the benign look-alikes (one threshold for all, 0.98, gives 64.0 % there). The margin below the 5 % goal
+rules + embeddings combined then flag 76.4 % of the harmful examples at a 3.0 % false-positive rate on
+the benign look-alikes (one threshold for all, 0.95, gives 70.0 % at 2.6 %). The margin below the 5 % goal
 allows for texts unlike the training examples. A number instead of the dict applies to every principle.
 """
 
@@ -47,8 +50,8 @@ log = logging.getLogger(__name__)
 SCALE = 10.0  # pooled embeddings have norm 1; the head sees them x10 so its logits can reach +-10
 THRESHOLD = 0.95  # flag probability for a principle without a cross-validated threshold of its own
 # Per-principle flag probabilities chosen by 5-fold cross-validation (acceptance/safety_threshold_cv.py).
-THRESHOLDS = {"harm_prevention": 0.99, "truthfulness": 0.9, "fairness": 0.5, "autonomy_respect": 0.9,
-              "privacy": 0.9}
+THRESHOLDS = {"harm_prevention": 0.925, "truthfulness": 0.75, "fairness": 0.925, "autonomy_respect": 0.98,
+              "privacy": 0.85}
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class TuneSettings:
 
     r: int = 16
     targets: tuple[str, ...] = ("q", "k", "v", "out", "fc1", "fc2")
-    epochs: int = 4
+    epochs: int = 2
     lr: float = 1e-3
     head_lr: float = 1e-3
     batch_size: int = 16
@@ -155,7 +158,7 @@ class EmbeddingMethod:
             except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
                 log.warning("rebuilding the safety classifier cache %s (%s)", path, exc)
                 encoder = load_sentence_encoder("all-minilm-l6-v2")
-        log.info("tuning the safety classifier on %d labelled examples (once; 2 to 3 minutes on 2 idle cores)", len(examples))
+        log.info("tuning the safety classifier on %d labelled examples (once; 1 to 2 minutes on 2 idle cores)", len(examples))
         start = time.monotonic()
         head = tune(encoder, examples, principles, settings)
         state = {f"lora.{k}": v.detach().clone() for k, v in lora_parameters(encoder.model).items()}
