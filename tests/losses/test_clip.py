@@ -186,3 +186,45 @@ def test_bad_inputs_raise(args, kwargs, match):
 def test_bad_constructor_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CLIPStyleLoss(**kwargs)
+
+
+@pytest.mark.parametrize("with_ids", [False, True])
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_negative_captions_are_extra_keys_of_image_to_text_only(with_ids, chunk):
+    """NegCLIP: i2t is a cross-entropy over [texts; negatives], t2i is unchanged."""
+    torch.manual_seed(0)
+    img, txt, neg = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64), \
+        torch.randn(3, 6, dtype=torch.float64)
+    ids = torch.tensor([0, 1, 2, 3]) if with_ids else None
+    loss = CLIPStyleLoss(temperature=0.1, chunk_size=chunk)(img, txt, match_ids=ids, negative_text_embeds=neg)
+    i, t, n = (F.normalize(x, dim=-1) for x in (img, txt, neg))
+    i2t = F.cross_entropy(10 * i @ torch.cat([t, n]).T, torch.arange(4))
+    t2i = F.cross_entropy(10 * t @ i.T, torch.arange(4))
+    assert loss.item() == pytest.approx(((i2t + t2i) / 2).item(), abs=1e-9)
+    # a negative equal to the true caption takes probability from it: the loss rises
+    same = CLIPStyleLoss(temperature=0.1)(img, txt, negative_text_embeds=txt)
+    assert same > CLIPStyleLoss(temperature=0.1)(img, txt)
+
+
+def test_negative_captions_of_another_width_are_refused():
+    with pytest.raises(ValueError, match="negative_text_embeds has dimension 5"):
+        CLIPStyleLoss()(torch.randn(2, 4), torch.randn(2, 4), negative_text_embeds=torch.randn(2, 5))
+
+
+def test_paired_negative_terms_follow_ce_clip():
+    """negative_rank_weight: each image's two-way CE (own caption vs its negative); negative_text_weight:
+    relu(cos(caption, its negative) - margin). Negatives pair with the rows they were made from."""
+    torch.manual_seed(1)
+    img, txt, neg = (torch.randn(n, 5, dtype=torch.float64) for n in (3, 3, 2))
+    rows = torch.tensor([2, 0])
+    base = CLIPStyleLoss(temperature=0.1)(img, txt, negative_text_embeds=neg, negative_rows=rows)
+    loss = CLIPStyleLoss(temperature=0.1, negative_rank_weight=2.0, negative_text_weight=3.0, negative_text_margin=-1.0)
+    total = loss(img, txt, negative_text_embeds=neg, negative_rows=rows)
+    i, t, n = (F.normalize(x, dim=-1) for x in (img, txt, neg))
+    pair = 10 * torch.stack([(i[rows] * t[rows]).sum(-1), (i[rows] * n).sum(-1)], 1)
+    rank = F.cross_entropy(pair, torch.zeros(2, dtype=torch.long))
+    text = ((t[rows] * n).sum(-1) + 1).mean()
+    assert total.item() == pytest.approx((base + 2 * rank + 3 * text).item(), abs=1e-9)
+    assert loss.last_metrics["negative_rank"] == pytest.approx(rank.item())
+    # without rows (or weights) the terms are off: plain NegCLIP
+    assert loss(img, txt, negative_text_embeds=neg).item() == pytest.approx(base.item(), abs=1e-12)
