@@ -51,14 +51,11 @@ def context(requires_grad: bool = True, seed: int = 0) -> dict[str, torch.Tensor
     feats = torch.cat([img, txt])
     targets = torch.randint(1, 7, (B, 3), generator=g)
     targets[0, 0] = 0  # a padding position for ignore_index=0
-    logits = torch.randn(B, 3, 7, generator=g).requires_grad_(requires_grad)
-    negatives = torch.randn(2, D, generator=g).requires_grad_(requires_grad)  # drawn last: the rest stay put
     return {"image_embeds": img, "text_embeds": txt, "logit_scale": torch.tensor(12.0),
             "match_ids": torch.tensor([0, 1, 1, 2, 3, 4]), "labels": torch.tensor([0, 1, 0, 2, 1, 2]),
             "features": feats, "reference_features": feats.detach() + 0.1,
             "key_inputs": torch.randn(B, D, generator=g),
-            "logits": logits, "targets": targets,
-            "negative_text_embeds": negatives, "negative_rows": torch.tensor([0, 3])}
+            "logits": torch.randn(B, 3, 7, generator=g).requires_grad_(requires_grad), "targets": targets}
 
 
 @pytest.fixture

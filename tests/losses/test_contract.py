@@ -71,8 +71,7 @@ def direct_call(name: str, loss: LossBase, ctx: dict) -> torch.Tensor:
     """The same loss called as a user would, without ``forward_context``."""
     img, txt = ctx["image_embeds"], ctx["text_embeds"]
     if name == "combined":
-        return loss(img, txt, logit_scale=ctx["logit_scale"], match_ids=ctx["match_ids"],
-                    negative_text_embeds=ctx["negative_text_embeds"], negative_rows=ctx["negative_rows"])
+        return loss(img, txt, logit_scale=ctx["logit_scale"], match_ids=ctx["match_ids"])
     if name == "multitask":
         return loss(retrieval={"image_embeds": img, "text_embeds": txt, "match_ids": ctx["match_ids"],
                                "logit_scale": ctx["logit_scale"]},

@@ -61,10 +61,6 @@ class DataConfig:
     test_splits: list[str] = field(default_factory=lambda: ["test", "test_heldout"])
     random_crop_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
     hflip: bool = False
-    # NegCLIP-style hard negatives: per training caption, one word of a group it names is swapped for
-    # one of the group it does not name (e.g. the shape names), and the edited caption is an extra
-    # negative of the image->text loss (losses that take negative_text_embeds: clip). [] = none.
-    negative_word_groups: list[list[str]] = field(default_factory=list)
     max_train_samples: int = 0  # 0 = all
     # Safety limits: a small file may declare a huge image or tar member; refuse it before decoding.
     max_image_pixels: int = 40_000_000  # width * height of one image (Pillow's own limit is lowered to this)

@@ -20,7 +20,6 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
-from mie.data.caption_negatives import word_swap_negatives
 from mie.data.transforms import DEFAULT_MAX_IMAGE_PIXELS, LoadImage, ToTensor
 from mie.errors import DataError, LimitError
 from mie.tokenization.base import BaseTokenizer
@@ -130,7 +129,6 @@ def collate_image_text(
     context_length: int,
     caption_index: str | int = "random",
     generator: torch.Generator | None = None,
-    negative_word_groups: Sequence[Sequence[str]] = (),
 ) -> dict[str, Any] | None:
     """Batch samples for contrastive training, choosing ONE caption per image.
 
@@ -139,9 +137,7 @@ def collate_image_text(
     int picks that caption (modulo the count). ``match_ids`` gives the same integer to entries of
     the same image, so a loss can treat them as positives of each other. Returns ``None`` when every
     sample was dropped, so the caller skips the step. Use with ``functools.partial`` as a
-    DataLoader ``collate_fn``. With ``negative_word_groups`` the batch also holds ``negative_ids``:
-    word-swapped hard-negative captions (``mie.data.caption_negatives``), at most one per caption,
-    and ``negative_rows``, the caption each was made from.
+    DataLoader ``collate_fn``.
     """
     samples = [s for s in batch if s is not None]
     num_skipped = len(batch) - len(samples)
@@ -156,7 +152,7 @@ def collate_image_text(
         raise ValueError(f"caption_index must be 'random' or an int, got {caption_index!r}")
     first_seen: dict[str, int] = {}
     match_ids = [first_seen.setdefault(s.image_id, len(first_seen)) for s in samples]
-    out = {
+    return {
         "images": torch.stack([s.image for s in samples]),
         "input_ids": tokenizer(captions, context_length),
         "match_ids": torch.tensor(match_ids, dtype=torch.long),
@@ -164,12 +160,6 @@ def collate_image_text(
         "captions": captions,
         "num_skipped": num_skipped,
     }
-    if negative_word_groups:
-        negatives, rows = word_swap_negatives(captions, negative_word_groups, generator)
-        if negatives:
-            out["negative_ids"] = tokenizer(negatives, context_length)
-            out["negative_rows"] = torch.tensor(rows, dtype=torch.long)
-    return out
 
 
 def images_and_all_captions(dataset: Dataset, batch_size: int = 64) -> Iterator[EvalBatch]:

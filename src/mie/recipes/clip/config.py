@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -14,9 +13,6 @@ from mie.models.multimodal import DualEncoderConfig
 from mie.tokenization.config import TokenizerConfig
 from mie.training.config import TrainerConfig
 from mie.training.tasks import check_task_loss
-from mie.training.tasks.contrastive import build_task_loss
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,14 +63,3 @@ def check_config(config: ClipConfig) -> None:
                 check_task_loss(stage.loss, config.model.embed_dim, f"stages[{index}].loss")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if config.data.negative_word_groups:
-        _check_negatives_used(config)
-
-
-def _check_negatives_used(config: ClipConfig) -> None:
-    """Warn about word-swap negatives that a loss of the run will not read (made for nothing there)."""
-    losses = [config.loss] + [stage.loss for stage in config.stages if stage.loss is not None]
-    for loss in losses:
-        if "negative_text_embeds" not in build_task_loss(loss, config.model.embed_dim).accepted_inputs():
-            logger.warning("data.negative_word_groups: loss %r does not take hard-negative captions, so they "
-                           "are ignored by it; use loss.name=clip or set data.negative_word_groups=[]", loss.name)

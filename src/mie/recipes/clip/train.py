@@ -67,8 +67,7 @@ def build_train_loader(config: ClipConfig, dataset: Dataset, tokenizer: BaseToke
     data = config.data
     generator = torch.Generator().manual_seed(config.seed)
     collate = functools.partial(collate_image_text, tokenizer=tokenizer, context_length=config.model.context_length,
-                                generator=generator if data.num_workers == 0 else None,
-                                negative_word_groups=data.negative_word_groups)
+                                generator=generator if data.num_workers == 0 else None)
     # A stream (WebDataset) orders itself: shards are split by rank and worker and reordered per
     # epoch by the dataset's set_epoch, which the trainer calls; it cannot take a shuffling sampler.
     stream = isinstance(dataset, IterableDataset)

@@ -8,10 +8,7 @@ captions of one image). The task runs the dual encoder and offers the loss these
 * ``features`` / ``reference_features``: both towers' embeddings, from the model and from a frozen
   copy of it taken when the stage starts (feature consistency keeps a stage near where it began);
 * ``key_inputs``: the token ids, which a momentum loss (``ema_moco``) encodes with its EMA copy of
-  the text tower, attached when the stage starts;
-* ``negative_text_embeds``: the batch's word-swapped hard-negative captions (``negative_ids``, from
-  ``data.negative_word_groups``), encoded by the text tower, and ``negative_rows`` (the caption each
-  was made from), for a loss that takes them (``clip``).
+  the text tower, attached when the stage starts.
 
 A loss that needs anything else (``cross_entropy``'s logits and targets) is refused by
 :func:`check_task_loss`, which the recipe calls when the config is loaded.
@@ -36,8 +33,7 @@ from mie.training.distributed import get_rank, get_world_size, is_distributed
 from mie.training.task import Task
 
 IMAGE_TEXT_INPUTS = frozenset({"image_embeds", "text_embeds", "logit_scale", "match_ids", "features",
-                               "reference_features", "key_inputs", "negative_text_embeds",
-                               "negative_rows"})
+                               "reference_features", "key_inputs"})
 _COMPOSITES = {"combined": "losses", "multitask": "tasks"}
 
 
@@ -159,10 +155,6 @@ class ContrastiveTask(Task):
             match_ids = match_ids + get_rank() * match_ids.shape[0]
         context = {"image_embeds": out["image_embeds"], "text_embeds": out["text_embeds"],
                    "logit_scale": out["logit_scale"], "match_ids": match_ids, "key_inputs": ids}
-        negatives = batch.get("negative_ids")
-        if negatives is not None and "negative_text_embeds" in self.loss.accepted_inputs():
-            context["negative_text_embeds"] = self.model.encode_text(negatives)
-            context["negative_rows"] = batch.get("negative_rows")
         if self.reference is not None:
             context["features"] = torch.cat([out["image_embeds"], out["text_embeds"]])
             with torch.no_grad():
