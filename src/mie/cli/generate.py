@@ -53,7 +53,7 @@ def _check(args: argparse.Namespace) -> None:
             raise ConfigError(f"must be {allowed}", where=key)
 
 
-class _Printer:
+class TokenPrinter:
     """Prints the text of the new tokens as it grows (decoding the whole tail keeps multi-byte characters whole)."""
 
     def __init__(self, tokenizer: Any, stream: Any) -> None:
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         ids = tokenizer.encode(args.prompt)
     if not ids:
         raise ConfigError("the prompt encodes to no tokens", where="--prompt", fix="give some text")
-    printer = _Printer(tokenizer, sys.stdout)
+    printer = TokenPrinter(tokenizer, sys.stdout)
     with torch.inference_mode():
         generate(model, [ids], max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                  top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop_ids=stop_ids,

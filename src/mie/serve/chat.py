@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from mie.cli.generate import _Printer  # the incremental decoder of `mie generate`, reused as is
+from mie.cli.generate import TokenPrinter  # the incremental decoder of `mie generate`
 from mie.models.generation import generate
 from mie.safety.filter import split_sentences
 from mie.safety.targets import ChatTarget
@@ -72,7 +72,7 @@ class ChatModel:
         ids, budget = self.prompt_ids(messages, max_new_tokens)
         pieces: queue.Queue = queue.Queue()
         cancel = threading.Event()
-        printer = _Printer(self.tokenizer, _QueueWriter(pieces))
+        printer = TokenPrinter(self.tokenizer, _QueueWriter(pieces))
 
         def on_token(row: int, token: int) -> None:
             if cancel.is_set():
