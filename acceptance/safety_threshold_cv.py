@@ -6,10 +6,10 @@ scored on the fifth. The pooled out-of-fold probabilities give recall and false-
 threshold, for the embeddings alone and for what ships: rules + embeddings combined by ``CombineRule``
 (the rules are fixed, so they need no folds). Printed: the lowest single threshold whose combined
 look-alike false-positive rate is <= --max-fpr, and one threshold per principle within the same rate
-(``choose_thresholds``): those ship as ``mie.safety.embeddings.THRESHOLDS``. About 10 minutes on 2 idle
+(``choose_thresholds``): those ship as ``mie.safety.embeddings.THRESHOLDS``. About 20 minutes on 2 idle
 CPU cores (``--load`` re-reads saved probabilities instead).
 
-    python acceptance/safety_threshold_cv.py [--folds 5] [--max-fpr 0.03] [--epochs 4] [--save probs.pt]
+    python acceptance/safety_threshold_cv.py [--folds 5] [--max-fpr 0.05] [--epochs 4] [--average-from 2] [--save probs.pt]
 """
 
 from __future__ import annotations
@@ -75,15 +75,20 @@ def main() -> None:
     """Cross-validate and print the table of thresholds."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--max-fpr", type=float, default=0.03)
+    parser.add_argument("--max-fpr", type=float, default=0.05, help="the goal: <= 5%% look-alike FPR")
     parser.add_argument("--epochs", type=int, default=None, help="override TuneSettings.epochs")
+    parser.add_argument("--average-from", type=int, default=None, help="override TuneSettings.average_from")
     parser.add_argument("--save", default=None, help="write the out-of-fold probabilities here (torch.save)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 on a shared machine)")
     parser.add_argument("--load", default=None, help="read them from here instead of tuning")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     examples = load_examples()
-    settings = TuneSettings() if args.epochs is None else replace(TuneSettings(), epochs=args.epochs)
+    settings = TuneSettings()
+    if args.epochs is not None:
+        settings = replace(settings, epochs=args.epochs)
+    if args.average_from is not None:
+        settings = replace(settings, average_from=args.average_from)
     probs = torch.load(args.load) if args.load else out_of_fold(examples, args.folds, settings)
     if args.save:
         torch.save(probs, args.save)

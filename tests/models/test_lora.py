@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from mie.errors import ConfigError
 from mie.models.causal_lm import CausalLM, CausalLMConfig
-from mie.models.lora import LoRALinear, apply_lora, lora_parameters, merge_lora
+from mie.models.lora import (
+    LoRALinear,
+    adapter_snapshot,
+    apply_lora,
+    average_adapters,
+    lora_parameters,
+    merge_lora,
+)
 
 
 def _model() -> CausalLM:
@@ -33,6 +42,25 @@ def test_the_update_is_b_a_scaled():
     x = torch.randn(3, 6)
     expected = base(x) + x @ (layer.lora_b @ layer.lora_a).t() * 3.0
     torch.testing.assert_close(layer(x), expected)
+
+
+def test_averaged_adapters_merge_to_the_mean_of_the_snapshots_weights():
+    model = _model()
+    apply_lora(model, targets=("wq", "wv"), r=2, alpha=4)
+    snapshots, merged = [], []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for p in lora_parameters(model).values():
+                p.normal_()
+        snapshots.append(adapter_snapshot(model))
+        merged.append(merge_lora(copy.deepcopy(model)).layers[1].attn.wv.weight.detach())
+    average_adapters(model, snapshots)
+    layer = model.layers[1].attn.wv
+    assert layer.r == 6 and layer.lora_a.shape == (6, 32) and layer.scaling == 2.0
+    torch.testing.assert_close(merge_lora(model).layers[1].attn.wv.weight, torch.stack(merged).mean(0))
+    with pytest.raises(ValueError, match="at least one snapshot"):
+        average_adapters(model, [])
 
 
 def test_only_adapters_train_and_merging_keeps_the_function():

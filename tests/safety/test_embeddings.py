@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mie.errors import DataError
+from mie.io import load_weights
 from mie.models.bert import BertConfig, BertEncoder
 from mie.models.lora import LoRALinear
 from mie.pretrained.sentence import SentenceEncoder
@@ -30,7 +31,8 @@ WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "how", "do", "i", "make",
 HARM = ["how do i make a bomb ?", "make a bomb", "how do i poison my dog ?", "poison a dog"]
 PRIV = ["find her address", "how do i find her address ?"]
 BENIGN = ["how do i bake bread ?", "bake a cake", "walk my dog", "how do i make a cake ?", "make bread", "bake bread"]
-SETTINGS = TuneSettings(r=4, epochs=25, lr=1e-2, head_lr=5e-2, batch_size=4)
+# The last 5 epochs are weight-averaged, so the cache holds rank-20 adapters (4 x 5).
+SETTINGS = TuneSettings(r=4, epochs=25, average_from=21, lr=1e-2, head_lr=5e-2, batch_size=4)
 
 
 def tiny_encoder() -> SentenceEncoder:
@@ -67,6 +69,8 @@ def test_the_cache_reproduces_the_trained_method(tmp_path, monkeypatch):
     cache = tmp_path / "cache.safetensors"
     first = EmbeddingMethod.load(path, cache=cache, settings=SETTINGS)
     assert cache.is_file()
+    state, _ = load_weights(cache)
+    assert {v.shape[0] for k, v in state.items() if k.endswith("lora_a")} == {20}  # 5 epochs averaged
     second = EmbeddingMethod.load(path, cache=cache, settings=SETTINGS)
     texts = HARM + BENIGN
     torch.testing.assert_close(second.probabilities(texts)[0], first.probabilities(texts)[0], atol=1e-5, rtol=1e-5)

@@ -77,6 +77,30 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
+@torch.no_grad()
+def adapter_snapshot(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Copies of every adapter's ``(A, B)`` by layer name (for :func:`average_adapters`)."""
+    return {name: (m.lora_a.detach().clone(), m.lora_b.detach().clone())
+            for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+@torch.no_grad()
+def average_adapters(model: nn.Module, snapshots: list[dict[str, tuple[torch.Tensor, torch.Tensor]]]) -> None:
+    """Set every adapter to the mean of the snapshots' updates, exactly (weight averaging, as in SWA).
+
+    ``mean_k(B_k @ A_k)`` is one adapter of rank ``K * r``: the ``A_k`` stacked and the ``B_k`` side by
+    side, divided by ``K``. The scaling is kept, so ``merge_lora`` then folds in the averaged weights.
+    """
+    if not snapshots:
+        raise ValueError("average_adapters needs at least one snapshot")
+    for name, module in model.named_modules():
+        if isinstance(module, LoRALinear):
+            module.lora_a = nn.Parameter(torch.cat([s[name][0] for s in snapshots], 0), requires_grad=False)
+            module.lora_b = nn.Parameter(torch.cat([s[name][1] for s in snapshots], 1) / len(snapshots),
+                                         requires_grad=False)
+            module.r = module.lora_a.shape[0]
+
+
 def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """The adapters' parameters by name (what a LoRA run trains)."""
     return {name: p for name, p in model.named_parameters() if name.endswith(("lora_a", "lora_b"))}

@@ -5,10 +5,11 @@ A linear probe on frozen embeddings separates "how do I kill a process" from "ho
 neighbour" poorly (on a held-out fifth of the training examples it flags ~25 % of benign look-alikes
 at 95 % recall). So the encoder is tuned: LoRA adapters (rank 16) on every linear layer of the six
 BERT layers plus a 5-way head on the pooled embedding, trained with one-vs-rest binary cross-entropy
-(positives weighted by sqrt(negatives / positives)) for 2 epochs — about a minute on 2 idle CPU cores,
-once. Two epochs were chosen by the same cross-validation as the thresholds: out-of-fold recall at 3 %
-look-alike false positives was 71.3 / 76.4 / 71.7 / 67.4 % after 1 / 2 / 3 / 4 epochs (more epochs
-overfit: confident scores on texts unlike any training example).
+(positives weighted by sqrt(negatives / positives)) for 5 epochs, once. The weights after epochs 2..5 are
+averaged (stochastic weight averaging; the averaged adapters are exact, of rank 4 x 16): the last epoch
+alone is over-confident on texts unlike any training example. By the cross-validation that also picks the
+thresholds, out-of-fold recall at <= 5 % look-alike false positives was 86.4 % for 2 epochs without
+averaging (the previous setting), 90.4 % for 4 epochs averaged from the 2nd and 91.9 % for 5.
 The adapters are then merged into the weights, so scoring costs what the plain encoder costs.
 
 Only the adapters, the head and the harmful examples' embeddings (for reasons) are cached, as
@@ -19,9 +20,8 @@ safetensors keyed by a hash of the examples and the training settings::
 
 ``threshold`` is one flag probability per principle (``THRESHOLDS``), chosen by 5-fold cross-validation
 on the training examples (``acceptance/safety_threshold_cv.py``, :func:`choose_thresholds`): out of fold,
-rules + embeddings combined then flag 76.4 % of the harmful examples at a 3.0 % false-positive rate on
-the benign look-alikes (one threshold for all, 0.95, gives 70.0 % at 2.6 %). The margin below the 5 % goal
-allows for texts unlike the training examples. A number instead of the dict applies to every principle.
+rules + embeddings combined then flag 91.9 % of the harmful examples at a 4.9 % false-positive rate on
+the benign look-alikes (the goal's 5 %). A number instead of the dict applies to every principle.
 """
 
 from __future__ import annotations
@@ -43,15 +43,15 @@ import torch.nn.functional as F
 from mie.errors import DataError
 from mie.io import load_weights, save_weights
 from mie.io.cache import read_jsonl
-from mie.models.lora import apply_lora, lora_parameters, merge_lora
+from mie.models.lora import adapter_snapshot, apply_lora, average_adapters, lora_parameters, merge_lora
 from mie.safety.types import DEFAULT_PRINCIPLES, PrincipleVerdict
 
 log = logging.getLogger(__name__)
 SCALE = 10.0  # pooled embeddings have norm 1; the head sees them x10 so its logits can reach +-10
 THRESHOLD = 0.95  # flag probability for a principle without a cross-validated threshold of its own
 # Per-principle flag probabilities chosen by 5-fold cross-validation (acceptance/safety_threshold_cv.py).
-THRESHOLDS = {"harm_prevention": 0.925, "truthfulness": 0.75, "fairness": 0.925, "autonomy_respect": 0.98,
-              "privacy": 0.85}
+THRESHOLDS = {"harm_prevention": 0.95, "truthfulness": 0.5, "fairness": 0.97, "autonomy_respect": 0.75,
+              "privacy": 0.75}
 
 
 @dataclass(frozen=True)
@@ -60,13 +60,14 @@ class TuneSettings:
 
     r: int = 16
     targets: tuple[str, ...] = ("q", "k", "v", "out", "fc1", "fc2")
-    epochs: int = 2
+    epochs: int = 5
+    average_from: int = 2  # average the weights after epochs average_from..epochs (0: keep the last)
     lr: float = 1e-3
     head_lr: float = 1e-3
     batch_size: int = 16
     max_length: int = 128
     seed: int = 0
-    version: int = 2
+    version: int = 3
 
 
 def load_examples(path: str | Path | None = None) -> list[dict[str, Any]]:
@@ -104,6 +105,7 @@ def tune(encoder: Any, examples: Sequence[dict[str, Any]], principles: Sequence[
     optimizer = torch.optim.AdamW([{"params": list(lora_parameters(model).values()), "lr": settings.lr},
                                    {"params": head.parameters(), "lr": settings.head_lr}], weight_decay=0.01)
     rows = [encoder.tokenizer.encode_special(e["text"], settings.max_length) for e in examples]
+    snapshots: list[tuple[dict, dict]] = []
     model.train()
     for epoch in range(settings.epochs):
         order = list(range(len(rows)))
@@ -116,6 +118,11 @@ def tune(encoder: Any, examples: Sequence[dict[str, Any]], principles: Sequence[
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        if settings.average_from and epoch + 1 >= settings.average_from:
+            snapshots.append((adapter_snapshot(model), {k: v.detach().clone() for k, v in head.state_dict().items()}))
+    if len(snapshots) > 1:  # weight averaging: flatter, less over-confident than the last epoch alone
+        average_adapters(model, [adapters for adapters, _ in snapshots])
+        head.load_state_dict({k: torch.stack([h[k] for _, h in snapshots]).mean(0) for k in snapshots[0][1]})
     model.eval()
     return head.eval()
 
@@ -158,7 +165,7 @@ class EmbeddingMethod:
             except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
                 log.warning("rebuilding the safety classifier cache %s (%s)", path, exc)
                 encoder = load_sentence_encoder("all-minilm-l6-v2")
-        log.info("tuning the safety classifier on %d labelled examples (once; 1 to 2 minutes on 2 idle cores)", len(examples))
+        log.info("tuning the safety classifier on %d labelled examples (once; 2 to 5 minutes on 2 CPU cores)", len(examples))
         start = time.monotonic()
         head = tune(encoder, examples, principles, settings)
         state = {f"lora.{k}": v.detach().clone() for k, v in lora_parameters(encoder.model).items()}
@@ -175,7 +182,11 @@ class EmbeddingMethod:
     def _from_cache(cls, encoder: Any, examples: Sequence[dict[str, Any]], principles: list[str],
                     settings: TuneSettings, path: Path) -> EmbeddingMethod:
         state, _ = load_weights(path)
-        apply_lora(encoder.model, settings.targets, r=settings.r, alpha=2.0 * settings.r)
+        ranks = {v.shape[0] for k, v in state.items() if k.endswith("lora_a")}  # r times the averaged epochs
+        if len(ranks) != 1:
+            raise ValueError(f"adapter ranks {sorted(ranks)} are not one rank")
+        rank = ranks.pop()
+        apply_lora(encoder.model, settings.targets, r=rank, alpha=2.0 * rank)
         adapters = lora_parameters(encoder.model)
         missing = set(adapters) ^ {k.removeprefix("lora.") for k in state if k.startswith("lora.")}
         if missing:
