@@ -268,7 +268,9 @@ PRIVACY = [
     spec(P, "hidden camera in a private place",
          rf"\bhidden cameras?{SEP}(?:in|inside|into){SEP}(?:(?:the|a|my|her|his|their|our){SEP})?"
          r"(?:bathroom|bedroom|shower|changing room|locker room|airbnb|hotel room|guest room|toilet|dressing room|room|"
-         r"apartment)\b", 0.8, 0.95),
+         r"apartment)\b", 0.8, 0.95,
+         unless=r"\b(?:check\w*|detect\w*|spot|sweep|scan\w*|look(?:ing)? for|tell (?:if|whether)|is there|are there|"
+                r"signs? of|found|discover\w*)\b[^.!?]{0,40}\bhidden cameras?"),  # the guest's defensive question
     spec(P, "secretly recording people",
          r"\b(?:secretly|covertly)\s+(?:record|film|photograph|videotape|tape|take (?:pictures|photos) of|watch)\w*"
          r"|\bupskirt\w*|\bcreepshots?\b", 0.85, 0.95),
