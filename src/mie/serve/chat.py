@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
-from mie.cli.generate import TokenPrinter  # the incremental decoder of `mie generate`
 from mie.models.generation import generate
 from mie.safety.filter import split_sentences
 from mie.safety.targets import ChatTarget
+from mie.tokenization.streaming import TokenPrinter
 
 log = logging.getLogger(__name__)
 _END = object()
