@@ -50,8 +50,8 @@ log = logging.getLogger(__name__)
 SCALE = 10.0  # pooled embeddings have norm 1; the head sees them x10 so its logits can reach +-10
 THRESHOLD = 0.95  # flag probability for a principle without a cross-validated threshold of its own
 # Per-principle flag probabilities chosen by 5-fold cross-validation (acceptance/safety_threshold_cv.py).
-THRESHOLDS = {"harm_prevention": 0.95, "truthfulness": 0.5, "fairness": 0.97, "autonomy_respect": 0.75,
-              "privacy": 0.75}
+THRESHOLDS = {"harm_prevention": 0.97, "truthfulness": 0.7, "fairness": 0.875, "autonomy_respect": 0.9,
+              "privacy": 0.925}
 
 
 @dataclass(frozen=True)
