@@ -24,7 +24,9 @@ TEXT = "the cat sat on the mat. a dog ran in the park. hello there, how are you 
 @pytest.fixture(scope="session")
 def clip_run(tmp_path_factory) -> Path:
     """A finished tiny clip run (``<tmp>/runs/demo``, its shapes data beside it)."""
-    return _api_fixtures.train_tiny_run(tmp_path_factory.mktemp("serve_clip"))
+    root = tmp_path_factory.mktemp("serve_clip")
+    (root / "runs").mkdir()  # mie train creates no missing parent folders
+    return _api_fixtures.train_tiny_run(root)
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +42,17 @@ def lm_run(tmp_path_factory) -> Path:
     (root / "lm.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
     assert main(["train", str(root / "lm.yaml"), "--output-dir", str(root / "run"), "-q"]) == 0
     return root / "run"
+
+
+BASE_URL = "http://127.0.0.1:7860"  # the Host the app answers (a TestClient's own "testserver" is refused)
+IMAGE = {"content-type": "image/png"}  # what the page sends with an upload (it must not be a form's type)
+
+
+def local_client(app, **kwargs):
+    """A TestClient addressing the app as the page does: Host 127.0.0.1:7860, no Origin (same-origin)."""
+    from starlette.testclient import TestClient
+
+    return TestClient(app, base_url=BASE_URL, **kwargs)
 
 
 def loaded_app(source: str | Path, cache_dir: Path | None = None, **kwargs):

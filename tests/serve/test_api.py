@@ -11,7 +11,7 @@ import zlib
 import pytest
 import torch
 from PIL import Image
-from starlette.testclient import TestClient
+from tests.serve.conftest import IMAGE, local_client
 
 import mie
 from mie.serve.uploads import MAX_UPLOAD_BYTES
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def client(clip_app):
-    return TestClient(clip_app)
+    return local_client(clip_app)
 
 
 def png_bytes(size=(20, 20), color=(255, 0, 0)) -> bytes:
@@ -75,7 +75,7 @@ def test_an_image_upload_gets_the_best_captions_in_memory(client, clip_run, clip
     before = snapshot(clip_run.parent)
     index = clip_app.state.serve.index
     with open(index.paths[0], "rb") as f:
-        data = client.post("/api/caption?k=4", content=f.read()).json()
+        data = client.post("/api/caption?k=4", content=f.read(), headers=IMAGE).json()
     scores = [c["score"] for c in data["captions"]]
     assert len(scores) == 4 and scores == sorted(scores, reverse=True)
     assert all(c["text"] in index.captions for c in data["captions"])
@@ -91,15 +91,15 @@ def test_an_image_upload_gets_the_best_captions_in_memory(client, clip_run, clip
     (bomb_png(), 413, "the image is too large"),
 ])
 def test_bad_images_get_a_clear_message(client, body, status, message):
-    response = client.post("/api/caption", content=body)
+    response = client.post("/api/caption", content=body, headers=IMAGE)
     assert response.status_code == status and message in response.json()["error"]
     assert "Traceback" not in response.text
 
 
 def test_an_oversize_upload_is_refused_before_it_is_read(client):
-    declared = client.post("/api/caption", content=b"x" * 10, headers={"content-length": str(MAX_UPLOAD_BYTES + 1)})
+    declared = client.post("/api/caption", content=b"x" * 10, headers={**IMAGE, "content-length": str(MAX_UPLOAD_BYTES + 1)})
     assert declared.status_code == 413 and "limit" in declared.json()["error"]
-    chunked = client.post("/api/caption", content=iter([b"\0" * (1 << 20)] * 9))  # no Content-Length
+    chunked = client.post("/api/caption", content=iter([b"\0" * (1 << 20)] * 9), headers=IMAGE)  # no Content-Length
     assert chunked.status_code == 413 and f"{MAX_UPLOAD_BYTES:,} bytes" in chunked.json()["error"]
 
 
@@ -134,7 +134,7 @@ def test_bad_queries_get_a_clear_message(client, payload, message):
 
 
 def test_a_body_that_is_not_a_json_object(client):
-    assert "not JSON" in client.post("/api/search", content=b"{nope").json()["error"]
+    assert "not JSON" in client.post("/api/search", content=b"{nope", headers={"content-type": "application/json"}).json()["error"]
     assert "JSON object" in client.post("/api/search", json=["a red circle"]).json()["error"]
 
 
@@ -165,18 +165,18 @@ def test_a_clip_run_has_no_chat(client):
 def test_unknown_routes_and_internal_errors_are_json_without_a_traceback(client, clip_app, monkeypatch):
     assert client.get("/api/nothing").json() == {"error": "Not Found"}
     monkeypatch.setattr(clip_app.state.serve.index, "top_images", lambda *a: 1 / 0)
-    response = TestClient(clip_app, raise_server_exceptions=False).post("/api/search", json={"query": "a red circle"})
+    response = local_client(clip_app, raise_server_exceptions=False).post("/api/search", json={"query": "a red circle"})
     assert response.status_code == 500 and "ZeroDivisionError" in response.json()["error"]
     assert "Traceback" not in response.text
 
 
 def test_requests_while_loading_get_503_then_work(held_app):
-    client = TestClient(held_app)
+    client = local_client(held_app)
     assert client.get("/").status_code == 200
     status = client.get("/api/status").json()
     assert not status["ready"] and "loading" in status["progress"]
     for response in (client.post("/api/search", json={"query": "a red circle"}),
-                     client.post("/api/caption", content=png_bytes()),
+                     client.post("/api/caption", content=png_bytes(), headers=IMAGE),
                      client.post("/api/evaluate", json={"text": "hello"})):
         assert response.status_code == 503 and "still loading" in response.json()["error"]
     held_app.release.set()
@@ -192,7 +192,7 @@ def test_a_failed_load_is_one_line_on_every_endpoint(clip_run, tmp_path):
 
     app = create_app(str(clip_run), safety_methods="rules", cache_dir=tmp_path, loader=loader)
     assert not app.state.serve.wait(timeout=30)
-    client = TestClient(app)
+    client = local_client(app)
     assert "best.safetensors not found" in client.get("/api/status").json()["error"]
     response = client.post("/api/search", json={"query": "a red circle"})
     assert response.status_code == 500 and "failed: checkpoints/best.safetensors not found" in response.json()["error"]

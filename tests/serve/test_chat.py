@@ -7,7 +7,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from starlette.testclient import TestClient
+from tests.serve.conftest import local_client
 
 from mie.models.generation import generate
 from mie.safety.evaluator import SafetyEvaluator
@@ -29,7 +29,7 @@ def events(response) -> list[tuple[str, dict]]:
 
 @pytest.fixture(scope="module")
 def client(lm_app):
-    return TestClient(lm_app)
+    return local_client(lm_app)
 
 
 def test_an_lm_run_has_chat_report_and_safety(client):
@@ -85,7 +85,7 @@ class ScriptedChat:
         self.answer = answer
         self.tokenizer = SimpleNamespace(encode=lambda text: text.split())
 
-    def stream(self, messages, max_new_tokens=128, temperature=0.0):
+    def stream(self, messages, max_new_tokens=128, temperature=0.0, stop=None):
         for start in range(0, len(self.answer), 3):
             yield self.answer[start:start + 3]
 
@@ -110,7 +110,7 @@ def test_chat_waits_for_the_model(lm_run):
     from mie.serve import create_app
 
     app = create_app(str(lm_run), safety_methods="rules", start=False)
-    response = TestClient(app).post("/api/chat", json={"messages": [{"role": "user", "content": "hi"}]})
+    response = local_client(app).post("/api/chat", json={"messages": [{"role": "user", "content": "hi"}]})
     assert response.status_code == 503 and "still loading" in response.json()["error"]
 
 

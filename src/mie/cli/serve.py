@@ -2,7 +2,9 @@
 
 RUN_DIR is a clip run (text search over its test images, captions for an uploaded image, its report),
 an lm run (chat and report) or the name of a pretrained chat model (``smollm2-135m-instruct``); every
-kind has the safety tab. The server listens on 127.0.0.1 unless ``--host`` says otherwise.
+kind has the safety tab. The server listens on 127.0.0.1 unless ``--host`` says otherwise, and answers
+only requests addressed to 127.0.0.1, localhost, ::1 or that ``--host`` (the Host header), whose
+state-changing requests come from its own page (``mie.serve.guard``).
 """
 
 from __future__ import annotations
@@ -59,9 +61,10 @@ def run(args: argparse.Namespace) -> int:
     from mie.serve import create_app
 
     check_port_free(args.host, args.port)
-    app = create_app(args.run_dir, checkpoint=args.checkpoint, safety_methods=args.safety_methods)
+    app = create_app(args.run_dir, checkpoint=args.checkpoint, safety_methods=args.safety_methods, hosts=[args.host])
     if args.host not in LOOPBACK:
-        log.warning("listening on %s: anyone who can reach this machine can use the app (it has no login)", args.host)
+        log.warning("listening on %s: anyone who can reach this machine can use the app (it has no login); only "
+                    "requests addressed to %s or a loopback name are answered", args.host, args.host)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"mie serve: {args.run_dir} on http://{shown}:{args.port}/ (the model loads in the background; "
           "Ctrl-C stops)", flush=True)

@@ -1,15 +1,17 @@
 """The routes of ``mie serve``: a Starlette app, JSON in and out, one page of plain HTML and JavaScript.
 
-Every error becomes ``{"error": message}`` with its status (400 bad input, 413 too large, 503 still
-loading, 500 a failure, logged with its traceback on the server); the page shows the message as text.
+Every error becomes ``{"error": message}`` with its status (400 bad input, 413 too large, 415 not JSON,
+403/421 not this machine's page (:mod:`mie.serve.guard`), 503 still loading or busy (with ``Retry-After``),
+500 a failure, logged with its traceback on the server); the page shows the message as text. No message
+names an absolute path of this machine (:meth:`ServeState.public`); a client that hangs up is logged as such.
 
 ======================  ====================================================================
 ``GET /``               the page (``static/index.html``; ``/static/*`` its script and style)
 ``GET /api/status``     kind, tabs, readiness and loading progress
 ``POST /api/search``    ``{"query", "k"}`` -> the k best test images with cosine scores
 ``GET /api/image/{i}``  image ``i`` of the searched split
-``POST /api/caption``   the raw bytes of an image -> the best captions of the split
-``GET /api/report``     report.md, results.json and the names of the plots of the run
+``POST /api/caption``   the raw bytes of an image (``?k=``) -> the best captions of the split
+``GET /api/report``     report.md, results.json, the plots' names and the run's folder name
 ``GET /api/plot/{n}``   a PNG under the run's ``plots/``
 ``POST /api/chat``      ``{"messages", "filter"}`` -> server-sent events (tokens, then the verdict)
 ``POST /api/evaluate``  ``{"text"}`` -> the safety evaluator's verdict per principle, with reasons
@@ -18,76 +20,67 @@ loading, 500 a failure, logged with its traceback on the server); the page shows
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from mie.serve.errors import ApiError
+from mie.serve.errors import ApiError, ClientGone
+from mie.serve.guard import RequestGuard, SecurityHeaders
 from mie.serve.state import ServeState
-from mie.serve.uploads import MAX_UPLOAD_BYTES, decode_image, int_field, read_body, read_json, text_field
+from mie.serve.uploads import (
+    MAX_UPLOAD_BYTES,
+    DecodeGate,
+    bool_field,
+    int_field,
+    open_upload,
+    query_int,
+    read_body,
+    read_json,
+    text_field,
+)
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 MAX_QUERY_CHARS = 1_000
 MAX_CHAT_CHARS = 8_000
-# The page loads only its own script and style; images may come from this server or a local blob (a preview).
-SECURITY_HEADERS = [(b"content-security-policy", b"default-src 'self'; img-src 'self' blob: data:; object-src 'none'"),
-                    (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-                    (b"x-frame-options", b"DENY")]
 
 
 def create_app(source: str, *, checkpoint: str = "best", safety_methods: str = "auto", cache_dir: Path | None = None,
-               loader: Callable[[ServeState], None] | None = None, start: bool = True) -> Any:
+               loader: Callable[[ServeState], None] | None = None, start: bool = True,
+               hosts: Iterable[str] = ()) -> Any:
     """The app serving ``source`` (a clip or lm run directory, or a pretrained chat model name).
 
     Loading starts in a background thread at once (``start=False`` leaves it to ``app.state.serve.start()``);
     ``app.state.serve`` is the :class:`ServeState`. Bad ``source`` fails here, before anything is served.
+    Requests must name 127.0.0.1, localhost, ::1 or one of ``hosts`` (``mie serve --host``) in their Host
+    header, and state-changing ones must come from the page itself (:class:`~mie.serve.guard.RequestGuard`).
     """
     state = ServeState(source, checkpoint, safety_methods, cache_dir, loader)
     routes = [
         Route("/", _page), Route("/api/status", _status), Route("/api/search", _search, methods=["POST"]),
-        Route("/api/image/{row:int}", _image), Route("/api/caption", _caption, methods=["POST"]),
+        Route("/api/image/{row}", _image), Route("/api/caption", _caption, methods=["POST"]),
         Route("/api/report", _report), Route("/api/plot/{name}", _plot),
         Route("/api/chat", _chat, methods=["POST"]), Route("/api/evaluate", _evaluate, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={ApiError: _api_error, HTTPException: _http_error,
+                                                       ClientGone: _client_gone, ClientDisconnect: _client_gone,
                                                        Exception: _server_error})
     app.state.serve = state
+    app.state.uploads = DecodeGate()
     if start:
         state.start()
-    return _SecurityHeaders(app)
-
-
-class _SecurityHeaders:
-    """ASGI wrapper adding :data:`SECURITY_HEADERS` to every response (streams included)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.state = app.state
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+    return SecurityHeaders(RequestGuard(app, hosts), app.state)
 
 
 def _state(request: Request) -> ServeState:
@@ -96,25 +89,31 @@ def _state(request: Request) -> ServeState:
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return JSONResponse({"error": exc.message}, status_code=exc.status)
+    return JSONResponse({"error": _state(request).public(exc.message)}, status_code=exc.status, headers=exc.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+    return JSONResponse({"error": _state(request).public(str(exc.detail))}, status_code=exc.status_code)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    log.info("mie serve: %s %s: the client went away before its request was read", request.method, request.url.path)
+    return Response(status_code=400)  # nobody is there to read it
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     from mie.cli import error_line
 
     # Starlette re-raises the exception after this response, so the server's log gets its traceback once.
-    log.error("mie serve: %s %s failed: %s", request.method, request.url.path, error_line(exc))
-    return JSONResponse({"error": error_line(exc)}, status_code=500)
+    line = _state(request).public(error_line(exc))
+    log.error("mie serve: %s %s failed: %s", request.method, request.url.path, line)
+    return JSONResponse({"error": line}, status_code=500)
 
 
 def _need_kind(state: ServeState, tab: str) -> None:
     if tab not in state.tabs:
-        raise ApiError(404, f"this server has no {tab} tab: {state.source} is a {state.kind} model")
+        raise ApiError(404, f"this server has no {tab} tab: {state.name} is a {state.kind} model")
 
 
 async def _page(request: Request) -> Response:
@@ -151,9 +150,10 @@ async def _search(request: Request) -> Response:
 async def _image(request: Request) -> Response:
     state = _state(request)
     state.need("model")
-    row = request.path_params["row"]
+    raw = request.path_params["row"]
+    row = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else -1
     if state.index is None or not 0 <= row < len(state.index.paths):
-        raise ApiError(404, f"no image {row} in the searched split")
+        raise ApiError(404, f"no image {raw[:20]!r} in the searched split")
     path = Path(state.index.paths[row])  # from the run's own dataset, never from the request
     if not path.is_file():
         raise ApiError(404, f"image {state.index.image_ids[row]} is not a file that can be shown")
@@ -164,20 +164,22 @@ async def _caption(request: Request) -> Response:
     state = _state(request)
     _need_kind(state, "caption")
     state.need("model")
-    data = await read_body(request, MAX_UPLOAD_BYTES)
-    raw_k = request.query_params.get("k", "5")
-    k = int_field({"k": int(raw_k) if raw_k.isdigit() else raw_k}, "k", 5, 1, 50)
+    k = query_int(request, "k", 5, 1, 50)
+    gate = request.app.state.uploads
+    async with gate.admitted_upload():  # bounded bodies and decoding: peak memory stays small
+        data = await read_body(request, MAX_UPLOAD_BYTES)
+        async with gate.decoding():
+            return JSONResponse(await run_in_threadpool(_caption_work, state, data, k))
 
-    def work() -> dict[str, Any]:
-        image = decode_image(data)
-        started = time.perf_counter()
-        hits = state.index.top_captions(state.run.encode_image(image)[0], k)
-        return {"width": image.width, "height": image.height,
-                "elapsed_ms": round(1000 * (time.perf_counter() - started), 2),
-                "captions": [{"rank": rank, "text": text, "score": round(score, 4)}
-                             for rank, (text, score) in enumerate(hits, 1)]}
 
-    return JSONResponse(await run_in_threadpool(work))
+def _caption_work(state: ServeState, data: bytes, k: int) -> dict[str, Any]:
+    """Decode the upload and rank the split's captions for it (in a worker thread)."""
+    image, (width, height) = open_upload(data)
+    started = time.perf_counter()
+    hits = state.index.top_captions(state.run.encode_image(image)[0], k)
+    return {"width": width, "height": height, "elapsed_ms": round(1000 * (time.perf_counter() - started), 2),
+            "captions": [{"rank": rank, "text": text, "score": round(score, 4)}
+                         for rank, (text, score) in enumerate(hits, 1)]}
 
 
 def _plots(run_dir: Path) -> list[str]:
@@ -194,7 +196,7 @@ async def _report(request: Request) -> Response:
     assert run_dir is not None
     report = run_dir / "report.md"
     results = run_dir / "results.json"
-    return JSONResponse({"run_dir": str(run_dir),
+    return JSONResponse({"run_dir": state.name,  # the folder's name only: never where it lies on this machine
                          "markdown": report.read_text(encoding="utf-8", errors="replace") if report.is_file() else None,
                          "results": read_json_file(results) if results.is_file() else None,
                          "plots": _plots(run_dir)})
@@ -206,7 +208,7 @@ async def _plot(request: Request) -> Response:
     name = request.path_params["name"]
     assert state.run_dir is not None
     if name not in _plots(state.run_dir):  # only a listed file name: no path from the request is opened
-        raise ApiError(404, f"no plot named {name!r} in the run")
+        raise ApiError(404, f"no plot named {name[:60]!r} in the run")
     return FileResponse(state.run_dir / "plots" / name, media_type="image/png")
 
 
@@ -228,31 +230,27 @@ def _messages(payload: dict[str, Any]) -> list[dict[str, str]]:
 
 
 async def _chat(request: Request) -> Response:
+    from mie.serve.chat import MAX_NEW_TOKENS, ChatResponse, ChatTurn, chat_events
+
     state = _state(request)
     _need_kind(state, "chat")
     payload = await read_json(request)
     messages = _messages(payload)
-    max_new_tokens = int_field(payload, "max_new_tokens", 128, 1, 512)
+    max_new_tokens = int_field(payload, "max_new_tokens", 128, 1, MAX_NEW_TOKENS)
     temperature = payload.get("temperature", 0.0)
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
-        raise ApiError(400, f"temperature must be a number from 0 to 2, got {temperature!r}")
+        raise ApiError(400, f"temperature must be a number from 0 to 2, got {str(temperature)[:40]}")
+    use_filter = bool_field(payload, "filter", True)
     state.need("model")
     state.need("safety")
-    use_filter = bool(payload.get("filter", True))
+    chat = state.chat
+    await run_in_threadpool(chat.prompt_ids, messages, max_new_tokens)  # too many tokens: a 400 before any work
 
-    def events() -> Iterator[str]:
-        from mie.cli import error_line
-        from mie.serve.chat import chat_events
+    def events(stop: Any) -> Any:
+        return chat_events(chat, state.evaluator, state.filter, messages, use_filter, max_new_tokens,
+                           float(temperature), stop=stop)
 
-        try:
-            for event, data in chat_events(state.chat, state.evaluator, state.filter, messages, use_filter,
-                                           max_new_tokens, float(temperature)):
-                yield f"event: {event}\ndata: {json.dumps(data)}\n\n"
-        except Exception as exc:  # noqa: BLE001 - the stream has started: the error becomes its last event
-            log.error("mie serve: chat failed", exc_info=exc)
-            yield f"event: error\ndata: {json.dumps({'error': error_line(exc)})}\n\n"
-
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+    return ChatResponse(ChatTurn(chat, events), request, state.public)
 
 
 async def _evaluate(request: Request) -> Response:

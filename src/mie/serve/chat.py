@@ -7,34 +7,71 @@ sent once complete). :func:`chat_events` wraps one turn in the events the page r
 * ``token`` ``{"text"}`` — more of the answer;
 * ``refused`` ``{"text", "reasons"}`` — with the filter on, an input it blocks (no generation);
 * ``verdict`` ``{"flagged", "verdicts", "filtered"}`` — the evaluator's per-principle verdict on the answer;
-* ``done`` ``{"tokens", "elapsed_ms"}`` and ``error`` ``{"error"}``.
+* ``done`` ``{"tokens", "elapsed_ms", "stopped"}`` (``stopped``: ``"time"`` when the answer ran out of
+  its time budget, else null) and ``error`` ``{"error"}``.
 
 With the filter on, the answer is released a sentence at a time, each sentence through
 ``SafetyFilter.filter_output(mode="rewrite")``, so a flagged sentence is never shown, not even briefly.
+
+Abandoned work never blocks anyone (:class:`ChatTurn`): an answer is produced in its own thread and
+stops at its next token once the client goes away (the response watches for ``http.disconnect``), once
+it has run :data:`ANSWER_SECONDS`, or after ``max_new_tokens`` (at most :data:`MAX_NEW_TOKENS`). A
+conversation over :data:`MAX_PROMPT_TOKENS` tokens is refused before the prefill (a 1,024-token prefill
+of SmolLM2-135M takes about 3 s on 2 cores). One answer is generated at a time and at most
+:data:`CHAT_WAITING` more wait for the model; another request gets 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
+import anyio
 import torch
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
 
 from mie.models.generation import generate
 from mie.safety.filter import split_sentences
 from mie.safety.targets import ChatTarget
+from mie.serve.errors import ApiError
 from mie.tokenization.streaming import TokenPrinter
 
 log = logging.getLogger(__name__)
 _END = object()
+MAX_NEW_TOKENS = 512
+MAX_PROMPT_TOKENS = 1024
+ANSWER_SECONDS = 60.0
+CHAT_WAITING = 2
 
 
 class _Cancelled(Exception):
     """The client went away: stop generating."""
+
+
+class StopSignal:
+    """How an answer is told to stop: ``cancel`` (the client went away) or its wall-time budget of
+    ``seconds``, counted from its first step; ``reason`` is ``"cancelled"`` or ``"time"`` once it stopped."""
+
+    def __init__(self, seconds: float = ANSWER_SECONDS) -> None:
+        self.cancel = threading.Event()
+        self.seconds = seconds
+        self.deadline: float | None = None
+        self.reason: str | None = None
+
+    def check(self) -> None:
+        """Raise :class:`_Cancelled` when the answer must stop now."""
+        if self.cancel.is_set():
+            self.reason = self.reason or "cancelled"
+        elif self.deadline is not None and time.monotonic() > self.deadline:
+            self.reason = "time"
+        if self.reason is not None:
+            raise _Cancelled
 
 
 class _QueueWriter:
@@ -52,42 +89,72 @@ class _QueueWriter:
 
 
 class ChatModel:
-    """A causal LM and its tokenizer behind the chat box; one answer is generated at a time."""
+    """A causal LM and its tokenizer behind the chat box; one answer is generated at a time and at most
+    ``waiting`` more are admitted (:meth:`admit`)."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any) -> None:
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, max_prompt_tokens: int = MAX_PROMPT_TOKENS,
+                 answer_seconds: float = ANSWER_SECONDS, waiting: int = CHAT_WAITING) -> None:
         self.target = ChatTarget(model, tokenizer)
         self.model, self.tokenizer = self.target.model, tokenizer
+        self.max_prompt_tokens, self.answer_seconds, self.waiting = max_prompt_tokens, answer_seconds, waiting
         self._lock = threading.Lock()  # two answers at once would only halve each one's speed on CPU
+        self._admission = threading.Lock()
+        self.admitted = 0
+
+    def admit(self) -> None:
+        """Count one more answer in (running or waiting); a 503 :class:`ApiError` when the queue is full."""
+        with self._admission:
+            if self.admitted > self.waiting:
+                raise ApiError(503, f"the model is answering {self.admitted} other chats; try again in a few seconds",
+                               retry_after=5)
+            self.admitted += 1
+
+    def leave(self) -> None:
+        """One admitted answer ended (finished, stopped or failed)."""
+        with self._admission:
+            self.admitted -= 1
 
     def prompt_ids(self, messages: Sequence[dict[str, str]], max_new_tokens: int) -> tuple[list[int], int]:
-        """The conversation's ids and the token budget, cut to fit the model's context (oldest tokens first)."""
+        """The conversation's ids and the token budget, cut to fit the model's context (oldest tokens
+        first); a 400 :class:`ApiError` over :attr:`max_prompt_tokens` tokens, before any model work."""
         ids = self.target.conversation_ids(messages)
+        if len(ids) > self.max_prompt_tokens:
+            raise ApiError(400, f"the conversation is {len(ids):,} tokens; the limit is {self.max_prompt_tokens:,}: "
+                                "send a shorter message or start a new conversation")
         context = int(self.model.config.max_seq_len)
-        max_new_tokens = max(1, min(max_new_tokens, context // 2))
+        max_new_tokens = max(1, min(max_new_tokens, MAX_NEW_TOKENS, context // 2))
         return ids[-(context - max_new_tokens):], max_new_tokens
 
     def stream(self, messages: Sequence[dict[str, str]], max_new_tokens: int = 128, temperature: float = 0.0,
-               seed: int = 0) -> Iterator[str]:
-        """The next assistant turn's text, piece by piece, as it is generated."""
+               seed: int = 0, stop: StopSignal | None = None) -> Iterator[str]:
+        """The next assistant turn's text, piece by piece, as it is generated; ``stop`` (default: this
+        model's time budget) ends it early. Closing the iterator stops the worker at its next token."""
         ids, budget = self.prompt_ids(messages, max_new_tokens)
+        stop = stop or StopSignal(self.answer_seconds)
         pieces: queue.Queue = queue.Queue()
-        cancel = threading.Event()
         printer = TokenPrinter(self.tokenizer, _QueueWriter(pieces))
 
         def on_token(row: int, token: int) -> None:
-            if cancel.is_set():
-                raise _Cancelled
+            stop.check()
             printer(row, token)
 
         def work() -> None:
             try:
-                with self._lock, torch.inference_mode():
-                    generate(self.model, [ids], max_new_tokens=budget, temperature=temperature, seed=seed,
-                             stop_ids=self.target.stop_ids(), pad_id=getattr(self.tokenizer, "pad_id", 0) or 0,
-                             on_token=on_token)
+                while not self._lock.acquire(timeout=0.05):  # waiting in line; leave it once cancelled
+                    if stop.cancel.is_set():
+                        return
+                try:
+                    stop.deadline = time.monotonic() + stop.seconds
+                    with torch.inference_mode():
+                        generate(self.model, [ids], max_new_tokens=budget, temperature=temperature, seed=seed,
+                                 stop_ids=self.target.stop_ids(), pad_id=getattr(self.tokenizer, "pad_id", 0) or 0,
+                                 on_token=on_token)
+                finally:
+                    self._lock.release()
                 printer.finish()
             except _Cancelled:
-                pass
+                if stop.reason == "time":
+                    printer.finish()
             except Exception as exc:  # noqa: BLE001 - handed to the response, which reports it in one line
                 pieces.put(exc)
             finally:
@@ -95,18 +162,24 @@ class ChatModel:
 
         thread = threading.Thread(target=work, name="mie-serve-generate", daemon=True)
         thread.start()
+        finished = False
         try:
             while (item := pieces.get()) is not _END:
                 if isinstance(item, Exception):
                     raise item
                 yield item
+            finished = True
         finally:
-            cancel.set()  # a closed response stops the worker at its next token
+            if not finished:
+                stop.cancel.set()  # a closed iterator stops the worker at its next token
 
 
 def chat_events(chat: ChatModel, evaluator: Any, safety_filter: Any, messages: Sequence[dict[str, str]],
-                use_filter: bool, max_new_tokens: int = 128, temperature: float = 0.0) -> Iterator[tuple[str, dict]]:
-    """``(event, data)`` pairs of one chat turn (see the module docstring); the last message is the user's."""
+                use_filter: bool, max_new_tokens: int = 128, temperature: float = 0.0,
+                stop: StopSignal | None = None) -> Iterator[tuple[str, dict]]:
+    """``(event, data)`` pairs of one chat turn (see the module docstring); the last message is the user's.
+    ``stop`` ends the answer early; a cancelled one ends without a verdict (nobody is there to read it)."""
+    stop = stop or StopSignal(getattr(chat, "answer_seconds", ANSWER_SECONDS))
     started = time.perf_counter()
     question = messages[-1]["content"]
     if use_filter:
@@ -114,10 +187,10 @@ def chat_events(chat: ChatModel, evaluator: Any, safety_filter: Any, messages: S
         if not check.allowed:
             yield "refused", {"text": safety_filter.config.refusal_message, "reasons": check.reasons}
             yield "verdict", _verdict(evaluator.evaluate(question), filtered=True, judged="question")
-            yield "done", {"tokens": 0, "elapsed_ms": _ms(started)}
+            yield "done", {"tokens": 0, "elapsed_ms": _ms(started), "stopped": None}
             return
     raw, shown, pending = [], [], ""
-    for piece in chat.stream(messages, max_new_tokens, temperature):
+    for piece in chat.stream(messages, max_new_tokens, temperature, stop=stop):
         raw.append(piece)
         if not use_filter:
             yield "token", {"text": piece}
@@ -131,10 +204,87 @@ def chat_events(chat: ChatModel, evaluator: Any, safety_filter: Any, messages: S
     if use_filter and pending:
         shown.append(safety_filter.filter_output(pending, mode="rewrite").text)
         yield "token", {"text": shown[-1]}
+    if stop.cancel.is_set():
+        return
     answer = "".join(raw).strip()
     filtered = use_filter and "".join(shown).strip() != answer
     yield "verdict", _verdict(evaluator.evaluate(answer, prompt=question), filtered=filtered, judged="answer")
-    yield "done", {"tokens": len(chat.tokenizer.encode(answer)) if answer else 0, "elapsed_ms": _ms(started)}
+    yield "done", {"tokens": len(chat.tokenizer.encode(answer)) if answer else 0, "elapsed_ms": _ms(started),
+                   "stopped": stop.reason}
+
+
+class ChatTurn:
+    """One chat answer: :func:`chat_events` run in its own thread (admitted by ``chat.admit`` first),
+    its events queued for :meth:`sse`; :meth:`cancel` stops the model at its next token."""
+
+    def __init__(self, chat: Any, make_events: Callable[[StopSignal], Iterator[tuple[str, dict]]]) -> None:
+        self.chat = chat
+        self.stop = StopSignal(chat.answer_seconds)
+        self.events: queue.Queue = queue.Queue()
+        chat.admit()
+        try:
+            self.thread = threading.Thread(target=self._work, args=(make_events,), name="mie-serve-chat", daemon=True)
+            self.thread.start()
+        except BaseException:
+            chat.leave()
+            raise
+
+    def _work(self, make_events: Callable[[StopSignal], Iterator[tuple[str, dict]]]) -> None:
+        from mie.cli import error_line
+
+        try:
+            for event in make_events(self.stop):
+                self.events.put(event)
+        except Exception as exc:  # noqa: BLE001 - the stream has started: the error becomes its last event
+            log.error("mie serve: chat failed", exc_info=exc)
+            self.events.put(("error", {"error": error_line(exc)}))
+        finally:
+            self.chat.leave()
+            self.events.put(_END)
+
+    def cancel(self) -> None:
+        """Stop the answer at its next token (or before it starts, while it waits for the model)."""
+        self.stop.cancel.set()
+
+    async def sse(self, request: Request, public: Callable[[str], str] = str) -> AsyncIterator[str]:
+        """The events as server-sent events, until the last one or until the client goes away (checked
+        between events, a few times a second); the answer is cancelled when this ends, however it ends."""
+        checked = time.monotonic()
+        try:
+            while True:
+                try:
+                    item = self.events.get_nowait()
+                except queue.Empty:
+                    if time.monotonic() - checked > 0.2:
+                        checked = time.monotonic()
+                        if await request.is_disconnected():
+                            log.info("mie serve: the chat client went away; its answer stops")
+                            return
+                    await anyio.sleep(0.01)
+                    continue
+                if item is _END:
+                    return
+                event, data = item
+                if event == "error":
+                    data = {"error": public(data["error"])}
+                yield f"event: {event}\ndata: {json.dumps(data)}\n\n"
+        finally:
+            self.cancel()
+
+
+class ChatResponse(StreamingResponse):
+    """The server-sent events of a :class:`ChatTurn`; the turn is cancelled when the response ends for
+    any reason (finished, client gone, send failed, or never started)."""
+
+    def __init__(self, turn: ChatTurn, request: Request, public: Callable[[str], str] = str) -> None:
+        super().__init__(turn.sse(request, public), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+        self.turn = turn
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.turn.cancel()
 
 
 def _verdict(evaluation: Any, filtered: bool, judged: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mie.errors import ConfigError
-from mie.serve.errors import ApiError
+from mie.serve.errors import ApiError, public_text
 from mie.serve.search import EmbeddingIndex
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,18 @@ class ServeState:
         self._thread: threading.Thread | None = None
 
     @property
+    def name(self) -> str:
+        """What is served, as a client may see it: the run's folder name (never its absolute path), or
+        the pretrained model's name."""
+        return self.run_dir.resolve().name if self.run_dir is not None else self.source
+
+    def public(self, text: str) -> str:
+        """``text`` as a client may see it: the run directory shown by its folder name, other absolute
+        paths cut to their last two parts (:func:`~mie.serve.errors.public_text`)."""
+        named = [(self.run_dir, self.name)] if self.run_dir is not None else []
+        return public_text(text, named)
+
+    @property
     def tabs(self) -> list[str]:
         """The page's tabs for this kind."""
         return TABS[self.kind]
@@ -97,7 +109,7 @@ class ServeState:
 
         started = time.perf_counter()
         try:
-            self.progress = f"loading {self.source}"
+            self.progress = f"loading {self.name}"
             self._loader(self)
             self.model_ready.set()
             self.progress = f"loading the safety evaluator ({', '.join(self.methods)})"
@@ -121,16 +133,18 @@ class ServeState:
     def need(self, what: str = "model") -> None:
         """Raise the 500/503 :class:`ApiError` while ``what`` (``model`` or ``safety``) is not ready."""
         if self.error is not None:
-            raise ApiError(500, f"loading {self.source} failed: {self.error}")
+            raise ApiError(500, f"loading {self.name} failed: {self.public(self.error)}")
         event = self.model_ready if what == "model" else self.safety_ready
         if not event.is_set():
-            raise ApiError(503, f"the model is still loading ({self.progress}); try again in a few seconds")
+            raise ApiError(503, f"the model is still loading ({self.public(self.progress)}); try again in a few seconds",
+                           retry_after=2)
 
     def status(self) -> dict[str, Any]:
         """What the page shows at the top: kind, tabs, readiness and progress."""
-        return {"source": self.source, "kind": self.kind, "tabs": self.tabs, "methods": self.methods,
+        return {"source": self.name, "kind": self.kind, "tabs": self.tabs, "methods": self.methods,
                 "ready": self.model_ready.is_set(), "safety_ready": self.safety_ready.is_set(),
-                "progress": self.progress, "error": self.error,
+                "progress": self.public(self.progress),
+                "error": self.public(self.error) if self.error is not None else None,
                 "images": len(self.index.paths) if self.index is not None else None,
                 "split": self.index.split if self.index is not None else None}
 
