@@ -39,8 +39,7 @@ from mie.serve.guard import RequestGuard, SecurityHeaders
 from mie.serve.state import ServeState
 from mie.serve.uploads import (
     MAX_UPLOAD_BYTES,
-    DecodeGate,
-    bool_field,
+        bool_field,
     int_field,
     open_upload,
     query_int,
@@ -77,7 +76,6 @@ def create_app(source: str, *, checkpoint: str = "best", safety_methods: str = "
                                                        ClientGone: _client_gone, ClientDisconnect: _client_gone,
                                                        Exception: _server_error})
     app.state.serve = state
-    app.state.uploads = DecodeGate()
     if start:
         state.start()
     return SecurityHeaders(RequestGuard(app, hosts), app.state)
@@ -165,7 +163,7 @@ async def _caption(request: Request) -> Response:
     _need_kind(state, "caption")
     state.need("model")
     k = query_int(request, "k", 5, 1, 50)
-    gate = request.app.state.uploads
+    gate = state.uploads
     async with gate.admitted_upload():  # bounded bodies and decoding: peak memory stays small
         data = await read_body(request, MAX_UPLOAD_BYTES)
         async with gate.decoding():
@@ -196,10 +194,21 @@ async def _report(request: Request) -> Response:
     assert run_dir is not None
     report = run_dir / "report.md"
     results = run_dir / "results.json"
-    return JSONResponse({"run_dir": state.name,  # the folder's name only: never where it lies on this machine
-                         "markdown": report.read_text(encoding="utf-8", errors="replace") if report.is_file() else None,
-                         "results": read_json_file(results) if results.is_file() else None,
+    # The run is named by its folder only, never by where it lies on this machine (the report and results
+    # name the run directory and the data path: they are shown with those paths cut).
+    markdown = report.read_text(encoding="utf-8", errors="replace") if report.is_file() else None
+    return JSONResponse({"run_dir": state.name, "markdown": state.public(markdown) if markdown is not None else None,
+                         "results": _public_json(read_json_file(results), state.public) if results.is_file() else None,
                          "plots": _plots(run_dir)})
+
+
+def _public_json(value: Any, public: Callable[[str], str]) -> Any:
+    """``value`` (parsed JSON) with ``public`` applied to every string in it."""
+    if isinstance(value, dict):
+        return {key: _public_json(item, public) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_public_json(item, public) for item in value]
+    return public(value) if isinstance(value, str) else value
 
 
 async def _plot(request: Request) -> Response:

@@ -21,6 +21,7 @@ from typing import Any
 from mie.errors import ConfigError
 from mie.serve.errors import ApiError, public_text
 from mie.serve.search import EmbeddingIndex
+from mie.serve.uploads import DecodeGate
 
 log = logging.getLogger(__name__)
 RUN_KINDS = {"clip": "clip", "lm": "lm"}  # recipe -> kind; other recipes have nothing to serve yet
@@ -72,6 +73,7 @@ class ServeState:
         self.evaluator: Any = None
         self.filter: Any = None
         self.load_seconds: float | None = None
+        self.uploads = DecodeGate()  # image uploads decoded a few at a time
         self._thread: threading.Thread | None = None
 
     @property
