@@ -39,7 +39,8 @@ def test_help_lists_embed_and_search_and_marks_unbuilt_commands(capsys):
     assert out.count("(not built yet)") == 1
 
 
-def test_embed_writes_the_split_with_its_ids_paths_and_captions(run, tmp_path, capsys):
+def test_embed_writes_the_split_with_its_ids_paths_and_captions(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the missing folder emb/ is made only inside the current directory
     before = _finished.snapshot(run)
     out = tmp_path / "emb" / "test.safetensors"
     assert main(["embed", str(run), "--split", "test", str(out)]) == 0

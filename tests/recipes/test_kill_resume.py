@@ -103,10 +103,10 @@ def test_resume_before_any_checkpoint_starts_fresh(setup, tmp_path):
     with pytest.raises(SimulatedKill), inject("commit:manifest", times=1):
         main(["train", str(config), "--output-dir", str(run), "-q"])
     assert not (run / "checkpoints" / "manifest.json").exists()
-    (run / ".results.json.x.tmp").write_text("left by a killed write")
+    (run / ".results.json.mie-tmp-x1y2z3w4").write_text("left by a killed write")
     assert main(["train", str(config), "--output-dir", str(run), "-q", "--resume"]) == 0
     _assert_same(_outcome(run), reference)
-    assert not list(run.glob(".*.tmp"))
+    assert not list(run.glob(".*.mie-tmp-*"))
 
 
 def test_a_nan_loss_is_one_line_naming_the_step_and_the_run_stays_resumable(setup, tmp_path, monkeypatch, capsys):

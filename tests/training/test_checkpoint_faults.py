@@ -96,7 +96,7 @@ def test_a_kill_at_any_phase_of_any_save_resumes_to_the_same_end(toys, tmp_path,
             _same(_outcome(toys, run, resumed), reference)
         except AssertionError as exc:
             raise AssertionError(f"killed at {point} #{n}: {exc}") from None
-        leftovers = [p.name for p in (run / "run" / "checkpoints").rglob("*.tmp")]
+        leftovers = [p.name for p in (run / "run" / "checkpoints").rglob(".*.mie-tmp-*")]
         assert leftovers == [] and len(list((run / "run" / "checkpoints" / "commits").iterdir())) == 1
 
 

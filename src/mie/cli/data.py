@@ -61,10 +61,12 @@ def run(args: argparse.Namespace) -> int:
 def _translation_pairs(args: argparse.Namespace) -> int:
     from mie.data.gettext_pairs import build_gettext_pairs
     from mie.errors import ConfigError
+    from mie.io.ownership import prepare_output_folder
 
     if args.min_words < 1 or args.max_words < args.min_words:
         raise ConfigError(f"need 1 <= --min-words <= --max-words, got {args.min_words} and {args.max_words}")
     exclude = tuple(name.strip().lower() for name in args.exclude.split(",") if name.strip())
+    prepare_output_folder(args.out_dir, "OUT_DIR")
     corpus = build_gettext_pairs(args.out_dir, args.target, locale_dir=args.locale_dir, min_words=args.min_words,
                                  max_words=args.max_words, seed=args.seed, exclude=exclude)
     for split, count in corpus.pairs.items():
@@ -77,7 +79,9 @@ def _translation_pairs(args: argparse.Namespace) -> int:
 
 def _shards(args: argparse.Namespace) -> int:
     from mie.data.shards import to_shards
+    from mie.io.ownership import prepare_output_folder
 
+    prepare_output_folder(args.out_dir, "OUT_DIR")  # no system folder; missing parents only inside the current dir
     for split, info in to_shards(args.path, args.out_dir, args.data_format, args.samples_per_shard).items():
         skipped = f", skipped {info['skipped']}" if info["skipped"] else ""
         print(f"{split}: {info['samples']} samples in {len(info['shards'])} shards{skipped}")

@@ -36,12 +36,14 @@ def run_embed(args: argparse.Namespace) -> int:
     from mie.api import load_run
     from mie.config import ConfigError
     from mie.io import save_weights
+    from mie.io.ownership import prepare_output_file
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ConfigError("must end with .safetensors", where=f"OUT {out}", fix=f"e.g. {out.with_suffix('.safetensors')}")
     if args.data is None and args.data_format != "auto":
         raise ConfigError("needs --data", where="--format", fix="pass --data PATH with the dataset to embed")
+    prepare_output_file(out, "OUT")  # before any work: no system folder, no missing folder made silently
     run = load_run(args.run_dir, args.checkpoint)
     embedded = run.embed_split(args.split, data=args.data, data_format=args.data_format)
     tensors = {"image_embeds": embedded.image_embeds, "text_embeds": embedded.text_embeds,
@@ -50,7 +52,6 @@ def run_embed(args: argparse.Namespace) -> int:
                 "data": str(args.data if args.data is not None else run.config.data.path),
                 "embed_dim": int(embedded.image_embeds.shape[1]), "image_ids": embedded.image_ids,
                 "image_paths": embedded.paths, "captions": embedded.captions}
-    out.parent.mkdir(parents=True, exist_ok=True)
     save_weights(out, tensors, metadata)
     print(f"{embedded.split}: {len(embedded.image_ids)} images and {len(embedded.captions)} captions, "
           f"{metadata['embed_dim']}-d, from {run.checkpoint.name} -> {out} (+ {out.with_suffix('.json').name})")
@@ -70,7 +71,10 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
 def run_search(args: argparse.Namespace) -> int:
     """Print the ``k`` best images for a text query, best first, with their cosine scores."""
     from mie.api import load_run
+    from mie.io.ownership import prepare_output_file
 
+    if args.sheet:  # checked (and its folder made) before the search runs
+        prepare_output_file(Path(args.sheet), "--sheet")
     run = load_run(args.run_dir, args.checkpoint)
     hits = run.search(args.query, images=args.images, k=args.k)
     width = len(str(len(hits)))

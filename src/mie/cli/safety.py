@@ -164,6 +164,9 @@ def run_redteam(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError("must be at least 1", where="--limit")
+    if args.output_dir:  # refused or created before the attack runs (issue 26)
+        from mie.io.ownership import prepare_output_folder
+        prepare_output_folder(args.output_dir, "--output-dir")
     probes = load_probes(args.probes, limit=args.limit)
     if args.target == "echo":
         target: Any = echo_target

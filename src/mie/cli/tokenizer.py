@@ -61,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from mie.io.ownership import prepare_output_file
+
+    prepare_output_file(args.output, "--output")  # before training: no system folder, no silent folders
     normalizer = build_normalizer(not args.no_nfc, args.lowercase, args.clean_whitespace)
     tokenizer = BPETokenizer.train_from_files(
         args.files,

@@ -11,9 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+# A temporary is named ``.<name>.mie-tmp-<8 random>``: distinctive, so a clean-up after a kill can tell
+# our own leftovers from a user's ``.notes.tmp`` (see :func:`mie.io.store.remove_temporaries`).
+TEMP_TAG = ".mie-tmp-"
+_TEMP_NAME = re.compile(r"\..+" + re.escape(TEMP_TAG) + r"[A-Za-z0-9_]{8}")
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether ``name`` is one :func:`atomic_path` makes (``.<name>.mie-tmp-XXXXXXXX``)."""
+    return _TEMP_NAME.fullmatch(name) is not None
 
 
 def _fsync_file(path: Path) -> None:
@@ -57,7 +68,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}{TEMP_TAG}", suffix="")
     except OSError as exc:  # name the file the caller wanted, not the temporary
         raise OSError(exc.errno, exc.strerror, str(target)) from exc
     os.close(fd)

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from mie.errors import CheckpointError, storage_error
-from mie.io.atomic import _fsync_dir, _fsync_file, atomic_path, atomic_write_text
+from mie.io.atomic import _fsync_dir, _fsync_file, atomic_path, atomic_write_text, is_temporary_name
 from mie.io.faults import fault_point
+from mie.io.ownership import is_ours
 
 MANIFEST = "manifest.json"
 COMMITS = "commits"
@@ -165,7 +166,7 @@ class CheckpointStore:
         """Delete commit folders the manifest does not name and temporaries of killed writes.
 
         Only names this module and :mod:`mie.io.atomic` create are touched: ``commits/*`` folders and
-        ``.<name>.*.tmp`` files. Returns what was removed.
+        ``.<name>.mie-tmp-XXXXXXXX`` files. Returns what was removed.
         """
         if keep is None:
             manifest = self.manifest()
@@ -177,7 +178,8 @@ class CheckpointStore:
                 if entry.name != keep and entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry, ignore_errors=True)
                     removed.append(entry)
-        removed += remove_temporaries(self.directory)
+        # The folder is ours when it holds our manifest or its run folder carries the marker.
+        removed += remove_temporaries(self.directory, owned=self.manifest_path.is_file() or None)
         return removed
 
     def repair(self) -> None:
@@ -202,14 +204,20 @@ class CheckpointStore:
         self.remove_stale(keep=manifest["commit"])
 
 
-def remove_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
-    """Delete the ``.<name>.*.tmp`` files that killed atomic writes left in ``directory``."""
+def remove_temporaries(directory: str | os.PathLike[str], owned: bool | None = None) -> list[Path]:
+    """Delete the temporaries that killed atomic writes left in ``directory``; returns what was removed.
+
+    Only what is ours by name and by place goes: files named as :func:`~mie.io.atomic.atomic_path`
+    names them (``.<name>.mie-tmp-XXXXXXXX``), in a folder that carries the run marker or sits directly
+    inside one (:func:`~mie.io.ownership.is_ours`; ``owned=True`` when the caller knows otherwise). A
+    user's ``.notes.tmp`` is never touched, nor anything in a folder that is not a run of ours.
+    """
     directory = Path(directory)
-    if not directory.is_dir():
+    if not directory.is_dir() or not (owned or is_ours(directory)):
         return []
     removed = []
-    for entry in directory.glob(".*.tmp"):
-        if entry.is_file() and not entry.is_symlink():
+    for entry in directory.iterdir():
+        if is_temporary_name(entry.name) and entry.is_file() and not entry.is_symlink():
             entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed

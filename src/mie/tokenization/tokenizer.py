@@ -19,6 +19,7 @@ import regex
 import torch
 
 from mie.errors import MieError, TokenizerError
+from mie.io.atomic import TEMP_TAG
 from mie.tokenization.base import SPECIAL_TOKENS, BaseTokenizer
 from mie.tokenization.bpe import BPEModel, BPETrainer
 from mie.tokenization.normalizers import NFC, Normalizer, normalizer_from_dict
@@ -317,7 +318,7 @@ def save_tokenizer(tokenizer: BPETokenizer, path: str | Path) -> Path:
     """Write ``tokenizer`` as one JSON file (atomically: a temp file then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMP_TAG}")  # cleaned after a kill
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(tokenizer.to_dict(), fh, ensure_ascii=False, indent=1)

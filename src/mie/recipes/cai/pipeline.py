@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from mie.errors import ConfigError
+from mie.io.atomic import is_temporary_name
 from mie.io.cache import read_json, read_jsonl, save_json_atomic
+from mie.io.ownership import claim_run_folder, create_folder, has_marker, write_marker
 from mie.recipes.cai import phases
 from mie.recipes.cai.batches import pair_rows, sft_rows, split_rows
 from mie.recipes.cai.config import CAIConfig
-from mie.recipes.run_dir import save_run_config
+from mie.recipes.run_dir import is_legacy_run, save_run_config
 from mie.safety.cai.prompts import load_cai_prompts
 from mie.safety.targets import ChatTarget
 
@@ -62,25 +64,37 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [row for _, row in read_jsonl(path)]
 
 
+def _is_legacy_cai_run(folder: Path) -> bool:
+    """A cai run written before the run marker (issue 26): its config.yaml, its base model's run (or
+    measurement) and nothing a cai run does not write; such a folder may still be resumed."""
+    if not (folder / "config.yaml").is_file() or not (
+            is_legacy_run(folder / "base") or has_marker(folder / "base") or (folder / "eval" / "base.json").is_file()):
+        return False
+    return all(entry.name in OUTPUTS or is_temporary_name(entry.name) for entry in folder.iterdir())
+
+
 def _start(config: CAIConfig, resume: bool, overwrite: bool, phase: str) -> Path:
-    """Create or reopen the run folder: a fresh run refuses a folder that holds one unless ``overwrite``."""
+    """Create or reopen the run folder: a fresh run refuses a folder that holds one unless ``overwrite``, and
+    any folder that is neither empty nor a run of ours (:func:`~mie.io.ownership.claim_run_folder`)."""
     if phase not in PHASES:
         raise ConfigError(f"unknown phase {phase!r}", where="--phase", fix=f"use one of {', '.join(PHASES)}")
     run_dir = Path(config.output_dir)
+    claim_run_folder(run_dir, "output_dir", legacy=_is_legacy_cai_run, overwrite=overwrite)
     started = run_dir.is_dir() and any((run_dir / name).exists() for name in OUTPUTS if name != "config.yaml")
     if phase == "rl":
         if phases.phase_done(run_dir / "sft") is None:
             raise ConfigError("holds no finished SL phase", where=f"output_dir {run_dir}",
                               fix="run --phase sl (or --phase all) first")
         resume = True
+    if started and not overwrite and not resume:
+        raise ConfigError("already holds a cai run", where=f"output_dir {run_dir}",
+                          fix="pass --resume to continue it, --overwrite to start again, or choose another output_dir")
+    create_folder(run_dir, "output_dir", anywhere=True)
+    write_marker(run_dir, "cai")  # first: from here on the folder is recognisably ours
     if started and overwrite:
         for name in OUTPUTS:
             target = run_dir / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    elif started and not resume:
-        raise ConfigError("already holds a cai run", where=f"output_dir {run_dir}",
-                          fix="pass --resume to continue it, --overwrite to start again, or choose another output_dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
 
