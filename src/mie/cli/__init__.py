@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
 import warnings
@@ -21,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from mie import __version__
-from mie.errors import MieError, storage_error
+from mie.errors import ConfigError, DataError, LimitError, MieError, storage_error
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 logger = logging.getLogger("mie")
@@ -61,6 +62,7 @@ COMMANDS: dict[str, Command] = {
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a filter stopped by SIGPIPE
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -158,11 +160,24 @@ def _chosen_command(argv: Sequence[str]) -> str | None:
 def error_line(exc: BaseException) -> str:
     """One line for an error: a :class:`~mie.errors.MieError` as written, a disk error with its fix.
 
-    Anything else is a bug in ``mie`` rather than in the user's input; it still gets one line, which
-    says so and how to see the traceback.
+    Python errors that bad input causes deep inside a parser get our wording rather than Python's:
+    nesting too deep for the interpreter (``[[[[...`` in a JSON file) and text holding lone surrogates
+    that cannot be written. Anything else is a bug in ``mie`` rather than in the user's input; it
+    still gets one line, which says so and how to see the traceback.
     """
     if isinstance(exc, OSError) and not isinstance(exc, MieError) and exc.errno is not None:
         exc = storage_error(exc)
+    if isinstance(exc, RecursionError):
+        return str(LimitError("nested too deeply to read (deeper than Python's recursion limit)", where="input",
+                              fix="flatten the JSON or YAML given to mie (a real file nests a few levels)"))
+    if isinstance(exc, UnicodeEncodeError):
+        chars = exc.object[exc.start:exc.end]
+        bad = chars.encode("ascii", "backslashreplace").decode("ascii")[:40]
+        if all("\ud800" <= c <= "\udfff" for c in chars):  # JSON can spell one: "\ud800"
+            what = f"holds {bad}, a lone surrogate: not a Unicode character, so it cannot be written"
+        else:
+            what = f"holds {bad}, which the {exc.encoding} encoding cannot write"
+        return str(DataError(what, where="text", fix="remove it from the input (or write the input as UTF-8)"))
     if isinstance(exc, (MieError, ValueError, FloatingPointError, OSError)):
         return " ".join(str(exc).split()) or type(exc).__name__
     detail = " ".join(str(exc).split())[:200]
@@ -170,10 +185,83 @@ def error_line(exc: BaseException) -> str:
             "rerun with -v for the traceback and report it")
 
 
+def check_arguments(argv: Sequence[str]) -> None:
+    """Refuse an argument that is not valid UTF-8, before any module loads.
+
+    Python decodes command-line bytes with ``surrogateescape``, so ``\\xff`` arrives as the lone
+    surrogate ``\\udcff``, which no file name, prompt or query may hold and no output can print.
+    """
+    for position, arg in enumerate(argv, start=1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            before = argv[position - 2] if position > 1 else ""
+            flag = f" ({before})" if before.startswith("-") and not arg.startswith("-") else ""
+            offset = len(arg[:exc.start].encode("utf-8"))  # the bytes before the first bad one
+            try:  # the bytes as given (a surrogate that is no escaped byte is shown as \udXXX)
+                raw = arg.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                raw = arg.encode("utf-8", "backslashreplace")
+            shown = raw[max(0, offset - 20):offset + 20].decode("utf-8", "backslashreplace")
+            raise ConfigError(f"argument {position}{flag} is not valid UTF-8 (byte {offset}: {shown})",
+                              fix="pass UTF-8 text; check the encoding of the terminal or script") from None
+
+
+# The widest integer a flag may hold: torch and NumPy take seeds and sizes as 64-bit integers.
+MAX_INT = 2**63 - 1
+
+
+def check_int_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse integers that no 64-bit field can hold (``--seed 2**70``) with one line naming the flag."""
+    names = {action.dest: (action.option_strings or [action.dest])[-1] for action in _all_actions(parser)}
+    for dest, value in vars(args).items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, int) and not isinstance(item, bool) and not -MAX_INT - 1 <= item <= MAX_INT:
+                raise ConfigError(f"{item} is out of range", where=names.get(dest, dest),
+                                  fix="use a whole number between -2**63 and 2**63 - 1")
+
+
+def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """Every action of ``parser`` and of its sub-parsers (argparse keeps them in ``_actions``)."""
+    found, todo = [], [parser]
+    while todo:
+        current = todo.pop()
+        for action in current._actions:
+            found.append(action)
+            if isinstance(action, argparse._SubParsersAction):
+                todo.extend(action.choices.values())
+    return found
+
+
+def _prefix(name: str | None) -> str:
+    return f"mie {name}" if name else "mie"
+
+
+def _stdout_never_fails() -> None:
+    """Text that the terminal's encoding cannot show is printed escaped (``\\udcff``), never an error."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
+
+
+def _quiet_broken_pipe() -> int:
+    """``mie ... | head -1``: the reader left; stop without a word, like any Unix filter."""
+    try:  # later writes (and the flush at exit) go nowhere instead of raising again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # a stream without a file descriptor (a test's capture)
+        pass
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mie`` console script; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     name = _chosen_command(argv)
+    try:
+        check_arguments(argv)
+    except ConfigError as exc:
+        print(f"{_prefix(name)}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     run = None if name is None else _entry_point(COMMANDS[name], COMMANDS[name].run)
     if name is not None and run is None:
         print(f"mie {name}: not built yet (see the issue tracker)", file=sys.stderr)
@@ -184,11 +272,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     configure_logging(verbose=args.verbose, quiet=args.quiet)
+    _stdout_never_fails()
     try:
+        check_int_options(parser, args)
         status = run(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
     except KeyboardInterrupt as exc:  # a trainer says where it stopped and how to continue
         print(f"mie {name}: {exc or 'interrupted'}", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except Exception as exc:  # noqa: BLE001 - the one place a user-facing error becomes one line
         if args.verbose:
             traceback.print_exc()

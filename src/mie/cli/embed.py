@@ -73,6 +73,7 @@ def run_search(args: argparse.Namespace) -> int:
     from mie.api import load_run
     from mie.io.ownership import prepare_output_file
 
+    _check_query(args.query)
     if args.sheet:  # checked (and its folder made) before the search runs
         prepare_output_file(Path(args.sheet), "--sheet")
     run = load_run(args.run_dir, args.checkpoint)
@@ -83,6 +84,20 @@ def run_search(args: argparse.Namespace) -> int:
     if args.sheet:
         print(f"contact sheet: {_draw_sheet(hits, args.query, Path(args.sheet))}")
     return 0
+
+
+MAX_QUERY_CHARS = 1_000  # a text encoder reads a few dozen tokens; the web app's limit too
+
+
+def _check_query(query: str) -> None:
+    """Refuse an empty or overlong query before the run loads."""
+    from mie.errors import ConfigError
+
+    if not query.strip():
+        raise ConfigError("is empty", where="QUERY", fix='give some text, e.g. "a red circle"')
+    if len(query) > MAX_QUERY_CHARS:
+        raise ConfigError(f"is {len(query):,} characters; the limit is {MAX_QUERY_CHARS:,}", where="QUERY",
+                          fix="describe the image in a sentence")
 
 
 def _draw_sheet(hits: list, query: str, out: Path) -> Path:

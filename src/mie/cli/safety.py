@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-from mie.errors import ConfigError, DataError
+from mie.errors import ConfigError
 
 log = logging.getLogger(__name__)
+MAX_REPLY_TOKENS = 4096  # a red-team reply is judged on its first sentences; longer only costs time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,18 +85,16 @@ def _method_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def read_lines(name: str) -> list[str]:
-    """The non-empty lines of file ``name`` (``-`` = stdin), without their line ends."""
-    if name == "-":
-        text = sys.stdin.read()
-    else:
-        path = Path(name)
-        if not path.is_file():
-            raise DataError("does not exist or is not a file", where=name, fix="pass a text file or - for stdin")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"byte {exc.start} is not UTF-8 text", where=name, fix="save the file as UTF-8") from None
-    return [line for line in text.splitlines() if line.strip()]
+    """The non-empty lines of file ``name`` (``-`` = stdin), without their line ends.
+
+    File and stdin are read alike (:func:`mie.text_input.read_input_lines`): binary or non-UTF-8
+    bytes and more than 32 MiB are refused, and so is a line longer than the evaluator judges
+    (:data:`mie.safety.evaluator.MAX_TEXT_CHARS`), naming its number.
+    """
+    from mie.safety.evaluator import MAX_TEXT_CHARS
+    from mie.text_input import read_input_lines
+
+    return [line for _, line in read_input_lines(name, max_line_chars=MAX_TEXT_CHARS)]
 
 
 def _methods(spec: str) -> list[str]:
@@ -141,8 +139,9 @@ def run_filter(args: argparse.Namespace) -> int:
     """Print each line's filter decision (input side) or its cleaned text (output side)."""
     from mie.safety.filter import SafetyFilter
 
+    lines = read_lines(args.file)  # bad input is refused before any method loads
     safety_filter = SafetyFilter(evaluator=build_evaluator(args))
-    for line in read_lines(args.file):
+    for line in lines:
         if args.side == "input":
             result = safety_filter.check_input(line)
         else:
@@ -159,11 +158,14 @@ def run_filter(args: argparse.Namespace) -> int:
 
 def run_redteam(args: argparse.Namespace) -> int:
     """Attack the target, print the attack-success table, write the log and reports."""
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError("must be at least 1", where="--limit")
+    if not 1 <= args.max_new_tokens <= MAX_REPLY_TOKENS:
+        raise ConfigError(f"got {args.max_new_tokens}; must be between 1 and {MAX_REPLY_TOKENS}",
+                          where="--max-new-tokens", fix="a red-team reply needs a few dozen tokens (default 64)")
     from mie.safety.redteam import load_probes, run_redteam, summarize, write_report
     from mie.safety.targets import ChatTarget, echo_target
 
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError("must be at least 1", where="--limit")
     if args.output_dir:  # refused or created before the attack runs (issue 26)
         from mie.io.ownership import prepare_output_folder
         prepare_output_folder(args.output_dir, "--output-dir")

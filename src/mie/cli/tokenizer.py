@@ -93,15 +93,17 @@ def _encode(args: argparse.Namespace) -> int:
 
 
 def _decode(args: argparse.Namespace) -> int:
-    tokenizer = BPETokenizer.load(args.tokenizer)
     ids = args.ids
     if not ids:
-        words = sys.stdin.read().split()
-        try:
-            ids = [int(w) for w in words]
-        except ValueError as err:
-            raise TokenizerError(f"stdin must hold whitespace-separated integer ids: {err}",
-                                 fix="pass ids such as `0 17 42`") from None
+        from mie.text_input import STDIN, read_text_input
+
+        words = read_text_input(STDIN).split()  # binary, non-UTF-8 and oversized stdin refused like a file
+        bad = next((w for w in words if not (w.isascii() and w.isdigit() and len(w) <= 18)), None)
+        if bad is not None:
+            raise TokenizerError(f"stdin must hold whitespace-separated integer ids; {bad[:30]!r} is not one",
+                                 fix="pass ids such as `0 17 42`")
+        ids = [int(w) for w in words]
+    tokenizer = BPETokenizer.load(args.tokenizer)
     sys.stdout.write(tokenizer.decode(ids, skip_special_tokens=not args.keep_special) + "\n")
     return 0
 

@@ -10,7 +10,6 @@ translation is printed per line, in order::
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from mie.errors import ConfigError
@@ -25,6 +24,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which weights to use")
 
 
+def _read_texts(text: str) -> list[str]:
+    """The sentences to translate: ``text``, or the lines of stdin (binary, non-UTF-8 and overlong refused)."""
+    from mie.text_input import MAX_LINE_CHARS, STDIN, read_input_lines
+
+    if text != STDIN:
+        if len(text) > MAX_LINE_CHARS:
+            raise ConfigError(f"is {len(text):,} characters; the limit is {MAX_LINE_CHARS:,}", where="TEXT",
+                              fix="translate shorter sentences")
+        return [text]
+    return [line for _, line in read_input_lines(STDIN, max_line_chars=MAX_LINE_CHARS, keep_blank=True)]
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the run, read the input, print one translation per line."""
     from mie.recipes import recipe_name
@@ -32,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.beam is not None and args.beam < 1:
         raise ConfigError("must be at least 1", where="--beam")
+    texts = _read_texts(args.text)  # before the model loads: bad input costs nothing
     run_dir = Path(args.run_dir)
     from mie.config import read_yaml
 
@@ -42,7 +54,6 @@ def run(args: argparse.Namespace) -> int:
     from mie.recipes.seq2seq import load_seq2seq_run, translate_texts
 
     model, tokenizer, config = load_seq2seq_run(run_dir, args.checkpoint)
-    texts = [line.rstrip("\n") for line in sys.stdin] if args.text == "-" else [args.text]
     outputs = translate_texts(model, tokenizer, texts, config, beam=args.beam or config.decode.beam)
     for text in outputs:
         print(text)

@@ -25,9 +25,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mie.errors import ConfigError
+from mie.errors import ConfigError, LimitError
 from mie.safety.methods import METHOD_NAMES
 from mie.safety.types import Evaluation, PrincipleVerdict, SafetyMethod
+
+# The longest text judged: the rules read every character (about 1 s per 100,000), the embeddings and
+# the judge only the first few hundred tokens; longer texts are refused rather than run for minutes.
+MAX_TEXT_CHARS = 100_000
 
 
 @dataclass
@@ -113,6 +117,10 @@ class SafetyEvaluator:
         prompts = list(prompts) if prompts is not None else [None] * len(texts)
         if len(prompts) != len(texts):
             raise ValueError(f"{len(prompts)} prompts for {len(texts)} texts")
+        for i, text in enumerate(texts):
+            if len(text) > MAX_TEXT_CHARS:
+                raise LimitError(f"text {i + 1} is {len(text):,} characters; the limit is {MAX_TEXT_CHARS:,}",
+                                 where="safety evaluator", fix="evaluate shorter texts (split long ones)")
         out: list[Evaluation] = []
         for start in range(0, len(texts), batch_size):
             chunk, context = texts[start:start + batch_size], prompts[start:start + batch_size]

@@ -53,6 +53,9 @@ INJECTION = [(name, re.compile(pattern, re.IGNORECASE)) for name, pattern in [
 _ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "u.s", "no", "fig",
                   "approx", "inc", "ltd", "co", "corp", "dept", "est", "vol", "p", "pp", "al", "cf", "jan", "feb",
                   "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "mt", "ft", "lt", "gen"}
+_LAST_WORD = re.compile(r"([\w.]+)[.]*[\"'\u2019\u201d)\]]*$")
+_NEXT_CHAR = re.compile(r"[ \t]*(.?)", re.DOTALL)
+_WORD_WINDOW = 64
 _BOUNDARY = re.compile(r"[.!?\u2026]+[\"'\u2019\u201d)\]]*(?=\s)|[\u3002\uff01\uff1f]+[\u300d\u300f)\]]*|\n")
 
 
@@ -61,6 +64,7 @@ class FilterConfig:
     """How the filter decides and what it writes in place of what it removes."""
 
     max_input_chars: int = 20_000  # longer inputs are refused before any work is done
+    max_output_chars: int = 20_000  # longer outputs are refused unchecked (rewrite scores every sentence)
     block_injection: bool = True  # refuse inputs with prompt-injection patterns
     decode_payloads: bool = True  # decode base64/hex runs and re-check the decoded text
     allowlist: list[str] = field(default_factory=list)  # terms never flagged or redacted (case-insensitive)
@@ -70,9 +74,10 @@ class FilterConfig:
     rewrite_sentence: str = "[This part was removed by the safety filter.]"
 
     def __post_init__(self) -> None:
-        if self.max_input_chars < 1:
-            raise ConfigError(f"got {self.max_input_chars}; must be >= 1", where="filter.max_input_chars",
-                              fix="use e.g. 20000")
+        for key in ("max_input_chars", "max_output_chars"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"got {getattr(self, key)}; must be >= 1", where=f"filter.{key}",
+                                  fix="use e.g. 20000")
         unknown = set(self.pii_kinds) - set(KINDS)
         if unknown:
             raise ConfigError(f"unknown kinds {sorted(unknown)}", where="filter.pii_kinds",
@@ -128,11 +133,13 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     for m in _BOUNDARY.finditer(text):
         end = m.end()
         if m.group(0)[0] in ".!?\u2026":  # CJK stops and newlines always end a sentence
-            word = re.search(r"([\w.]+)[.]*[\"'\u2019\u201d)\]]*$", text[start:end])
+            # Only the last word before the stop matters (abbreviations are short): a bounded window
+            # keeps a long run of unsplit sentences linear rather than quadratic.
+            word = _LAST_WORD.search(text, max(start, end - _WORD_WINDOW), end)
             before = word.group(1).lower().rstrip(".") if word else ""
-            after = text[end:].lstrip(" \t")
+            after = _NEXT_CHAR.match(text, end).group(1)
             if before in _ABBREVIATIONS or (len(before) == 1 and before.isalpha() and m.group(0).startswith(".")) \
-                    or (after[:1].islower()):
+                    or after.islower():
                 continue
         while end < len(text) and text[end].isspace():
             end += 1
@@ -207,6 +214,9 @@ class SafetyFilter:
         ``redact`` replaces personal identifiers, ``rewrite`` replaces only the flagged sentences."""
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r}", where="filter.mode", fix=f"choose one of {', '.join(MODES)}")
+        if len(text) > self.config.max_output_chars:  # too long to check in bounded time: not shown
+            what = f"output is {len(text):,} characters; the limit is {self.config.max_output_chars:,}"
+            return FilterResult(False, self.config.refusal_message, [what], [Finding("too_long", what)])
         if mode == "redact":
             return self._redact(text)
         if mode == "rewrite":
