@@ -38,8 +38,11 @@ fuzz: $(STAMP)
 kill-test: $(STAMP)
 	$(BIN)/python acceptance/kill_resume.py --kills 50
 
+# Issue 11's hostile inputs, then issue 26's: the command-line reproductions and the web app's.
 hostile: $(STAMP)
 	$(BIN)/python acceptance/hostile_inputs.py
+	$(BIN)/python acceptance/hostile_inputs_ii.py
+	$(BIN)/python acceptance/hostile_serve.py
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"

@@ -166,11 +166,16 @@ def digest(paths: list[Path]) -> dict[str, str]:
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "absent" for p in paths}
 
 
-def run_case(argv: list[str], timeout: float = 60.0) -> tuple[int, float, int, str]:
-    """Run `mie ARGV`; return (exit status, seconds, peak RSS bytes of that child, its output)."""
-    with tempfile.TemporaryFile(mode="w+") as err:
+def run_case(argv: list[str], timeout: float = 60.0, stdin: bytes | None = None,
+             cwd: Path | None = None) -> tuple[int, float, int, str]:
+    """Run `mie ARGV` (``stdin`` fed from a file, in ``cwd``); return (exit status, seconds, peak RSS bytes of
+    that child, its output)."""
+    with tempfile.TemporaryFile(mode="w+", errors="replace") as err, tempfile.TemporaryFile() as feed:
+        feed.write(stdin or b"")
+        feed.seek(0)
         start = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "mie", *argv], stdout=err, stderr=err)
+        proc = subprocess.Popen([sys.executable, "-m", "mie", *argv], stdout=err, stderr=err,
+                                stdin=feed if stdin is not None else subprocess.DEVNULL, cwd=cwd)
         while True:  # os.wait4 reports this child's own peak memory
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
