@@ -234,3 +234,19 @@ def test_mie_piped_into_head_exits_quietly(tmp_path):
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 141
     assert err == b""
+
+
+@pytest.mark.parametrize("content", ["{oops", "[" * 60_000, '{"pairs": 5, "packages": {"test": "x"}}'])
+def test_a_broken_corpus_manifest_only_leaves_the_report_line_out(tmp_path, caplog, content):
+    # It was read with json.loads after training, so "{oops" ended a finished run in Python's own words.
+    from types import SimpleNamespace
+
+    from mie.recipes.seq2seq.train import _corpus_summary
+
+    (tmp_path / "manifest.json").write_text(content, encoding="utf-8")
+    summary = _corpus_summary(SimpleNamespace(data=SimpleNamespace(path=str(tmp_path))), {"train": 3})
+    assert summary["train pairs kept"] == 3 and "train pairs" not in summary
+    if content.startswith("{oops") or content.startswith("[["):
+        assert "leaving the corpus manifest out of the report" in caplog.text
+    else:
+        assert summary["test packages"] == ""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import time
 from pathlib import Path
@@ -18,7 +17,8 @@ from typing import Any
 
 import torch
 
-from mie.errors import ConfigError
+from mie.errors import ConfigError, MieError
+from mie.io.cache import read_json
 from mie.models.seq2seq import EncoderDecoderTransformer
 from mie.recipes.run_dir import TOKENIZER_FILE, close_run, open_run, save_run_config
 from mie.recipes.seq2seq.config import Seq2SeqRecipeConfig
@@ -53,9 +53,15 @@ def _corpus_summary(config: Seq2SeqRecipeConfig, kept: dict[str, int]) -> dict[s
     summary: dict[str, Any] = {f"{split} pairs kept": n for split, n in kept.items()}
     manifest = Path(config.data.path) / "manifest.json"
     if manifest.is_file():
-        info = json.loads(manifest.read_text(encoding="utf-8"))
-        summary.update({f"{split} pairs": n for split, n in (info.get("pairs") or {}).items()})
-        summary["test packages"] = ", ".join(info.get("packages", {}).get("test", []))
+        try:
+            info = read_json(manifest, expect_object=True, fix="rebuild the corpus or delete the file")
+        except MieError as exc:  # only a description: the report goes on without it, saying why
+            logger.warning("leaving the corpus manifest out of the report: %s", exc)
+            return summary
+        pairs, packages = info.get("pairs"), info.get("packages")
+        summary.update({f"{split} pairs": n for split, n in (pairs if isinstance(pairs, dict) else {}).items()})
+        test = packages.get("test") if isinstance(packages, dict) else None
+        summary["test packages"] = ", ".join(map(str, test)) if isinstance(test, list) else ""
     return summary
 
 
