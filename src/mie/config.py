@@ -159,6 +159,9 @@ def _check_values(obj: Any, prefix: str) -> None:
                     _check_values(item, f"{key}[{i}]")
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key}: got {value!r}; must be a finite number")
+        if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+            # torch and NumPy take seeds and sizes as 64-bit integers: "Overflow when unpacking long long"
+            raise ConfigError(f"{key}: got {value}; must be a whole number between -2**63 and 2**63 - 1")
         if f.name in rules:
             ok, allowed = rules[f.name]
             if not ok(value):

@@ -250,3 +250,10 @@ def test_a_broken_corpus_manifest_only_leaves_the_report_line_out(tmp_path, capl
         assert "leaving the corpus manifest out of the report" in caplog.text
     else:
         assert summary["test packages"] == ""
+
+
+def test_a_config_integer_past_64_bits_is_refused_at_load(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "configs/lm_tiny.yaml", "--set", f"seed={2**70}", "--output-dir", str(out)]) == 1
+    assert _one_error(capsys, "train") == f"seed: got {2**70}; must be a whole number between -2**63 and 2**63 - 1"
+    assert not out.exists()
