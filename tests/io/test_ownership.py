@@ -177,6 +177,15 @@ def test_no_file_is_written_into_a_system_folder(out, tmp_path, monkeypatch):
         prepare_output_file(out, "--sheet")
 
 
+def test_one_file_may_go_into_tmp_or_home_but_not_a_folder_of_its_own_there(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert prepare_output_file("/tmp/mie-ownership-test.png", "--sheet") == Path("/tmp/mie-ownership-test.png")
+    assert prepare_output_file(tmp_path / "e.safetensors", "OUT") == tmp_path / "e.safetensors"
+    for folder in ("/tmp", tmp_path):
+        with pytest.raises(ConfigError, match="which mie never writes into"):
+            prepare_output_folder(folder, "OUT_DIR")
+
+
 def test_a_file_output_that_is_a_folder_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="is a folder — give a file name"):
         prepare_output_file(tmp_path, "OUT")

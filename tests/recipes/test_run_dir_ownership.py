@@ -153,6 +153,7 @@ def test_a_run_from_before_the_marker_with_a_users_file_is_not_ours(lm_config, t
     (["search", "RUN", "a red circle", "--sheet", "{elsewhere}/new/s.png"], "--sheet"),
     (["tokenizer", "train", "c.txt", "-o", "{elsewhere}/new/t.json"], "--output"),
     (["data", "shards", "data", "{elsewhere}/new/shards"], "OUT_DIR"),
+    (["data", "inspect", "data", "--out", "{elsewhere}/new/sheet.png"], "--out"),
     (["data", "translation-pairs", "--target", "de", "{elsewhere}/new/pairs"], "OUT_DIR"),
     (["safety", "redteam", "--target", "echo", "--output-dir", "{elsewhere}/new/rt"], "--output-dir"),
 ])

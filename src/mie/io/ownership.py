@@ -44,18 +44,21 @@ def _home() -> Path | None:
     return _resolved(home) if home else None
 
 
-def system_folder_reason(path: str | os.PathLike[str]) -> str | None:
-    """Why mie must not fill the folder ``path`` (the root, the home folder, a system folder), or None."""
+def system_folder_reason(path: str | os.PathLike[str], whole: bool = True) -> str | None:
+    """Why mie must not fill the folder ``path`` (the root, the home folder, a system folder), or None.
+
+    ``whole=False`` asks about writing one file there: then /tmp, the home folder and the like are fine,
+    and only the root and trees such as /usr or /etc are refused."""
     resolved = _resolved(path)
     if resolved == Path(resolved.anchor):
         return "is the filesystem root"
     home = _home()
-    if home is not None and resolved == home:
+    if whole and home is not None and resolved == home:
         return "is your home folder"
     # Below the home folder or the current directory is the user's own place, even in a tree such as
     # /usr (a project checked out in /usr/src/app).
     own = [p for p in (home, _resolved(Path.cwd())) if p is not None and p != Path(p.anchor)]
-    if resolved.as_posix() in _EXACT or (not any(p in resolved.parents for p in own) and _in_system_tree(resolved)):
+    if (whole and resolved.as_posix() in _EXACT) or (not any(p in resolved.parents for p in own) and _in_system_tree(resolved)):
         return "is a system folder"
     return None
 
@@ -111,8 +114,8 @@ def prepare_output_file(path: str | os.PathLike[str], where: str) -> Path:
     inside the current directory (:func:`create_folder`). Returns ``path``."""
     path = Path(path)
     parent = path.parent
-    reason = system_folder_reason(parent)
-    if reason is not None and reason != "is your home folder":
+    reason = system_folder_reason(parent, whole=False)
+    if reason is not None:
         raise ConfigError(f"{parent} {reason}, which mie never writes into", where=where,
                           fix="write the file somewhere of your own")
     if path.is_dir():
