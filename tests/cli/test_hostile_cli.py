@@ -257,3 +257,10 @@ def test_a_config_integer_past_64_bits_is_refused_at_load(tmp_path, capsys):
     assert main(["train", "configs/lm_tiny.yaml", "--set", f"seed={2**70}", "--output-dir", str(out)]) == 1
     assert _one_error(capsys, "train") == f"seed: got {2**70}; must be a whole number between -2**63 and 2**63 - 1"
     assert not out.exists()
+
+
+@pytest.mark.parametrize("host", ["..", "a" * 100])
+def test_serve_host_names_idna_refuses_are_one_line(capsys, host):
+    assert main(["serve", "no/such/run", "--host", host]) == 1
+    assert _one_error(capsys, "serve") == f"--host: cannot resolve {host!r} (not a valid host name) — use e.g. " \
+                                          "127.0.0.1"

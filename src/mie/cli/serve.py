@@ -39,8 +39,9 @@ def check_port_free(host: str, port: int) -> None:
         raise ConfigError(f"must be from 1 to 65535, got {port}", where="--port")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise ConfigError(f"cannot resolve {host!r} ({exc.strerror})", where="--host", fix="use e.g. 127.0.0.1") from exc
+    except (socket.gaierror, UnicodeError) as exc:  # UnicodeError: a name IDNA refuses ("..", a 64+ letter label)
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else "not a valid host name"
+        raise ConfigError(f"cannot resolve {host!r} ({reason})", where="--host", fix="use e.g. 127.0.0.1") from exc
     family, _, _, _, address = infos[0]
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
