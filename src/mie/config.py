@@ -3,7 +3,8 @@
 The schema lives beside what it configures (``mie.models.multimodal.DualEncoderConfig``,
 ``mie.data.config.DataConfig``, ``mie.training.config.TrainerConfig``, ...); a recipe composes
 them into one dataclass. This module knows no schema: every function takes the dataclass to build.
-A dataclass may declare ``RULES: ClassVar[dict[str, Rule]]``, checked after every load.
+A dataclass may declare ``RULES: ClassVar[dict[str, Rule]]``, checked after every load, and a
+``check_limits(key)`` method, called after its rules (a model config refuses sizes past the machine's memory).
 """
 
 from __future__ import annotations
@@ -166,6 +167,11 @@ def _check_values(obj: Any, prefix: str) -> None:
             ok, allowed = rules[f.name]
             if not ok(value):
                 raise ConfigError(f"{key}: got {value!r}; must be {allowed}")
+    # Sizes the rules cannot judge alone (a model past the machine's memory) are refused here too, at every
+    # load, so a run folder read from disk is checked like a config given to `mie train`.
+    check_limits = getattr(obj, "check_limits", None)
+    if check_limits is not None:
+        check_limits(prefix)
 
 
 # ---- public API ------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -60,3 +62,52 @@ def test_chat_needs_a_template(tiny, capsys):
 def test_unknown_model_name(capsys):
     assert main(["generate", "--model", "no-such-model", "--prompt", "hi"]) == 1
     assert "mie generate: error: --model: unknown model 'no-such-model' — use one of " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value, message", [
+    ("-1", "--seed: -1 is out of range — use a whole number from 0 to 9223372036854775807"),
+    ("9223372036854775808", "--seed: 9223372036854775808 is out of range"),
+    ("1180591620717411303424", "--seed: 1180591620717411303424 is out of range"),
+])
+def test_a_seed_out_of_range_is_one_line(tiny, capsys, value, message):
+    assert main(["generate", "--model", "x", "--prompt", "the", "--seed", value]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"mie generate: error: {message}")
+
+
+def test_every_seed_flag_uses_the_shared_type():
+    """One definition of --seed (mie.cli.args.seed), so every command refuses alike."""
+    import re
+
+    from mie.cli.args import MAX_SEED, seed
+
+    sources = (Path(generate_cli.__file__).parent).glob("*.py")
+    flags = [line for path in sources for line in path.read_text().splitlines() if re.search(r'"--seed"', line)]
+    assert flags and all("type=seed" in line for line in flags if "add_argument" in line), flags
+    assert seed("0") == 0 and seed(str(MAX_SEED)) == MAX_SEED
+
+
+def test_max_new_tokens_past_any_context_is_refused_before_loading(monkeypatch, capsys):
+    monkeypatch.setattr(generate_cli, "load_model", lambda name: pytest.fail("the model was loaded"))
+    assert main(["generate", "--model", "x", "--prompt", "hi", "--max-new-tokens", "1000000000"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "mie generate: error: --max-new-tokens: 1,000,000,000 is more than any model's context (1,048,576 tokens) "
+        "— ask for fewer new tokens (the model's context bounds them)")
+
+
+def test_max_new_tokens_past_the_models_context_is_refused_before_the_cache(tiny, capsys):
+    assert main(["generate", "--model", "x", "--prompt", "the cat", "--max-new-tokens", "100"]) == 1
+    n = len(tiny[1].encode("the cat"))
+    assert capsys.readouterr().err.strip() == (
+        f"mie generate: error: --max-new-tokens: 100 new tokens after a {n}-token prompt exceed the model's context "
+        f"(max_seq_len) of 64 — use at most {64 - n}")
+
+
+def test_a_prompt_longer_than_the_context_is_refused_before_the_prefill(tiny, capsys, monkeypatch):
+    model, tokenizer = tiny
+    monkeypatch.setattr(type(model), "forward", lambda *a, **k: pytest.fail("the prompt was run"))
+    prompt = "the cat sat on the mat " * 100
+    assert main(["generate", "--model", "x", "--prompt", prompt]) == 1
+    n = len(tokenizer.encode(prompt))
+    assert capsys.readouterr().err.strip() == (
+        f"mie generate: error: --prompt is {n:,} tokens; the model's context is 64 — shorten it to at most 63 tokens")

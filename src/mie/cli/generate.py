@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mie.cli.args import check_seed, seed
 from mie.errors import ConfigError
+from mie.models.budget import BOUNDS
 from mie.tokenization.streaming import TokenPrinter
 
 
@@ -28,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=0, help="0 = off")
     parser.add_argument("--top-p", type=float, default=1.0, help="1 = off")
     parser.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the sampler")
+    parser.add_argument("--seed", type=seed, default=None, help="seed of the sampler (0 to 2**63-1)")
 
 
 def load_model(name: str) -> tuple[Any, Any]:
@@ -52,13 +54,18 @@ def _check(args: argparse.Namespace) -> None:
     for ok, key, allowed in checks:
         if not ok:
             raise ConfigError(f"must be {allowed}", where=key)
+    check_seed(args.seed)
+    context = BOUNDS["context"]  # no model has a longer context: refused before one is loaded
+    if args.max_new_tokens >= context:
+        raise ConfigError(f"{args.max_new_tokens:,} is more than any model's context ({context:,} tokens)",
+                          where="--max-new-tokens", fix="ask for fewer new tokens (the model's context bounds them)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, build the prompt, stream the generated text."""
     import torch
 
-    from mie.models.generation import generate
+    from mie.models.generation import check_generation, generate
 
     _check(args)
     model, tokenizer = load_model(args.model)
@@ -76,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
         ids = tokenizer.encode(args.prompt)
     if not ids:
         raise ConfigError("the prompt encodes to no tokens", where="--prompt", fix="give some text")
+    # Before any cache is allocated: prompt and new tokens must fit the model's context, the cache the memory.
+    check_generation(model.config, [len(ids)], args.max_new_tokens, next(model.parameters()).element_size(),
+                     key="--max-new-tokens", prompt_key="--prompt")
     printer = TokenPrinter(tokenizer, sys.stdout)
     with torch.inference_mode():
         generate(model, [ids], max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,

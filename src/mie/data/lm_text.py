@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler, Subset
 from mie.config import POSITIVE, Rule
 from mie.data.text import LMBlockDataset
 from mie.errors import DataError
+from mie.models.budget import usable_cores
 from mie.tokenization.cache import build_token_cache
 from mie.tokenization.tokenizer import BPETokenizer
 
@@ -60,7 +61,7 @@ class LMTextConfig:
     blocks_per_epoch: int = 0  # 0 = every block once; else this many random blocks (an eval interval)
     max_val_blocks: int = 0  # validation during training on at most this many blocks (the report uses all)
     cache_dir: str = ""  # the token cache; empty = <output_dir>/token_cache
-    workers: int = 2  # processes that tokenize the files
+    workers: int = 2  # processes that tokenize the files (1 = in-process; capped at the machine's cores)
 
 
 def _expand(pattern: str) -> str:
@@ -154,8 +155,11 @@ class LMText:
 
 def build_lm_text(tokenizer: BPETokenizer, files: Sequence[Path], cache_dir: str | os.PathLike[str],
                   block_size: int, val_fraction: float = 0.05, workers: int = 1) -> LMText:
-    """Tokenize ``files`` into the cache under ``cache_dir`` (reused when unchanged), split and pack them."""
-    cache = build_token_cache(tokenizer, files, cache_dir, workers=workers)
+    """Tokenize ``files`` into the cache under ``cache_dir`` (reused when unchanged), split and pack them.
+
+    ``workers`` is capped at this machine's cores: each process holds a tokenizer, and more of them than
+    cores only cost memory (the recipes refuse a config that asks for many more)."""
+    cache = build_token_cache(tokenizer, files, cache_dir, workers=max(1, min(workers, usable_cores())))
     train_arrays, val_arrays = split_stream(cache.arrays, val_fraction, min_tokens=block_size + 1)
     train, val = LMBlockDataset(train_arrays, block_size), LMBlockDataset(val_arrays, block_size)
     lengths = token_byte_lengths(tokenizer)

@@ -35,6 +35,7 @@ from torch import nn
 
 from mie.config import POSITIVE, Rule, one_of
 from mie.models.blocks import RMSNorm
+from mie.models.budget import check_model_size
 from mie.models.generation import KVCache
 from mie.models.positional import rotate_half
 
@@ -92,6 +93,11 @@ class CausalLMConfig:
         if self.mlp == "gelu":
             return 4 * self.dim
         return 64 * math.ceil(int(8 * self.dim / 3) / 64)
+
+    def check_limits(self, key: str = "model") -> None:
+        """Refuse sizes past the hard bounds or this machine's memory before anything is built (see
+        :mod:`mie.models.budget`); the config machinery calls it at every load."""
+        check_model_size(self, key or "model")
 
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,6 +204,7 @@ class CausalLM(nn.Module):
             raise ValueError(f"n_heads={config.n_heads} must be a multiple of n_kv_heads={config.kv_heads}")
         if config.positions == "rope" and config.head_dim % 2 != 0:
             raise ValueError(f"rope needs an even head_dim, got {config.head_dim}")
+        check_model_size(config)  # before any weight is allocated
         self.config = config
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
         self.pos_embeddings = (

@@ -10,9 +10,11 @@ padded row yields the same tokens as the same prompt generated alone.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+from mie.models.budget import check_generation_length, check_memory, kv_cache_bytes
 
 if TYPE_CHECKING:
     from mie.models.causal_lm import CausalLM
@@ -162,6 +164,19 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device
     return ids.to(device), mask.to(device)
 
 
+def check_generation(config: Any, prompt_lengths: Sequence[int], max_new_tokens: int, bytes_per_value: int = 4,
+                     key: str = "max_new_tokens", prompt_key: str = "the prompt") -> None:
+    """Refuse, before anything is allocated, ``max_new_tokens < 1``, a prompt that does not fit the model's
+    context (``max_seq_len``), a prompt plus ``max_new_tokens`` past it, or a KV cache larger than the
+    memory available now: each a one-line :class:`~mie.errors.ConfigError` naming ``key`` and the limit."""
+    longest = max(prompt_lengths, default=0)
+    check_generation_length(longest, max_new_tokens, config.max_seq_len, key, prompt_key)
+    rows = len(prompt_lengths)
+    need = kv_cache_bytes(config, rows, longest + max_new_tokens, bytes_per_value)
+    check_memory(need, f"the KV cache of {rows} x {longest + max_new_tokens:,} positions", key,
+                 "lower it or generate for fewer prompts at once")
+
+
 def _generator(seed: int | torch.Generator | None, device: torch.device) -> torch.Generator | None:
     if seed is None or isinstance(seed, torch.Generator):
         return seed
@@ -195,7 +210,8 @@ def generate(
     A row stops at a token in ``stop_ids`` (not included in its output) or once ``decode(new tokens)``
     contains one of ``stop_strings`` (the completing token is kept; trim the text yourself).
     ``seed`` (an int or a ``torch.Generator``) makes sampling reproducible. ``on_token(row, token)`` is
-    called for each kept token as it is produced (streaming).
+    called for each kept token as it is produced (streaming). Prompt plus ``max_new_tokens`` must fit the
+    model's context (``config.max_seq_len``) and the KV cache the memory available (:func:`check_generation`).
     """
     if stop_strings and decode is None:
         raise ValueError("stop_strings need a decode function (token ids -> text); pass decode=tokenizer.decode")
@@ -203,12 +219,10 @@ def generate(
     prompts = ids.tolist() if isinstance(ids, torch.Tensor) else [list(p) for p in ids]
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate needs at least one prompt, each of at least one token (e.g. a BOS id)")
+    config = model.config
+    check_generation(config, [len(p) for p in prompts], max_new_tokens, next(model.parameters()).element_size())
     input_ids, mask = left_pad(prompts, pad_id, device)
     B, T = input_ids.shape
-    config = model.config
-    if config.positions == "learned" and max(map(len, prompts)) + max_new_tokens > config.max_seq_len:
-        raise ValueError(f"prompt + max_new_tokens exceed max_seq_len={config.max_seq_len} of learned positions; "
-                         "shorten the prompt or lower max_new_tokens")
     generator = _generator(seed, device)
     counts = torch.zeros(B, config.vocab_size, device=device).scatter_add_(1, input_ids, mask.float())
     seen = counts > 0  # (B, V): tokens of each prompt, padding excluded

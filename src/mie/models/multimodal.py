@@ -13,6 +13,7 @@ from torch import nn
 
 from mie.config import NON_NEGATIVE, POSITIVE, Rule, one_of
 from mie.models.blocks import TransformerBlock, build_norm, init_transformer_, trunc_normal_
+from mie.models.budget import check_model_size
 from mie.models.text import TextEncoder
 from mie.models.vision import VisionTransformer
 
@@ -60,6 +61,11 @@ class DualEncoderConfig:
     init_logit_scale: float = math.log(1 / 0.07)
     max_logit_scale: float = 100.0
 
+    def check_limits(self, key: str = "model") -> None:
+        """Refuse sizes past the hard bounds or this machine's memory before anything is built (see
+        :mod:`mie.models.budget`); the config machinery calls it at every load."""
+        check_model_size(self, key or "model")
+
 
 class DualEncoder(nn.Module):
     """A ViT image tower and a causal text tower, each linearly projected (no bias) to ``embed_dim``.
@@ -80,6 +86,7 @@ class DualEncoder(nn.Module):
             )
         if config.max_logit_scale <= 1.0:
             raise ValueError(f"model.max_logit_scale must be > 1, got {config.max_logit_scale}")
+        check_model_size(config)  # before any weight is allocated
         self.config = dataclasses.replace(config)
         self.eos_id, self.pad_id = eos_id, pad_id
         self.visual = VisionTransformer(

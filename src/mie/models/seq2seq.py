@@ -28,6 +28,7 @@ from torch import nn
 from mie.config import POSITIVE, Rule, one_of
 from mie.models.attention import KVCache, MultiHeadAttention
 from mie.models.blocks import TransformerBlock, build_norm, init_transformer_
+from mie.models.budget import check_model_size
 from mie.models.positional import SinusoidalPositionalEmbedding
 
 
@@ -57,6 +58,11 @@ class Seq2SeqConfig:
     share_embeddings: bool = True  # one embedding table for source and target (needs one vocabulary)
     tie_output: bool = True  # logits use the target embedding table (no output matrix)
     pad_id: int = 0  # source padding, masked out of attention
+
+    def check_limits(self, key: str = "model") -> None:
+        """Refuse sizes past the hard bounds or this machine's memory before anything is built (see
+        :mod:`mie.models.budget`); the config machinery calls it at every load."""
+        check_model_size(self, key or "model")
 
 
 class Seq2SeqCache:
@@ -129,6 +135,7 @@ class EncoderDecoderTransformer(nn.Module):
         if config.share_embeddings and config.src_vocab_size != config.tgt_vocab_size:
             raise ValueError(f"share_embeddings needs one vocabulary, got {config.src_vocab_size} source and "
                              f"{config.tgt_vocab_size} target tokens")
+        check_model_size(config)  # before any weight is allocated
         self.config = config
         self.src_embed = nn.Embedding(config.src_vocab_size, config.dim)
         self.tgt_embed = self.src_embed if config.share_embeddings else nn.Embedding(config.tgt_vocab_size, config.dim)

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from mie.models.budget import FLOAT_BYTES, MAX_BEAM, check_bound, check_memory
+
 
 def length_penalty(length: int, alpha: float) -> float:
     """GNMT's length normaliser (Wu et al., 2016): ``((5 + length) / 6) ** alpha`` (1 at ``alpha = 0``)."""
@@ -75,6 +77,18 @@ class _Hypotheses:
         return best_alive / length_penalty(length, self.alpha) <= self.items[-1][0]
 
 
+def check_beam(config: Any, sources: int, source_len: int, beam: int, max_len: int) -> None:
+    """Refuse, before the search allocates, a beam past :data:`~mie.models.budget.MAX_BEAM` or caches and
+    scores of ``sources x beam`` rows larger than the memory available now."""
+    check_bound(beam, MAX_BEAM, "beam", fix=f"use at most {MAX_BEAM} beams (4 to 8 is usual)")
+    if config is None:  # a duck-typed model without a Seq2SeqConfig: only the bound applies
+        return
+    rows = sources * beam
+    cache = 2 * config.decoder_layers * rows * config.dim * (source_len + max_len)  # cross and self keys/values
+    need = FLOAT_BYTES * (cache + 4 * rows * config.tgt_vocab_size)  # and each step's log-probabilities
+    check_memory(need, f"the beam search of {rows:,} rows", "beam", "lower the beam or translate fewer lines at once")
+
+
 @torch.no_grad()
 def beam_search(model: Any, src: torch.Tensor, bos_id: int, eos_id: int, beam: int = 4, max_len: int = 128,
                 length_penalty_alpha: float = 0.6, return_scores: bool = False) -> list[Any]:
@@ -89,6 +103,7 @@ def beam_search(model: Any, src: torch.Tensor, bos_id: int, eos_id: int, beam: i
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
     B, K = src.shape[0], beam
+    check_beam(getattr(model, "config", None), B, src.shape[1], beam, max_len)
     memory, src_mask = model.encode(src)
     rows = torch.arange(B, device=src.device).repeat_interleave(K)  # (B*K,) source of every beam row
     cache = model.start_cache(memory.index_select(0, rows), src_mask.index_select(0, rows))

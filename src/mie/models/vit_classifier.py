@@ -10,6 +10,7 @@ from torch import nn
 
 from mie.config import NON_NEGATIVE, POSITIVE, Rule, one_of
 from mie.models.blocks import build_norm
+from mie.models.budget import check_model_size
 from mie.models.vision import VisionTransformer
 
 
@@ -42,6 +43,11 @@ class ViTClassifierConfig:
     norm: str = "layernorm"
     num_classes: int = 0
 
+    def check_limits(self, key: str = "model") -> None:
+        """Refuse sizes past the hard bounds or this machine's memory before anything is built (see
+        :mod:`mie.models.budget`); the config machinery calls it at every load."""
+        check_model_size(self, key or "model")
+
 
 class ViTClassifier(nn.Module):
     """``images [B, C, H, W] -> logits [B, num_classes]``: ViT features, a norm, dropout and a linear head.
@@ -54,6 +60,7 @@ class ViTClassifier(nn.Module):
         if config.num_classes < 2:
             raise ValueError(f"model.num_classes is {config.num_classes}; a classifier needs at least 2 classes "
                              "(the recipe sets it from the data)")
+        check_model_size(config)  # before any weight is allocated
         self.config = config
         self.visual = VisionTransformer(image_size=config.image_size, patch_size=config.patch_size,
                                         in_channels=config.in_channels, width=config.width, layers=config.layers,

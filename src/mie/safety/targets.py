@@ -76,6 +76,9 @@ class ChatTarget:
         replies: list[str] = []
         for start in range(0, len(conversations), self.batch_size):
             rows = [self.conversation_ids(c) for c in conversations[start:start + self.batch_size]]
+            # A conversation longer than the model's context keeps its latest tokens, as the chat box does.
+            keep = max(1, int(self.model.config.max_seq_len) - max_new_tokens)
+            rows = [ids[-keep:] for ids in rows]
             new = generate(self.model, rows, max_new_tokens, temperature=temperature, seed=seed + start,
                            stop_ids=self.stop_ids(), pad_id=self.tokenizer.pad_id)
             replies += [self.tokenizer.decode(ids).strip() for ids in new]

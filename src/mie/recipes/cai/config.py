@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from mie.config import FRACTION, NON_NEGATIVE, POSITIVE, ConfigError, Rule, one_of
-from mie.recipes.lm.config import LMConfig, LoRAConfig
+from mie.models.budget import MAX_BATCH, MAX_CANDIDATES, check_bound, check_training
+from mie.recipes.lm.config import LMConfig, LoRAConfig, base_architecture
+from mie.recipes.lm.config import check_budget as check_lm_budget
 from mie.safety.cai.critique import CritiqueSettings
 from mie.training.config import TrainerConfig
 
@@ -149,3 +151,41 @@ def check_config(config: CAIConfig) -> None:
                           "remove stages")
     if config.sl.generation.rounds < 1 or config.sl.generation.candidates < 1:
         raise ConfigError("sl.generation: rounds and candidates must both be >= 1")
+    check_budget(config)
+
+
+MAX_ROUNDS = 16  # critique-revision rounds: each adds a critique and a revision to the conversation
+
+
+def check_budget(config: CAIConfig) -> None:
+    """Refuse, before the base model is loaded or trained, what cannot run: more candidates, rounds or rows
+    than the bounds, generation lengths past the model's context, phases whose training step (the
+    trained copy, its frozen references and the activations) exceeds the memory available."""
+    model = base_architecture(config.base_model) if config.base_model else None
+    if model is None:
+        if config.base_model:
+            return  # neither a known name nor a run folder: loading it says so in one line
+        model = check_lm_budget(config.pretrain, prefix="pretrain.")
+    context = model.max_seq_len
+    sl = config.sl.generation
+    check_bound(sl.candidates, MAX_CANDIDATES, "sl.generation.candidates",
+                fix=f"use at most {MAX_CANDIDATES} (1 to 4 is usual: each is a full generation per prompt)")
+    check_bound(sl.rounds, MAX_ROUNDS, "sl.generation.rounds")
+    phases = {"sl.sft": config.sl.sft, "rl.reward_model": config.rl.reward_model, "rl.dpo": config.rl.dpo,
+              "rl.ppo": config.rl.ppo}
+    lengths = {"generation.max_new_tokens": config.generation.max_new_tokens,
+               "rl.ppo.max_new_tokens": config.rl.ppo.max_new_tokens,
+               "sl.generation.answer_tokens": sl.answer_tokens,
+               "sl.generation": sl.answer_tokens + sl.rounds * (sl.critique_tokens + sl.revision_tokens),
+               **{f"{name}.max_len": phase.max_len for name, phase in phases.items()}}
+    for key, tokens in lengths.items():
+        check_bound(tokens, context - 1, key, f"(the model's context is {context:,} tokens)",
+                    fix=f"use at most {context - 1:,}")
+    check_bound(config.generation.batch_size, MAX_BATCH, "generation.batch_size")
+    for name, phase in phases.items():
+        # Pairs (reward model, DPO) are two rows each; DPO and PPO hold frozen references beside the policy.
+        rows = phase.batch_size * (2 if name in ("rl.reward_model", "rl.dpo") else 1)
+        frozen = {"rl.dpo": 1, "rl.ppo": 2}.get(name, 0) + 2  # and the base and SL models the run keeps
+        tokens = phase.max_len + (config.rl.ppo.max_new_tokens if name == "rl.ppo" else 0)
+        check_training(model, f"{name}.batch_size", rows, min(tokens, context), frozen_copies=frozen,
+                       fix=f"lower {name}.batch_size or {name}.max_len", precision=config.precision)

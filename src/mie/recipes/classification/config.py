@@ -3,10 +3,12 @@ regularisers of ``ClassificationTask`` (label smoothing, mixup, cutmix)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from mie.config import FRACTION, NON_NEGATIVE, POSITIVE, ConfigError, Rule, one_of
+from mie.models.budget import MAX_BATCH, check_bound, check_memory, check_training
 from mie.models.vit_classifier import ViTClassifierConfig
 from mie.training.config import TrainerConfig
 
@@ -96,3 +98,24 @@ def check_config(config: ClassificationRecipeConfig) -> None:
                               fix="give one value per channel or leave it empty to measure it")
     if config.data.source == "fashion_mnist" and config.model.in_channels != 1:
         raise ConfigError(f"model.in_channels: Fashion-MNIST is grayscale (1 channel), got {config.model.in_channels}")
+    check_budget(config)
+
+
+MAX_IMAGES = 10_000_000  # images the shapes generator may be asked for per split
+GUESSED_CLASSES = 1000  # num_classes 0 is set from the data: size the head as for ImageNet's
+
+
+def check_budget(config: ClassificationRecipeConfig) -> None:
+    """Refuse, before images are decoded or drawn or a model built: batches or generated splits past the
+    bounds, drawn splits (kept decoded in memory) or a training step past the memory available."""
+    data, model = config.data, config.model
+    check_bound(data.eval_batch_size, MAX_BATCH, "data.eval_batch_size")
+    drawn = 0
+    for name in ("num_train", "num_val", "num_test", "num_heldout"):
+        check_bound(getattr(data, name), MAX_IMAGES, f"data.{name}")
+        drawn += getattr(data, name) if data.source == "shapes" else 0
+    check_memory(drawn * model.image_size ** 2 * model.in_channels, f"{drawn:,} drawn images", "data.num_train",
+                 "draw fewer images (data.num_train, num_val, num_test, num_heldout)")
+    sized = dataclasses.replace(model, num_classes=model.num_classes or GUESSED_CLASSES)
+    check_training(sized, "data.batch_size", data.batch_size, fix="lower data.batch_size or the model's size",
+                   precision=config.precision)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from mie.config import FRACTION, NON_NEGATIVE, POSITIVE, ConfigError, Rule, one_of
 from mie.data.config import DataConfig
 from mie.losses.config import LossConfig
+from mie.models.budget import BOUNDS, MAX_BATCH, check_bound, check_training, check_workers
 from mie.models.fusion import FusionConfig
 from mie.models.multimodal import DualEncoderConfig
 from mie.tokenization.config import TokenizerConfig
@@ -63,3 +65,29 @@ def check_config(config: ClipConfig) -> None:
                 check_task_loss(stage.loss, config.model.embed_dim, f"stages[{index}].loss")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    check_budget(config)
+
+
+MAX_IMAGES = 10_000_000  # images the synthetic generator may be asked for per split
+
+
+def check_budget(config: ClipConfig) -> None:
+    """Refuse, before data is read or generated or a model built: worker processes past this machine's
+    cores, batches, vocabularies or generated splits past the bounds, and a training step (weights,
+    gradients, AdamW, activations of the largest batch) past the memory available."""
+    data = config.data
+    check_workers(data.num_workers, "data.num_workers")
+    if data.format == "synthetic" and isinstance(data.format_options.get("workers"), int):
+        check_workers(data.format_options["workers"], "data.format_options.workers")
+    synthetic = data.synthetic
+    for name in ("num_train", "num_val", "num_test", "num_heldout"):
+        check_bound(getattr(synthetic, name), MAX_IMAGES, f"data.synthetic.{name}")
+    check_bound(synthetic.image_size, BOUNDS["image_size"], "data.synthetic.image_size")
+    check_bound(config.tokenizer.vocab_size, BOUNDS["vocab"], "tokenizer.vocab_size")
+    check_bound(config.rerank.batch_size, MAX_BATCH, "rerank.batch_size")
+    check_bound(config.rerank.k, 1000, "rerank.k")
+    rows = max([data.batch_size] + [stage.batch_size for stage in config.stages])
+    key = "data.batch_size" if rows == data.batch_size else "stages.batch_size"
+    vocab = config.model.vocab_size or config.tokenizer.vocab_size  # 0: taken from the tokenizer
+    check_training(dataclasses.replace(config.model, vocab_size=vocab), key, rows,
+                   fix=f"lower {key} or the model's size", precision=config.precision)

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 from mie.config import NON_NEGATIVE, POSITIVE, ConfigError, Rule, one_of
 from mie.data.lm_text import LMTextConfig
+from mie.models.budget import BOUNDS, check_bound, check_training, check_workers
 from mie.models.causal_lm import CausalLMConfig
 from mie.tokenization.config import TokenizerConfig
 from mie.training.config import TrainerConfig
+
+# The architectures of the named pretrained models, so that a fine-tuning config is sized before the
+# download is read (SmolLM2-135M-Instruct's GGUF metadata; the loader builds exactly this).
+PRETRAINED_ARCHITECTURES: dict[str, CausalLMConfig] = {
+    "smollm2-135m-instruct": CausalLMConfig(vocab_size=49152, dim=576, n_layers=30, n_heads=9, n_kv_heads=3,
+                                            mlp_hidden=1536, rope_theta=100000.0, max_seq_len=8192),
+}
 
 
 @dataclass
@@ -87,3 +97,40 @@ def check_config(config: LMConfig) -> None:
                               "only — remove the stage's loss")
     if not config.data.files and not config.data.fallback_files:
         raise ConfigError("data.files: no text file given — set data.files to globs of UTF-8 text files")
+    check_budget(config)
+
+
+def base_architecture(init: str) -> CausalLMConfig | None:
+    """The architecture ``init`` names: a pretrained model's, or a finished lm run's ``config.yaml`` (read and
+    size-checked, not built); None when it is neither (loading it later says why)."""
+    if init in PRETRAINED_ARCHITECTURES:
+        return PRETRAINED_ARCHITECTURES[init]
+    from mie.config import load_config
+    from mie.recipes.run_dir import CONFIG_FILE
+
+    path = Path(init) / CONFIG_FILE
+    if not path.is_file():
+        return None
+    return load_config(path, LMConfig).model
+
+
+def check_budget(config: LMConfig, prefix: str = "") -> CausalLMConfig:
+    """Refuse, before any data is read or model built, sizes this machine cannot hold: tokenizer workers past
+    its cores, a vocabulary or batch past the bounds, samples longer than the context, and a training step
+    (weights, gradients, AdamW, activations) past the memory available. Returns the architecture trained."""
+    data = config.data
+    check_workers(data.workers, f"{prefix}data.workers", in_process="1 = in-process")
+    check_bound(config.tokenizer.vocab_size, BOUNDS["vocab"], f"{prefix}tokenizer.vocab_size")
+    check_bound(data.block_size, BOUNDS["context"], f"{prefix}data.block_size")
+    model = base_architecture(config.init) if config.init else None
+    if model is None:
+        vocab = config.model.vocab_size if config.tokenizer.path else config.tokenizer.vocab_size
+        model = dataclasses.replace(config.model, vocab_size=vocab)  # the recipe takes it from the tokenizer
+    if config.sample.max_new_tokens >= model.max_seq_len:
+        raise ConfigError(f"{prefix}sample.max_new_tokens: {config.sample.max_new_tokens:,} leaves no room for the "
+                          f"prompt in the model's context of {model.max_seq_len:,} tokens",
+                          fix=f"use at most {model.max_seq_len - 2:,}")
+    check_training(model, f"{prefix}data.batch_size", data.batch_size, data.block_size,
+                   fix=f"lower {prefix}data.batch_size, {prefix}data.block_size or the model's size",
+                   precision=config.precision)
+    return model

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from mie.config import FRACTION, NON_NEGATIVE, POSITIVE, ConfigError, Rule, one_of
+from mie.models.budget import BOUNDS, MAX_BATCH, MAX_BEAM, check_bound, check_training
 from mie.models.seq2seq import Seq2SeqConfig
 from mie.tokenization.config import TokenizerConfig
 from mie.training.config import ScheduleConfig, TrainerConfig
@@ -103,6 +105,24 @@ def check_config(config: Seq2SeqRecipeConfig) -> None:
                           f"{config.model.max_len}", fix="lower data.max_length or raise model.max_len")
     if config.data.source_lang == config.data.target_lang:
         raise ConfigError(f"data.target_lang: {config.data.target_lang!r} is also the source language")
+    check_budget(config)
     from mie.evaluation.translation import require_sacrebleu
 
     require_sacrebleu()
+
+
+def check_budget(config: Seq2SeqRecipeConfig) -> None:
+    """Refuse, before the corpus is read or the model built, a beam, batch or vocabulary past the bounds
+    and a training step (weights, gradients, AdamW, activations) past the memory available."""
+    data = config.data
+    check_bound(config.decode.beam, MAX_BEAM, "decode.beam", fix=f"use at most {MAX_BEAM} (4 to 8 is usual)")
+    check_bound(config.tokenizer.vocab_size, BOUNDS["vocab"], "tokenizer.vocab_size")
+    check_bound(data.eval_batch_size, MAX_BATCH, "data.eval_batch_size")
+    check_bound(data.batch_size, MAX_BATCH, "data.batch_size")
+    vocab = config.tokenizer.vocab_size
+    model = dataclasses.replace(config.model, src_vocab_size=vocab, tgt_vocab_size=vocab)  # set from the tokenizer
+    tokens = data.max_length + 2  # bos/eos
+    rows = data.batch_size if not data.max_tokens else min(data.batch_size, -(-data.max_tokens // tokens))
+    check_training(model, "data.batch_size" if not data.max_tokens else "data.max_tokens", rows, tokens, tokens,
+                   fix="lower data.batch_size, data.max_tokens, data.max_length or the model's size",
+                   precision=config.precision)
