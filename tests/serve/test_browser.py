@@ -92,3 +92,26 @@ def test_an_empty_query_is_shown_in_the_page(server, browser):
     WebDriverWait(browser, 10).until(lambda d: message.text)
     assert message.text == "the query is empty: type some text first"
     assert not browser.find_elements(By.CSS_SELECTOR, "#results img")
+
+
+def test_the_page_still_works_under_the_origin_and_type_rules(server, browser, clip_app, tmp_path):
+    """The page's own search and upload pass the guard (its Origin and content types); a text/plain POST
+    from the page, as a form or a "simple" cross-site request would send, is refused with 415."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server + "/")
+    wait = WebDriverWait(browser, 20)
+    wait.until(lambda d: "ready" in d.find_element(By.ID, "status").text)
+    browser.find_element(By.CSS_SELECTOR, '#tabs button[data-tab="caption"]').click()
+    upload = tmp_path / "upload.png"
+    upload.write_bytes(open(clip_app.state.serve.index.paths[0], "rb").read())
+    browser.find_element(By.ID, "upload").send_keys(str(upload))
+    browser.find_element(By.ID, "caption-button").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#captions li")) == 5)
+    assert browser.find_element(By.ID, "caption-message").text == ""
+    status = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch('/api/search', {method: 'POST', headers: {'content-type': 'text/plain'}, body: '{\"query\": \"a\"}'})"
+        ".then(r => done(r.status), e => done(String(e)));")
+    assert status == 415

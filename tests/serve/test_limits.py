@@ -115,10 +115,16 @@ def test_the_next_chat_starts_at_once_after_three_abandoned_ones(lm_app, slow_mo
 
 
 def test_a_full_queue_is_503_with_retry_after(lm_app, slow_model, monkeypatch):
+    monkeypatch.setattr(chat_module, "ADMIT_WAIT_S", 0.3)
     monkeypatch.setattr(slow_model, "admitted", slow_model.waiting + 1)  # one answering, two waiting
+    started = time.monotonic()
     response = local_client(lm_app).post("/api/chat", json=HI)
     assert response.status_code == 503 and response.headers["retry-after"] == "5"
     assert response.json()["error"] == "the model is answering 3 other chats; try again in a few seconds"
+    assert 0.3 <= time.monotonic() - started < 2  # it waited a moment for a place first
+    threading.Timer(0.2, lambda: setattr(slow_model, "admitted", 2)).start()  # a client leaves meanwhile
+    response = local_client(lm_app).post("/api/chat", json={**HI, "max_new_tokens": 2})
+    assert response.status_code == 200 and "event: done" in response.text
     monkeypatch.setattr(slow_model, "admitted", 0)
 
 

@@ -259,7 +259,7 @@ async def _chat(request: Request) -> Response:
         return chat_events(chat, state.evaluator, state.filter, messages, use_filter, max_new_tokens,
                            float(temperature), stop=stop)
 
-    return ChatResponse(ChatTurn(chat, events), request, state.public)
+    return ChatResponse(await ChatTurn.begin(chat, events), request, state.public)
 
 
 async def _evaluate(request: Request) -> Response:

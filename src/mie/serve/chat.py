@@ -48,6 +48,7 @@ MAX_NEW_TOKENS = 512
 MAX_PROMPT_TOKENS = 1024
 ANSWER_SECONDS = 60.0
 CHAT_WAITING = 2
+ADMIT_WAIT_S = 2.0  # a full queue is given this long to free a place (a client just left) before the 503
 
 
 class _Cancelled(Exception):
@@ -221,6 +222,7 @@ class ChatTurn:
         self.chat = chat
         self.stop = StopSignal(chat.answer_seconds)
         self.events: queue.Queue = queue.Queue()
+        self.delivered = False  # every event reached the client
         chat.admit()
         try:
             self.thread = threading.Thread(target=self._work, args=(make_events,), name="mie-serve-chat", daemon=True)
@@ -242,6 +244,20 @@ class ChatTurn:
             self.chat.leave()
             self.events.put(_END)
 
+    @classmethod
+    async def begin(cls, chat: Any, make_events: Callable[[StopSignal], Iterator[tuple[str, dict]]],
+                    wait_s: float | None = None) -> ChatTurn:
+        """A new turn, waiting up to ``wait_s`` s (default :data:`ADMIT_WAIT_S`) for a place in a full queue
+        (without holding a thread); then the 503 :class:`ApiError` of :meth:`ChatModel.admit`."""
+        deadline = time.monotonic() + (ADMIT_WAIT_S if wait_s is None else wait_s)
+        while True:
+            try:
+                return cls(chat, make_events)
+            except ApiError as exc:
+                if exc.status != 503 or time.monotonic() > deadline:
+                    raise
+            await anyio.sleep(0.05)
+
     def cancel(self) -> None:
         """Stop the answer at its next token (or before it starts, while it waits for the model)."""
         self.stop.cancel.set()
@@ -258,11 +274,11 @@ class ChatTurn:
                     if time.monotonic() - checked > 0.2:
                         checked = time.monotonic()
                         if await request.is_disconnected():
-                            log.info("mie serve: the chat client went away; its answer stops")
                             return
                     await anyio.sleep(0.01)
                     continue
                 if item is _END:
+                    self.delivered = True
                     return
                 event, data = item
                 if event == "error":
@@ -284,6 +300,8 @@ class ChatResponse(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
+            if not self.turn.delivered:
+                log.info("mie serve: the chat client went away; its answer stops")
             self.turn.cancel()
 
 

@@ -7,15 +7,17 @@ such, never as a failure). JSON is parsed strictly: no numbers over 30 digits, n
 text that is not valid Unicode (a lone surrogate), at most :data:`MAX_JSON_DEPTH` levels of nesting —
 each a 400 in our own words, never Python's.
 
-Uploads never touch the disk. :func:`decode_image` reads the header first (over :data:`MAX_IMAGE_PIXELS`
+Uploads never touch the disk. :func:`open_upload` reads the header first (over :data:`MAX_IMAGE_PIXELS`
 is a 413 before decoding), then decodes at most :data:`MAX_DECODE_SIDE` pixels a side (a JPEG is decoded
-at a reduced scale; others are decoded, then shrunk before the RGB copy). At most
-:data:`DECODE_SLOTS` uploads are decoded and embedded at once and :data:`DECODE_WAITING` more wait (up to
-:data:`DECODE_WAIT_S` s); beyond that a 503 with ``Retry-After``. So decoding holds at most
-``DECODE_SLOTS x ~70 MB`` (a 4096x4096 RGBA PNG: 64 MB decoded plus its 3 MB thumbnail) and bodies at most
-``(DECODE_SLOTS + DECODE_WAITING) x MAX_UPLOAD_BYTES`` = 144 MB: 80 concurrent uploads of a 49 KB all-zero
-4096x4096 PNG peak near 0.6 GB RSS for the whole server with a tiny clip model (1.8 GB before this bound;
-``acceptance/hostile_serve.py`` measures it; the stated bound is 2 GB).
+at a reduced scale; others are decoded, then shrunk before the RGB copy). At most :data:`DECODE_SLOTS`
+uploads are decoded and embedded at once and :data:`DECODE_WAITING` more are read or wait (up to
+:data:`DECODE_WAIT_S` s for a slot); beyond that a 503 with ``Retry-After``. So decoding holds at most
+``DECODE_SLOTS x ~70 MB`` (a 4096x4096 RGBA PNG: 64 MB decoded plus its 3 MB thumbnail), and bodies at most
+``(DECODE_SLOTS + DECODE_WAITING) x MAX_UPLOAD_BYTES`` = 256 MB (twice that for the moment a body's chunks
+are joined): at most about 0.7 GB above the loaded server, which stays under 2 GB. Measured with
+``acceptance/hostile_serve.py`` (tiny clip run, loaded at 0.3 GB): 80 concurrent uploads of a 49 KB
+all-zero 4096x4096 PNG peak at about 0.5 GB RSS for the whole server (5.2 GB before these bounds), and
+80 concurrent 8 MB bodies at about 0.75 GB.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ MAX_JSON_DEPTH = 16  # the deepest request is {"messages": [{...}]}: 3 levels
 MAX_NUMBER_DIGITS = 30
 MAX_IMAGE_PIXELS = 4096 * 4096  # declared by the header; more is refused before decoding
 MAX_DECODE_SIDE = 1024  # captions need a few hundred pixels a side; a larger image is shrunk while decoding
-DECODE_SLOTS, DECODE_WAITING, DECODE_WAIT_S = 2, 16, 20.0
+DECODE_SLOTS, DECODE_WAITING, DECODE_WAIT_S = 2, 30, 20.0
 _DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII digits only: "²".isdigit() is True, but int("²") fails
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError,
                   ZeroDivisionError, OverflowError)
