@@ -17,6 +17,7 @@ from typing import Any
 from mie.errors import ConfigError
 
 log = logging.getLogger(__name__)
+BATCH = 64  # texts per evaluator call
 MAX_REPLY_TOKENS = 4096  # a red-team reply is judged on its first sentences; longer only costs time
 
 
@@ -122,7 +123,10 @@ def build_evaluator(args: argparse.Namespace) -> Any:
 def run_evaluate(args: argparse.Namespace) -> int:
     """Print one verdict per input line; exit status 0 (flags are results, not errors)."""
     lines = read_lines(args.file)
-    for evaluation in build_evaluator(args).evaluate_batch(lines):
+    evaluator = build_evaluator(args)
+    # Batch by batch, so the first verdicts show at once and `| head` stops the work early.
+    evaluations = (e for start in range(0, len(lines), BATCH) for e in evaluator.evaluate_batch(lines[start:start + BATCH]))
+    for evaluation in evaluations:
         if args.format == "jsonl":
             print(json.dumps(evaluation.to_dict(), ensure_ascii=False))
             continue
