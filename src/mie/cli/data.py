@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mie.cli.args import check_seed, seed
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``inspect`` and ``shards`` sub-subcommands."""
@@ -48,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pairs.add_argument("--max-words", type=int, default=40, help="drop pairs with a side longer")
     pairs.add_argument("--exclude", default="iso", help="comma-separated package groups to leave out ('' = none)")
     pairs.add_argument("--locale-dir", default="/usr/share/locale", help="where the <lang>/LC_MESSAGES/*.mo files are")
-    pairs.add_argument("--seed", type=int, default=0, help="seed of the package split")
+    pairs.add_argument("--seed", type=seed, default=0, help="seed of the package split (0 to 2**63-1)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +65,7 @@ def _translation_pairs(args: argparse.Namespace) -> int:
     from mie.errors import ConfigError
     from mie.io.ownership import prepare_output_folder
 
+    check_seed(args.seed)
     if args.min_words < 1 or args.max_words < args.min_words:
         raise ConfigError(f"need 1 <= --min-words <= --max-words, got {args.min_words} and {args.max_words}")
     exclude = tuple(name.strip().lower() for name in args.exclude.split(",") if name.strip())

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from mie.errors import ConfigError
+from mie.models.budget import MAX_BEAM
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.beam is not None and args.beam < 1:
         raise ConfigError("must be at least 1", where="--beam")
+    if args.beam is not None and args.beam > MAX_BEAM:
+        raise ConfigError(f"{args.beam:,} beams is more than {MAX_BEAM}", where="--beam",
+                          fix=f"use at most {MAX_BEAM} (4 to 8 is usual)")
     texts = _read_texts(args.text)  # before the model loads: bad input costs nothing
     run_dir = Path(args.run_dir)
     from mie.config import read_yaml
