@@ -63,6 +63,8 @@ REPRODUCTIONS = [
      M + "model.vision_layers: 1,000,000 is more than 1,024 — use at most 1,024"),
     (["configs/cai_tiny.yaml", "--set", "pretrain.model.n_layers=1000000"],
      M + "pretrain.model.n_layers: 1,000,000 is more than 1,024 — use at most 1,024"),
+    (["configs/demo.yaml", "--set", "data.batch_size=100000000"],
+     M + "data.batch_size: 100,000,000 is more than 65,536 — use at most 65,536"),
     (["configs/lm_tiny.yaml", "--set", "model.n_heads=100000"],
      M + "model.n_heads: 100,000 is more than 1,024 — use at most 1,024"),
     (["configs/lm_tiny.yaml", "--set", "tokenizer.vocab_size=1000000000"],
