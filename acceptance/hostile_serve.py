@@ -328,7 +328,7 @@ def chat_cases(server: Server) -> None:
     rare = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(7_900))
     ok, seconds, detail = timed(lambda: our_400(server.request("POST", "/api/chat", json.dumps(
         {"messages": [{"role": "user", "content": rare}]}).encode(), {"Content-Type": "application/json"}),
-        "the conversation is "))
+        "the message is "))
     row("24 KB of rare CJK characters: refused first", ok and seconds < 5, seconds, detail)
     row("lm server peak RSS < 1 GB", server.peak_bytes() < 1 << 30, 0.0, f"{server.peak_bytes() / 2**20:.0f} MB")
 

@@ -122,3 +122,8 @@ def test_a_plot_name_of_any_length_is_ours(client):
     response = client.get("/api/plot/" + "x" * 5000)
     ours(response, 404, "no plot named 'xxxxxxxx")
     assert len(response.json()["error"]) < 120
+
+
+def test_a_text_to_evaluate_has_a_length_limit(client):
+    ours(client.post("/api/evaluate", json={"text": "a" * 20_001}), 400,
+         "the text is 20,001 characters; the limit is 20,000: evaluate it in parts")

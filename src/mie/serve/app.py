@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 MAX_QUERY_CHARS = 1_000
 MAX_CHAT_CHARS = 8_000
+MAX_EVALUATE_CHARS = 20_000  # a page of text; the rules and the sentence encoder gain nothing from more
 
 
 def create_app(source: str, *, checkpoint: str = "best", safety_methods: str = "auto", cache_dir: Path | None = None,
@@ -266,6 +267,9 @@ async def _evaluate(request: Request) -> Response:
     state = _state(request)
     payload = await read_json(request)
     text = text_field(payload, "text", "text to evaluate")
+    if len(text) > MAX_EVALUATE_CHARS:
+        raise ApiError(400, f"the text is {len(text):,} characters; the limit is {MAX_EVALUATE_CHARS:,}: "
+                            "evaluate it in parts")
     state.need("safety")
 
     def work() -> dict[str, Any]:

@@ -15,10 +15,14 @@ With the filter on, the answer is released a sentence at a time, each sentence t
 
 Abandoned work never blocks anyone (:class:`ChatTurn`): an answer is produced in its own thread and
 stops at its next token once the client goes away (the response watches for ``http.disconnect``), once
-it has run :data:`ANSWER_SECONDS`, or after ``max_new_tokens`` (at most :data:`MAX_NEW_TOKENS`). A
-conversation over :data:`MAX_PROMPT_TOKENS` tokens is refused before the prefill (a 1,024-token prefill
-of SmolLM2-135M takes about 3 s on 2 cores). One answer is generated at a time and at most
-:data:`CHAT_WAITING` more wait for the model; another request gets 503 with ``Retry-After``.
+it has run :data:`ANSWER_SECONDS`, or after ``max_new_tokens`` (at most :data:`MAX_NEW_TOKENS`). The prompt
+is counted in tokens before the prefill, which no token check can interrupt: over :data:`MAX_PROMPT_TOKENS`
+the oldest turns are left out, and a last message that alone is longer is refused (400). 512 tokens keep the
+prefill of SmolLM2-135M under 5 s on 2 cores: a model of its shape took 6-7 s at 512 tokens and 8-14 s at
+1,024 on 2 cores that other work kept twice busy (load 4), so about half that alone. A 24 KB message of rare
+CJK characters is ~24,000 tokens: it held the model for 100 s before this cap.
+One answer is generated at a time and at most :data:`CHAT_WAITING` more wait for the model; another request
+waits up to :data:`ADMIT_WAIT_S` s for a place, then gets 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from typing import Any
 
 import anyio
 import torch
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import StreamingResponse
 
 from mie.models.generation import generate
@@ -45,7 +49,7 @@ from mie.tokenization.streaming import TokenPrinter
 log = logging.getLogger(__name__)
 _END = object()
 MAX_NEW_TOKENS = 512
-MAX_PROMPT_TOKENS = 1024
+MAX_PROMPT_TOKENS = 512
 ANSWER_SECONDS = 60.0
 CHAT_WAITING = 2
 ADMIT_WAIT_S = 2.0  # a full queue is given this long to free a place (a client just left) before the 503
@@ -116,12 +120,19 @@ class ChatModel:
             self.admitted -= 1
 
     def prompt_ids(self, messages: Sequence[dict[str, str]], max_new_tokens: int) -> tuple[list[int], int]:
-        """The conversation's ids and the token budget, cut to fit the model's context (oldest tokens
-        first); a 400 :class:`ApiError` over :attr:`max_prompt_tokens` tokens, before any model work."""
-        ids = self.target.conversation_ids(messages)
+        """The conversation's ids and the token budget, before any model work: over
+        :attr:`max_prompt_tokens` tokens the oldest turns are left out (the last message always stays; alone
+        over the limit, it is a 400 :class:`ApiError`), then the ids are cut to fit the model's context."""
+        kept = list(messages)
+        ids = self.target.conversation_ids(kept)
+        while len(ids) > self.max_prompt_tokens and len(kept) > 1:
+            kept = kept[1:]
+            while len(kept) > 1 and kept[0]["role"] != "user":  # a conversation starts with the user
+                kept = kept[1:]
+            ids = self.target.conversation_ids(kept)
         if len(ids) > self.max_prompt_tokens:
-            raise ApiError(400, f"the conversation is {len(ids):,} tokens; the limit is {self.max_prompt_tokens:,}: "
-                                "send a shorter message or start a new conversation")
+            raise ApiError(400, f"the message is {len(ids):,} tokens; the limit is {self.max_prompt_tokens:,}: "
+                                "send a shorter one")
         context = int(self.model.config.max_seq_len)
         max_new_tokens = max(1, min(max_new_tokens, MAX_NEW_TOKENS, context // 2))
         return ids[-(context - max_new_tokens):], max_new_tokens
@@ -299,6 +310,8 @@ class ChatResponse(StreamingResponse):
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         try:
             await super().__call__(scope, receive, send)
+        except (ClientDisconnect, OSError):
+            pass  # a server of ASGI spec 2.4 says the client went away by failing a send: logged below
         finally:
             if not self.turn.delivered:
                 log.info("mie serve: the chat client went away; its answer stops")
