@@ -142,7 +142,6 @@ def check_config(config: CAIConfig) -> None:
     """Refuse, in one line, what the dataclass rules cannot see."""
     from mie.safety.methods import resolve_methods
 
-    config.evaluation.methods = resolve_methods(config.evaluation.methods, where="evaluation.methods")
     if not config.base_model and not (config.pretrain.data.files or config.pretrain.data.fallback_files):
         raise ConfigError("base_model is empty and pretrain.data.files names no text to train one from scratch",
                           fix="set base_model: smollm2-135m-instruct (or an lm run folder), or pretrain.data.files")
@@ -152,6 +151,8 @@ def check_config(config: CAIConfig) -> None:
     if config.sl.generation.rounds < 1 or config.sl.generation.candidates < 1:
         raise ConfigError("sl.generation: rounds and candidates must both be >= 1")
     check_budget(config)
+    # Last: it may warn (embeddings not installed), and a refused config should print its one line only.
+    config.evaluation.methods = resolve_methods(config.evaluation.methods, where="evaluation.methods")
 
 
 MAX_ROUNDS = 16  # critique-revision rounds: each adds a critique and a revision to the conversation
