@@ -1,5 +1,6 @@
 """``mie serve`` end to end in headless Chromium (Selenium): the real server on a free port, a text query
-typed into the page, the images it shows, an error shown in the page, and a screenshot in tmp_path.
+typed into the page, the images it shows, an error shown in the page, a screenshot in tmp_path, an upload
+captioned through the page under the Origin and content-type rules, and a page of another origin refused.
 
 Skips, saying why, where Selenium, Chromium or chromedriver is missing (Debian: ``apt-get install
 chromium chromium-driver``; ``.ci/run`` installs them, and the dev extra installs Selenium).
@@ -115,3 +116,38 @@ def test_the_page_still_works_under_the_origin_and_type_rules(server, browser, c
         "fetch('/api/search', {method: 'POST', headers: {'content-type': 'text/plain'}, body: '{\"query\": \"a\"}'})"
         ".then(r => done(r.status), e => done(String(e)));")
     assert status == 415
+
+
+def test_another_page_cannot_drive_the_app(server, browser, clip_app, monkeypatch):
+    """A page of another origin (another port of 127.0.0.1) posting a "simple" cross-site request — text/plain,
+    no preflight, as any web page may — is sent by the browser but never reaches the search."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server name
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<title>elsewhere</title>")
+
+        def log_message(self, *args):
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    ran = []
+    real = clip_app.state.serve.index.top_images
+    monkeypatch.setattr(clip_app.state.serve.index, "top_images", lambda *a: ran.append(1) or real(*a))
+    post = ("window.sent = 'no';"
+            "fetch(arguments[0] + '/api/search', {method: 'POST', mode: 'no-cors', headers: {'content-type': "
+            "'text/plain'}, body: '{\"query\": \"a red circle\"}'}).then(() => { window.sent = 'yes'; },"
+            " () => { window.sent = 'error'; });")
+    try:
+        browser.get(f"http://127.0.0.1:{other.server_address[1]}/")
+        browser.execute_script(post, server)
+        WebDriverWait(browser, 10).until(lambda d: d.execute_script("return window.sent") != "no")
+        assert browser.execute_script("return window.sent") == "yes" and ran == []  # sent, and refused
+    finally:
+        other.shutdown()
