@@ -5,8 +5,11 @@ The app is part of the application layer, beside ``mie.cli`` and ``mie.recipes``
 
 * :mod:`mie.serve.state` — what is served and its background loading (503 until ready);
 * :mod:`mie.serve.search` — the cached image and caption embeddings of a run's test split;
-* :mod:`mie.serve.chat` — streamed chat answers with the safety filter and evaluator;
-* :mod:`mie.serve.uploads` — size-limited request bodies and in-memory image decoding;
+* :mod:`mie.serve.chat` — streamed chat answers with the safety filter and evaluator, stopped when the
+  client goes away, with token and time budgets and a bounded queue;
+* :mod:`mie.serve.uploads` — size-limited request bodies, strict JSON, and bounded in-memory image decoding;
+* :mod:`mie.serve.guard` — the Host allow-list, Origin and content-type checks in front of every route;
+* :mod:`mie.serve.errors` — the API error, and the scrubbing of absolute paths from what clients see;
 * :mod:`mie.serve.app` — the Starlette routes; ``static/`` holds the page (plain HTML and JavaScript).
 
 >>> from mie.serve import create_app
