@@ -17,7 +17,7 @@ uploads are decoded and embedded at once and :data:`DECODE_WAITING` more are rea
 are joined): at most about 0.7 GB above the loaded server, which stays under 2 GB. Measured with
 ``acceptance/hostile_serve.py`` (tiny clip run, loaded at 0.3 GB): 80 concurrent uploads of a 49 KB
 all-zero 4096x4096 PNG peak at about 0.5 GB RSS for the whole server (5.2 GB before these bounds), and
-80 concurrent 8 MB bodies at about 0.75 GB.
+80 concurrent 8 MB bodies at about 0.8 GB.
 """
 
 from __future__ import annotations
