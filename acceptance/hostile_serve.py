@@ -58,6 +58,7 @@ def row(name: str, ok: bool, seconds: float, detail: str) -> None:
 
 
 def mie(*argv: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``python -m mie ARGV`` from the repository, capturing its output."""
     return subprocess.run([sys.executable, "-m", "mie", *argv], capture_output=True, text=True, cwd=REPO, **kwargs)
 
 
@@ -135,6 +136,7 @@ class Server:
         return 0
 
     def stop(self) -> None:
+        """End the server (terminate, then kill after 10 s)."""
         self.proc.terminate()
         try:
             self.proc.wait(timeout=10)
@@ -143,6 +145,7 @@ class Server:
 
 
 def timed(fn: Callable[[], tuple[bool, str]]) -> tuple[bool, float, str]:
+    """``(ok, seconds, detail)`` of one check; an exception is a failed check."""
     started = time.monotonic()
     try:
         ok, detail = fn()
@@ -152,6 +155,7 @@ def timed(fn: Callable[[], tuple[bool, str]]) -> tuple[bool, float, str]:
 
 
 def our_400(response: tuple[int, dict, dict], start: str) -> tuple[bool, str]:
+    """Whether a response is a 400 whose one-line message starts with ``start`` and holds no Python text."""
     status, _, body = response
     error = str(body.get("error", body))
     ok = status == 400 and error.startswith(start) and "\n" not in error and not any(p in error for p in PYTHON_TEXT)
@@ -159,6 +163,7 @@ def our_400(response: tuple[int, dict, dict], start: str) -> tuple[bool, str]:
 
 
 def no_cors(headers: dict[str, str]) -> bool:
+    """Whether no ``Access-Control-*`` header was sent."""
     return not any(k.startswith("access-control-") for k in headers)
 
 
