@@ -39,7 +39,7 @@ from mie.serve.guard import RequestGuard, SecurityHeaders
 from mie.serve.state import ServeState
 from mie.serve.uploads import (
     MAX_UPLOAD_BYTES,
-        bool_field,
+    bool_field,
     int_field,
     open_upload,
     query_int,
