@@ -87,7 +87,7 @@ def test_claim_accepts_missing_empty_and_marked_folders_only(tmp_path):
     with pytest.raises(ConfigError) as exc:
         claim_run_folder(user, "output_dir", overwrite=True)
     assert str(exc.value) == (f"output_dir: {user} holds files that are not a mie run (a, b, c and 1 more) — "
-                              "--overwrite only replaces a run of mie's; choose another output_dir, "
+                              "mie only ever replaces a run of its own; choose another output_dir, "
                               "or empty the folder first")
     write_marker(user, "lm")
     claim_run_folder(user, "output_dir", overwrite=True)

@@ -65,7 +65,7 @@ def test_every_recipe_refuses_a_users_folder_even_with_overwrite(argv, overwrite
     assert main([*argv, "--output-dir", "d", *(["--overwrite"] if overwrite else [])]) == 1
     line = _one_line_error(capsys)
     assert "output_dir: d holds files that are not a mie run (.notes.tmp, config.yaml, report.md)" in line
-    assert ("--overwrite only replaces a run of mie's" in line) == overwrite
+    assert ("mie only ever replaces a run of its own" in line) == overwrite
     assert _digests(tmp_path / "d") == before
 
 

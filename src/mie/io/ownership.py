@@ -198,6 +198,6 @@ def claim_run_folder(folder: str | os.PathLike[str], where: str, legacy: Callabl
     if not entries or is_ours(folder, legacy):
         return
     shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
-    why = "--overwrite only replaces a run of mie's; " if overwrite else ""
+    why = "mie only ever replaces a run of its own; " if overwrite else ""
     raise ConfigError(f"{folder} holds files that are not a mie run ({shown})", where=where,
                       fix=f"{why}choose another output_dir, or empty the folder first")
