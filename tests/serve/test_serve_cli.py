@@ -60,3 +60,22 @@ def test_what_cannot_be_served_is_one_line(tmp_path, capsys, config, message):
 def test_unknown_safety_methods_are_one_line(clip_run, capsys):
     assert main(["serve", str(clip_run), "--port", str(free_port()), "--safety-methods", "nope"]) == 1
     assert "--safety-methods: unknown method nope" in capsys.readouterr().err
+
+
+def test_an_oversized_run_folder_is_refused_before_the_server_starts(clip_run, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import uvicorn
+    import yaml
+
+    started = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append(app))
+    run = tmp_path / "huge"
+    shutil.copytree(clip_run, run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["model"]["vision_layers"] = 1_000_000
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["serve", str(run), "--port", str(free_port())]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model.vision_layers: 1,000,000 is more than 1,024" in err
+    assert not started

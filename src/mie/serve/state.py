@@ -35,15 +35,19 @@ def detect_kind(source: str) -> tuple[str, Path | None]:
 
     if source in MODELS:
         return "pretrained", None
-    from mie.config import read_yaml
-    from mie.recipes import recipe_name
+    from mie.config import load_config, read_yaml
+    from mie.recipes import get_recipe, recipe_name
     from mie.recipes.run_dir import run_config_path
 
     run_dir = Path(source)
-    recipe = recipe_name(read_yaml(run_config_path(run_dir)))
+    path = run_config_path(run_dir)
+    recipe = recipe_name(read_yaml(path))
     if recipe not in RUN_KINDS:
         raise ConfigError(f"is a {recipe} run; mie serve serves clip and lm runs", where=str(run_dir),
                           fix=f"serve a clip or lm run, or one of {', '.join(sorted(MODELS))}")
+    # Loading the config checks the model's sizes (mie.models.budget): a run folder that asks for more than
+    # the machine has is refused here, before the server starts, not later in the loading thread.
+    load_config(path, get_recipe(recipe).load().Config)
     return RUN_KINDS[recipe], run_dir
 
 
