@@ -1,226 +1,225 @@
-"""Multi-head attention (self and cross) with a fused fast path, a readable reference path and a KV cache.
+"""The one attention module of ``mie.models``: every family (CLIP towers, causal LMs, the BERT/MiniLM
+encoder, the encoder-decoder, fusion cross-attention, reward and value models) builds from it.
 
-Mask conventions (the same as ``torch.nn.MultiheadAttention``):
+:class:`MultiHeadAttention` takes its sizes, its projection layout and its position scheme as arguments:
+MHA, GQA (``num_kv_heads < num_heads``) and MQA (``num_kv_heads=1``); self-attention (one fused
+``qkv_proj`` or separate ``q_proj``/``k_proj``/``v_proj``) or cross-attention (``q_proj`` and a fused
+``kv_proj``, or separate ones; keys/values from a ``context`` or precomputed once with
+:meth:`~MultiHeadAttention.project_kv`); positions injected as a :class:`~mie.models.positional.RotaryEmbedding`
+or :class:`~mie.models.positional.ALiBi` (learned and sinusoidal tables are added to the embeddings
+before the first block); an optional :class:`~mie.models.kv_cache.KVCache`. :func:`attend` is the only
+call of ``F.scaled_dot_product_attention`` in ``mie.models``.
 
-* ``key_padding_mask``: bool ``[B, S]``, ``True`` = that key is padding and is ignored.
-* ``attn_mask``: bool ``[L, S]``, ``[B, L, S]`` or ``[B, H, L, S]`` with ``True`` = this query may NOT
-  attend to this key; or a float mask of the same shapes that is *added* to the attention scores.
+**The mask convention** (the only one in ``mie.models``): ``mask`` is a boolean tensor that broadcasts to
+``[B, H, L, S]``, ``True`` = this query may attend to this key (as in ``F.scaled_dot_product_attention``).
+Build it from :func:`key_mask` (``[B, S]`` of real tokens -> ``[B, 1, 1, S]``) and :func:`causal_mask`
+(``[L, S]``, aligned bottom-right so the last of ``S`` keys is the last query) combined with ``&``.
+``is_causal=True`` without a mask asks the kernel for its own causal path. A query that may attend to no
+key gets an all-zero output, not the NaN of a softmax over nothing.
 
-A query whose every key is masked gets an all-zero output (instead of the NaN of a softmax over -inf).
+Parameter names (checkpoints rely on them): ``qkv_proj`` | ``q_proj``, ``k_proj``, ``v_proj`` | ``kv_proj``,
+and ``out_proj``. Checkpoints of earlier versions (``wq``/``wk``/``wv``/``wo`` of the causal LM, BERT's
+``q``/``k``/``v``/``out``) load through :data:`LEGACY_NAMES`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mie.models.positional import RotaryEmbedding
+from mie.models.kv_cache import KVCache
+from mie.models.positional import ALiBi, RotaryEmbedding
+
+# SDPA groups query heads over shared KV heads itself from torch 2.5 on; copying K/V per query head
+# (repeat_interleave) cost about twice the attention time of a batch-8 decode step.
+_SDPA_GQA = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 5)
+
+# Earlier names of the projections -> the names of this module (loaded by a state-dict pre-hook).
+LEGACY_NAMES = {"wq": "q_proj", "wk": "k_proj", "wv": "v_proj", "wo": "out_proj",
+                "q": "q_proj", "k": "k_proj", "v": "v_proj", "out": "out_proj"}
 
 
-def reference_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    mask: torch.Tensor | None = None,
-    is_causal: bool = False,
-    dropout_p: float = 0.0,
-) -> torch.Tensor:
+def key_mask(real: torch.Tensor) -> torch.Tensor:
+    """``[B, S]`` (True or 1 = a real token, False or 0 = padding) -> the attention mask ``[B, 1, 1, S]``."""
+    return real.bool()[:, None, None, :]
+
+
+def causal_mask(length: int, source: int, device: torch.device | None = None) -> torch.Tensor:
+    """``[L, S]`` True where query ``i`` (at position ``S - L + i``) may see key ``j``: ``j <= S - L + i``."""
+    return torch.ones(length, source, dtype=torch.bool, device=device).tril(diagonal=source - length)
+
+
+def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+                        is_causal: bool = False, dropout_p: float = 0.0) -> torch.Tensor:
     """softmax(Q K^T / sqrt(d)) V written out by hand; the check for the fused kernel.
 
-    ``q`` is ``[B, H, L, D]``, ``k``/``v`` are ``[B, H, S, D]``. ``mask`` and ``is_causal`` follow
-    ``F.scaled_dot_product_attention``: a bool mask is ``True`` where attention is *allowed*, a float mask
-    is added to the scores, and ``is_causal`` lets query ``i`` see keys ``0..i`` (top-left aligned).
-    Rows with no allowed key return zeros.
+    Arguments as :func:`attend` (``k``/``v`` with as many heads as ``q``; a float ``mask`` is added to the
+    scores); rows with no allowed key return zeros.
     """
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # [B, H, L, S]
     length, source = scores.shape[-2:]
     if is_causal:
-        causal = torch.ones(length, source, dtype=torch.bool, device=q.device).tril()
-        scores = scores.masked_fill(~causal, float("-inf"))
+        scores = scores.masked_fill(~causal_mask(length, source, q.device), float("-inf"))
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-    weights = torch.softmax(scores.float(), dim=-1)
-    # softmax over an all -inf row is NaN; such a query attends to nothing, so its weights are zero.
-    weights = torch.nan_to_num(weights, nan=0.0).to(q.dtype)
+    weights = torch.nan_to_num(torch.softmax(scores.float(), dim=-1), nan=0.0).to(q.dtype)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
     return weights @ v
 
 
-class KVCache:
-    """Keys and values of the tokens seen so far, for incremental (token-by-token) causal decoding.
-
-    One cache per self-attention layer. ``MultiHeadAttention`` appends the new keys/values each call and
-    attends over everything cached, so decoding ``L`` tokens one at a time equals one causal pass.
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+           is_causal: bool = False, bias: torch.Tensor | None = None, dropout_p: float = 0.0,
+           use_sdpa: bool = True) -> torch.Tensor:
+    """Scaled dot-product attention of ``q`` ``[B, H, L, D]`` over ``k``/``v`` ``[B, KV, S, D]`` (``KV``
+    divides ``H``: grouped-query heads share keys). ``mask``: bool, True = may attend (see the module
+    docstring); ``is_causal``: the causal mask, merged with ``mask`` when one is given; ``bias``: a float
+    ``[*, H, L, S]`` term added to the scores (ALiBi). Returns ``[B, H, L, D]``; a query with no allowed key
+    gets zeros.
     """
-
-    def __init__(self) -> None:
-        self.keys: torch.Tensor | None = None
-        self.values: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        """Number of cached positions."""
-        return 0 if self.keys is None else self.keys.shape[-2]
-
-    def update(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append ``[B, H, L, D]`` keys/values and return all cached keys and values."""
-        if self.keys is None or self.values is None:
-            self.keys, self.values = keys, values
-        else:
-            self.keys = torch.cat((self.keys, keys), dim=-2)
-            self.values = torch.cat((self.values, values), dim=-2)
-        return self.keys, self.values
-
-    def reset(self) -> None:
-        """Forget every cached position (start a new sequence)."""
-        self.keys = self.values = None
-
-
-def _expand_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Lift an ``[L, S]`` or ``[B, L, S]`` mask to broadcast against ``[B, H, L, S]`` scores."""
-    if mask.dim() == 2:
-        return mask[None, None]
-    if mask.dim() == 3:
-        return mask[:, None]
-    if mask.dim() == 4:
-        return mask
-    raise ValueError(f"attn_mask must be [L, S], [B, L, S] or [B, H, L, S], got shape {tuple(mask.shape)}")
-
-
-def build_attention_mask(
-    length: int,
-    source: int,
-    attn_mask: torch.Tensor | None = None,
-    key_padding_mask: torch.Tensor | None = None,
-    is_causal: bool = False,
-    device: torch.device | None = None,
-) -> torch.Tensor | None:
-    """Merge the module-level masks into one SDPA mask (bool ``True`` = allowed, or float additive).
-
-    The causal part is aligned bottom-right: with ``S > L`` (cached keys), query ``i`` sits at position
-    ``S - L + i`` and sees keys ``0..S - L + i``. Returns None when nothing is masked.
-    """
-    allowed: torch.Tensor | None = None
-    if key_padding_mask is not None:
-        if key_padding_mask.dim() != 2 or key_padding_mask.shape[-1] != source:
-            raise ValueError(
-                f"key_padding_mask must be [B, {source}] (True = padded), got {tuple(key_padding_mask.shape)}"
-            )
-        allowed = ~key_padding_mask.bool()[:, None, None, :]
-    if is_causal:
-        causal = torch.ones(length, source, dtype=torch.bool, device=device).tril(diagonal=source - length)
-        allowed = causal[None, None] if allowed is None else allowed & causal
-    if attn_mask is None:
-        return allowed
-    attn_mask = _expand_mask(attn_mask)
-    if attn_mask.dtype == torch.bool:
-        return ~attn_mask if allowed is None else allowed & ~attn_mask
-    if allowed is None:
-        return attn_mask
-    return attn_mask.masked_fill(~allowed, float("-inf"))
+    length, source = q.shape[-2], k.shape[-2]
+    if k.shape[1] != q.shape[1] and (not _SDPA_GQA or not use_sdpa):
+        repeats = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(repeats, dim=1), v.repeat_interleave(repeats, dim=1)  # (B, H, S, D)
+    if is_causal and (mask is not None or bias is not None or length != source):
+        causal = causal_mask(length, source, q.device)
+        mask = causal if mask is None else mask & causal
+        is_causal = False
+    has_key = None
+    if mask is not None:
+        # A query with no allowed key: let it attend everywhere (a finite softmax), then zero its output.
+        has_key = mask.any(-1, keepdim=True)
+        mask = mask | ~has_key
+    if bias is not None:
+        bias = bias.to(q.dtype)
+        mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+    if use_sdpa:
+        grouped = {"enable_gqa": True} if k.shape[1] != q.shape[1] else {}
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout_p,
+                                             **grouped)
+    else:
+        out = reference_attention(q, k, v, mask, is_causal=is_causal, dropout_p=dropout_p)
+    return out if has_key is None else out * has_key
 
 
 class MultiHeadAttention(nn.Module):
-    """Multi-head scaled dot-product attention.
+    """Multi-head (grouped-query) attention: projections, positions, a KV cache and :func:`attend`.
 
-    Self-attention (``cross=False``) projects q, k, v from ``x`` with one fused linear; cross-attention
-    (``cross=True``) takes queries from ``x`` and keys/values from ``context`` (which may have another
-    length). ``use_sdpa`` picks ``F.scaled_dot_product_attention`` (default) or ``reference_attention``.
-    ``rotary`` (self-attention only) rotates q and k by their positions.
+    ``dim``: width of ``x``; ``num_heads`` query heads of ``head_dim`` (default ``dim // num_heads``);
+    ``num_kv_heads`` key/value heads (default ``num_heads``); ``cross``: keys/values from a context of width
+    ``context_dim`` (default ``dim``); ``fused``: one ``qkv_proj`` (self) or ``kv_proj`` (cross) linear
+    instead of separate ones; ``bias`` on the input projections, ``out_bias`` (default ``bias``) on
+    ``out_proj``; ``rope`` or ``alibi`` position schemes (self-attention only); ``dropout`` on the attention
+    weights and the output.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        dropout: float = 0.0,
-        bias: bool = True,
-        cross: bool = False,
-        rotary: RotaryEmbedding | None = None,
-    ) -> None:
+    def __init__(self, dim: int, num_heads: int, *, num_kv_heads: int | None = None, head_dim: int | None = None,
+                 cross: bool = False, context_dim: int | None = None, fused: bool = True, bias: bool = True,
+                 out_bias: bool | None = None, dropout: float = 0.0, rope: RotaryEmbedding | None = None,
+                 alibi: ALiBi | None = None) -> None:
         super().__init__()
-        if dim % num_heads != 0:
-            raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
-        if cross and rotary is not None:
-            raise ValueError("rotary embeddings apply to self-attention only (cross=False)")
-        self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
-        self.cross = cross
-        self.dropout = dropout
-        self.use_sdpa = True
-        self.rotary = rotary
-        if cross:
-            self.q_proj = nn.Linear(dim, dim, bias=bias)
-            self.kv_proj = nn.Linear(dim, 2 * dim, bias=bias)
+        num_kv_heads = num_kv_heads or num_heads
+        if head_dim is None:
+            if dim % num_heads != 0:
+                raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
+            head_dim = dim // num_heads
+        if num_heads % num_kv_heads != 0:
+            raise ValueError(f"num_heads={num_heads} must be a multiple of num_kv_heads={num_kv_heads}")
+        if cross and (rope is not None or alibi is not None):
+            raise ValueError("rope and alibi apply to self-attention only (cross=False)")
+        self.dim, self.num_heads, self.num_kv_heads, self.head_dim = dim, num_heads, num_kv_heads, head_dim
+        self.cross, self.fused, self.dropout, self.use_sdpa = cross, fused, dropout, True
+        self.rope, self.alibi = rope, alibi
+        q_width, kv_width, source = num_heads * head_dim, num_kv_heads * head_dim, context_dim or dim
+        if fused and not cross:
+            self.qkv_proj = nn.Linear(dim, q_width + 2 * kv_width, bias=bias)
         else:
-            self.qkv_proj = nn.Linear(dim, 3 * dim, bias=bias)
-        self.out_proj = nn.Linear(dim, dim, bias=bias)
-        self.resid_dropout = nn.Dropout(dropout)
-
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        batch, length, _ = x.shape
-        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
-
-    def _project(
-        self, x: torch.Tensor, context: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.cross:
-            if context is None:
-                raise ValueError("cross-attention needs a context tensor [B, S, dim]")
-            q = self.q_proj(x)
-            k, v = self.kv_proj(context).split(self.dim, dim=-1)
-        else:
-            if context is not None:
-                raise ValueError("self-attention got a context; build the module with cross=True")
-            q, k, v = self.qkv_proj(x).split(self.dim, dim=-1)
-        return self._split_heads(q), self._split_heads(k), self._split_heads(v)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        context: torch.Tensor | None = None,
-        attn_mask: torch.Tensor | None = None,
-        key_padding_mask: torch.Tensor | None = None,
-        is_causal: bool = False,
-        kv_cache: KVCache | None = None,
-    ) -> torch.Tensor:
-        """Attend from ``x`` ``[B, L, dim]`` (to ``context`` ``[B, S, dim]`` if cross); returns ``[B, L, dim]``.
-
-        With ``kv_cache`` (self-attention only) ``x`` holds the new tokens, their keys/values are appended
-        to the cache and masks must cover all cached + new keys.
-        """
-        q, k, v = self._project(x, context)
-        if kv_cache is not None and self.cross:
-            raise ValueError("kv_cache is for causal self-attention; cross-attention keys never change")
-        offset = len(kv_cache) if kv_cache is not None else 0
-        if self.rotary is not None:
-            q, k = self.rotary(q, offset), self.rotary(k, offset)
-        if kv_cache is not None:
-            k, v = kv_cache.update(k, v)
-        length, source = q.shape[-2], k.shape[-2]
-
-        # The plain causal square case goes to the kernel as is_causal (lets SDPA pick flash attention);
-        # anything else is merged into one explicit mask.
-        plain_causal = is_causal and attn_mask is None and key_padding_mask is None and length == source
-        mask = None
-        if not plain_causal:
-            mask = build_attention_mask(length, source, attn_mask, key_padding_mask, is_causal, x.device)
-        has_key = None
-        if mask is not None:
-            # A query with no allowed key: let it attend everywhere (finite softmax), then zero its output.
-            if mask.dtype == torch.bool:
-                has_key = mask.any(-1, keepdim=True)
-                mask = mask | ~has_key
+            self.q_proj = nn.Linear(dim, q_width, bias=bias)
+            if fused:
+                self.kv_proj = nn.Linear(source, 2 * kv_width, bias=bias)
             else:
-                has_key = (mask > float("-inf")).any(-1, keepdim=True)
-                mask = mask.masked_fill(~has_key, 0.0).to(q.dtype)
+                self.k_proj = nn.Linear(source, kv_width, bias=bias)
+                self.v_proj = nn.Linear(source, kv_width, bias=bias)
+        self.out_proj = nn.Linear(q_width, dim, bias=bias if out_bias is None else out_bias)
+        self.resid_dropout = nn.Dropout(dropout)
+        self._register_load_state_dict_pre_hook(self._load_legacy_names)
 
-        attend = F.scaled_dot_product_attention if self.use_sdpa else reference_attention
+    def _load_legacy_names(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        """Rename the projections of earlier checkpoints (:data:`LEGACY_NAMES`) and join split q/k/v into the
+        fused layout, so every run written before the one stack keeps loading."""
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            name, _, param = key[len(prefix):].partition(".")
+            if name in LEGACY_NAMES and param:
+                state_dict[f"{prefix}{LEGACY_NAMES[name]}.{param}"] = state_dict.pop(key)
+        for param in ("weight", "bias"):
+            parts = [f"{prefix}{n}.{param}" for n in ("q_proj", "k_proj", "v_proj")]
+            if self.fused and not self.cross and all(p in state_dict for p in parts):
+                state_dict[f"{prefix}qkv_proj.{param}"] = torch.cat([state_dict.pop(p) for p in parts])
+            if self.fused and self.cross and all(p in state_dict for p in parts[1:]):
+                state_dict[f"{prefix}kv_proj.{param}"] = torch.cat([state_dict.pop(p) for p in parts[1:]])
+
+    def _heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, heads, self.head_dim).transpose(1, 2)  # (B, heads, L, hd)
+
+    def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values ``[B, KV, S, hd]`` of a cross-attention ``context`` ``[B, S, context_dim]``: a
+        decoder computes them once per source and passes them as ``context_kv`` at every step."""
+        if not self.cross:
+            raise ValueError("project_kv is for cross-attention (cross=True)")
+        if self.fused:
+            k, v = self.kv_proj(context).chunk(2, dim=-1)
+        else:
+            k, v = self.k_proj(context), self.v_proj(context)
+        return self._heads(k, self.num_kv_heads), self._heads(v, self.num_kv_heads)
+
+    def _project(self, x: torch.Tensor, context: torch.Tensor | None,
+                 context_kv: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, ...]:
+        if self.cross:
+            if context_kv is None:
+                if context is None:
+                    raise ValueError("cross-attention needs a context tensor [B, S, dim] (or context_kv)")
+                context_kv = self.project_kv(context)
+            return (self._heads(self.q_proj(x), self.num_heads), *context_kv)
+        if context is not None or context_kv is not None:
+            raise ValueError("self-attention got a context; build the module with cross=True")
+        if self.fused:
+            q_width, kv_width = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+            q, k, v = self.qkv_proj(x).split((q_width, kv_width, kv_width), dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        return self._heads(q, self.num_heads), self._heads(k, self.num_kv_heads), self._heads(v, self.num_kv_heads)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                is_causal: bool = False, kv_cache: KVCache | None = None, layer: int = 0,
+                rope_angles: tuple[torch.Tensor, torch.Tensor] | None = None,
+                context_kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Attend from ``x`` ``[B, L, dim]`` (to ``context`` ``[B, S, context_dim]`` or ``context_kv`` when
+        cross); returns ``[B, L, dim]``.
+
+        ``mask``/``is_causal``: see the module docstring; with ``kv_cache`` (self-attention), ``x`` holds
+        the new tokens, which sit after the ``len(kv_cache)`` cached ones; their keys/values are stored as
+        layer ``layer`` (the model calls ``kv_cache.advance`` after its last layer) and the mask covers
+        every cached and new key. ``rope_angles``: ``rope.cos_sin(positions)`` computed once per forward
+        (explicit positions, e.g. of left-padded rows); without it RoPE rotates positions
+        ``len(kv_cache)..``.
+        """
+        q, k, v = self._project(x, context, context_kv)
+        if kv_cache is not None and self.cross:
+            raise ValueError("kv_cache is for self-attention; cross-attention keys never change")
+        offset = len(kv_cache) if kv_cache is not None else 0
+        if self.rope is not None:
+            if rope_angles is None:
+                rope_angles = self.rope.cos_sin(torch.arange(offset, offset + q.shape[-2], device=q.device))
+            q, k = self.rope.rotate(q, *rope_angles), self.rope.rotate(k, *rope_angles)
+        if kv_cache is not None:
+            k, v = kv_cache.update(layer, k, v)  # (B, KV, S, hd): every cached key plus the new ones
+        bias = self.alibi.bias(q.shape[-2], k.shape[-2], q.device) if self.alibi is not None else None
         dropout_p = self.dropout if self.training else 0.0
-        out = attend(q, k, v, mask, is_causal=plain_causal, dropout_p=dropout_p)
-        if has_key is not None:
-            out = out * has_key
-        out = out.transpose(1, 2).reshape(x.shape[0], length, self.dim)
+        out = attend(q, k, v, mask, is_causal=is_causal, bias=bias, dropout_p=dropout_p, use_sdpa=self.use_sdpa)
+        out = out.transpose(1, 2).reshape(x.shape[0], q.shape[-2], self.num_heads * self.head_dim)
         return self.resid_dropout(self.out_proj(out))

@@ -69,29 +69,78 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class RotaryEmbedding(nn.Module):
-    """Rotary position embedding (Su et al., 2021, "RoFormer") for ``[B, H, L, head_dim]`` tensors.
+    """Rotary position embedding (Su et al., 2021, "RoFormer") for ``[B, H, L, head_dim]`` tensors; the one
+    RoPE of ``mie.models`` (CLIP towers, causal LMs and the GGUF models alike).
 
-    Dimension ``i`` is paired with ``i + head_dim/2`` (the GPT-NeoX layout) and each pair is rotated by
-    ``position * base^(-2i/head_dim)``. Applied to both queries and keys, it makes ``q_m . k_n`` a function
-    of ``m - n`` only. Usage: ``q, k = rope(q, offset), rope(k, offset)``.
+    Dimension ``i`` is paired with ``i + head_dim/2`` (the GPT-NeoX / HF ``LlamaModel`` layout) and each pair
+    is rotated by ``position * base^(-2i/head_dim)``. Applied to both queries and keys, it makes
+    ``q_m . k_n`` a function of ``m - n`` only. ``rope(q, offset)`` rotates positions ``offset..``;
+    ``cos, sin = rope.cos_sin(positions)`` for explicit positions ``[B, T]`` (left-padded rows), computed
+    once per forward and handed to every layer's :meth:`rotate`.
     """
 
     def __init__(self, head_dim: int, base: float = 10000.0) -> None:
         super().__init__()
         if head_dim % 2 != 0:
             raise ValueError(f"rotary embeddings need an even head_dim, got {head_dim}")
-        self.head_dim = head_dim
+        self.head_dim, self.base = head_dim, base
         inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of the angles for integer ``positions`` ``[T]`` (-> ``[T, hd]``) or ``[B, T]``
+        (-> ``[B, 1, T, hd]``, broadcasting over heads)."""
+        inv_freq = self.inv_freq.to(positions.device)
+        angles = positions.float()[..., None] * inv_freq  # [..., T, head_dim/2]
+        angles = torch.cat((angles, angles), dim=-1)  # [..., T, head_dim], pairs (i, i + head_dim/2)
+        if angles.dim() == 3:
+            angles = angles[:, None]  # [B, 1, T, head_dim]
+        return angles.cos(), angles.sin()
+
+    @staticmethod
+    def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x`` ``[B, H, T, head_dim]`` by precomputed angles. In float32: low-precision sin/cos at
+        large positions loses the relative-position property."""
+        return (x.float() * cos + rotate_half(x.float()) * sin).to(x.dtype)
 
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """Rotate ``x`` (``[..., L, head_dim]``) as if its first position were ``offset``."""
         if x.shape[-1] != self.head_dim:
             raise ValueError(f"expected last dim {self.head_dim}, got shape {tuple(x.shape)}")
-        length = x.shape[-2]
-        positions = torch.arange(offset, offset + length, device=x.device, dtype=torch.float32)
-        angles = torch.outer(positions, self.inv_freq.to(x.device))  # [L, head_dim/2]
-        angles = torch.cat((angles, angles), dim=-1)  # [L, head_dim], matches rotate_half's pairing
-        # Rotate in float32: low-precision sin/cos at large positions loses the relative-position property.
-        out = x.float() * angles.cos() + rotate_half(x.float()) * angles.sin()
-        return out.to(x.dtype)
+        positions = torch.arange(offset, offset + x.shape[-2], device=x.device)
+        return self.rotate(x, *self.cos_sin(positions))
+
+
+def alibi_slopes(num_heads: int) -> torch.Tensor:
+    """ALiBi's per-head slopes (Press et al., 2022, "Train Short, Test Long"): the geometric sequence
+    ``2^(-8/n), 2^(-16/n), ...`` for ``n`` heads; for a head count that is not a power of two, the slopes of
+    the next lower power of two, then every other slope of the next higher one (the paper's recipe)."""
+    def power_of_two(n: int) -> list[float]:
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    lower = 2 ** math.floor(math.log2(num_heads))
+    slopes = power_of_two(lower)
+    if lower != num_heads:
+        slopes += power_of_two(2 * lower)[0::2][: num_heads - lower]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+class ALiBi(nn.Module):
+    """Attention with Linear Biases: no position embedding; each head adds ``-slope * distance`` to its
+    attention scores, so far keys count less. ``bias(L, S)`` is the additive ``[1, H, L, S]`` term for ``L``
+    queries that are the last ``L`` of ``S`` keys (a KV cache puts earlier keys first). ``causal=False``
+    uses ``|i - j|`` (both directions, for encoders)."""
+
+    def __init__(self, num_heads: int, causal: bool = True) -> None:
+        super().__init__()
+        self.causal = causal
+        self.register_buffer("slopes", alibi_slopes(num_heads), persistent=False)
+
+    def bias(self, length: int, source: int, device: torch.device | None = None) -> torch.Tensor:
+        """The additive bias ``[1, H, L, S]`` (float32); ``0`` on the diagonal."""
+        query = torch.arange(source - length, source, device=device)[:, None]
+        key = torch.arange(source, device=device)[None, :]
+        distance = (query - key).float()
+        distance = distance.clamp(min=0) if self.causal else distance.abs()  # future keys: the causal mask's job
+        return -self.slopes.to(device)[None, :, None, None] * distance
