@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mie.models.attention import key_mask
 from mie.models.blocks import (
     FeedForward,
     RMSNorm,
@@ -35,6 +36,9 @@ def test_rmsnorm_keeps_dtype_and_is_scale_invariant():
 def test_build_norm():
     assert isinstance(build_norm("layernorm", 4), nn.LayerNorm)
     assert isinstance(build_norm("rmsnorm", 4), RMSNorm)
+    # eps: each norm's own default unless given (models built before the argument keep their numbers).
+    assert build_norm("layernorm", 4).eps == 1e-5 and build_norm("rmsnorm", 4).eps == 1e-6
+    assert build_norm("layernorm", 4, eps=1e-12).eps == 1e-12 and build_norm("rmsnorm", 4, eps=1e-5).eps == 1e-5
     with pytest.raises(ValueError, match="layernorm, rmsnorm"):
         build_norm("batchnorm", 4)
 
@@ -72,13 +76,13 @@ def test_transformer_block_is_pre_norm_residual():
 def test_transformer_block_cross_attention_uses_context_and_its_padding():
     block = TransformerBlock(8, 2, cross_attention=True).eval()
     x, context = torch.randn(2, 3, 8), torch.randn(2, 4, 8)
-    padding = torch.tensor([[False, False, True, True], [False] * 4])
-    out = block(x, context, context_padding_mask=padding)
+    real = key_mask(torch.tensor([[True, True, False, False], [True] * 4]))
+    out = block(x, context, context_mask=real)
     changed = context.clone()
     changed[0, 2:] = torch.randn(2, 8)  # padded context tokens of row 0
-    torch.testing.assert_close(block(x, changed, context_padding_mask=padding), out)
+    torch.testing.assert_close(block(x, changed, context_mask=real), out)
     changed[1, 0] += 1.0
-    assert not torch.allclose(block(x, changed, context_padding_mask=padding)[1], out[1])
+    assert not torch.allclose(block(x, changed, context_mask=real)[1], out[1])
     with pytest.raises(ValueError, match="needs a context"):
         block(x)
     with pytest.raises(ValueError, match="no cross-attention"):

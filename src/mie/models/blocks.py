@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mie.models.attention import KVCache, MultiHeadAttention
+from mie.models.attention import MultiHeadAttention
+from mie.models.kv_cache import KVCache
 from mie.models.positional import RotaryEmbedding
 
 NORMS = ("layernorm", "rmsnorm")
@@ -33,12 +34,16 @@ class RMSNorm(nn.Module):
         return (normed * self.weight.float()).to(x.dtype)
 
 
-def build_norm(name: str, dim: int) -> nn.Module:
-    """The norm layer named by ``DualEncoderConfig.norm``: ``layernorm`` or ``rmsnorm``."""
+def build_norm(name: str, dim: int, eps: float | None = None) -> nn.Module:
+    """The one norm builder of ``mie.models``: ``layernorm`` or ``rmsnorm`` over the last ``dim``.
+
+    ``eps`` defaults to each norm's own (1e-5 for LayerNorm, 1e-6 for RMSNorm), so every model built
+    before the argument existed keeps its numbers; pretrained models pass theirs (``norm_eps``).
+    """
     if name == "layernorm":
-        return nn.LayerNorm(dim)
+        return nn.LayerNorm(dim) if eps is None else nn.LayerNorm(dim, eps=eps)
     if name == "rmsnorm":
-        return RMSNorm(dim)
+        return RMSNorm(dim) if eps is None else RMSNorm(dim, eps=eps)
     raise ValueError(f"unknown norm {name!r}; choose one of {', '.join(NORMS)} (model.norm)")
 
 
@@ -78,6 +83,10 @@ class TransformerBlock(nn.Module):
     """Pre-norm block: ``x += attn(norm(x))``, optionally ``x += cross_attn(norm(x), context)``, then
     ``x += ff(norm(x))``. Pre-norm keeps the residual stream un-normalized, which trains stably without
     warmup tricks (Xiong et al., 2020).
+
+    Both attentions are :class:`~mie.models.attention.MultiHeadAttention` with fused projections
+    (``attn.qkv_proj``; ``cross_attn.q_proj`` / ``cross_attn.kv_proj``) and ``out_proj``; masks follow its
+    one convention (bool, True = may attend).
     """
 
     def __init__(
@@ -94,7 +103,7 @@ class TransformerBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.norm_attn = build_norm(norm, dim)
-        self.attn = MultiHeadAttention(dim, num_heads, dropout=dropout, bias=bias, rotary=rotary)
+        self.attn = MultiHeadAttention(dim, num_heads, dropout=dropout, bias=bias, rope=rotary)
         self.norm_cross = build_norm(norm, dim) if cross_attention else None
         self.cross_attn = (
             MultiHeadAttention(dim, num_heads, dropout=dropout, bias=bias, cross=True)
@@ -108,29 +117,26 @@ class TransformerBlock(nn.Module):
         self,
         x: torch.Tensor,
         context: torch.Tensor | None = None,
-        attn_mask: torch.Tensor | None = None,
-        key_padding_mask: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
         is_causal: bool = False,
-        context_padding_mask: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
+        layer: int = 0,
+        context_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Transform ``x`` ``[B, L, dim]``; ``context`` ``[B, S, dim]`` is required iff the block has cross-attention.
+        """Transform ``x`` ``[B, L, dim]``. A block with cross-attention needs ``context`` ``[B, S, dim]``
+        or its keys/values ``context_kv`` (``cross_attn.project_kv(context)``, computed once per source).
 
-        ``attn_mask``/``key_padding_mask``/``is_causal``/``kv_cache`` go to self-attention;
-        ``context_padding_mask`` (``[B, S]``, True = padded) to cross-attention.
+        ``mask`` (bool, broadcasts to ``[B, H, L, S]``, True = may attend; e.g. ``key_mask(real)``),
+        ``is_causal``, ``kv_cache`` and ``layer`` (this block's index in the cache) go to self-attention;
+        ``context_mask`` (same convention over the context's keys) to cross-attention.
         """
-        x = x + self.attn(
-            self.norm_attn(x),
-            attn_mask=attn_mask,
-            key_padding_mask=key_padding_mask,
-            is_causal=is_causal,
-            kv_cache=kv_cache,
-        )
+        x = x + self.attn(self.norm_attn(x), mask=mask, is_causal=is_causal, kv_cache=kv_cache, layer=layer)
         if self.cross_attn is not None and self.norm_cross is not None:
-            if context is None:
+            if context is None and context_kv is None:
                 raise ValueError("this block has cross-attention and needs a context tensor [B, S, dim]")
-            x = x + self.cross_attn(self.norm_cross(x), context, key_padding_mask=context_padding_mask)
-        elif context is not None:
+            x = x + self.cross_attn(self.norm_cross(x), context, mask=context_mask, context_kv=context_kv)
+        elif context is not None or context_kv is not None:
             raise ValueError("got a context but this block has no cross-attention (cross_attention=False)")
         return x + self.ff(self.norm_ff(x))
 
