@@ -91,6 +91,9 @@ class RotaryEmbedding(nn.Module):
         """cos and sin of the angles for integer ``positions`` ``[T]`` (-> ``[T, hd]``) or ``[B, T]``
         (-> ``[B, 1, T, hd]``, broadcasting over heads)."""
         inv_freq = self.inv_freq.to(positions.device)
+        if inv_freq.dtype != torch.float32:  # a model cast to bf16 casts this buffer too: recompute it in fp32
+            inv_freq = self.base ** (-torch.arange(0, self.head_dim, 2, dtype=torch.float32,
+                                                   device=positions.device) / self.head_dim)
         angles = positions.float()[..., None] * inv_freq  # [..., T, head_dim/2]
         angles = torch.cat((angles, angles), dim=-1)  # [..., T, head_dim], pairs (i, i + head_dim/2)
         if angles.dim() == 3:
