@@ -115,6 +115,20 @@ def _verbosity_options(in_subcommand: bool) -> argparse.ArgumentParser:
     return parent
 
 
+def _threads_option(in_subcommand: bool) -> argparse.ArgumentParser:
+    """--threads N, accepted before or after the subcommand (after it it defaults to 'not given')."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--threads", type=int, metavar="N", default=argparse.SUPPRESS if in_subcommand else None,
+                        help="torch's CPU threads (0 = one per core; 1 on a machine shared with other jobs); "
+                             "overrides a config's threads key")
+    return parent
+
+
+def _global_options(in_subcommand: bool) -> list[argparse.ArgumentParser]:
+    """The options every command takes, before or after its name: -v/-q and --threads."""
+    return [_verbosity_options(in_subcommand), _threads_option(in_subcommand)]
+
+
 def _entry_point(command: Command, attr: str) -> Callable | None:
     """The function ``attr`` of the command's module, or None when the module is not built yet."""
     if command.module is None:
@@ -134,25 +148,33 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mie",
         description="MultiModal Insight Engine: build, train, evaluate and safety-check transformer models.",
-        parents=[_verbosity_options(in_subcommand=False)],
+        parents=_global_options(in_subcommand=False),
     )
     parser.add_argument("--version", action="version", version=f"mie {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    sub_parent = _verbosity_options(in_subcommand=True)
+    sub_parents = _global_options(in_subcommand=True)
     for name, command in COMMANDS.items():
         shown = command.help if command.module is not None else f"{command.help} (not built yet)"
-        child = sub.add_parser(name, help=shown, description=shown, parents=[sub_parent])
+        child = sub.add_parser(name, help=shown, description=shown, parents=sub_parents)
         if name == load:
             add_arguments = _entry_point(command, command.add_arguments)
             if add_arguments is not None:
                 add_arguments(child)
+                for action in child._actions:  # and after an action: `mie safety train ... --threads 1`
+                    if isinstance(action, argparse._SubParsersAction):
+                        for nested in action.choices.values():
+                            for parent in _global_options(in_subcommand=True):
+                                nested._add_container_actions(parent)
     return parser
 
 
 def _chosen_command(argv: Sequence[str]) -> str | None:
-    """The subcommand named in ``argv``: the first token that is not a global option."""
-    for token in argv:
-        if not token.startswith("-"):
+    """The subcommand named in ``argv``: the first token that is not a global option (or its value)."""
+    tokens = iter(argv)
+    for token in tokens:
+        if token == "--threads":
+            next(tokens, None)
+        elif not token.startswith("-"):
             return token if token in COMMANDS else None
     return None
 
@@ -233,6 +255,15 @@ def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     return found
 
 
+def _apply_threads(threads: int | None) -> None:
+    """``--threads N``: torch's threads for this process, over any config's ``threads:`` key (torch is
+    imported only when the option is given, so ``mie --help`` and option-less commands stay light)."""
+    if threads is not None:
+        from mie.training.threads import request_threads
+
+        request_threads(threads, where="--threads")
+
+
 def _prefix(name: str | None) -> str:
     return f"mie {name}" if name else "mie"
 
@@ -275,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _stdout_never_fails()
     try:
         check_int_options(parser, args)
+        _apply_threads(args.threads)
         status = run(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
     except KeyboardInterrupt as exc:  # a trainer says where it stopped and how to continue

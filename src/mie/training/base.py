@@ -74,6 +74,7 @@ from mie.training.stages import (
 )
 from mie.training.task import Task
 from mie.training.tensorboard import TensorBoardLogger
+from mie.training.threads import set_threads
 
 LoaderFactory = Callable[[int], Iterable]
 logger = logging.getLogger(__name__)
@@ -96,8 +97,8 @@ class BaseTrainer(TrainerStateMixin):
         self.config = config
         self.device = resolve_device(device if device is not None else config.device)
         self.is_main = is_main_process()
-        if config.threads:  # set for the whole process: decoding after training runs on as many
-            torch.set_num_threads(config.threads)
+        # For the whole process (decoding after training runs on as many); --threads wins; warns on a busy CPU.
+        set_threads(config.threads)
         set_seed(rank_seed(config.seed))
         self.task = task.to(self.device)
         self.model = self.task.model

@@ -112,7 +112,7 @@ class TrainerConfig:
     grad_accum_steps: int = 1
     precision: str = "fp32"  # fp32 | bf16 | fp16
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    threads: int = 0  # torch's CPU threads; 0 = torch's default (one per core); 1 on a CPU shared with other jobs
+    threads: int = 0  # torch's CPU threads; 0 = torch's default (one per core); 1 on a shared CPU; --threads wins
     tensorboard: bool = False  # also write TensorBoard event files to <output_dir>/tensorboard
     ddp_timeout_s: float = 600.0  # under torchrun: a rank that fails or stalls stops the others within this
     log_every: int = 10

@@ -28,6 +28,7 @@ from mie.recipes.cai.config import CAIConfig
 from mie.recipes.run_dir import is_legacy_run, save_run_config
 from mie.safety.cai.prompts import load_cai_prompts
 from mie.safety.targets import ChatTarget
+from mie.training.threads import set_threads
 
 log = logging.getLogger(__name__)
 PHASES = ("sl", "rl", "all")
@@ -112,7 +113,8 @@ def _base(config: CAIConfig, run_dir: Path, resume: bool, quiet: bool) -> tuple[
     folder = run_dir / "base"
     if not (folder / "results.json").is_file():
         log.info("training the base model from scratch into %s", folder)
-        pretrain = dataclasses.replace(config.pretrain, output_dir=str(folder), device=config.device)
+        pretrain = dataclasses.replace(config.pretrain, output_dir=str(folder), device=config.device,
+                                       threads=config.pretrain.threads or config.threads)
         has_state = (folder / "checkpoints").is_dir()
         train_lm(pretrain, resume=folder if resume and has_state else None, quiet=quiet, overwrite=not resume)
     model, tokenizer = load_lm_run(folder, "last")
@@ -312,6 +314,7 @@ def train(config: CAIConfig, resume: str | Path | None = None, quiet: bool = Fal
     from mie.recipes.cai.report import write_report
 
     start = time.monotonic()
+    set_threads(config.threads)  # now: generating SL data and pairs runs before any phase's trainer
     run_dir = _start(config, resume is not None, overwrite, phase)
     resume_flag = resume is not None or phase == "rl"
     if not (run_dir / "config.yaml").is_file():
