@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.models.pre_port import pre_port
 
 from mie.errors import CheckpointError
+from mie.models.attention import MultiHeadAttention
 from mie.models.bert import BertConfig, BertEncoder, hf_name, hf_state_dict, mean_pool
 
 CONFIG = BertConfig(vocab_size=50, hidden=32, layers=2, heads=4, intermediate=64, max_positions=16)
@@ -78,8 +80,9 @@ def test_hf_names_map_onto_every_parameter(model):
     state = hf_state_dict({k: torch.randn(s) for k, s in hf.items()})
     fresh = BertEncoder(CONFIG)
     fresh.load_state_dict(state, strict=True)  # every parameter named, none left over
-    torch.testing.assert_close(fresh.layers[1].attn.q.weight, state["layers.1.attn.q.weight"])
-    assert hf_name("bert.encoder.layer.3.attention.self.query.weight") == "layers.3.attn.q.weight"
+    torch.testing.assert_close(fresh.layers[1].attn.q_proj.weight, state["layers.1.attn.q_proj.weight"])
+    assert hf_name("bert.encoder.layer.3.attention.self.query.weight") == "layers.3.attn.q_proj.weight"
+    assert hf_name("encoder.layer.0.attention.output.dense.bias") == "layers.0.attn.out_proj.bias"
     with pytest.raises(CheckpointError, match="unexpected tensor"):
         hf_name("encoder.layer.0.crossattention.self.query.weight")
 
@@ -91,3 +94,33 @@ def test_config_from_hf():
     assert config == BertConfig()
     with pytest.raises(CheckpointError, match="gelu"):
         BertConfig.from_hf({"hidden_act": "relu"})
+
+
+def test_attention_is_the_one_module_with_separate_projections(model):
+    attn = model.layers[0].attn
+    assert isinstance(attn, MultiHeadAttention) and not attn.fused and not attn.cross
+    assert {n for n, _ in attn.named_children()} >= {"q_proj", "k_proj", "v_proj", "out_proj"}
+
+
+def test_a_checkpoint_of_the_pre_port_encoder_loads_strictly_with_identical_outputs():
+    """State dict, inputs and outputs saved by the encoder before the one attention module (its
+    ``BertSelfAttention`` with ``attn.q/k/v/out`` and an additive float mask)."""
+    state, inputs, outputs = pre_port("bert")
+    assert "layers.0.attn.q.weight" in state and "layers.1.attn.out.bias" in state  # the old names
+    model = BertEncoder(BertConfig(vocab_size=50, hidden=16, layers=2, heads=4, intermediate=32,
+                                   max_positions=16)).eval()
+    model.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(model(inputs["ids"], inputs["mask"]), outputs["hidden"], atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(model.embed(inputs["ids"], inputs["mask"]), outputs["embed"],
+                                   atol=1e-6, rtol=1e-5)
+
+
+def test_an_all_padding_row_stays_finite_and_pools_to_zero(model):
+    ids = torch.randint(5, 50, (2, 5))
+    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]])
+    hidden = model(ids, mask)
+    assert torch.isfinite(hidden).all()
+    torch.testing.assert_close(model.embed(ids, mask)[1], torch.zeros(32))
+    torch.testing.assert_close(model.embed(ids, mask)[:1], model.embed(ids[:1, :3], mask[:1, :3]),
+                               atol=1e-6, rtol=1e-5)

@@ -5,12 +5,13 @@ numbers come from `make bench`.)"""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
 
 from mie.errors import DataError
-from mie.io import load_weights
+from mie.io import load_weights, save_weights
 from mie.models.bert import BertConfig, BertEncoder
 from mie.models.lora import LoRALinear
 from mie.pretrained.sentence import SentenceEncoder
@@ -74,6 +75,14 @@ def test_the_cache_reproduces_the_trained_method(tmp_path, monkeypatch):
     second = EmbeddingMethod.load(path, cache=cache, settings=SETTINGS)
     texts = HARM + BENIGN
     torch.testing.assert_close(second.probabilities(texts)[0], first.probabilities(texts)[0], atol=1e-5, rtol=1e-5)
+    # A cache written before the one attention module names BERT's adapters attn.q/k/v/out: it still loads.
+    legacy_path = tmp_path / "legacy.safetensors"
+    legacy = {re.sub(r"\.attn\.(q|k|v|out)_proj\.", r".attn.\1.", k): v for k, v in state.items()}
+    assert "lora.layers.0.attn.q.lora_a" in legacy and "lora.layers.0.attn.q_proj.lora_a" not in legacy
+    save_weights(legacy_path, legacy, {})
+    old = EmbeddingMethod.load(path, cache=legacy_path, settings=SETTINGS)
+    assert "lora.layers.0.attn.q.lora_a" in load_weights(legacy_path)[0]  # read, not rebuilt
+    torch.testing.assert_close(old.probabilities(texts)[0], first.probabilities(texts)[0], atol=1e-5, rtol=1e-5)
     cache.write_bytes(b"damaged")  # a damaged cache is rebuilt, not trusted
     third = EmbeddingMethod.load(path, cache=cache, settings=SETTINGS)
     torch.testing.assert_close(third.probabilities(texts)[0], first.probabilities(texts)[0], atol=1e-5, rtol=1e-5)
@@ -119,3 +128,10 @@ def test_thresholds_are_lowered_where_recall_is_cheapest():
     assert choose_thresholds(flags, [0.5, 0.9], harmful, lookalike, max_fpr=0.0) == [0.5, 0.9]
     assert choose_thresholds(flags, [0.5, 0.9], harmful, lookalike, max_fpr=0.7) == [0.5, 0.5]
 
+
+
+def test_every_tuning_target_names_linear_layers_of_the_encoder():
+    """A target that names no layer would silently leave that layer untuned (apply_lora needs only one)."""
+    linear = {name.rsplit(".", 1)[-1] for name, m in tiny_encoder().model.named_modules()
+              if isinstance(m, torch.nn.Linear)}
+    assert set(TuneSettings().targets) <= linear

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mie.errors import CheckpointError
+from mie.models.attention import MultiHeadAttention, key_mask
+from mie.models.blocks import build_norm
 
 
 @dataclass(frozen=True)
@@ -51,42 +53,26 @@ class BertConfig:
                    norm_eps=float(config.get("layer_norm_eps", 1e-12)))
 
 
-class BertSelfAttention(nn.Module):
-    """Bidirectional multi-head attention with separate q/k/v projections (as BERT's checkpoints store them)."""
+class BertLayer(nn.Module):
+    """One post-norm layer: ``x = norm(x + attn(x)); x = norm(x + mlp(x))`` with an erf GELU.
+
+    The attention is the one :class:`~mie.models.attention.MultiHeadAttention`, bidirectional, with
+    separate ``q_proj``/``k_proj``/``v_proj`` (as BERT's checkpoints store them, so LoRA adapts each).
+    """
 
     def __init__(self, config: BertConfig):
         super().__init__()
         if config.hidden % config.heads:
             raise ValueError(f"hidden {config.hidden} must divide by heads {config.heads}")
-        self.heads = config.heads
-        self.q = nn.Linear(config.hidden, config.hidden)
-        self.k = nn.Linear(config.hidden, config.hidden)
-        self.v = nn.Linear(config.hidden, config.hidden)
-        self.out = nn.Linear(config.hidden, config.hidden)
-
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, T, C); ``bias`` (B, 1, 1, T) is 0 on real keys and -inf-like on padding."""
-        b, t, c = x.shape
-        q, k, v = (proj(x).view(b, t, self.heads, c // self.heads).transpose(1, 2)  # (B, nh, T, hs)
-                   for proj in (self.q, self.k, self.v))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, nh, T, hs)
-        return self.out(y.transpose(1, 2).reshape(b, t, c))
-
-
-class BertLayer(nn.Module):
-    """One post-norm layer: ``x = norm(x + attn(x)); x = norm(x + mlp(x))`` with an erf GELU."""
-
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.attn = BertSelfAttention(config)
-        self.attn_norm = nn.LayerNorm(config.hidden, eps=config.norm_eps)
+        self.attn = MultiHeadAttention(config.hidden, config.heads, fused=False)
+        self.attn_norm = build_norm("layernorm", config.hidden, eps=config.norm_eps)
         self.fc1 = nn.Linear(config.hidden, config.intermediate)
         self.fc2 = nn.Linear(config.intermediate, config.hidden)
-        self.mlp_norm = nn.LayerNorm(config.hidden, eps=config.norm_eps)
+        self.mlp_norm = build_norm("layernorm", config.hidden, eps=config.norm_eps)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, T, C) -> (B, T, C)."""
-        x = self.attn_norm(x + self.attn(x, bias))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """``x`` (B, T, C) -> (B, T, C); ``mask`` (B, 1, 1, T) True on real keys (``key_mask``), or None."""
+        x = self.attn_norm(x + self.attn(x, mask=mask))
         return self.mlp_norm(x + self.fc2(F.gelu(self.fc1(x))))  # exact (erf) GELU, as BERT's "gelu"
 
 
@@ -99,27 +85,24 @@ class BertEncoder(nn.Module):
         self.token_embed = nn.Embedding(config.vocab_size, config.hidden)
         self.position_embed = nn.Embedding(config.max_positions, config.hidden)
         self.type_embed = nn.Embedding(config.type_vocab_size, config.hidden)
-        self.embed_norm = nn.LayerNorm(config.hidden, eps=config.norm_eps)
+        self.embed_norm = build_norm("layernorm", config.hidden, eps=config.norm_eps)
         self.layers = nn.ModuleList(BertLayer(config) for _ in range(config.layers))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Token vectors (B, T, C) of ``input_ids`` (B, T); ``attention_mask`` (B, T) is 1 on real tokens."""
-        b, t = input_ids.shape
+        t = input_ids.shape[1]
         if t > self.config.max_positions:
             raise ValueError(f"input of {t} tokens exceeds max_positions {self.config.max_positions}")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         positions = torch.arange(t, device=input_ids.device)
         x = self.token_embed(input_ids) + self.position_embed(positions) + self.type_embed(token_type_ids)
         x = self.embed_norm(x)  # (B, T, C)
-        # Padding keys get the dtype's lowest value (not -inf), so a row that is all padding stays finite.
-        bias = torch.zeros((b, 1, 1, t), dtype=x.dtype, device=x.device)
-        bias = bias.masked_fill(attention_mask[:, None, None, :] == 0, torch.finfo(x.dtype).min)
+        # Padding keys are never attended; a row that is all padding gets zero attention output (finite).
+        mask = None if attention_mask is None else key_mask(attention_mask != 0)
         for layer in self.layers:
-            x = layer(x, bias)
+            x = layer(x, mask)
         return x
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -146,10 +129,10 @@ _HF_EMBEDDINGS = {
     "embeddings.LayerNorm.bias": "embed_norm.bias",
 }
 _HF_LAYER = {  # encoder.layer.N.<key> -> layers.N.<value>
-    "attention.self.query": "attn.q",
-    "attention.self.key": "attn.k",
-    "attention.self.value": "attn.v",
-    "attention.output.dense": "attn.out",
+    "attention.self.query": "attn.q_proj",
+    "attention.self.key": "attn.k_proj",
+    "attention.self.value": "attn.v_proj",
+    "attention.output.dense": "attn.out_proj",
     "attention.output.LayerNorm": "attn_norm",
     "intermediate.dense": "fc1",
     "output.dense": "fc2",
@@ -161,7 +144,7 @@ _HF_UNUSED = ("pooler.", "embeddings.position_ids")
 def hf_name(name: str) -> str | None:
     """Our parameter name for a HF ``BertModel`` name; ``None`` for the pooler and buffers we do not use.
 
-    ``hf_name("encoder.layer.3.attention.self.query.weight") == "layers.3.attn.q.weight"``.
+    ``hf_name("encoder.layer.3.attention.self.query.weight") == "layers.3.attn.q_proj.weight"``.
     """
     name = name.removeprefix("bert.")  # BertForX checkpoints nest the encoder under "bert."
     if name.startswith(_HF_UNUSED):

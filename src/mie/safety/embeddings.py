@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -60,7 +61,9 @@ class TuneSettings:
     """How the encoder and heads are tuned (part of the cache key)."""
 
     r: int = 16
-    targets: tuple[str, ...] = ("q", "k", "v", "out", "fc1", "fc2")
+    # The encoder's linear layers (mie.models.bert). Named q/k/v/out before the one attention module: the
+    # renamed targets change the cache key, so a cache of that time is retrained once, never misread.
+    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
     epochs: int = 5
     average_from: int = 2  # average the weights after epochs average_from..epochs (0: keep the last)
     lr: float = 1e-3
@@ -184,6 +187,8 @@ class EmbeddingMethod:
     def _from_cache(cls, encoder: Any, examples: Sequence[dict[str, Any]], principles: list[str],
                     settings: TuneSettings, path: Path) -> EmbeddingMethod:
         state, _ = load_weights(path)
+        # A cache file named by path and written before the one attention module: BERT's q/k/v/out adapters.
+        state = {re.sub(r"\.attn\.(q|k|v|out)\.", r".attn.\1_proj.", k): v for k, v in state.items()}
         ranks = {v.shape[0] for k, v in state.items() if k.endswith("lora_a")}  # r times the averaged epochs
         if len(ranks) != 1:
             raise ValueError(f"adapter ranks {sorted(ranks)} are not one rank")
