@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.models.pre_port import pre_port
 
 from mie.models.fusion import (
     FUSIONS,
@@ -50,3 +51,16 @@ def test_itm_head_gives_one_logit_per_pair_and_starts_at_zero():
     assert logits.shape == (4,) and torch.equal(logits, torch.zeros(4))
     with pytest.raises(ValueError, match="unknown fusion"):
         build_fusion(FusionConfig(type="nope"))
+
+
+@pytest.mark.parametrize("kind", FUSIONS)
+def test_a_pre_port_fusion_checkpoint_loads_strictly_with_identical_outputs(kind):
+    """Fusions saved before the one attention module (tests/models/pre_port.py; text and image padding,
+    gates opened): same names, same fused vectors with and without masks."""
+    state, inputs, outputs = pre_port(f"fusion_{kind}")
+    fusion = build_fusion(FusionConfig(type=kind, dim=16, heads=2, layers=2), text_dim=16, image_dim=24).eval()
+    fusion.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        masked = fusion(inputs["text"], inputs["image"], inputs["text_pad"], inputs["image_pad"])
+        torch.testing.assert_close(masked, outputs["masked"], atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(fusion(inputs["text"], inputs["image"]), outputs["unmasked"], atol=1e-6, rtol=1e-5)

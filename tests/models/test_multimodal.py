@@ -5,7 +5,10 @@ import math
 
 import pytest
 import torch
+from tests.models.pre_port import pre_port
+from tests.tiny import TINY_CLIP_MODEL
 
+from mie.models.attention import MultiHeadAttention
 from mie.models.multimodal import CrossModalFusion, DualEncoder, DualEncoderConfig
 from mie.models.registry import get_model_config
 
@@ -140,3 +143,21 @@ def test_fresh_embeddings_tell_inputs_apart(pool):
     off_diagonal = ~torch.eye(32, dtype=torch.bool)
     assert (images @ images.T)[off_diagonal].mean() < 0.8
     assert (texts @ texts.T)[off_diagonal].mean() < 0.8
+
+
+@pytest.mark.parametrize(("tag", "extra"), [("ln", {}), ("rms", {"norm": "rmsnorm", "vision_pool": "mean"})])
+def test_a_pre_port_checkpoint_loads_strictly_and_gives_the_same_embeddings(tag, extra):
+    """The tiny demo model saved before the one attention module (tests/models/pre_port.py): the same
+    parameter names (fused ``qkv_proj``/``out_proj``), the same embeddings and text tokens."""
+    state, inputs, outputs = pre_port(f"clip_{tag}")
+    model = DualEncoder(DualEncoderConfig(**TINY_CLIP_MODEL, vocab_size=64, **extra), eos_id=2, pad_id=0).eval()
+    assert set(model.state_dict()) == set(state)
+    assert "text.trunk.blocks.0.attn.qkv_proj.weight" in state
+    model.load_state_dict(state, strict=True)
+    assert all(isinstance(m.attn, MultiHeadAttention) for m in model.visual.trunk.blocks)
+    with torch.no_grad():
+        embeds = model(inputs["images"], inputs["ids"])
+        tokens = model.text.forward_tokens(inputs["ids"])
+    torch.testing.assert_close(embeds["image_embeds"], outputs["image_embeds"], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(embeds["text_embeds"], outputs["text_embeds"], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(tokens, outputs["text_tokens"], atol=1e-6, rtol=1e-5)

@@ -2,7 +2,10 @@
 
 Every fusion takes token features of the two towers, ``text [B, L, text_dim]`` and ``image [B, N,
 image_dim]`` (``TextEncoder.forward_tokens``, ``VisionTransformer.forward_tokens``), with bool padding
-masks (True = padded), and returns one fused vector per pair, ``[B, out_dim]``:
+masks ``[B, L]`` (True = padded, as ``TextEncoder.padding_mask`` gives them), and returns one fused vector
+per pair, ``[B, out_dim]``. Every attention is the one :class:`~mie.models.attention.MultiHeadAttention`
+(cross-attention with ``cross=True``); the padding masks become its key masks (True = may attend) once per
+forward (:func:`key_masks`), and the blocks take those:
 
 * ``cross``: text tokens self-attend and cross-attend to the image (ALBEF / BLIP's text encoder);
   ``mie.models.multimodal.CrossModalFusion``;
@@ -31,7 +34,7 @@ from torch import nn
 from mie.config import POSITIVE, Rule, one_of
 from mie.models.attention import MultiHeadAttention
 from mie.models.blocks import FeedForward, TransformerBlock, build_norm, init_transformer_
-from mie.models.multimodal import CrossModalFusion
+from mie.models.multimodal import CrossModalFusion, key_masks
 
 FUSIONS = ("cross", "gated", "bidirectional", "coattention")
 
@@ -74,11 +77,11 @@ class GatedCrossAttentionBlock(nn.Module):
         self.attn_gate = nn.Parameter(torch.zeros(()))
         self.ff_gate = nn.Parameter(torch.zeros(()))
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, context_padding_mask: torch.Tensor | None = None
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None = None
                 ) -> torch.Tensor:
-        """``x [B, L, dim]`` attends to ``context [B, S, dim]`` through the tanh gates."""
-        x = x + self.attn_gate.tanh() * self.cross_attn(self.norm_cross(x), context,
-                                                        key_padding_mask=context_padding_mask)
+        """``x [B, L, dim]`` attends to ``context [B, S, dim]`` through the tanh gates; ``context_mask``:
+        the attention key mask of the context (``[B, 1, 1, S]``, True = may attend)."""
+        x = x + self.attn_gate.tanh() * self.cross_attn(self.norm_cross(x), context, mask=context_mask)
         return x + self.ff_gate.tanh() * self.ff(self.norm_ff(x))
 
 
@@ -134,8 +137,9 @@ class GatedCrossAttentionFusion(_Fusion):
         """Fused ``[B, dim]``."""
         self._check(text, image)
         x, context = self.text_in(text), self.image_in(image)
+        text_mask, image_mask = key_masks(text_padding_mask, image_padding_mask)
         for gated, block in zip(self.gated, self.blocks):
-            x = block(gated(x, context, image_padding_mask), key_padding_mask=text_padding_mask)
+            x = block(gated(x, context, image_mask), mask=text_mask)
         return masked_mean(self.norm(x), text_padding_mask)
 
 
@@ -156,9 +160,10 @@ class BidirectionalCrossAttentionFusion(_Fusion):
         """Fused ``[B, 2 * dim]``."""
         self._check(text, image)
         t, i = self.text_in(text), self.image_in(image)
+        text_mask, image_mask = key_masks(text_padding_mask, image_padding_mask)
         for text_block, image_block in zip(self.text_blocks, self.image_blocks):
-            t, i = (text_block(t, i, key_padding_mask=text_padding_mask, context_padding_mask=image_padding_mask),
-                    image_block(i, t, key_padding_mask=image_padding_mask, context_padding_mask=text_padding_mask))
+            t, i = (text_block(t, i, mask=text_mask, context_mask=image_mask),
+                    image_block(i, t, mask=image_mask, context_mask=text_mask))
         return torch.cat([masked_mean(self.text_norm(t), text_padding_mask),
                           masked_mean(self.image_norm(i), image_padding_mask)], dim=-1)
 
@@ -175,12 +180,13 @@ class CoAttentionLayer(nn.Module):
         self.text_ff = FeedForward(dim, int(dim * mlp_ratio), dropout=dropout)
         self.image_ff = FeedForward(dim, int(dim * mlp_ratio), dropout=dropout)
 
-    def forward(self, t: torch.Tensor, i: torch.Tensor, text_padding_mask: torch.Tensor | None = None,
-                image_padding_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Updated ``(text [B, L, dim], image [B, N, dim])``."""
+    def forward(self, t: torch.Tensor, i: torch.Tensor, text_mask: torch.Tensor | None = None,
+                image_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Updated ``(text [B, L, dim], image [B, N, dim])``; ``text_mask``/``image_mask``: each stream's
+        attention key mask (``[B, 1, 1, L]``, True = may attend)."""
         nt, ni = self.norms[0](t), self.norms[1](i)
-        t = t + self.text_attn(nt, ni, key_padding_mask=image_padding_mask)
-        i = i + self.image_attn(ni, nt, key_padding_mask=text_padding_mask)
+        t = t + self.text_attn(nt, ni, mask=image_mask)
+        i = i + self.image_attn(ni, nt, mask=text_mask)
         return t + self.text_ff(self.norms[2](t)), i + self.image_ff(self.norms[3](i))
 
 
@@ -203,10 +209,11 @@ class CoAttentionFusion(_Fusion):
         """Fused ``[B, 2 * dim]``."""
         self._check(text, image)
         t, i = self.text_in(text), self.image_in(image)
+        text_mask, image_mask = key_masks(text_padding_mask, image_padding_mask)
         for co, text_block, image_block in zip(self.co, self.text_blocks, self.image_blocks):
-            t, i = co(t, i, text_padding_mask, image_padding_mask)
-            t = text_block(t, key_padding_mask=text_padding_mask)
-            i = image_block(i, key_padding_mask=image_padding_mask)
+            t, i = co(t, i, text_mask, image_mask)
+            t = text_block(t, mask=text_mask)
+            i = image_block(i, mask=image_mask)
         return torch.cat([masked_mean(self.text_norm(t), text_padding_mask),
                           masked_mean(self.image_norm(i), image_padding_mask)], dim=-1)
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mie.config import NON_NEGATIVE, POSITIVE, Rule, one_of
+from mie.models.attention import key_mask
 from mie.models.blocks import TransformerBlock, build_norm, init_transformer_, trunc_normal_
 from mie.models.budget import check_model_size
 from mie.models.text import TextEncoder
@@ -148,6 +149,12 @@ class DualEncoder(nn.Module):
         }
 
 
+def key_masks(*padding_masks: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """The attention key mask ``[B, 1, 1, L]`` (True = may attend) of each padding mask ``[B, L]`` (True =
+    padded); None stays None (nothing masked)."""
+    return tuple(None if padding is None else key_mask(~padding.bool()) for padding in padding_masks)
+
+
 class CrossModalFusion(nn.Module):
     """Text tokens attend to image patches: a few pre-norm blocks with self-attention over the text and
     cross-attention to the image, then a final norm and a mean over the non-padded text tokens.
@@ -193,8 +200,9 @@ class CrossModalFusion(nn.Module):
                 f"batch sizes differ: text {text_tokens.shape[0]} vs image {image_tokens.shape[0]}"
             )
         x, context = self.text_in(text_tokens), self.image_in(image_tokens)
+        text_mask, image_mask = key_masks(text_padding_mask, image_padding_mask)  # once for all blocks
         for block in self.blocks:
-            x = block(x, context, key_padding_mask=text_padding_mask, context_padding_mask=image_padding_mask)
+            x = block(x, context, mask=text_mask, context_mask=image_mask)
         return self.norm(x)
 
     def forward(
