@@ -238,3 +238,37 @@ def test_long_file_checker_names_the_offender(tmp_path: Path) -> None:
     (tmp_path / "long.py").write_text("x = 1\n" * MAX_LINES)
     offenders = long_files(sorted(tmp_path.glob("*.py")))
     assert offenders == [f"{tmp_path / 'long.py'}: {MAX_LINES} lines"]
+
+
+# ----------------------------------------------------------------------------- one transformer stack
+SDPA = "scaled_dot_product_attention"
+
+
+def sdpa_modules(sources: Mapping[str, str], package: str = "mie.models") -> list[str]:
+    """The modules of ``package`` whose text names ``scaled_dot_product_attention`` (code or comment alike)."""
+    return sorted(name for name, text in sources.items() if within(name, (package,)) and SDPA in text)
+
+
+def classes_named(sources: Mapping[str, str], name: str) -> list[str]:
+    """``module.Class`` for every class definition called ``name``, at any depth of any module."""
+    return sorted(f"{module}.{node.name}" for module, text in sources.items()
+                  for node in ast.walk(ast.parse(text)) if isinstance(node, ast.ClassDef) and node.name == name)
+
+
+def test_one_module_of_the_models_calls_scaled_dot_product_attention(project) -> None:
+    """``mie.models.attention.attend`` is the one call: every family attends through it (issue 27)."""
+    sources, _ = project
+    assert sdpa_modules(sources) == ["mie.models.attention"]
+
+
+def test_one_class_is_named_kvcache(project) -> None:
+    sources, _ = project
+    assert classes_named(sources, "KVCache") == ["mie.models.kv_cache.KVCache"]
+
+
+def test_stack_checkers_fire_on_a_made_up_project() -> None:
+    sources = {"mie.models.attention": f"F.{SDPA}(q, k, v)", "mie.models.lm": f"# calls torch's {SDPA}",
+               "mie.tools.doctor": f"F.{SDPA}(q, q, q)", "mie.models.cache": "class KVCache:\n    pass",
+               "mie.models.lm.gen": "def f():\n    class KVCache:\n        pass\n"}
+    assert sdpa_modules(sources) == ["mie.models.attention", "mie.models.lm"]
+    assert classes_named(sources, "KVCache") == ["mie.models.cache.KVCache", "mie.models.lm.gen.KVCache"]
