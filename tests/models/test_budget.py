@@ -21,7 +21,8 @@ from mie.models.budget import (
     parameter_count,
 )
 from mie.models.causal_lm import CausalLM, CausalLMConfig
-from mie.models.generation import KVCache, generate
+from mie.models.generation import generate
+from mie.models.kv_cache import KVCache
 from mie.models.multimodal import DualEncoder, DualEncoderConfig
 from mie.models.seq2seq import EncoderDecoderTransformer, Seq2SeqConfig
 from mie.models.seq2seq_decoding import beam_search

@@ -1,15 +1,19 @@
 """The decoder-only CausalLM: parameter names, RoPE convention, GQA, caching, masks and training."""
 
+import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from mie.config import ConfigError, config_from_dict
-from mie.models import causal_lm
-from mie.models.causal_lm import CausalLM, CausalLMConfig, apply_rope, rope_cos_sin
-from mie.models.generation import KVCache
+from mie.models import attention
+from mie.models.causal_lm import CausalLM, CausalLMConfig
+from mie.models.kv_cache import KVCache
+from mie.models.lora import apply_lora, merged_state_dict
 
 
 def tiny(**overrides) -> CausalLM:
@@ -23,9 +27,9 @@ def test_parameter_names_and_shapes_follow_the_contract():
     hidden = 64 * math.ceil(int(8 * 32 / 3) / 64)
     assert shapes["tok_embeddings.weight"] == (64, 32)
     assert shapes["layers.0.attn_norm.weight"] == (32,)
-    assert shapes["layers.1.attn.wq.weight"] == (32, 32)
-    assert shapes["layers.1.attn.wk.weight"] == (16, 32) == shapes["layers.1.attn.wv.weight"]
-    assert shapes["layers.1.attn.wo.weight"] == (32, 32)
+    assert shapes["layers.1.attn.q_proj.weight"] == (32, 32)
+    assert shapes["layers.1.attn.k_proj.weight"] == (16, 32) == shapes["layers.1.attn.v_proj.weight"]
+    assert shapes["layers.1.attn.out_proj.weight"] == (32, 32)
     assert shapes["layers.0.mlp.w1.weight"] == (hidden, 32) == shapes["layers.0.mlp.w3.weight"]
     assert shapes["layers.0.mlp.w2.weight"] == (32, hidden)
     assert shapes["norm.weight"] == (32,)
@@ -38,7 +42,7 @@ def test_variant_names_gelu_layernorm_learned_untied():
     names = dict(model.named_parameters())
     assert names["pos_embeddings.weight"].shape == (64, 32)
     assert names["layers.0.mlp.w1.weight"].shape == (128, 32) and "layers.0.mlp.w3.weight" not in names
-    assert "layers.0.attn_norm.bias" in names and "layers.0.attn.wq.bias" in names
+    assert "layers.0.attn_norm.bias" in names and "layers.0.attn.q_proj.bias" in names
     assert names["lm_head.weight"].shape == (64, 32)
 
 
@@ -55,23 +59,24 @@ def test_config_rules_reject_bad_values():
     with pytest.raises(ConfigError, match="mlp"):
         config_from_dict(CausalLMConfig, {"mlp": "relu"})
     with pytest.raises(ConfigError, match="positions"):
-        config_from_dict(CausalLMConfig, {"positions": "alibi"})
+        config_from_dict(CausalLMConfig, {"positions": "sinusoidal"})
     with pytest.raises(ValueError, match="multiple of n_kv_heads"):
         CausalLM(CausalLMConfig(dim=32, n_heads=4, n_kv_heads=3))
 
 
 def test_init_scales_residual_projections():
     model = CausalLM(CausalLMConfig(dim=256, n_layers=8, n_heads=4))
-    assert abs(model.layers[0].attn.wq.weight.std().item() - 0.02) < 2e-3
-    assert abs(model.layers[0].attn.wo.weight.std().item() - 0.02 / 4) < 1e-3
+    assert abs(model.layers[0].attn.q_proj.weight.std().item() - 0.02) < 2e-3
+    assert abs(model.layers[0].attn.out_proj.weight.std().item() - 0.02 / 4) < 1e-3
     assert abs(model.layers[0].mlp.w2.weight.std().item() - 0.02 / 4) < 1e-3
 
 
 def test_rope_is_hf_rotate_half_convention():
     head_dim, theta = 8, 10000.0
     x = torch.randn(1, 1, 3, head_dim)
-    cos, sin = rope_cos_sin(torch.arange(3)[None], head_dim, theta)
-    out = apply_rope(x, cos, sin)
+    rope = CausalLM(CausalLMConfig(vocab_size=8, dim=16, n_layers=1, n_heads=2, rope_theta=theta)).rope
+    cos, sin = rope.cos_sin(torch.arange(3)[None])
+    out = rope.rotate(x, cos, sin)
     for pos in range(3):
         for i in range(head_dim // 2):
             angle = pos * theta ** (-2 * i / head_dim)
@@ -83,12 +88,12 @@ def test_rope_is_hf_rotate_half_convention():
 
 @pytest.mark.parametrize("sdpa_gqa", [True, False])  # SDPA's enable_gqa (torch >= 2.5) and repeat_interleave
 def test_gqa_equals_explicit_repeat_of_kv_heads(sdpa_gqa, monkeypatch):
-    monkeypatch.setattr(causal_lm, "_SDPA_GQA", sdpa_gqa and causal_lm._SDPA_GQA)
+    monkeypatch.setattr(attention, "_SDPA_GQA", sdpa_gqa and attention._SDPA_GQA)
     gqa = tiny(n_kv_heads=2)
     mha = tiny()
     state = gqa.state_dict()
     for i in range(2):
-        for name in ("wk", "wv"):  # kv head j serves query heads 2j, 2j+1: repeat each head's rows twice
+        for name in ("k_proj", "v_proj"):  # kv head j serves query heads 2j, 2j+1: repeat each head's rows twice
             w = state[f"layers.{i}.attn.{name}.weight"].view(2, 8, 32)
             state[f"layers.{i}.attn.{name}.weight"] = w.repeat_interleave(2, dim=0).reshape(32, 32)
     mha.load_state_dict(state)
@@ -171,3 +176,60 @@ def test_tiny_model_overfits_a_short_sequence():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.2 * losses[0]
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "causal_lm_pre_port.safetensors"
+PRE_PORT = {"rope": {"n_kv_heads": 2, "bias": True},
+            "learned": {"positions": "learned", "norm": "layernorm", "mlp": "gelu", "tie_embeddings": False}}
+
+
+def _fixture(prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    tensors = load_file(FIXTURE)
+    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}, tensors
+
+
+@pytest.mark.parametrize("name", sorted(PRE_PORT))
+def test_a_checkpoint_of_the_pre_port_model_loads_strictly_with_identical_logits(name):
+    # Written by the CausalLM before the one attention module (attn.wq/wk/wv/wo, its own attention and RoPE).
+    state, tensors = _fixture(f"{name}/")
+    assert "layers.1.attn.wq.weight" in state and "layers.1.attn.wo.weight" in state
+    model = CausalLM(CausalLMConfig(vocab_size=32, dim=16, n_layers=2, n_heads=4, mlp_hidden=24, max_seq_len=16,
+                                    **PRE_PORT[name])).eval()
+    logits = state.pop("logits")
+    model.load_state_dict(state, strict=True)
+    torch.testing.assert_close(model(tensors["ids"], attention_mask=tensors["mask"]), logits, atol=1e-6, rtol=1e-6)
+
+
+def test_a_pre_port_lora_state_loads_into_adapters_named_by_earlier_targets():
+    # What a LoRA run's resume state held: attn.wq.base.weight, attn.wq.lora_a, attn.wq.lora_b, ...
+    state, tensors = _fixture("lora/")
+    assert "layers.0.attn.wq.lora_b" in state and "layers.0.attn.wv.base.weight" in state
+    model = CausalLM(CausalLMConfig(vocab_size=32, dim=16, n_layers=2, n_heads=4, mlp_hidden=24, max_seq_len=16,
+                                    n_kv_heads=2)).eval()
+    apply_lora(model, ("wq", "wv"), r=2, alpha=4.0)
+    logits = state.pop("logits")
+    model.load_state_dict(state, strict=True)
+    torch.testing.assert_close(model(tensors["ids"], attention_mask=tensors["mask"]), logits, atol=1e-6, rtol=1e-6)
+    merged = merged_state_dict(model)
+    assert "layers.0.attn.q_proj.weight" in merged and not any("lora" in k or "base" in k for k in merged)
+
+
+def test_seeded_construction_draws_the_pre_port_weights():
+    # Same module order as before the port, so a seed still gives the same initial model (and run).
+    state, _ = _fixture("rope/")
+    torch.manual_seed(1)
+    model = CausalLM(CausalLMConfig(vocab_size=32, dim=16, n_layers=2, n_heads=4, mlp_hidden=24, max_seq_len=16,
+                                    **PRE_PORT["rope"]))
+    for key, value in model.state_dict().items():
+        old = key.replace("q_proj", "wq").replace("k_proj", "wk").replace("v_proj", "wv").replace("out_proj", "wo")
+        assert torch.equal(value, state[old]), key
+
+
+def test_a_bf16_copy_keeps_float32_rope_angles():
+    model = tiny()
+    fp32 = model.rope.cos_sin(torch.arange(500)[None])
+    low = copy.deepcopy(model).to(torch.bfloat16)
+    assert low.rope.inv_freq.dtype == torch.bfloat16  # the cast reaches the buffer; the angles must not care
+    for ours, theirs in zip(low.rope.cos_sin(torch.arange(500)[None]), fp32):
+        assert torch.equal(ours, theirs)
+    assert low.layers[1].attn.rope is low.rope  # one table for every layer

@@ -5,7 +5,6 @@ import torch
 
 from mie.models.causal_lm import CausalLM, CausalLMConfig
 from mie.models.generation import (
-    KVCache,
     apply_repetition_penalty,
     filter_top_k,
     filter_top_p,
@@ -13,6 +12,7 @@ from mie.models.generation import (
     left_pad,
     sample_next,
 )
+from mie.models.kv_cache import KVCache
 
 LOGITS = torch.tensor([[2.0, -1.0, 0.5, 3.0, -2.0, 1.0], [0.0, 0.1, -0.3, 0.2, 5.0, -1.0]])
 

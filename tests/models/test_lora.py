@@ -17,6 +17,7 @@ from mie.models.lora import (
     average_adapters,
     lora_parameters,
     merge_lora,
+    rename_legacy_adapters,
 )
 
 
@@ -28,9 +29,25 @@ def _model() -> CausalLM:
 def test_a_fresh_adapter_leaves_the_outputs_unchanged():
     model, ids = _model(), torch.randint(0, 64, (2, 10))
     before = model(ids)
-    names = apply_lora(model, targets=("wq", "wv"), r=4, alpha=8)
-    assert names == ["layers.0.attn.wq", "layers.0.attn.wv", "layers.1.attn.wq", "layers.1.attn.wv"]
+    names = apply_lora(model, targets=("q_proj", "v_proj"), r=4, alpha=8)
+    assert names == ["layers.0.attn.q_proj", "layers.0.attn.v_proj", "layers.1.attn.q_proj", "layers.1.attn.v_proj"]
     assert torch.equal(model(ids), before)
+
+
+def test_earlier_target_names_map_to_the_attention_projections():
+    # Configs written before the one attention module name the causal LM's projections wq/wk/wv/wo.
+    assert apply_lora(_model(), targets=("wq", "wk", "wv", "wo", "w2"), r=2) == [
+        f"layers.{i}.{name}" for i in range(2)
+        for name in ("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.out_proj", "mlp.w2")]
+    assert apply_lora(_model(), targets=("wq", "q_proj"), r=2) == ["layers.0.attn.q_proj", "layers.1.attn.q_proj"]
+
+
+def test_adapter_state_dicts_with_earlier_names_are_renamed():
+    state = {"lora.layers.0.attn.wq.lora_a": 1, "layers.0.attn.wv.base.weight": 2, "layers.1.attn.q.lora_b": 3,
+             "layers.0.attn.wo.weight": 4, "layers.0.mlp.fc1.lora_a": 5}
+    assert rename_legacy_adapters(state) == {
+        "lora.layers.0.attn.q_proj.lora_a": 1, "layers.0.attn.v_proj.base.weight": 2,
+        "layers.1.attn.q_proj.lora_b": 3, "layers.0.attn.wo.weight": 4, "layers.0.mlp.fc1.lora_a": 5}
 
 
 def test_the_update_is_b_a_scaled():
@@ -46,7 +63,7 @@ def test_the_update_is_b_a_scaled():
 
 def test_averaged_adapters_merge_to_the_mean_of_the_snapshots_weights():
     model = _model()
-    apply_lora(model, targets=("wq", "wv"), r=2, alpha=4)
+    apply_lora(model, targets=("q_proj", "v_proj"), r=2, alpha=4)
     snapshots, merged = [], []
     for seed in range(3):
         torch.manual_seed(seed)
@@ -54,11 +71,11 @@ def test_averaged_adapters_merge_to_the_mean_of_the_snapshots_weights():
             for p in lora_parameters(model).values():
                 p.normal_()
         snapshots.append(adapter_snapshot(model))
-        merged.append(merge_lora(copy.deepcopy(model)).layers[1].attn.wv.weight.detach())
+        merged.append(merge_lora(copy.deepcopy(model)).layers[1].attn.v_proj.weight.detach())
     average_adapters(model, snapshots)
-    layer = model.layers[1].attn.wv
+    layer = model.layers[1].attn.v_proj
     assert layer.r == 6 and layer.lora_a.shape == (6, 32) and layer.scaling == 2.0
-    torch.testing.assert_close(merge_lora(model).layers[1].attn.wv.weight, torch.stack(merged).mean(0))
+    torch.testing.assert_close(merge_lora(model).layers[1].attn.v_proj.weight, torch.stack(merged).mean(0))
     with pytest.raises(ValueError, match="at least one snapshot"):
         average_adapters(model, [])
 
@@ -83,12 +100,12 @@ def test_only_adapters_train_and_merging_keeps_the_function():
     assert not any(isinstance(m, LoRALinear) for m in model.modules())
     assert set(model.state_dict()) == set(frozen)  # the original architecture and names, ready to save
     torch.testing.assert_close(model(ids), adapted, atol=1e-5, rtol=1e-5)
-    assert not torch.equal(model.state_dict()["layers.0.attn.wq.weight"], frozen["layers.0.attn.wq.weight"])
+    assert not torch.equal(model.state_dict()["layers.0.attn.q_proj.weight"], frozen["layers.0.attn.q_proj.weight"])
 
 
 def test_bad_targets_and_rank_are_config_errors():
-    with pytest.raises(ConfigError, match=r"lora.targets: no linear layer is named qkv — choose among w1, w2, w3, "
-                                          r"wk, wo, wq, wv"):
+    with pytest.raises(ConfigError, match=r"^lora.targets: no linear layer is named qkv — choose among k_proj, "
+                                          r"out_proj, q_proj, v_proj, w1, w2, w3$"):
         apply_lora(_model(), targets=("qkv",))
     with pytest.raises(ConfigError, match="lora.r: rank 0 must be >= 1"):
         LoRALinear(nn.Linear(2, 2), r=0)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mie.errors import CheckpointError, ConfigError
+from mie.io import load_weights, save_weights
 from mie.pretrained import registry
 from mie.pretrained.chat import ChatTokenizer, parse_chatml_template
 from mie.pretrained.gguf_llama import permute_rows, unpermute_rows
@@ -131,8 +132,8 @@ def write_tiny_llama_gguf(path, model, n_heads: int, n_kv_heads: int) -> None:
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
     writer.add_chat_template(SMOLLM2_TEMPLATE)
-    names = {"attn_norm": "attn_norm", "attn.wq": "attn_q", "attn.wk": "attn_k", "attn.wv": "attn_v",
-             "attn.wo": "attn_output", "mlp_norm": "ffn_norm", "mlp.w1": "ffn_gate", "mlp.w3": "ffn_up",
+    names = {"attn_norm": "attn_norm", "attn.q_proj": "attn_q", "attn.k_proj": "attn_k", "attn.v_proj": "attn_v",
+             "attn.out_proj": "attn_output", "mlp_norm": "ffn_norm", "mlp.w1": "ffn_gate", "mlp.w3": "ffn_up",
              "mlp.w2": "ffn_down"}
     state = model.state_dict()
     writer.add_tensor("token_embd.weight", state["tok_embeddings.weight"].numpy())
@@ -182,6 +183,16 @@ def test_synthetic_gguf_round_trip_gives_the_same_logits(tmp_path, monkeypatch):
     again, _ = registry.load_causal_lm("smollm2-135m-instruct", cache=tmp_path / "cache")
     with torch.no_grad():
         torch.testing.assert_close(again(ids), original(ids))
+    # A cache converted before the one attention module names the projections attn.wq/wk/wv/wo: still used.
+    state, meta = load_weights(weights)
+    old = {"q_proj": "wq", "k_proj": "wk", "v_proj": "wv", "out_proj": "wo"}
+    state = {".".join(old.get(part, part) for part in k.split(".")): v for k, v in state.items()}
+    assert "layers.1.attn.wq.weight" in state
+    save_weights(weights, state, {k: v for k, v in meta.items() if k in ("model", "config", "chat_template",
+                                                                          "source", "converter_version")})
+    earlier, _ = registry.load_causal_lm("smollm2-135m-instruct", cache=tmp_path / "cache")
+    with torch.no_grad():
+        torch.testing.assert_close(earlier(ids), original(ids))
 
 
 @pytest.mark.skipif(not HAS_GGUF, reason="the gguf package is not installed (make pretrained)")

@@ -146,7 +146,7 @@ def test_pair_rows_mark_the_responses(chat):
 
 def test_with_adapters_a_phase_trains_only_them_and_its_head():
     base = CausalLM(CausalLMConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, max_seq_len=32))
-    phase = PhaseConfig(lora=LoRAConfig(r=2, targets=["wq", "wv"]))
+    phase = PhaseConfig(lora=LoRAConfig(r=2, targets=["q_proj", "v_proj"]))
     reward = RewardModel(adapted(base, phase))
     tconfig = trainer_config(CAIConfig(), phase, Path("unused"), reward, frozen_under="backbone")
     apply_freeze(reward, tconfig.stages[0].freeze)

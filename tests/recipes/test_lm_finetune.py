@@ -52,7 +52,7 @@ def test_lora_finetune_trains_only_adapters_and_saves_merged_weights(base_run):
     tuned, _ = load_weights(run / "checkpoints" / "last.safetensors")
     assert tuned.keys() == base.keys()  # merged: the plain architecture's names, no lora_a/lora_b
     changed = {k for k in base if not torch.equal(base[k], tuned[k])}
-    assert changed and all(k.endswith(("wq.weight", "wv.weight")) for k in changed)
+    assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in changed)  # wq, wv: earlier names
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["dim"] == 16 and saved["init"] == str(root / "base")
     results = json.loads((run / "results.json").read_text())
@@ -103,7 +103,7 @@ def test_merged_state_dict_computes_what_the_adapted_model_computes():
     torch.manual_seed(0)
     config = CausalLMConfig(vocab_size=50, dim=16, n_layers=2, n_heads=2, max_seq_len=8)
     model = CausalLM(config)
-    apply_lora(model, ("wq", "wv", "w2"), r=3, alpha=6.0)
+    apply_lora(model, ("q_proj", "v_proj", "w2"), r=3, alpha=6.0)
     for module in model.modules():
         if isinstance(module, LoRALinear):
             torch.nn.init.normal_(module.lora_b)  # a trained (non-zero) adapter

@@ -70,7 +70,7 @@ def test_reward_gradients_reach_trunk_and_head_and_an_untied_lm_head_is_frozen()
     rm = RewardModel(_lm(tie_embeddings=False))
     assert not rm.backbone.lm_head.weight.requires_grad
     rm(*_pad([[3, 4, 5], [6, 7]])).sum().backward()
-    assert rm.head.weight.grad is not None and rm.backbone.layers[0].attn.wq.weight.grad.abs().sum() > 0
+    assert rm.head.weight.grad is not None and rm.backbone.layers[0].attn.q_proj.weight.grad.abs().sum() > 0
 
 
 # ----------------------------------------------------------------------------------------- RewardModelTask

@@ -1,26 +1,28 @@
-"""A decoder-only causal language model (GPT / LLaMA family) with grouped-query attention and a KV cache.
+"""A decoder-only causal language model (GPT / LLaMA family) built from the one attention module.
 
 >>> model = CausalLM(CausalLMConfig(vocab_size=256, dim=128, n_layers=4, n_heads=4))  # doctest: +SKIP
 >>> logits = model(ids)  # [B, T, vocab], float32
 
 Conventions (the GGUF loader and the generation code rely on them):
 
-* RoPE is the HF ``transformers`` ``LlamaModel`` convention: within each head, dimension ``i`` is paired
-  with ``i + head_dim/2`` (``rotate_half`` on ``[first half | second half]``) and rotated by the angle
-  ``position * rope_theta ** (-2i / head_dim)`` for ``i < head_dim/2``. llama.cpp's GGUF files store
-  ``wq``/``wk`` rows permuted for its interleaved (adjacent-pair) rotation; a GGUF→HF conversion undoes
-  that permutation, after which this module's rotation is exact. So the loader must *un-permute* q/k:
-  ``w.reshape(n_heads, head_dim // 2, 2, dim).transpose(1, 2).reshape(n_heads * head_dim, dim)``
-  (``n_kv_heads`` for ``wk``).
-* Grouped-query attention: query head ``h`` uses KV head ``h // (n_heads // n_kv_heads)`` (SDPA's
-  ``enable_gqa`` on torch >= 2.5, which reads the cached K/V in place; ``repeat_interleave`` before).
+* Attention is :class:`~mie.models.attention.MultiHeadAttention` with separate ``q_proj``/``k_proj``/
+  ``v_proj`` (grouped-query: query head ``h`` uses KV head ``h // (n_heads // n_kv_heads)``), its masks
+  (bool, True = may attend) and the one :class:`~mie.models.kv_cache.KVCache`.
+* RoPE is :class:`~mie.models.positional.RotaryEmbedding`, the HF ``transformers`` ``LlamaModel``
+  convention: within each head, dimension ``i`` is paired with ``i + head_dim/2`` and rotated by the angle
+  ``position * rope_theta ** (-2i / head_dim)``. llama.cpp's GGUF files store the q/k rows permuted for its
+  interleaved (adjacent-pair) rotation, so the loader *un-permutes* them
+  (:func:`mie.pretrained.gguf_llama.unpermute_rows`). ``positions: alibi`` uses no position embedding
+  but ALiBi's per-head distance biases (:class:`~mie.models.positional.ALiBi`).
 * ``attention_mask`` is 1/True for real tokens, 0/False for padding (left padding for batched prompts).
   Positions default to ``cumsum(mask) - 1`` over every key seen so far, so a left-padded row gets the
   same positions, hence the same logits, as the unpadded row alone.
 * Parameter names: ``tok_embeddings``, ``pos_embeddings`` (learned positions only),
-  ``layers.{i}.attn_norm``, ``layers.{i}.attn.{wq,wk,wv,wo}``, ``layers.{i}.mlp_norm``,
+  ``layers.{i}.attn_norm``, ``layers.{i}.attn.{q_proj,k_proj,v_proj,out_proj}``, ``layers.{i}.mlp_norm``,
   ``layers.{i}.mlp.{w1,w2,w3}`` (w1 gate, w3 up, w2 down; gelu has w1 up, w2 down and no w3), ``norm``,
-  ``lm_head`` (only when ``tie_embeddings=False``; tied logits use ``tok_embeddings.weight``).
+  ``lm_head`` (only when ``tie_embeddings=False``; tied logits use ``tok_embeddings.weight``). Checkpoints
+  written before the one attention module name the projections ``attn.{wq,wk,wv,wo}``; they load
+  unchanged (``MultiHeadAttention`` renames them, LoRA-wrapped ``attn.wq.base.weight`` included).
 """
 
 from __future__ import annotations
@@ -34,14 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from mie.config import POSITIVE, Rule, one_of
-from mie.models.blocks import RMSNorm
+from mie.models.attention import MultiHeadAttention
+from mie.models.blocks import build_norm
 from mie.models.budget import check_model_size
-from mie.models.generation import KVCache
-from mie.models.positional import rotate_half
-
-# SDPA groups query heads over shared KV heads itself from torch 2.5 on; copying K/V per query head
-# (repeat_interleave) cost about twice the attention time of a batch-8 decode step.
-_SDPA_GQA = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 5)
+from mie.models.kv_cache import KVCache
+from mie.models.positional import ALiBi, RotaryEmbedding
 
 
 @dataclass
@@ -55,7 +54,7 @@ class CausalLMConfig:
         "mlp_hidden": (lambda v: v is None or v > 0, "> 0 or null (the default width)"),
         "mlp": one_of("swiglu", "gelu"),
         "norm": one_of("rmsnorm", "layernorm"),
-        "positions": one_of("rope", "learned"),
+        "positions": one_of("rope", "learned", "alibi"),
         "dropout": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     }
 
@@ -68,7 +67,7 @@ class CausalLMConfig:
     mlp: str = "swiglu"  # swiglu | gelu
     norm: str = "rmsnorm"  # rmsnorm | layernorm
     norm_eps: float = 1e-5
-    positions: str = "rope"  # rope | learned
+    positions: str = "rope"  # rope | learned | alibi (no embedding: per-head distance biases)
     rope_theta: float = 10000.0
     max_seq_len: int = 512  # table size for learned positions; generation's cache length for rope
     tie_embeddings: bool = True  # logits use tok_embeddings.weight (no lm_head parameter)
@@ -100,65 +99,6 @@ class CausalLMConfig:
         check_model_size(self, key or "model")
 
 
-def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin ``[B, 1, T, head_dim]`` of the rotation angles for integer ``positions`` ``[B, T]``."""
-    inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)
-    angles = positions.float()[..., None] * inv_freq  # [B, T, head_dim/2]
-    angles = torch.cat((angles, angles), dim=-1)[:, None]  # [B, 1, T, head_dim], pairs (i, i + head_dim/2)
-    return angles.cos(), angles.sin()
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` ``[B, H, T, head_dim]`` (HF ``rotate_half`` convention), in float32."""
-    return (x.float() * cos + rotate_half(x.float()) * sin).to(x.dtype)
-
-
-def _norm(config: CausalLMConfig) -> nn.Module:
-    if config.norm == "rmsnorm":
-        return RMSNorm(config.dim, eps=config.norm_eps)
-    return nn.LayerNorm(config.dim, eps=config.norm_eps)
-
-
-class Attention(nn.Module):
-    """Causal self-attention with grouped-query KV heads, RoPE and an optional KV cache."""
-
-    def __init__(self, config: CausalLMConfig) -> None:
-        super().__init__()
-        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.kv_heads, config.head_dim
-        self.dropout = config.dropout
-        self.wq = nn.Linear(config.dim, self.n_heads * self.head_dim, bias=config.bias)
-        self.wk = nn.Linear(config.dim, self.n_kv_heads * self.head_dim, bias=config.bias)
-        self.wv = nn.Linear(config.dim, self.n_kv_heads * self.head_dim, bias=config.bias)
-        self.wo = nn.Linear(self.n_heads * self.head_dim, config.dim, bias=config.bias)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor] | None,
-        mask: torch.Tensor | None,
-        cache: KVCache | None = None,
-        layer: int = 0,
-    ) -> torch.Tensor:
-        """``x`` ``[B, T, dim]``; ``mask`` bool ``[B, 1, T, S]`` (True = may attend) or None for plain causal."""
-        B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
-        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if cache is not None:
-            k, v = cache.update(layer, k, v)  # (B, nkv, S, hd): every cached key plus the new ones
-        grouped = self.n_kv_heads != self.n_heads
-        if grouped and not _SDPA_GQA:
-            repeats = self.n_heads // self.n_kv_heads
-            k, v = k.repeat_interleave(repeats, dim=1), v.repeat_interleave(repeats, dim=1)  # (B, nh, S, hd)
-        dropout_p = self.dropout if self.training else 0.0
-        kwargs = {"enable_gqa": True} if grouped and _SDPA_GQA else {}
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout_p,
-                                           **kwargs)  # (B, nh, T, hd)
-        return self.wo(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
-
-
 class MLP(nn.Module):
     """SwiGLU ``w2(silu(w1 x) * w3 x)`` (LLaMA) or GELU ``w2(gelu(w1 x))`` (GPT-2)."""
 
@@ -179,17 +119,24 @@ class MLP(nn.Module):
 class DecoderLayer(nn.Module):
     """Pre-norm block: ``x += attn(attn_norm(x))``, then ``x += mlp(mlp_norm(x))``."""
 
-    def __init__(self, config: CausalLMConfig) -> None:
+    def __init__(self, config: CausalLMConfig, rope: RotaryEmbedding | None = None,
+                 alibi: ALiBi | None = None) -> None:
         super().__init__()
-        self.attn_norm = _norm(config)
-        self.attn = Attention(config)
-        self.mlp_norm = _norm(config)
+        self.attn_norm = build_norm(config.norm, config.dim, eps=config.norm_eps)
+        # The attention's own output dropout is the residual dropout of this branch.
+        self.attn = MultiHeadAttention(config.dim, config.n_heads, num_kv_heads=config.kv_heads, fused=False,
+                                       bias=config.bias, dropout=config.dropout, rope=rope, alibi=alibi)
+        self.mlp_norm = build_norm(config.norm, config.dim, eps=config.norm_eps)
         self.mlp = MLP(config)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, rope, mask, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        """Transform ``x`` ``[B, T, dim]``."""
-        x = x + self.resid_dropout(self.attn(self.attn_norm(x), rope, mask, cache, layer))
+    def forward(self, x: torch.Tensor, rope_angles: tuple[torch.Tensor, torch.Tensor] | None,
+                mask: torch.Tensor | None, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        """Transform ``x`` ``[B, T, dim]``; ``mask`` bool ``[B, 1, T, S]`` (True = may attend) or None for
+        plain causal; ``rope_angles`` the model's ``rope.cos_sin(positions)``."""
+        attended = self.attn(self.attn_norm(x), mask=mask, is_causal=mask is None, kv_cache=cache, layer=layer,
+                             rope_angles=rope_angles)
+        x = x + attended
         return x + self.resid_dropout(self.mlp(self.mlp_norm(x)))
 
 
@@ -210,15 +157,18 @@ class CausalLM(nn.Module):
         self.pos_embeddings = (
             nn.Embedding(config.max_seq_len, config.dim) if config.positions == "learned" else None
         )
+        # One rotary table (or ALiBi slope set) shared by every layer; neither has saved state.
+        self.rope = RotaryEmbedding(config.head_dim, config.rope_theta) if config.positions == "rope" else None
+        alibi = ALiBi(config.n_heads) if config.positions == "alibi" else None
         self.dropout = nn.Dropout(config.dropout)
-        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.n_layers))
-        self.norm = _norm(config)
+        self.layers = nn.ModuleList(DecoderLayer(config, self.rope, alibi) for _ in range(config.n_layers))
+        self.norm = build_norm(config.norm, config.dim, eps=config.norm_eps)
         self.lm_head = None if config.tie_embeddings else nn.Linear(config.dim, config.vocab_size, bias=False)
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """nanoGPT init: normal(0, 0.02) weights, zero biases, residual projections (``wo``, ``w2``) scaled
+        """nanoGPT init: normal(0, 0.02) weights, zero biases, residual projections (``out_proj``, ``w2``) scaled
         by ``1 / sqrt(2 * n_layers)``; norms keep their ones/zeros."""
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -226,7 +176,7 @@ class CausalLM(nn.Module):
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
         for layer in self.layers:
-            for proj in (layer.attn.wo, layer.mlp.w2):
+            for proj in (layer.attn.out_proj, layer.mlp.w2):
                 nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layers))
 
     def num_parameters(self) -> int:
@@ -285,17 +235,17 @@ class CausalLM(nn.Module):
             else:
                 positions = (keys.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
         x = self.tok_embeddings(ids)  # (B, T, dim)
-        rope = None
+        rope_angles = None
         if self.pos_embeddings is not None:
             if T > 0 and int(positions.max()) >= self.config.max_seq_len:
                 raise ValueError(f"position {int(positions.max())} exceeds max_seq_len={self.config.max_seq_len}; "
                                  "shorten the input or build the model with a larger max_seq_len")
             x = x + self.pos_embeddings(positions)
-        else:
-            rope = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        elif self.rope is not None:
+            rope_angles = self.rope.cos_sin(positions)  # (B, 1, T, head_dim), once for every layer
         x = self.dropout(x)
         for i, layer in enumerate(self.layers):
-            x = layer(x, rope, mask, cache, i)
+            x = layer(x, rope_angles, mask, cache, i)
         if cache is not None:
             cache.advance(T)
         if last_only:

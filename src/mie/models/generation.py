@@ -1,4 +1,5 @@
-"""Autoregressive generation for ``CausalLM``: a KV cache, logits processors and ``generate``.
+"""Autoregressive generation for ``CausalLM``: logits processors and ``generate`` (on the one
+:class:`~mie.models.kv_cache.KVCache`).
 
 >>> new = generate(model, [[1, 5, 9], [1, 7]], max_new_tokens=20, temperature=0.8, top_p=0.9,
 ...                stop_ids=(eos_id,), seed=0)  # doctest: +SKIP
@@ -15,88 +16,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mie.models.budget import check_generation_length, check_memory, kv_cache_bytes
+from mie.models.kv_cache import KVCache
 
 if TYPE_CHECKING:
     from mie.models.causal_lm import CausalLM
-
-
-class KVCache:
-    """Per-layer keys/values ``[B, n_kv_heads, S, head_dim]`` and the key mask ``[B, S]`` of a causal LM.
-
-    With ``max_len`` the tensors are preallocated on the first write (no copies while decoding);
-    without it they grow by concatenation. The model calls ``extend_mask`` once per forward, ``update``
-    once per layer, then ``advance``; ``len(cache)`` is the number of positions filled.
-    """
-
-    def __init__(self, n_layers: int, max_len: int | None = None) -> None:
-        self.n_layers, self.max_len = n_layers, max_len
-        self.keys: list[torch.Tensor | None] = [None] * n_layers
-        self.values: list[torch.Tensor | None] = [None] * n_layers
-        self.mask: torch.Tensor | None = None  # (B, capacity) bool, True = a real (non-padding) token
-        self.length = 0
-
-    def __len__(self) -> int:
-        """Number of cached positions."""
-        return self.length
-
-    def _check(self, new: int) -> None:
-        if self.max_len is not None and self.length + new > self.max_len:
-            raise ValueError(f"KV cache full: {self.length} + {new} positions exceed max_len={self.max_len}; "
-                             "build the cache with a larger max_len")
-
-    def _write(self, store: torch.Tensor | None, new: torch.Tensor, dim: int) -> torch.Tensor:
-        """Put ``new`` at positions ``length..length+T`` of ``store`` (allocating or growing it)."""
-        if self.max_len is None:
-            if store is None:
-                return new
-            return torch.cat((store.narrow(dim, 0, self.length), new), dim=dim)
-        if store is None:
-            shape = list(new.shape)
-            shape[dim] = self.max_len
-            store = new.new_empty(shape)  # only written positions are ever read; zeroing would touch it all
-        store.narrow(dim, self.length, new.shape[dim]).copy_(new)
-        return store
-
-    def extend_mask(self, new_mask: torch.Tensor) -> torch.Tensor:
-        """Record the mask ``[B, T]`` of the new tokens; return the mask ``[B, length + T]`` of all keys."""
-        self._check(new_mask.shape[1])
-        self.mask = self._write(self.mask, new_mask.bool(), dim=1)
-        return self.mask[:, : self.length + new_mask.shape[1]]
-
-    def update(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store the new ``[B, H, T, D]`` keys/values of ``layer``; return all its keys and values so far."""
-        self._check(keys.shape[2])
-        end = self.length + keys.shape[2]
-        self.keys[layer] = self._write(self.keys[layer], keys, dim=2)
-        self.values[layer] = self._write(self.values[layer], values, dim=2)
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
-
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep only batch ``rows`` (a long index), e.g. to stop computing finished sequences."""
-        def pick(store: torch.Tensor | None, dim: int) -> torch.Tensor | None:
-            if store is None:
-                return None
-            filled = store.narrow(dim, 0, self.length).index_select(0, rows)
-            if self.max_len is None:
-                return filled
-            # Copy only the filled positions into a fresh store of full capacity for later writes.
-            shape = list(filled.shape)
-            shape[dim] = self.max_len
-            out = filled.new_empty(shape)
-            out.narrow(dim, 0, self.length).copy_(filled)
-            return out
-
-        self.keys = [pick(k, 2) for k in self.keys]
-        self.values = [pick(v, 2) for v in self.values]
-        self.mask = pick(self.mask, 1)
-
-    def advance(self, n: int) -> None:
-        """Mark ``n`` more positions as filled (after every layer has been updated)."""
-        self.length += n
-
-    def reset(self) -> None:
-        """Forget every cached position."""
-        self.__init__(self.n_layers, self.max_len)
 
 
 # ---- logits processors: pure functions on [B, V] float logits ----------------------------------------

@@ -1,7 +1,10 @@
 """LoRA: low-rank adapters on a model's linear layers (Hu et al., 2021), merged back for saving.
 
-``apply_lora(model, targets=("wq", "wv"), r=8, alpha=16)`` swaps each ``nn.Linear`` whose name ends
-with a target for a :class:`LoRALinear` and freezes every other parameter; only the adapters train.
+``apply_lora(model, targets=("q_proj", "v_proj"), r=8, alpha=16)`` swaps each ``nn.Linear`` whose name
+ends with a target for a :class:`LoRALinear` and freezes every other parameter; only the adapters train.
+Attention projections are named ``q_proj``, ``k_proj``, ``v_proj`` (or a fused ``qkv_proj``) and
+``out_proj`` (:mod:`mie.models.attention`); the earlier names of configs written before the one attention
+module (``wq``/``wk``/``wv``/``wo`` of the causal LM, ``q``/``k``/``v``/``out`` of BERT) keep working.
 ``merge_lora(model)`` folds each adapter into its base weight (``W + B @ A * alpha / r``) and puts
 plain ``nn.Linear`` layers back, so a saved model has the original architecture and parameter names.
 """
@@ -14,6 +17,7 @@ import torch
 from torch import nn
 
 from mie.errors import ConfigError
+from mie.models.attention import LEGACY_NAMES
 
 
 class LoRALinear(nn.Module):
@@ -54,11 +58,20 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
-def apply_lora(model: nn.Module, targets: tuple[str, ...] = ("wq", "wv"), r: int = 8, alpha: float = 16.0,
+def resolve_targets(model: nn.Module, targets: tuple[str, ...]) -> tuple[str, ...]:
+    """``targets`` as ``model`` names its linear layers: an earlier projection name (:data:`LEGACY_NAMES`,
+    e.g. ``wq``) that names none of them becomes today's (``q_proj``); every other name is kept."""
+    linear = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    return tuple(LEGACY_NAMES.get(t, t) if t not in linear else t for t in targets)
+
+
+def apply_lora(model: nn.Module, targets: tuple[str, ...] = ("q_proj", "v_proj"), r: int = 8, alpha: float = 16.0,
                dropout: float = 0.0) -> list[str]:
-    """Put adapters on every ``nn.Linear`` named ``*.<target>``; freeze the rest. Returns the adapted names."""
+    """Put adapters on every ``nn.Linear`` named ``*.<target>`` (earlier names mapped by
+    :func:`resolve_targets`); freeze the rest. Returns the adapted names."""
+    wanted = resolve_targets(model, tuple(targets))
     names = [name for name, module in model.named_modules()
-             if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in targets]
+             if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in wanted]
     if not names:
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
         raise ConfigError(f"no linear layer is named {', '.join(targets)}", where="lora.targets",
@@ -101,6 +114,20 @@ def average_adapters(model: nn.Module, snapshots: list[dict[str, tuple[torch.Ten
             module.r = module.lora_a.shape[0]
 
 
+def rename_legacy_adapters(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An adapter state dict saved before the one attention module (``layers.0.attn.wq.lora_a``) under
+    today's names (``layers.0.attn.q_proj.lora_a``): the layer name before ``lora_a``, ``lora_b`` or
+    ``base`` is mapped by :data:`LEGACY_NAMES`. (A model's ``load_state_dict`` renames by itself.)"""
+    renamed = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        for i in range(1, len(parts)):
+            if parts[i] in ("lora_a", "lora_b", "base") and parts[i - 1] in LEGACY_NAMES:
+                parts[i - 1] = LEGACY_NAMES[parts[i - 1]]
+        renamed[".".join(parts)] = value
+    return renamed
+
+
 def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """The adapters' parameters by name (what a LoRA run trains)."""
     return {name: p for name, p in model.named_parameters() if name.endswith(("lora_a", "lora_b"))}
@@ -108,7 +135,7 @@ def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
 
 @torch.no_grad()
 def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """``model.state_dict()`` with every adapter folded in and the plain layer names (``...wq.weight``);
+    """``model.state_dict()`` with every adapter folded in and the plain layer names (``...q_proj.weight``);
     the model is left as it is. Without adapters, the state dict itself (what checkpoints save)."""
     state = model.state_dict()
     adapters = {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}

@@ -21,8 +21,8 @@ from mie.tokenization.pre_tokenizers import RegexPreTokenizer
 PRE_TOKENIZERS = {"gpt2": "gpt2", "smollm": "smollm", "starcoder": "smollm"}
 CONTROL_TOKEN, USER_DEFINED_TOKEN = 3, 4  # tokenizer.ggml.token_type values of special tokens
 _LAYER_NAMES = {  # GGUF blk.{i}.<name>.weight -> layers.{i}.<name>.weight
-    "attn_norm": "attn_norm", "attn_q": "attn.wq", "attn_k": "attn.wk", "attn_v": "attn.wv",
-    "attn_output": "attn.wo", "ffn_norm": "mlp_norm", "ffn_gate": "mlp.w1", "ffn_up": "mlp.w3", "ffn_down": "mlp.w2",
+    "attn_norm": "attn_norm", "attn_q": "attn.q_proj", "attn_k": "attn.k_proj", "attn_v": "attn.v_proj",
+    "attn_output": "attn.out_proj", "ffn_norm": "mlp_norm", "ffn_gate": "mlp.w1", "ffn_up": "mlp.w3", "ffn_down": "mlp.w2",
 }
 
 
