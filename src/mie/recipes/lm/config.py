@@ -58,7 +58,7 @@ class LoRAConfig:
     r: int = 0
     alpha: float = 16.0
     dropout: float = 0.0
-    targets: list[str] = field(default_factory=lambda: ["wq", "wv"])  # linear layers by their last name
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])  # linear layers by their last name
 
 
 @dataclass
