@@ -1,17 +1,25 @@
-"""EncoderDecoderTransformer and its decoding: cached = uncached logits, padding invariance, shared and
-tied embeddings, beam 1 = greedy, beam search beats greedy where greedy is myopic, length penalty."""
+"""EncoderDecoderTransformer and its decoding: cached = uncached logits, a reordered cache = the full pass
+of the reordered rows, padding invariance, shared and tied embeddings, checkpoints of the pre-port model
+(its own attention code) load strictly with the same logits, beam 1 = greedy, beam search beats greedy
+where greedy is myopic, length penalty."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from mie.models.seq2seq import EncoderDecoderTransformer, Seq2SeqConfig
 from mie.models.seq2seq_decoding import beam_search, greedy_decode, length_penalty, sequence_log_prob
 
 BOS, EOS, PAD = 2, 3, 0
+# Written by the model before the one attention stack (issue 27: its decoder called SDPA itself and kept
+# one cache per layer): a 1+1-layer model (dim 8, 2 heads, mlp_ratio 2, separate embeddings, an output
+# matrix) under "model.*", its inputs under "input.*" and its logits under "expected.logits".
+PRE_PORT = Path(__file__).parent / "fixtures" / "seq2seq_pre_port.safetensors"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,6 +51,43 @@ def test_cached_decoding_equals_one_full_pass() -> None:
     cache = model.start_cache(memory, mask)  # a prefix of several tokens at once, then single steps
     chunked = torch.cat([model.decode_step(tgt[:, :4], cache), model.decode_step(tgt[:, 4:], cache)], dim=1)
     torch.testing.assert_close(chunked, full, atol=1e-5, rtol=1e-5)
+
+
+def test_reordered_cache_equals_the_full_pass_of_the_reordered_rows() -> None:
+    model = _model()
+    src, tgt = _src(), torch.randint(4, 40, (4, 5))
+    tgt[:, 0] = BOS
+    memory, mask = model.encode(src)
+    cache = model.start_cache(memory, mask)
+    model.decode_step(tgt[:3, :2], cache)
+    prefix, sources = tgt[:3, :2], torch.arange(3)
+    for t, rows in enumerate(([2, 0, 0, 1], [0, 2, 1, 3], [3, 1, 2, 2]), start=2):
+        rows = torch.tensor(rows)  # new sources, then the same sources (beams swap), then new ones again
+        kept = cache.cross
+        cache.reorder(rows)
+        assert (cache.cross is kept) == torch.equal(sources[rows], sources)  # re-gathered only when needed
+        sources = sources[rows]
+        assert cache.sources.tolist() == sources.tolist() and cache.cross[0][0].shape[0] == 4
+        prefix = torch.cat([prefix[rows], tgt[:, t:t + 1]], dim=1)  # the rows' prefixes now all differ
+        step = model.decode_step(prefix[:, t:], cache)
+        torch.testing.assert_close(step[:, -1], model(src[sources], prefix)[:, -1], atol=1e-5, rtol=1e-5)
+
+
+def test_a_checkpoint_of_the_pre_port_model_loads_strictly_with_the_same_logits() -> None:
+    saved = load_file(PRE_PORT)
+    state = {key[len("model."):]: value for key, value in saved.items() if key.startswith("model.")}
+    config = Seq2SeqConfig(src_vocab_size=12, tgt_vocab_size=12, dim=8, heads=2, encoder_layers=1, decoder_layers=1,
+                           mlp_ratio=2.0, dropout=0.0, max_len=8, share_embeddings=False, tie_output=False)
+    model = EncoderDecoderTransformer(config).eval()
+    assert set(model.state_dict()) == set(state)  # the parameter names did not change
+    model.load_state_dict(state, strict=True)
+    src, tgt = saved["input.src"], saved["input.tgt"]
+    assert bool((src == PAD).any())  # the padding mask is part of what is compared
+    torch.testing.assert_close(model(src, tgt), saved["expected.logits"], atol=1e-6, rtol=1e-6)
+    memory, mask = model.encode(src)
+    cache = model.start_cache(memory, mask)
+    steps = torch.cat([model.decode_step(tgt[:, i:i + 1], cache) for i in range(tgt.shape[1])], dim=1)
+    torch.testing.assert_close(steps, saved["expected.logits"], atol=1e-5, rtol=1e-5)
 
 
 def test_source_padding_does_not_change_the_output() -> None:

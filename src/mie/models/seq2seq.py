@@ -9,10 +9,12 @@ Token embeddings are scaled by ``sqrt(dim)`` and added to fixed sinusoidal posit
 ``share_embeddings`` source and target use one table (one joint vocabulary), and with
 ``tie_output`` the logits are ``h @ tgt_embed.weight.T`` (no output matrix).
 
-For decoding, :meth:`EncoderDecoderTransformer.start_cache` projects the encoder output to every
-layer's cross-attention keys/values once; :meth:`~EncoderDecoderTransformer.decode_step` then feeds
-only the new target tokens and appends their self-attention keys/values to the cache, so decoding
-``T`` tokens one by one gives the logits of one full pass (``mie.models.seq2seq_decoding`` searches).
+Every attention is the one :class:`~mie.models.attention.MultiHeadAttention` (masks: bool, True = may
+attend). For decoding, :meth:`EncoderDecoderTransformer.start_cache` projects the encoder output to every
+layer's cross-attention keys/values once (``project_kv``); :meth:`~EncoderDecoderTransformer.decode_step`
+then feeds only the new target tokens and appends their self-attention keys/values to the one
+:class:`~mie.models.kv_cache.KVCache`, so decoding ``T`` tokens one by one gives the logits of one full
+pass (``mie.models.seq2seq_decoding`` searches).
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mie.config import POSITIVE, Rule, one_of
-from mie.models.attention import KVCache, MultiHeadAttention
+from mie.models.attention import key_mask
 from mie.models.blocks import TransformerBlock, build_norm, init_transformer_
 from mie.models.budget import check_model_size
+from mie.models.kv_cache import KVCache
 from mie.models.positional import SinusoidalPositionalEmbedding
 
 
@@ -66,36 +69,40 @@ class Seq2SeqConfig:
 
 
 class Seq2SeqCache:
-    """What decoding keeps between steps: per decoder layer a self-attention ``KVCache`` and the
-    cross-attention keys/values ``[B, H, S, hd]`` of the encoder output, plus the source mask."""
+    """What decoding keeps between steps: the self-attention keys/values of every decoder layer in one
+    :class:`~mie.models.kv_cache.KVCache`, and per layer the cross-attention keys/values ``[B, H, S, hd]``
+    of the encoder output with the source's attention mask ``[B, 1, 1, S]`` (True = a real token).
+
+    The cross keys/values of the sources given are kept as computed; ``cross`` holds them for the
+    current rows, which :meth:`reorder` re-gathers only when a row's source changes: a beam search
+    starts from one row per source, reorders once onto ``K`` beams each, and its later reorders move
+    beams between beams of the same source, so they copy self-attention keys only.
+    """
 
     def __init__(self, cross: list[tuple[torch.Tensor, torch.Tensor]], src_mask: torch.Tensor) -> None:
-        self.cross = cross
-        self.src_mask = src_mask  # (B, S) bool, True = a real source token
-        self.self_attn = [KVCache() for _ in cross]
+        self._source_cross, self._source_mask = cross, key_mask(src_mask)
+        self.cross, self.memory_mask = cross, self._source_mask  # of the current rows
+        self.sources: torch.Tensor | None = None  # the source of every row; None: row i is source i
+        self.self_attn = KVCache(len(cross))
 
     def __len__(self) -> int:
         """Number of target positions decoded so far."""
-        return len(self.self_attn[0]) if self.self_attn else 0
+        return len(self.self_attn)
 
     def reorder(self, rows: torch.Tensor) -> None:
         """Keep (and duplicate) batch ``rows``, e.g. the parents of a beam search's new beams."""
-        self.cross = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.cross]
-        self.src_mask = self.src_mask.index_select(0, rows)
-        for cache in self.self_attn:
-            if cache.keys is not None and cache.values is not None:
-                cache.keys, cache.values = cache.keys.index_select(0, rows), cache.values.index_select(0, rows)
-
-
-def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    B, L, D = x.shape
-    return x.view(B, L, heads, D // heads).transpose(1, 2)  # (B, H, L, hd)
+        sources = rows if self.sources is None else self.sources.index_select(0, rows)
+        if self.sources is None or not torch.equal(sources, self.sources):
+            self.cross = [(k.index_select(0, sources), v.index_select(0, sources)) for k, v in self._source_cross]
+            self.memory_mask = self._source_mask.index_select(0, sources)
+        self.sources = sources
+        self.self_attn.reorder(rows)
 
 
 class DecoderBlock(TransformerBlock):
     """A pre-norm decoder block: causal self-attention, cross-attention to the memory, MLP.
 
-    Its cross-attention reads keys/values projected once per source (:meth:`memory_keys_values`),
+    Its cross-attention reads keys/values projected once per source (``cross_attn.project_kv(memory)``),
     so a decoding step costs only the new tokens' projections.
     """
 
@@ -103,26 +110,13 @@ class DecoderBlock(TransformerBlock):
         super().__init__(config.dim, config.heads, mlp_ratio=config.mlp_ratio, dropout=config.dropout,
                          norm=config.norm, cross_attention=True, activation=config.activation)
 
-    def memory_keys_values(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cross-attention keys and values ``[B, H, S, hd]`` of the encoder output ``[B, S, dim]``."""
-        attn: MultiHeadAttention = self.cross_attn  # type: ignore[assignment]
-        k, v = attn.kv_proj(memory).split(attn.dim, dim=-1)
-        return _split_heads(k, attn.num_heads), _split_heads(v, attn.num_heads)
-
-    def _cross(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        attn: MultiHeadAttention = self.cross_attn  # type: ignore[assignment]
-        q = _split_heads(attn.q_proj(x), attn.num_heads)  # (B, H, T, hd)
-        dropout_p = attn.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :], dropout_p=dropout_p)
-        return attn.resid_dropout(attn.out_proj(out.transpose(1, 2).reshape(x.shape)))
-
     def forward(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor],  # type: ignore[override]
-                src_mask: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
-        """Transform the target states ``x`` ``[B, T, dim]``; with ``kv_cache``, ``x`` holds only new tokens."""
-        causal = kv_cache is None or x.shape[1] > 1
-        x = x + self.attn(self.norm_attn(x), is_causal=causal, kv_cache=kv_cache)
-        x = x + self._cross(self.norm_cross(x), *memory_kv, src_mask)  # type: ignore[misc]
-        return x + self.ff(self.norm_ff(x))
+                memory_mask: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        """Transform the target states ``x`` ``[B, T, dim]`` given the memory's keys/values and its mask
+        (``key_mask(src_mask)``); with ``kv_cache``, ``x`` holds only new tokens, stored as layer ``layer``."""
+        causal = kv_cache is None or x.shape[1] > 1  # one new token may see every cached one: no mask
+        return super().forward(x, is_causal=causal, context_mask=memory_mask, kv_cache=kv_cache, layer=layer,
+                               context_kv=memory_kv)
 
 
 class EncoderDecoderTransformer(nn.Module):
@@ -164,8 +158,9 @@ class EncoderDecoderTransformer(nn.Module):
         (True = a real token, False = padding)."""
         src_mask = src != self.config.pad_id
         x = self._embed(self.src_embed, src)
+        mask = key_mask(src_mask)
         for block in self.encoder:
-            x = block(x, key_padding_mask=~src_mask)
+            x = block(x, mask=mask)
         return self.encoder_norm(x), src_mask
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -176,8 +171,9 @@ class EncoderDecoderTransformer(nn.Module):
     def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, T, vocab]`` of the target prefix ``tgt_in`` ``[B, T]`` given the encoder output."""
         x = self._embed(self.tgt_embed, tgt_in)
+        mask = key_mask(src_mask)
         for block in self.decoder:
-            x = block(x, block.memory_keys_values(memory), src_mask)
+            x = block(x, block.cross_attn.project_kv(memory), mask)
         return self._logits(x)
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
@@ -187,12 +183,13 @@ class EncoderDecoderTransformer(nn.Module):
 
     def start_cache(self, memory: torch.Tensor, src_mask: torch.Tensor) -> Seq2SeqCache:
         """A decoding cache for these sources: every layer's cross-attention keys/values, computed once."""
-        return Seq2SeqCache([block.memory_keys_values(memory) for block in self.decoder], src_mask)
+        return Seq2SeqCache([block.cross_attn.project_kv(memory) for block in self.decoder], src_mask)
 
     def decode_step(self, tgt_new: torch.Tensor, cache: Seq2SeqCache) -> torch.Tensor:
         """Logits ``[B, T, vocab]`` of the new target tokens ``[B, T]`` after those already in ``cache``
         (which is extended in place)."""
         x = self._embed(self.tgt_embed, tgt_new, offset=len(cache))
-        for block, memory_kv, kv_cache in zip(self.decoder, cache.cross, cache.self_attn):
-            x = block(x, memory_kv, cache.src_mask, kv_cache)
+        for layer, (block, memory_kv) in enumerate(zip(self.decoder, cache.cross)):
+            x = block(x, memory_kv, cache.memory_mask, cache.self_attn, layer)
+        cache.self_attn.advance(tgt_new.shape[1])
         return self._logits(x)

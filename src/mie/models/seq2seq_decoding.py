@@ -4,7 +4,8 @@
 >>> hyps[0]  # the best target ids of source 0, without bos and eos
 
 ``model`` is any module with ``encode(src) -> (memory, src_mask)``, ``start_cache(memory, src_mask)``
-(a cache with ``reorder(rows)``) and ``decode_step(new_ids, cache) -> logits [B, T, vocab]``, as
+(a cache with ``reorder(rows)``: beam search starts one row per source and reorders it onto its ``K``
+beams, then onto each step's parents) and ``decode_step(new_ids, cache) -> logits [B, T, vocab]``, as
 ``EncoderDecoderTransformer`` has. A hypothesis's score is its summed token log-probability
 (the eos included) divided by the GNMT length penalty ``((5 + length) / 6) ** alpha``, ``length``
 counting the eos.
@@ -105,8 +106,8 @@ def beam_search(model: Any, src: torch.Tensor, bos_id: int, eos_id: int, beam: i
     B, K = src.shape[0], beam
     check_beam(getattr(model, "config", None), B, src.shape[1], beam, max_len)
     memory, src_mask = model.encode(src)
-    rows = torch.arange(B, device=src.device).repeat_interleave(K)  # (B*K,) source of every beam row
-    cache = model.start_cache(memory.index_select(0, rows), src_mask.index_select(0, rows))
+    cache = model.start_cache(memory, src_mask)  # cross keys/values once per source, not per beam
+    cache.reorder(torch.arange(B, device=src.device).repeat_interleave(K))  # (B*K,) rows: K beams per source
     scores = torch.full((B, K), float("-inf"), device=src.device)
     scores[:, 0] = 0.0  # the first step extends one beam per source, not K copies of it
     prefixes: list[list[int]] = [[] for _ in range(B * K)]
