@@ -101,7 +101,8 @@ def test_gqa_equals_explicit_repeat_of_kv_heads(sdpa_gqa, monkeypatch):
     torch.testing.assert_close(gqa(ids), mha(ids), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"n_kv_heads": 1}, {"positions": "learned", "norm": "layernorm"}])
+@pytest.mark.parametrize("overrides", [{}, {"n_kv_heads": 1}, {"positions": "learned", "norm": "layernorm"},
+                                       {"positions": "alibi", "n_kv_heads": 2}])
 def test_cached_logits_equal_uncached(overrides):
     model = tiny(**overrides).eval()
     ids = torch.randint(0, 64, (2, 12))
@@ -112,8 +113,9 @@ def test_cached_logits_equal_uncached(overrides):
         assert len(cache) == 12
 
 
-def test_left_padding_gives_the_unpadded_logits():
-    model = tiny().eval()
+@pytest.mark.parametrize("positions", ["rope", "alibi"])
+def test_left_padding_gives_the_unpadded_logits(positions):
+    model = tiny(positions=positions).eval()
     ids = torch.randint(1, 64, (1, 6))
     padded = torch.cat((torch.zeros(1, 3, dtype=torch.long), ids), 1)
     mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1, 1]])
@@ -153,7 +155,8 @@ def test_learned_positions_refuse_positions_past_max_seq_len():
 
 
 @pytest.mark.parametrize("overrides", [{}, {"positions": "learned", "norm": "layernorm", "mlp": "gelu"},
-                                       {"tie_embeddings": False, "bias": True, "dropout": 0.1}])
+                                       {"tie_embeddings": False, "bias": True, "dropout": 0.1},
+                                       {"positions": "alibi"}])
 def test_variants_train_one_step(overrides):
     model = tiny(**overrides)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -233,3 +236,18 @@ def test_a_bf16_copy_keeps_float32_rope_angles():
     for ours, theirs in zip(low.rope.cos_sin(torch.arange(500)[None]), fp32):
         assert torch.equal(ours, theirs)
     assert low.layers[1].attn.rope is low.rope  # one table for every layer
+
+
+def test_alibi_has_no_position_parameters_and_biases_by_distance():
+    model = tiny(positions="alibi").eval()
+    assert model.rope is None and model.pos_embeddings is None
+    assert model.num_parameters() == tiny().num_parameters()  # RoPE and ALiBi add no parameters
+    alibi = model.layers[0].attn.alibi
+    assert alibi is model.layers[1].attn.alibi and alibi.slopes.tolist() == [2 ** -2, 2 ** -4, 2 ** -6, 2 ** -8]
+    # Same weights, no bias: the scores differ, so the logits do (ALiBi is really applied).
+    plain = tiny(positions="alibi").eval()
+    for layer in plain.layers:
+        layer.attn.alibi = None
+    ids = torch.randint(0, 64, (1, 8))
+    assert not torch.allclose(model(ids)[:, 1:], plain(ids)[:, 1:])
+    torch.testing.assert_close(model(ids)[:, 0], plain(ids)[:, 0])  # one key: nothing to bias

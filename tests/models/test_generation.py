@@ -139,7 +139,8 @@ def test_greedy_equals_argmax_of_a_full_forward():
     assert new == ids[len(prompt):]
 
 
-@pytest.mark.parametrize("overrides", [{}, {"positions": "learned", "norm": "layernorm", "mlp": "gelu"}])
+@pytest.mark.parametrize("overrides", [{}, {"positions": "learned", "norm": "layernorm", "mlp": "gelu"},
+                                       {"positions": "alibi", "n_kv_heads": 2}])
 def test_batched_left_padded_generation_equals_one_by_one(overrides):
     model = tiny(**overrides)
     prompts = [[1, 2, 3, 4, 5, 6, 7], [9], [20, 21, 22]]
