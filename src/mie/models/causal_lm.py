@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mie.config import POSITIVE, Rule, one_of
-from mie.models.attention import MultiHeadAttention
+from mie.models.attention import MultiHeadAttention, causal_mask, key_mask
 from mie.models.blocks import build_norm
 from mie.models.budget import check_model_size
 from mie.models.kv_cache import KVCache
@@ -134,9 +134,8 @@ class DecoderLayer(nn.Module):
                 mask: torch.Tensor | None, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         """Transform ``x`` ``[B, T, dim]``; ``mask`` bool ``[B, 1, T, S]`` (True = may attend) or None for
         plain causal; ``rope_angles`` the model's ``rope.cos_sin(positions)``."""
-        attended = self.attn(self.attn_norm(x), mask=mask, is_causal=mask is None, kv_cache=cache, layer=layer,
-                             rope_angles=rope_angles)
-        x = x + attended
+        x = x + self.attn(self.attn_norm(x), mask=mask, is_causal=mask is None, kv_cache=cache, layer=layer,
+                          rope_angles=rope_angles)
         return x + self.resid_dropout(self.mlp(self.mlp_norm(x)))
 
 
@@ -186,7 +185,8 @@ class CausalLM(nn.Module):
     def _masks(
         self, ids: torch.Tensor, cache: KVCache | None, attention_mask: torch.Tensor | None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The SDPA mask ``[B, 1, T, S]`` (None = plain causal) and the key mask ``[B, S]`` over all keys."""
+        """The attention mask ``[B, 1, T, S]`` (True = may attend, :mod:`mie.models.attention`'s convention;
+        None = plain causal) and the key mask ``[B, S]`` over all keys."""
         B, T = ids.shape
         past = len(cache) if cache is not None else 0
         if attention_mask is not None:
@@ -206,10 +206,10 @@ class CausalLM(nn.Module):
             mask = keys.clone()
             mask[:, -1] = True
             return mask[:, None, None, :], keys  # (B, 1, 1, S)
-        causal = torch.ones(T, S, dtype=torch.bool, device=ids.device).tril(diagonal=S - T)  # query i at slot S-T+i
-        itself = torch.eye(T, S, dtype=torch.bool, device=ids.device).roll(S - T, dims=1)
-        # A padded query sees no real key; letting it see itself keeps SDPA finite (its output is unused).
-        mask = (keys[:, None, None, :] & causal) | itself  # (B, 1, T, S)
+        itself = torch.eye(T, S, dtype=torch.bool, device=ids.device).roll(S - T, dims=1)  # query i at slot S-T+i
+        # A padded query sees no real key; letting it see itself keeps its output that of before the one
+        # attention module (which would give it zeros; either way the output is unused).
+        mask = (key_mask(keys) & causal_mask(T, S, ids.device)) | itself  # (B, 1, T, S)
         return mask, keys
 
     def forward(
