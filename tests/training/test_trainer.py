@@ -227,7 +227,7 @@ def test_bf16_on_cpu_and_fp16_fallback(toys, tmp_path):
     assert fp16.autocast_dtype == torch.bfloat16 and fp16.scaler is None
     fp32 = toys.trainer(toys.Model(), toys.config(tmp_path), toys.loader(), callbacks=[])
     assert fp32.autocast_dtype is None
-    with pytest.raises(ValueError, match="precision='fp8'"):
+    with pytest.raises(ValueError, match="^precision: 'fp8' is unknown — choose one of auto, fp32"):
         toys.trainer(toys.Model(), toys.config(tmp_path, precision="fp8"), toys.loader(), callbacks=[])
 
 

@@ -44,6 +44,7 @@ from mie.training.callbacks import Callback, CallbackList, MetricsLogger
 from mie.training.checkpoint_callback import ModelCheckpoint
 from mie.training.checkpointing import TrainerStateMixin
 from mie.training.config import StageConfig, TrainerConfig
+from mie.training.device import autocast, resolve_device, resolve_precision, to_device
 from mie.training.distributed import (
     get_world_size,
     guard_collectives,
@@ -52,14 +53,7 @@ from mie.training.distributed import (
     wrap_ddp,
 )
 from mie.training.interrupt import GracefulInterrupt
-from mie.training.loop_utils import (
-    batch_size_of,
-    move_to_device,
-    resolve_device,
-    resolve_precision,
-    safe_len,
-    to_float,
-)
+from mie.training.loop_utils import batch_size_of, safe_len, to_float
 from mie.training.optim import create_adamw
 from mie.training.progress import ProgressBar
 from mie.training.rng import set_seed
@@ -192,9 +186,7 @@ class BaseTrainer(TrainerStateMixin):
         return max(1, planned)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+        return autocast(self.device, self.autocast_dtype)
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Continue from a state written by :meth:`save_checkpoint` (see :meth:`read_checkpoint`)."""
@@ -294,7 +286,7 @@ class BaseTrainer(TrainerStateMixin):
         for index, batch in enumerate(self.train_loader):
             if index < skip or batch is None:
                 continue  # mid-epoch resume: these batches were trained on before the checkpoint
-            batch = move_to_device(batch, self.device)
+            batch = to_device(batch, self.device)  # non_blocking on CUDA: no host wait
             closes = (index + 1) % accum == 0 or (n_batches is not None and index + 1 == n_batches)
             logged = (self.global_step + 1) % max(1, self.config.log_every) == 0
             self.task.logging_step = logged
