@@ -99,7 +99,7 @@ def test_wrong_type_message_names_key_and_value(data, key, shown):
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({"precision": "fp8"}, "precision: got 'fp8'; must be one of fp32 | bf16 | fp16"),
+        ({"precision": "fp8"}, "precision: got 'fp8'; must be one of auto | fp32 | bf16 | fp16"),
         ({"best_mode": "up"}, "best_mode: got 'up'; must be one of max | min"),
         ({"model": {"vision_pool": "max"}}, "model.vision_pool: got 'max'; must be one of cls | mean"),
         ({"model": {"norm": "batch"}}, "model.norm: got 'batch'; must be one of layernorm | rmsnorm"),

@@ -94,7 +94,7 @@ class TrainerConfig:
         "threads": NON_NEGATIVE,
         "ddp_timeout_s": POSITIVE,
         "grad_accum_steps": POSITIVE,
-        "precision": one_of("fp32", "bf16", "fp16"),
+        "precision": one_of("auto", "fp32", "bf16", "fp16"),
         "device": (lambda v: _DEVICE.fullmatch(v) is not None, "auto | cpu | cuda | cuda:N | mps"),
         "log_every": POSITIVE,
         "eval_every_epochs": POSITIVE,
@@ -110,7 +110,7 @@ class TrainerConfig:
     max_steps: int = 0  # 0 = no limit; with stages, a cap on the steps of all stages together
     max_minutes: float = 0.0  # 0 = no wall-clock budget; else the schedule is sized to fit it
     grad_accum_steps: int = 1
-    precision: str = "fp32"  # fp32 | bf16 | fp16
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | fp32 | bf16 | fp16
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     threads: int = 0  # torch's CPU threads; 0 = torch's default (one per core); 1 on a shared CPU; --threads wins
     tensorboard: bool = False  # also write TensorBoard event files to <output_dir>/tensorboard
