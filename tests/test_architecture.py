@@ -16,8 +16,13 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 LIBRARY = ("mie.models", "mie.losses", "mie.data", "mie.tokenization", "mie.training", "mie.evaluation",
            "mie.safety", "mie.optimization", "mie.io", "mie.config", "mie.pretrained", "mie.errors",
-           "mie.safe_yaml", "mie.text_input")
-APPLICATION = ("mie.recipes", "mie.cli", "mie.serve")
+           "mie.safe_yaml", "mie.text_input", "mie.lazy")
+APPLICATION = ("mie.recipes", "mie.cli", "mie.serve", "mie.api", "mie.tools", "mie.__main__")
+ROOT = "mie"  # the top package: version and lazy names only
+CLI = ("mie.cli",)
+# Only the command line itself (and ``python -m mie``) imports it: the web app, the recipes and the Python API
+# reach the library directly, so none of them needs argparse's world or breaks when a flag changes.
+CLI_IMPORTERS = ("mie.cli", "mie.__main__")
 MAX_LINES = 400  # the project rule: every source file has fewer lines than this
 
 
@@ -160,6 +165,17 @@ def layering_violations(graph: Mapping[str, Iterable[str]]) -> list[str]:
             for target in sorted(graph[module]) if within(target, APPLICATION)]
 
 
+def cli_violations(graph: Mapping[str, Iterable[str]]) -> list[str]:
+    """``module -> mie.cli...`` for every import of the command line from outside it (``mie serve`` included)."""
+    return [f"{module} -> {target}" for module in sorted(graph) if not within(module, CLI_IMPORTERS)
+            for target in sorted(graph[module]) if within(target, CLI)]
+
+
+def unlayered(modules: Iterable[str]) -> list[str]:
+    """The modules that are neither library nor application (a new package must be given its layer)."""
+    return sorted(m for m in modules if m != ROOT and not within(m, LIBRARY + APPLICATION))
+
+
 def long_files(paths: Iterable[Path], limit: int = MAX_LINES) -> list[str]:
     """``path: N lines`` for every file with ``limit`` lines or more."""
     counts = ((path, len(path.read_text(encoding="utf-8").splitlines())) for path in paths)
@@ -185,6 +201,17 @@ def test_discovery_sees_the_packages(project) -> None:
 def test_library_never_imports_the_application(project) -> None:
     graph = import_graph(*project, type_checking=True)  # a type-only import is still a dependency
     assert layering_violations(graph) == []
+
+
+def test_every_module_has_a_layer(project) -> None:
+    sources, _ = project
+    assert unlayered(sources) == []
+
+
+def test_only_the_command_line_imports_the_cli(project) -> None:
+    graph = import_graph(*project, type_checking=True)
+    assert {"mie.serve.app", "mie.serve.state", "mie.serve.chat"} <= set(graph)  # the web app is checked
+    assert cli_violations(graph) == []
 
 
 def test_no_import_cycles(project) -> None:
@@ -231,6 +258,19 @@ def test_layering_checker_fires_on_a_function_level_import() -> None:
     graph = _graph({"mie.data.x": "def main():\n    from mie.cli import run\n", "mie.cli": "",
                     "mie.cli.y": "import mie.data.x", "mie.recipes": "", "mie.io": "import mie.recipes"})
     assert layering_violations(graph) == ["mie.data.x -> mie.cli", "mie.io -> mie.recipes"]
+
+
+def test_cli_checker_fires_on_the_web_app_importing_the_cli_in_a_function() -> None:
+    graph = _graph({"mie.cli": "from mie.serve import app", "mie.cli.generate": "import mie.pretrained",
+                    "mie.__main__": "from mie.cli import main", "mie.pretrained": "", "mie.serve": "",
+                    "mie.serve.app": "def load():\n    from mie.cli.generate import load_model\n",
+                    "mie.recipes": "import mie.cli"}, packages={"mie.cli", "mie.serve", "mie.recipes"})
+    assert cli_violations(graph) == ["mie.recipes -> mie.cli", "mie.serve.app -> mie.cli.generate"]
+
+
+def test_every_module_needs_a_layer() -> None:
+    assert unlayered(["mie", "mie.models.x", "mie.serve.app", "mie.newthing", "mie.newthing.y"]) == [
+        "mie.newthing", "mie.newthing.y"]
 
 
 def test_long_file_checker_names_the_offender(tmp_path: Path) -> None:

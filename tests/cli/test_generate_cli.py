@@ -21,7 +21,7 @@ def tiny(monkeypatch):
                                 lowercase=True)
     model = CausalLM(CausalLMConfig(vocab_size=tokenizer.vocab_size, dim=32, n_layers=2, n_heads=4, n_kv_heads=2,
                                     max_seq_len=64)).eval()
-    monkeypatch.setattr(generate_cli, "load_model", lambda name: (model, tokenizer))
+    monkeypatch.setattr(generate_cli, "load_language_model", lambda name: (model, tokenizer))
     return model, tokenizer
 
 
@@ -59,9 +59,30 @@ def test_chat_needs_a_template(tiny, capsys):
     assert "--chat: this model has no chat template — drop --chat" in capsys.readouterr().err
 
 
+def test_chat_wraps_the_prompt_in_the_template_and_stops_at_the_end_of_turn(monkeypatch, capsys):
+    from tests.pretrained.test_gguf_conversion import chat_tokenizer
+
+    from mie.pretrained.chat import ChatFormat
+
+    torch.manual_seed(0)
+    tokenizer = chat_tokenizer()  # SmolLM2's chat template on a byte-level vocabulary
+    model = CausalLM(CausalLMConfig(vocab_size=tokenizer.vocab_size, dim=32, n_layers=1, n_heads=2,
+                                    max_seq_len=256)).eval()
+    monkeypatch.setattr(generate_cli, "load_language_model", lambda name: (model, tokenizer))
+    assert main(["generate", "--model", "x", "--prompt", "Hi?", "--chat", "--system", "Be brief.",
+                 "--max-new-tokens", "8", "--temperature", "0"]) == 0
+    chat = ChatFormat(tokenizer, system="Be brief.")
+    assert tokenizer.decode(chat.prompt_ids("Hi?"), skip_special_tokens=False).startswith(
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi?<|im_end|>\n<|im_start|>assistant\n")
+    expected = generate(model, [chat.prompt_ids("Hi?")], max_new_tokens=8, stop_ids=chat.stop_ids())[0]
+    assert capsys.readouterr().out == tokenizer.decode(expected) + "\n"
+
+
 def test_unknown_model_name(capsys):
     assert main(["generate", "--model", "no-such-model", "--prompt", "hi"]) == 1
-    assert "mie generate: error: --model: unknown model 'no-such-model' — use one of " in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == (
+        "mie generate: error: --model: unknown model 'no-such-model' (no pretrained model and no folder has this "
+        "name) — use one of smollm2-135m-instruct or the folder of a finished lm run")
 
 
 @pytest.mark.parametrize("value, message", [
@@ -88,7 +109,7 @@ def test_every_seed_flag_uses_the_shared_type():
 
 
 def test_max_new_tokens_past_any_context_is_refused_before_loading(monkeypatch, capsys):
-    monkeypatch.setattr(generate_cli, "load_model", lambda name: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(generate_cli, "load_language_model", lambda name: pytest.fail("the model was loaded"))
     assert main(["generate", "--model", "x", "--prompt", "hi", "--max-new-tokens", "1000000000"]) == 1
     assert capsys.readouterr().err.strip() == (
         "mie generate: error: --max-new-tokens: 1,000,000,000 is more than any model's context (1,048,576 tokens) "

@@ -94,7 +94,7 @@ def test_lora_without_init_and_unknown_init_are_refused(base_run, tmp_path, caps
     assert "lora.r: adapters fine-tune a trained model, but init is empty" in capsys.readouterr().err
     assert main([*argv, "--set", "init=no-such-model"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "init: 'no-such-model' is neither a folder nor a pretrained model" in err[0]
+    assert len(err) == 1 and "init: unknown model 'no-such-model' (no pretrained model and no folder has this name)" in err[0]
 
 
 def test_merged_state_dict_computes_what_the_adapted_model_computes():

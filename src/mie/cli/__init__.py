@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from mie import __version__
-from mie.errors import ConfigError, DataError, LimitError, MieError, storage_error
+from mie.errors import ConfigError, error_line  # error_line lives in mie.errors; importable from here too
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 logger = logging.getLogger("mie")
@@ -177,34 +177,6 @@ def _chosen_command(argv: Sequence[str]) -> str | None:
         elif not token.startswith("-"):
             return token if token in COMMANDS else None
     return None
-
-
-def error_line(exc: BaseException) -> str:
-    """One line for an error: a :class:`~mie.errors.MieError` as written, a disk error with its fix.
-
-    Python errors that bad input causes deep inside a parser get our wording rather than Python's:
-    nesting too deep for the interpreter (``[[[[...`` in a JSON file) and text holding lone surrogates
-    that cannot be written. Anything else is a bug in ``mie`` rather than in the user's input; it
-    still gets one line, which says so and how to see the traceback.
-    """
-    if isinstance(exc, OSError) and not isinstance(exc, MieError) and exc.errno is not None:
-        exc = storage_error(exc)
-    if isinstance(exc, RecursionError):
-        return str(LimitError("nested too deeply to read (deeper than Python's recursion limit)", where="input",
-                              fix="flatten the JSON or YAML given to mie (a real file nests a few levels)"))
-    if isinstance(exc, UnicodeEncodeError):
-        chars = exc.object[exc.start:exc.end]
-        bad = chars.encode("ascii", "backslashreplace").decode("ascii")[:40]
-        if all("\ud800" <= c <= "\udfff" for c in chars):  # JSON can spell one: "\ud800"
-            what = f"holds {bad}, a lone surrogate: not a Unicode character, so it cannot be written"
-        else:
-            what = f"holds {bad}, which the {exc.encoding} encoding cannot write"
-        return str(DataError(what, where="text", fix="remove it from the input (or write the input as UTF-8)"))
-    if isinstance(exc, (MieError, ValueError, FloatingPointError, OSError)):
-        return " ".join(str(exc).split()) or type(exc).__name__
-    detail = " ".join(str(exc).split())[:200]
-    return (f"unexpected {type(exc).__name__}{': ' + detail if detail else ''} — this is a bug in mie; "
-            "rerun with -v for the traceback and report it")
 
 
 def check_arguments(argv: Sequence[str]) -> None:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-from typing import Any
 
 from mie.cli.args import check_seed, seed
 from mie.errors import ConfigError
 from mie.models.budget import BOUNDS
+from mie.pretrained.loading import load_language_model
 from mie.tokenization.streaming import TokenPrinter
 
 
@@ -31,20 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=1.0, help="1 = off")
     parser.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off")
     parser.add_argument("--seed", type=seed, default=None, help="seed of the sampler (0 to 2**63-1)")
-
-
-def load_model(name: str) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` for a pretrained name or an ``lm`` run directory."""
-    if Path(name).is_dir():
-        from mie.recipes.lm.run import load_lm_run  # an lm run: its config, tokenizer and best weights
-
-        return load_lm_run(Path(name))
-    from mie.pretrained import MODELS, load_causal_lm
-
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}", where="--model",
-                          fix=f"use one of {', '.join(sorted(MODELS))} or an lm run directory")
-    return load_causal_lm(name)
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -66,21 +51,18 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from mie.models.generation import check_generation, generate
+    from mie.pretrained.chat import ChatFormat
 
     _check(args)
-    model, tokenizer = load_model(args.model)
-    stop_ids = [i for i in (getattr(tokenizer, "eos_id", None),) if i is not None]
+    model, tokenizer = load_language_model(args.model)
     if args.chat:
-        if not hasattr(tokenizer, "apply_chat_template"):
+        chat = ChatFormat(tokenizer, system=args.system)
+        if not chat.templated:
             raise ConfigError("this model has no chat template", where="--chat", fix="drop --chat")
-        messages = ([{"role": "system", "content": args.system}] if args.system else [])
-        messages.append({"role": "user", "content": args.prompt})
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-        ids = tokenizer.encode(text) if isinstance(text, str) else list(text)
-        end = tokenizer.token_to_id("<|im_end|>") if hasattr(tokenizer, "token_to_id") else None
-        stop_ids += [end] if end is not None else []
+        ids, stop_ids = chat.prompt_ids(args.prompt), chat.stop_ids()
     else:
         ids = tokenizer.encode(args.prompt)
+        stop_ids = [i for i in (getattr(tokenizer, "eos_id", None),) if i is not None]
     if not ids:
         raise ConfigError("the prompt encodes to no tokens", where="--prompt", fix="give some text")
     # Before any cache is allocated: prompt and new tokens must fit the model's context, the cache the memory.

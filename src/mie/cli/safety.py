@@ -104,19 +104,13 @@ def _methods(spec: str) -> list[str]:
     return resolve_methods(spec)
 
 
-def load_lm(name: str) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` of a pretrained name or an lm run directory."""
-    from mie.cli.generate import load_model
-
-    return load_model(name)
-
-
 def build_evaluator(args: argparse.Namespace) -> Any:
     """The evaluator the arguments name."""
+    from mie.pretrained.loading import load_language_model
     from mie.safety.evaluator import SafetyEvaluator
 
     methods = _methods(args.methods)
-    judge = load_lm(args.judge_model) if "judge" in methods else None
+    judge = load_language_model(args.judge_model, where="--judge-model") if "judge" in methods else None
     return SafetyEvaluator.create(methods, judge_lm=judge)
 
 
@@ -177,7 +171,9 @@ def run_redteam(args: argparse.Namespace) -> int:
     if args.target == "echo":
         target: Any = echo_target
     else:
-        model, tokenizer = load_lm(args.target)
+        from mie.pretrained.loading import load_language_model
+
+        model, tokenizer = load_language_model(args.target, where="--target")
         target = ChatTarget(model, tokenizer, max_new_tokens=args.max_new_tokens)
     evaluator = build_evaluator(args)
     attempts = run_redteam(probes, target, evaluator)

@@ -1,6 +1,8 @@
 """mie.pretrained: real pretrained models (files of installed packages) in our own models and tokenizers.
 
 ``load_causal_lm("smollm2-135m-instruct") -> (CausalLM, ChatTokenizer)``;
+``load_language_model(name_or_lm_run_folder) -> (CausalLM, tokenizer)`` (the one loader every command uses);
+``ChatFormat(tokenizer, system).prompt_ids(text)`` and ``.stop_ids()`` (the one chat prompt);
 ``load_sentence_encoder("all-minilm-l6-v2") -> SentenceEncoder`` (``.encode(texts) -> [N, 384]``);
 ``make pretrained`` installs the files. Names are imported lazily (PEP 562) so ``import mie.pretrained`` needs
 neither gguf nor the models.
@@ -17,6 +19,9 @@ _EXPORTS = {
     "MODELS": "mie.pretrained.registry",
     "GGUFFile": "mie.pretrained.gguf_reader",
     "ChatTokenizer": "mie.pretrained.chat",
+    "ChatFormat": "mie.pretrained.chat",
+    "load_language_model": "mie.pretrained.loading",
+    "load_lm_run": "mie.pretrained.loading",
     "load_sentence_encoder": "mie.pretrained.sentence",
     "SentenceEncoder": "mie.pretrained.sentence",
 }

@@ -1,4 +1,5 @@
-"""A pretrained model's tokenizer with its chat template: ChatML (``<|im_start|>role\\n...<|im_end|>\\n``).
+"""A pretrained model's tokenizer with its chat template: ChatML (``<|im_start|>role\\n...<|im_end|>\\n``),
+and :class:`ChatFormat`, the one place a conversation becomes prompt ids and stop ids.
 
 The template ships as Jinja text in the model's metadata. We run no template engine: the text is checked
 to be the ChatML template family (SmolLM2, Qwen, ...) and its logic is implemented here, including the
@@ -72,3 +73,51 @@ class ChatTokenizer(BPETokenizer):
             parts.append(f"{IM_START}assistant\n")
         text = "".join(parts)
         return self.encode(text) if tokenize else text
+
+
+PLAIN_ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+
+class ChatFormat:
+    """How a conversation becomes the token ids a causal LM continues, and which ids end its turn.
+
+    With a chat template (a :class:`ChatTokenizer`): the template's next assistant turn, stopped at
+    ``<|im_end|>`` (and EOS). Without one: plain ``User: ...`` / ``Assistant: ...`` lines after a BOS
+    token, ending with ``Assistant:``, stopped at EOS. ``mie generate --chat``, ``mie serve``'s chat box and
+    :class:`~mie.safety.targets.ChatTarget` all build their prompts here::
+
+        chat = ChatFormat(tokenizer, system="Be brief.")
+        generate(model, [chat.prompt_ids("Hi")], 64, stop_ids=chat.stop_ids())
+    """
+
+    def __init__(self, tokenizer: Any, system: str | None = None) -> None:
+        self.tokenizer, self.system = tokenizer, system
+        self.templated = hasattr(tokenizer, "apply_chat_template")  # the tokenizer carries a chat template
+
+    def messages(self, prompt: str) -> list[dict[str, str]]:
+        """The one-turn conversation a prompt becomes: the system message (if any), then the user's."""
+        return ([{"role": "system", "content": self.system}] if self.system else []) + \
+            [{"role": "user", "content": prompt}]
+
+    def conversation_ids(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        """The ids the model continues after ``messages`` (``{"role", "content"}`` dicts) to give the next
+        assistant turn."""
+        if self.templated:
+            text = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True)
+            return self.tokenizer.encode(text) if isinstance(text, str) else list(text)
+        lines = "".join(f"{PLAIN_ROLES.get(m['role'], m['role'].title())}: {m['content']}\n" for m in messages)
+        return [self.tokenizer.bos_id, *self.tokenizer.encode(lines + "Assistant:")]
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The ids the model continues to answer ``prompt`` (:meth:`messages`, then :meth:`conversation_ids`)."""
+        return self.conversation_ids(self.messages(prompt))
+
+    def stop_ids(self) -> list[int]:
+        """The ids that end an assistant turn: end of turn first (``<|im_end|>`` with a template), then end
+        of text, each once."""
+        stops = []
+        if self.templated:
+            ids = self.tokenizer.encode(IM_END)
+            stops += ids if len(ids) == 1 else []  # a tokenizer that splits it has no end-of-turn token
+        eos = getattr(self.tokenizer, "eos_id", None)
+        return [*stops, eos] if eos is not None and eos not in stops else stops

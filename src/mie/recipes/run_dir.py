@@ -15,19 +15,24 @@ from typing import Any
 import yaml
 
 from mie.config import ConfigError, config_to_dict
-from mie.errors import CheckpointError
-from mie.io import load_weights
 from mie.io.atomic import atomic_write_text
 from mie.io.ownership import RUN_MARKER, claim_run_folder, create_folder, write_marker
+from mie.io.run_files import (  # noqa: F401 - the layout lives in the library; re-exported for the recipes
+    CHAT_TEMPLATE_FILE,
+    CHECKPOINT_CHOICES,
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    checkpoint_to_evaluate,
+    load_run_weights,
+    run_config_path,
+)
 from mie.io.store import CheckpointStore, remove_temporaries
 from mie.training.distributed import barrier, cleanup, init_distributed, is_distributed, is_main_process
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
-TOKENIZER_FILE = "tokenizer.json"
 # Every name a recipe writes at the top of its run folder (what a run from before the marker may hold).
-RUN_ENTRIES = frozenset({RUN_MARKER, CONFIG_FILE, TOKENIZER_FILE, "chat_template.jinja", "metrics.jsonl",
+RUN_ENTRIES = frozenset({RUN_MARKER, CONFIG_FILE, TOKENIZER_FILE, CHAT_TEMPLATE_FILE, "metrics.jsonl",
                          "checkpoints", "report.md", "results.json", "plots", "samples.txt", "tensorboard",
                          "token_cache", "reranker", "cache", "done.json"})
 _OLD_TEMPORARY = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")  # how mie named temporaries before the marker
@@ -55,58 +60,6 @@ def save_run_config(config: Any, run_dir: Path) -> Path:
     data = {"recipe": data.pop("recipe"), **data} if "recipe" in data else data
     path = run_dir / CONFIG_FILE
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-CHECKPOINT_CHOICES = ("best", "last")
-
-
-def checkpoint_to_evaluate(run_dir: Path, which: str = "best") -> Path:
-    """The weights a finished run is scored with: ``checkpoints/best.safetensors`` (``last`` when the
-    run kept no best), or ``last.safetensors`` itself when ``which="last"``.
-
-    A run with a checkpoint manifest resolves the files through it (checksums verified), so a kill
-    while the friendly names were being refreshed cannot pair weights and sidecar of two saves.
-    """
-    if which not in CHECKPOINT_CHOICES:
-        raise ConfigError(f"unknown checkpoint {which!r}", where="--checkpoint",
-                          fix=f"choose one of {', '.join(CHECKPOINT_CHOICES)}")
-    names = ("best", "last") if which == "best" else ("last",)
-    checkpoints = run_dir / "checkpoints"
-    store = CheckpointStore(checkpoints)
-    if store.manifest() is not None:
-        for name in names:
-            path = store.resolve(f"{name}.safetensors")
-            if path is not None:
-                store.resolve(f"{name}.json")
-                return path
-    for name in names:
-        path = checkpoints / f"{name}.safetensors"
-        if path.is_file():
-            return path
-    wanted = " or ".join(f"checkpoints/{n}.safetensors" for n in names)
-    raise CheckpointError(f"no {wanted}", where=run_dir,
-                          fix="pass the directory of a finished `mie train` run")
-
-
-def load_run_weights(model: Any, run_dir: Path, which: str = "best") -> Path:
-    """Load the run's ``best`` (or ``last``) weights into ``model`` (built from the run's config.yaml);
-    returns the weights file. Another architecture is a one-line :class:`CheckpointError`."""
-    weights = checkpoint_to_evaluate(run_dir, which)
-    state, _ = load_weights(weights)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"does not fit the model of {run_dir / CONFIG_FILE} ({' '.join(str(exc).split())[:300]})",
-                              where=weights, fix="keep the checkpoints and config.yaml of one run together") from None
-    return weights
-
-
-def run_config_path(run_dir: Path) -> Path:
-    """``run_dir/config.yaml``, or a one-line error when ``run_dir`` is not a run directory."""
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; pass the run directory written by `mie train`")
     return path
 
 

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 from mie.models.generation import generate
+from mie.pretrained.chat import ChatFormat
 
 Target = Callable[[str], str]
-PLAIN_ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 
 
 def echo_target(prompt: str) -> str:
@@ -30,41 +30,32 @@ def echo_target(prompt: str) -> str:
 
 
 class ChatTarget:
-    """A causal LM answering prompts as a chat assistant (greedy unless ``temperature`` > 0)."""
+    """A causal LM answering prompts as a chat assistant (greedy unless ``temperature`` > 0); its prompts
+    and stop ids are :class:`~mie.pretrained.chat.ChatFormat`'s."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, max_new_tokens: int = 64, batch_size: int = 8,
                  system: str | None = None, temperature: float = 0.0, seed: int = 0) -> None:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.system, self.temperature, self.seed = system, temperature, seed
-        self.chat = hasattr(tokenizer, "apply_chat_template")
+        self.format = ChatFormat(tokenizer, system)
+        self.chat = self.format.templated
 
     def conversation_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        """The token ids the model continues after ``messages`` (``{"role", "content"}`` dicts): the chat
-        template's next assistant turn, or, for a tokenizer without one, plain ``User: ...`` /
-        ``Assistant: ...`` lines after a BOS token, ending with ``Assistant:``."""
-        if self.chat:
-            return self.tokenizer.encode(self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True))
-        lines = "".join(f"{PLAIN_ROLES.get(m['role'], m['role'].title())}: {m['content']}\n" for m in messages)
-        return [self.tokenizer.bos_id, *self.tokenizer.encode(lines + "Assistant:")]
+        """The token ids the model continues after ``messages`` (:meth:`ChatFormat.conversation_ids`)."""
+        return self.format.conversation_ids(messages)
 
     def messages(self, prompt: str) -> list[dict[str, str]]:
         """The one-turn conversation a prompt becomes (after the system message, if any)."""
-        return ([{"role": "system", "content": self.system}] if self.system else []) + \
-            [{"role": "user", "content": prompt}]
+        return self.format.messages(prompt)
 
     def prompt_ids(self, prompt: str) -> list[int]:
-        """The token ids the model continues to answer ``prompt`` (see :meth:`conversation_ids`)."""
-        return self.conversation_ids(self.messages(prompt))
+        """The token ids the model continues to answer ``prompt``."""
+        return self.format.prompt_ids(prompt)
 
     def stop_ids(self) -> list[int]:
-        """End of turn (``<|im_end|>`` for ChatML) and end of text."""
-        stops = {self.tokenizer.eos_id}
-        if self.chat:
-            ids = self.tokenizer.encode("<|im_end|>")
-            if len(ids) == 1:
-                stops.add(ids[0])
-        return [s for s in stops if s is not None]
+        """End of turn (``<|im_end|>`` for ChatML) first, then end of text."""
+        return self.format.stop_ids()
 
     @torch.no_grad()
     def complete_batch(self, conversations: Sequence[Sequence[dict[str, str]]], max_new_tokens: int | None = None,

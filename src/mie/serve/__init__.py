@@ -1,7 +1,8 @@
 """``mie serve``: a local web app over a finished run (or the pretrained SmolLM2 chat model).
 
 The app is part of the application layer, beside ``mie.cli`` and ``mie.recipes``: it loads runs through
-``mie.api`` and the recipes, and the library never imports it. Modules:
+``mie.api``, ``mie.pretrained`` and the recipes, imports nothing from ``mie.cli``, and the library never
+imports it. Modules:
 
 * :mod:`mie.serve.state` — what is served and its background loading (503 until ready);
 * :mod:`mie.serve.search` — the cached image and caption embeddings of a run's test split;

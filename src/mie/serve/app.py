@@ -34,6 +34,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from mie.errors import error_line
 from mie.serve.errors import ApiError, ClientGone
 from mie.serve.guard import RequestGuard, SecurityHeaders
 from mie.serve.state import ServeState
@@ -102,8 +103,6 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
-    from mie.cli import error_line
-
     # Starlette re-raises the exception after this response, so the server's log gets its traceback once.
     line = _state(request).public(error_line(exc))
     log.error("mie serve: %s %s failed: %s", request.method, request.url.path, line)

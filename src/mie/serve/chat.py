@@ -40,6 +40,7 @@ import torch
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import StreamingResponse
 
+from mie.errors import error_line
 from mie.models.generation import generate
 from mie.safety.filter import split_sentences
 from mie.safety.targets import ChatTarget
@@ -243,8 +244,6 @@ class ChatTurn:
             raise
 
     def _work(self, make_events: Callable[[StopSignal], Iterator[tuple[str, dict]]]) -> None:
-        from mie.cli import error_line
-
         try:
             for event in make_events(self.stop):
                 self.events.put(event)

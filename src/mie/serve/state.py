@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mie.errors import ConfigError
+from mie.errors import ConfigError, error_line
 from mie.serve.errors import ApiError, public_text
 from mie.serve.search import EmbeddingIndex
 from mie.serve.uploads import DecodeGate
@@ -111,8 +111,6 @@ class ServeState:
         return self.model_ready.is_set() and self.safety_ready.is_set()
 
     def _load(self) -> None:
-        from mie.cli import error_line
-
         started = time.perf_counter()
         try:
             self.progress = f"loading {self.name}"
@@ -165,8 +163,9 @@ def _load_model(state: ServeState) -> None:
         state.progress = "embedding the test split (once; cached in the run directory)"
         state.index = load_index(state.run, cache_dir=state.cache_dir)
         return
-    from mie.cli.generate import load_model
+    from mie.pretrained.loading import load_language_model
     from mie.serve.chat import ChatModel
 
-    model, tokenizer = load_model(str(state.run_dir) if state.run_dir is not None else state.source)
+    model, tokenizer = load_language_model(state.run_dir if state.run_dir is not None else state.source,
+                                           checkpoint=state.checkpoint)
     state.chat = ChatModel(model, tokenizer)

@@ -103,12 +103,11 @@ def _base(config: CAIConfig, run_dir: Path, resume: bool, quiet: bool) -> tuple[
     """The base model and tokenizer: ``base_model``, or an lm run trained from ``pretrain`` into ``base/``."""
     import dataclasses
 
+    from mie.pretrained.loading import load_language_model, load_lm_run
     from mie.recipes.lm import train as train_lm
-    from mie.recipes.lm.init import load_initial_model
-    from mie.recipes.lm.run import load_lm_run
 
     if config.base_model:
-        model, tokenizer = load_initial_model(config.base_model)
+        model, tokenizer = load_language_model(config.base_model, where="base_model")
         return model.float().eval(), tokenizer
     folder = run_dir / "base"
     if not (folder / "results.json").is_file():

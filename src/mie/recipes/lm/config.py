@@ -105,13 +105,12 @@ def base_architecture(init: str) -> CausalLMConfig | None:
     size-checked, not built); None when it is neither (loading it later says why)."""
     if init in PRETRAINED_ARCHITECTURES:
         return PRETRAINED_ARCHITECTURES[init]
-    from mie.config import load_config
-    from mie.recipes.run_dir import CONFIG_FILE
+    from mie.io.run_files import CONFIG_FILE
+    from mie.pretrained.loading import lm_run_architecture
 
-    path = Path(init) / CONFIG_FILE
-    if not path.is_file():
+    if not (Path(init) / CONFIG_FILE).is_file():
         return None
-    return load_config(path, LMConfig).model
+    return lm_run_architecture(init)
 
 
 def check_budget(config: LMConfig, prefix: str = "") -> CausalLMConfig:

@@ -1,8 +1,8 @@
 """Where an lm run's model and tokenizer come from: trained from scratch, or a trained model fine-tuned.
 
 ``init: smollm2-135m-instruct`` (a name of ``mie.pretrained``) or ``init: runs/my_lm`` (a finished lm
-run) starts from that model; its architecture and tokenizer replace the config's ``model`` and
-``tokenizer`` sections. ``lora.r > 0`` then puts adapters on ``lora.targets`` and trains only them;
+run) starts from that model (``mie.pretrained.load_language_model`` loads it); its architecture and
+tokenizer replace the config's ``model`` and ``tokenizer`` sections. ``lora.r > 0`` then puts adapters on ``lora.targets`` and trains only them;
 checkpoints hold the merged weights (see ``mie.models.lora.merged_state_dict``), so a fine-tuned run
 loads like any other. A chat model's template is kept beside ``tokenizer.json`` for ``mie generate --chat``.
 """
@@ -15,25 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from mie.errors import ConfigError
+from mie.io.run_files import CHAT_TEMPLATE_FILE
 from mie.models.causal_lm import CausalLM
 from mie.models.lora import apply_lora
 from mie.recipes.lm.config import LMConfig
-from mie.recipes.lm.run import CHAT_TEMPLATE_FILE, load_lm_run
 from mie.training.config import StageConfig
 
 log = logging.getLogger(__name__)
-
-
-def load_initial_model(init: str) -> tuple[CausalLM, Any]:
-    """``(model, tokenizer)`` of what ``init`` names: a finished lm run's folder, else a pretrained model."""
-    if Path(init).is_dir():
-        return load_lm_run(Path(init))
-    from mie.pretrained import MODELS, load_causal_lm
-
-    if init not in MODELS:
-        raise ConfigError(f"{init!r} is neither a folder nor a pretrained model", where="init",
-                          fix=f"use one of {', '.join(sorted(MODELS))} or the folder of a finished lm run")
-    return load_causal_lm(init)
 
 
 def save_chat_template(tokenizer: Any, run_dir: Path) -> None:

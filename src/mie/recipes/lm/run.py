@@ -22,6 +22,7 @@ from mie.io.atomic import atomic_write_text
 from mie.io.cache import save_json_atomic
 from mie.models.causal_lm import CausalLM
 from mie.models.generation import generate
+from mie.pretrained.loading import load_lm_run  # the library reads a finished run (mie generate, serve)
 from mie.recipes.lm.config import LMConfig, SampleConfig
 from mie.recipes.run_dir import TOKENIZER_FILE, load_run_weights, run_config_path
 from mie.tokenization.factory import load_any_tokenizer
@@ -30,7 +31,6 @@ from mie.training.loop_utils import move_to_device
 from mie.training.tasks import LanguageModelTask, lm_metrics
 
 SPLIT = "val"
-CHAT_TEMPLATE_FILE = "chat_template.jinja"  # a fine-tuned chat model's template, beside tokenizer.json
 
 
 @dataclass
@@ -85,29 +85,11 @@ def score(model: nn.Module, text: LMText, batch_size: int, device: torch.device)
             "bytes_per_token": text.val_bytes_per_token}
 
 
-def with_chat_template(tokenizer: Any, run_dir: Path) -> Any:
-    """``tokenizer`` with the run's chat template (when the run has one), else unchanged."""
-    path = run_dir / CHAT_TEMPLATE_FILE
-    if not path.is_file():
-        return tokenizer
-    from mie.pretrained.chat import ChatTokenizer
-
-    return ChatTokenizer.wrap(tokenizer, path.read_text(encoding="utf-8"))
-
-
 def load_model(run_dir: Path, config: LMConfig, checkpoint: str, device: torch.device) -> tuple[CausalLM, Path]:
     """The run's model with its ``best`` (or ``last``) weights, in eval mode on ``device``."""
     model = CausalLM(config.model)
     weights = load_run_weights(model, run_dir, checkpoint)
     return model.to(device).eval(), weights
-
-
-def load_lm_run(run_dir: Path, checkpoint: str = "best") -> tuple[CausalLM, Any]:
-    """``(model, tokenizer)`` of a finished lm run, for ``mie generate`` and notebooks (CPU, eval mode)."""
-    config = load_config(run_config_path(run_dir), LMConfig)
-    tokenizer = with_chat_template(load_any_tokenizer(run_dir / TOKENIZER_FILE), run_dir)
-    model, _ = load_model(run_dir, config, checkpoint, torch.device("cpu"))
-    return model, tokenizer
 
 
 def _report(run_dir: Path, config: LMConfig, result: LMRunResult, text: LMText, model: nn.Module,
@@ -178,5 +160,5 @@ def print_results(result: LMRunResult, echo: Callable[[str], Any] = print) -> No
         echo(f"sample: {sample!r}")
 
 
-__all__ = ["LMRunResult", "evaluate", "evaluate_and_report", "generate_samples", "load_lm_text", "print_results",
-           "score", "token_cache_dir"]
+__all__ = ["LMRunResult", "evaluate", "evaluate_and_report", "generate_samples", "load_lm_run", "load_lm_text",
+           "print_results", "score", "token_cache_dir"]

@@ -29,13 +29,9 @@ from mie.data.lm_text import (
 from mie.errors import ConfigError
 from mie.io.atomic import atomic_write_text
 from mie.models.causal_lm import CausalLM
+from mie.pretrained.loading import load_language_model
 from mie.recipes.lm.config import LMConfig
-from mie.recipes.lm.init import (
-    load_initial_model,
-    prepare_finetune,
-    save_chat_template,
-    trainer_config,
-)
+from mie.recipes.lm.init import prepare_finetune, save_chat_template, trainer_config
 from mie.recipes.lm.run import LMRunResult, evaluate_and_report, generate_samples, load_lm_text, score
 from mie.recipes.run_dir import TOKENIZER_FILE, close_run, open_run, save_run_config
 from mie.tokenization.factory import load_any_tokenizer, train_tokenizer
@@ -43,6 +39,7 @@ from mie.tokenization.tokenizer import read_texts
 from mie.training import BaseTrainer, resolve_device
 from mie.training.callbacks import Callback, MetricsLogger
 from mie.training.checkpoint_callback import ModelCheckpoint
+from mie.training.device import pin_memory
 from mie.training.distributed import get_rank, get_world_size, main_process_first
 from mie.training.progress import ProgressBar
 from mie.training.tasks import LanguageModelTask
@@ -121,7 +118,7 @@ def train(config: LMConfig, resume: str | Path | None = None, quiet: bool = Fals
     run_dir, resume, main = open_run(config, resume, overwrite)  # under torchrun: joins the group too
     files = resolve_text_files(config.data.files, config.data.fallback_files)
     tokenizer_path = run_dir / TOKENIZER_FILE
-    base, base_tokenizer = load_initial_model(config.init) if config.init else (None, None)  # fine-tuning
+    base, base_tokenizer = load_language_model(config.init, where="init") if config.init else (None, None)  # fine-tuning
     # Rank 0 trains the tokenizer and fills the token cache; the other ranks then read both.
     with main_process_first():
         if base is not None:
@@ -152,10 +149,11 @@ def train(config: LMConfig, resume: str | Path | None = None, quiet: bool = Fals
     initial_scores = (score(model, text, data.batch_size, device)
                       if base is not None and resume is None and main else None)
     task = LanguageModelTask(model, target_bytes_per_token(text.val, token_byte_lengths(tokenizer), val_indices))
+    pinned = pin_memory(device)  # on CUDA: pinned batches, whose copies to the GPU need not wait
     loaders = functools.partial(lm_train_loader, text.train, seed=config.seed, blocks_per_epoch=data.blocks_per_epoch,
-                                rank=get_rank(), world=get_world_size())
+                                rank=get_rank(), world=get_world_size(), pin_memory=pinned)
     trainer = BaseTrainer(task, trainer_config(resolved, model), loaders,
-                          val_loader=lm_val_loader(text.val, data.batch_size, val_indices),
+                          val_loader=lm_val_loader(text.val, data.batch_size, val_indices, pin_memory=pinned),
                           callbacks=_callbacks(resolved, tokenizer, quiet, main), device=device, quiet=quiet,
                           batch_size=data.batch_size)
     logger.info("training %s parameters on %s tokens of %d files (%d train blocks of %d, %d val blocks)",
