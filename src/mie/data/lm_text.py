@@ -183,19 +183,20 @@ class RankShard(Sampler[int]):
 
 
 def lm_train_loader(dataset: LMBlockDataset, batch_size: int, seed: int, blocks_per_epoch: int = 0,
-                    rank: int = 0, world: int = 1) -> DataLoader:
+                    rank: int = 0, world: int = 1, pin_memory: bool = False) -> DataLoader:
     """Shuffled ``(x, y)`` batches: every block once per epoch, or ``blocks_per_epoch`` random ones.
 
     The order comes from the loader's generator, which the trainer reseeds each epoch, so the
     batches of an epoch depend only on the seed, the stage and the epoch (an exact resume). Under
     DDP (``world`` > 1) every rank draws the same order and takes its own share of it; ``batch_size``
-    is one rank's batch.
+    is one rank's batch. ``pin_memory`` (for a CUDA device) pins each batch so its copy need not wait.
     """
     generator = torch.Generator().manual_seed(seed)
     sampler: Sampler[int] = RandomSampler(dataset, num_samples=blocks_per_epoch or None, generator=generator)
     if world > 1:
         sampler = RankShard(sampler, rank, world)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, generator=generator)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, generator=generator,
+                      pin_memory=pin_memory)
 
 
 def lm_val_indices(dataset: LMBlockDataset, max_blocks: int = 0) -> list[int]:
@@ -206,7 +207,8 @@ def lm_val_indices(dataset: LMBlockDataset, max_blocks: int = 0) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, n - 1, max_blocks)})
 
 
-def lm_val_loader(dataset: LMBlockDataset, batch_size: int, indices: Sequence[int] | None = None) -> DataLoader:
-    """Validation batches in stream order (all blocks, or those at ``indices``)."""
+def lm_val_loader(dataset: LMBlockDataset, batch_size: int, indices: Sequence[int] | None = None,
+                  pin_memory: bool = False) -> DataLoader:
+    """Validation batches in stream order (all blocks, or those at ``indices``; pinned if ``pin_memory``)."""
     data = dataset if indices is None else Subset(dataset, list(indices))
-    return DataLoader(data, batch_size=batch_size, shuffle=False)
+    return DataLoader(data, batch_size=batch_size, shuffle=False, pin_memory=pin_memory)

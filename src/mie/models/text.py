@@ -10,15 +10,17 @@ from mie.models.positional import LearnedPositionalEmbedding
 from mie.models.trunk import Transformer, rename_legacy_trunk_keys
 
 
-def eot_positions(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
-    """Index of the first ``eos_id`` in each row of ``ids`` ``[B, L]``; raises if a row has none.
+def eot_positions(ids: torch.Tensor, eos_id: int, check: bool = True) -> torch.Tensor:
+    """Index of the first ``eos_id`` in each row of ``ids`` ``[B, L]``; raises if a row has none (always on
+    the CPU; elsewhere when ``check``, since that reads a value back from the device).
 
     Ids are arbitrary integers, so "argmax of the ids" (CLIP's shortcut, valid only when EOS has the
     largest id) is not used.
     """
     is_eos = ids == eos_id
     has_eos = is_eos.any(dim=1)
-    if not bool(has_eos.all()):
+    # Reading the check back is a host sync on an accelerator: only on the CPU, or when asked (evaluation).
+    if (check or ids.device.type == "cpu") and not bool(has_eos.all()):
         rows = torch.nonzero(~has_eos).flatten().tolist()
         raise ValueError(
             f"rows {rows[:10]} of the token ids have no end-of-text id {eos_id}; the text encoder pools "
@@ -90,8 +92,11 @@ class TextEncoder(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Text features ``[B, width]`` taken at each row's first ``eos_id``."""
         self._check_ids(ids)
-        positions = eot_positions(ids, self.eos_id)
+        positions = eot_positions(ids, self.eos_id, check=not self.training)
         # Attention is causal, so tokens after the last end-of-text in the batch cannot change any
-        # pooled feature: drop those padding columns (captions are often half the context length).
-        tokens = self.forward_tokens(ids[:, : int(positions.max()) + 1])
+        # pooled feature: drop those padding columns (captions are often half the context length). The
+        # cut is a host sync, so an accelerator's training steps keep the full context instead.
+        if ids.device.type == "cpu" or not self.training:
+            ids = ids[:, : int(positions.max()) + 1]
+        tokens = self.forward_tokens(ids)
         return tokens[torch.arange(ids.shape[0], device=ids.device), positions]

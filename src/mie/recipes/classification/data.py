@@ -150,8 +150,9 @@ def _collate(items: list[tuple[torch.Tensor, torch.Tensor]], mean: torch.Tensor,
 
 
 def build_loader(split: LabelledImages, mean: list[float], std: list[float], batch_size: int, *, train: bool,
-                 data: ClassificationDataConfig, seed: int = 0) -> DataLoader:
-    """Batches ``{"images", "labels"}`` of ``split``: shuffled and augmented (reseeded per epoch) if ``train``."""
+                 data: ClassificationDataConfig, seed: int = 0, pin_memory: bool = False) -> DataLoader:
+    """Batches ``{"images", "labels"}`` of ``split``: shuffled and augmented (reseeded per epoch) if ``train``;
+    pinned if ``pin_memory`` (for a CUDA device: the copy to it then need not wait)."""
     generator = torch.Generator().manual_seed(seed)
     collate = functools.partial(_collate, mean=torch.tensor(mean).view(1, -1, 1, 1),
                                 std=torch.tensor(std).view(1, -1, 1, 1),
@@ -159,4 +160,4 @@ def build_loader(split: LabelledImages, mean: list[float], std: list[float], bat
                                 generator=generator if train else None)
     pairs = list(zip(split.images, split.labels))
     return DataLoader(pairs, batch_size=batch_size, shuffle=train, drop_last=train,
-                      generator=generator if train else None, collate_fn=collate)
+                      generator=generator if train else None, collate_fn=collate, pin_memory=pin_memory)

@@ -19,6 +19,7 @@ from mie.recipes.classification.data import build_loader, channel_stats, load_sp
 from mie.recipes.classification.run import ClassificationRunResult, evaluate_and_report
 from mie.recipes.run_dir import close_run, open_run, save_run_config
 from mie.training import BaseTrainer, resolve_device
+from mie.training.device import pin_memory
 from mie.training.tasks.classification import ClassificationTask
 
 logger = logging.getLogger(__name__)
@@ -56,10 +57,11 @@ def train(config: ClassificationRecipeConfig, resume: str | Path | None = None, 
     torch.manual_seed(config.seed)
     model = ViTClassifier(resolved.model)
     task = build_task(resolved, model)
+    pinned = pin_memory(device)  # on CUDA: pinned batches, whose copies to the GPU need not wait
     loaders = functools.partial(build_loader, train_set, resolved.data.mean, resolved.data.std, train=True,
-                                data=resolved.data, seed=config.seed)
+                                data=resolved.data, seed=config.seed, pin_memory=pinned)
     val_loader = build_loader(val_set, resolved.data.mean, resolved.data.std, data.eval_batch_size, train=False,
-                              data=resolved.data)
+                              data=resolved.data, pin_memory=pinned)
     trainer = BaseTrainer(task, resolved, loaders, val_loader=val_loader, device=device, quiet=quiet,
                           batch_size=data.batch_size)
     parameters = sum(p.numel() for p in model.parameters())

@@ -32,6 +32,7 @@ from mie.recipes.clip.evaluate import EVAL_BATCH_SIZE, EvalSet
 from mie.tokenization.base import BaseTokenizer
 from mie.training import BaseTrainer
 from mie.training.config import OptimizerConfig, ScheduleConfig, TrainerConfig
+from mie.training.device import pin_memory
 from mie.training.progress import ProgressBar
 from mie.training.tasks.itm import ITMTask, image_features, text_features
 
@@ -52,7 +53,7 @@ def _loader(config: ClipConfig, dataset: Dataset, tokenizer: BaseTokenizer, batc
     collate = functools.partial(collate_image_text, tokenizer=tokenizer, context_length=config.model.context_length,
                                 generator=generator)
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator,
-                      collate_fn=collate)
+                      collate_fn=collate, pin_memory=pin_memory(config.device))
 
 
 def train_reranker(run_dir: Path, config: ClipConfig, model: nn.Module, tokenizer: BaseTokenizer,

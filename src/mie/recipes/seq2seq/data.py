@@ -73,17 +73,20 @@ def make_dataset(pairs: Pairs, tokenizer: Any, data: TranslationDataConfig) -> T
     return TranslationDataset(pairs, tokenizer, min_length=1, max_length=data.max_length, max_ratio=data.max_ratio)
 
 
-def train_loader(dataset: TranslationDataset, batch_size: int, seed: int, pad_id: int, max_tokens: int = 0
-                 ) -> DataLoader:
+def train_loader(dataset: TranslationDataset, batch_size: int, seed: int, pad_id: int, max_tokens: int = 0,
+                 pin_memory: bool = False) -> DataLoader:
     """Batches of similar-length pairs in a seeded order (the trainer sets the epoch): ``batch_size``
-    pairs each, or fewer where a batch would exceed ``max_tokens`` padded tokens (0 = no such limit)."""
+    pairs each, or fewer where a batch would exceed ``max_tokens`` padded tokens (0 = no such limit).
+    ``pin_memory`` (for a CUDA device) pins each batch so its copy to the device need not wait."""
     sampler = BucketBatchSampler(dataset.lengths, batch_size, seed=seed, bucket_size_multiplier=50,
                                  max_tokens=max_tokens)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=functools.partial(collate_translation, pad_id=pad_id))
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=functools.partial(collate_translation, pad_id=pad_id),
+                      pin_memory=pin_memory)
 
 
-def val_loader(dataset: TranslationDataset, batch_size: int, pad_id: int) -> DataLoader:
-    """Validation batches sorted by length (little padding), always in the same order."""
+def val_loader(dataset: TranslationDataset, batch_size: int, pad_id: int, pin_memory: bool = False) -> DataLoader:
+    """Validation batches sorted by length (little padding), always in the same order (pinned if ``pin_memory``)."""
     order = sorted(range(len(dataset)), key=lambda i: dataset.lengths[i])
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    return DataLoader(dataset, batch_sampler=batches, collate_fn=functools.partial(collate_translation, pad_id=pad_id))
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=functools.partial(collate_translation, pad_id=pad_id),
+                      pin_memory=pin_memory)

@@ -35,6 +35,7 @@ from mie.tokenization.factory import load_any_tokenizer
 from mie.training import BaseTrainer, resolve_device
 from mie.training.callbacks import Callback, MetricsLogger
 from mie.training.checkpoint_callback import ModelCheckpoint
+from mie.training.device import pin_memory
 from mie.training.distributed import main_process_first
 from mie.training.progress import ProgressBar
 from mie.training.tasks.seq2seq import Seq2SeqTask
@@ -98,10 +99,11 @@ def train(config: Seq2SeqRecipeConfig, resume: str | Path | None = None, quiet: 
     torch.manual_seed(config.seed)
     model = EncoderDecoderTransformer(resolved.model)
     task = Seq2SeqTask(model, pad_id=tokenizer.pad_id, label_smoothing=config.label_smoothing)
+    pinned = pin_memory(device)  # on CUDA: pinned batches, whose copies to the GPU need not wait
     loaders = functools.partial(train_loader, train_data, seed=config.seed, pad_id=tokenizer.pad_id,
-                                max_tokens=data.max_tokens)
+                                max_tokens=data.max_tokens, pin_memory=pinned)
     trainer = BaseTrainer(task, resolved, loaders, val_loader=val_loader(valid_data, data.eval_batch_size,
-                                                                          tokenizer.pad_id),
+                                                                          tokenizer.pad_id, pin_memory=pinned),
                           callbacks=_callbacks(resolved, quiet), device=device, quiet=quiet, batch_size=data.batch_size)
     logger.info("training %s parameters on %d pairs (%d validation pairs, vocabulary %d)",
                 f"{model.num_parameters():,}", len(train_data), len(valid_data), vocab)

@@ -29,7 +29,10 @@ from mie.training.task import Task
 
 def smooth_targets(labels: torch.Tensor, num_classes: int, epsilon: float = 0.0) -> torch.Tensor:
     """Soft targets ``[B, C]``: ``(1 - epsilon) * onehot(labels) + epsilon / C`` (rows sum to 1)."""
-    onehot = F.one_hot(labels.long(), num_classes).float()
+    # scatter, not F.one_hot: one_hot reads the labels' min and max back to check them (off CUDA), a read
+    # the host-sync tests count; scatter checks its indices without one
+    labels = labels.long()[:, None]
+    onehot = torch.zeros(labels.shape[0], num_classes, device=labels.device).scatter_(1, labels, 1.0)
     return onehot * (1.0 - epsilon) + epsilon / num_classes if epsilon else onehot
 
 
@@ -102,7 +105,7 @@ class ClassificationTask(Task):
         use_cutmix = self.cutmix_alpha > 0 and (self.mixup_alpha == 0 or float(torch.rand(())) < self.switch_prob)
         alpha = self.cutmix_alpha if use_cutmix else self.mixup_alpha
         lam = float(torch.distributions.Beta(alpha, alpha).sample())
-        perm = torch.randperm(images.shape[0]).to(images.device)
+        perm = torch.randperm(images.shape[0], device=images.device)  # drawn there: no blocking copy
         if use_cutmix:
             images, targets, _ = cutmix(images, targets, cutmix_box(images.shape[-2], images.shape[-1], lam), perm)
             return images, targets

@@ -29,7 +29,8 @@ def pick_negatives(sim: torch.Tensor, positive: torch.Tensor, mode: str = "softm
     (``hardest``) or one sampled from the softmax of the scores over those columns. Returns ``[Q]``."""
     if mode not in NEGATIVES:
         raise ValueError(f"unknown negative mining {mode!r}; choose one of {', '.join(NEGATIVES)}")
-    if bool((positive.all(dim=1)).any()):
+    # Checked on the CPU only: on an accelerator reading the answer back is a host sync every step.
+    if sim.device.type == "cpu" and bool((positive.all(dim=1)).any()):
         raise ValueError("a row has no negative column: every candidate matches it (use a larger batch)")
     masked = sim.float().masked_fill(positive, float("-inf"))
     if mode == "hardest":
@@ -48,13 +49,13 @@ def image_features(encoder: nn.Module, images: torch.Tensor) -> tuple[torch.Tens
 @torch.no_grad()
 def text_features(encoder: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Text tokens ``[B, L', width]``, their padding mask (True = after end-of-text) and unit text
-    embeddings; columns after the batch's last end-of-text are dropped (``L' <= L``)."""
+    embeddings; columns after the batch's last end-of-text are dropped on the CPU (``L' <= L``)."""
     text = encoder.text
-    length = int(text.padding_mask(ids).logical_not().sum(dim=1).max())
-    ids = ids[:, :length]
+    if ids.device.type == "cpu":  # the cut reads a value back: a host sync per step on an accelerator
+        ids = ids[:, :int(text.padding_mask(ids).logical_not().sum(dim=1).max())]
     tokens, mask = text.forward_tokens(ids), text.padding_mask(ids)
     eot = mask.logical_not().sum(dim=1) - 1
-    embeds = F.normalize(encoder.text_projection(tokens[torch.arange(ids.shape[0]), eot]), dim=-1)
+    embeds = F.normalize(encoder.text_projection(tokens[torch.arange(ids.shape[0], device=ids.device), eot]), dim=-1)
     return tokens, mask, embeds
 
 
