@@ -99,19 +99,15 @@ def test_a_run_of_another_recipe_is_refused_before_anything_is_read(tmp_path):
                                  "finished lm run or a pretrained model's name")
 
 
-def test_a_bad_model_section_names_the_file_and_the_key(lm_run):
+@pytest.mark.parametrize("key, value, error, message", [
+    ("n_layers", 1_000_000, ConfigError, r"config.yaml: model.n_layers: 1,000,000 is more than 1,024"),  # sized first
+    ("dim", 32, CheckpointError, r"best.safetensors: does not fit the model of .*config.yaml"),  # other weights
+])
+def test_a_model_section_that_is_wrong_is_one_line_naming_the_file(lm_run, key, value, error, message):
     config = yaml.safe_load((lm_run / "config.yaml").read_text())
-    config["model"]["n_layers"] = 1_000_000
+    config["model"][key] = value
     (lm_run / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"config.yaml: model.n_layers: 1,000,000 is more than 1,024"):
-        load_lm_run(lm_run)
-
-
-def test_weights_of_another_architecture_are_one_checkpoint_error(lm_run):
-    config = yaml.safe_load((lm_run / "config.yaml").read_text())
-    config["model"]["dim"] = 32
-    (lm_run / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    with pytest.raises(CheckpointError, match=r"best.safetensors: does not fit the model of .*config.yaml"):
+    with pytest.raises(error, match=message):
         load_lm_run(lm_run)
 
 

@@ -175,6 +175,18 @@ def test_chat_answer_mentions_paris(loaded):
     assert "Paris" in answer
 
 
+def test_chat_format_is_the_template_tokenized_and_stops_at_im_end(loaded):
+    """``mie generate --chat``, the chat box and ChatTarget build SmolLM2's prompt as its template says."""
+    from mie.pretrained.chat import ChatFormat
+
+    _, tok = loaded
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the capital of France?"}]
+    chat = ChatFormat(tok, system="Be brief.")
+    assert chat.prompt_ids("What is the capital of France?") == tok.encode(
+        tok.apply_chat_template(messages, add_generation_prompt=True))
+    assert chat.stop_ids()[0] == tok.encode("<|im_end|>")[0] == 2 and set(chat.stop_ids()) == {2, tok.eos_id}
+
+
 def test_tokenizer_matches_transformers_when_installed(loaded):
     transformers = pytest.importorskip("transformers", reason="transformers is not installed (optional reference)")
     from tokenizers import pre_tokenizers
