@@ -13,6 +13,7 @@ from tests.device_runs import BUILDERS, FAMILIES, count_host_syncs
 
 from mie.data.lm_text import lm_train_loader
 from mie.errors import ConfigError
+from mie.models.causal_lm import CausalLM, CausalLMConfig
 from mie.recipes.classification.config import ClassificationDataConfig
 from mie.recipes.classification.data import build_loader as classification_loader
 from mie.recipes.clip.config import ClipConfig
@@ -133,3 +134,16 @@ def test_text_tower_reads_nothing_back_off_the_cpu_while_training():
     assert model.encode_text(ids).shape == (16, 16)
     with pytest.raises(RuntimeError, match="meta tensors"):
         model.eval().encode_text(ids)  # evaluation still checks every caption for its end-of-text
+
+
+def test_learned_positions_are_checked_without_a_read_back_while_training():
+    model = CausalLM(CausalLMConfig(vocab_size=64, dim=16, n_layers=1, n_heads=2, max_seq_len=8, positions="learned"))
+    with pytest.raises(ValueError, match="^position 8 exceeds max_seq_len=8; shorten the input"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+    meta = model.to("meta").train()  # as on a GPU: a read-back would raise here
+    ids, mask = torch.zeros(2, 8, dtype=torch.long, device="meta"), torch.ones(2, 8, dtype=torch.long, device="meta")
+    assert meta(ids).shape == meta(ids, attention_mask=mask).shape == (2, 8, 64)
+    with pytest.raises(ValueError, match="^position 8 exceeds"):
+        meta(torch.zeros(1, 9, dtype=torch.long, device="meta"))  # arange(T) positions: known from T alone
+    with pytest.raises(RuntimeError, match="meta tensors"):
+        meta.eval()(ids, attention_mask=mask)  # outside training the positions are still read and checked
