@@ -29,13 +29,9 @@ from mie.data.lm_text import (
 from mie.errors import ConfigError
 from mie.io.atomic import atomic_write_text
 from mie.models.causal_lm import CausalLM
+from mie.pretrained.loading import load_language_model
 from mie.recipes.lm.config import LMConfig
-from mie.recipes.lm.init import (
-    load_initial_model,
-    prepare_finetune,
-    save_chat_template,
-    trainer_config,
-)
+from mie.recipes.lm.init import prepare_finetune, save_chat_template, trainer_config
 from mie.recipes.lm.run import LMRunResult, evaluate_and_report, generate_samples, load_lm_text, score
 from mie.recipes.run_dir import TOKENIZER_FILE, close_run, open_run, save_run_config
 from mie.tokenization.factory import load_any_tokenizer, train_tokenizer
@@ -122,7 +118,7 @@ def train(config: LMConfig, resume: str | Path | None = None, quiet: bool = Fals
     run_dir, resume, main = open_run(config, resume, overwrite)  # under torchrun: joins the group too
     files = resolve_text_files(config.data.files, config.data.fallback_files)
     tokenizer_path = run_dir / TOKENIZER_FILE
-    base, base_tokenizer = load_initial_model(config.init) if config.init else (None, None)  # fine-tuning
+    base, base_tokenizer = load_language_model(config.init, where="init") if config.init else (None, None)  # fine-tuning
     # Rank 0 trains the tokenizer and fills the token cache; the other ranks then read both.
     with main_process_first():
         if base is not None:
