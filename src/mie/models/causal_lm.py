@@ -18,7 +18,8 @@ Conventions (the GGUF loader and the generation code rely on them):
   Positions default to ``cumsum(mask) - 1`` over every key seen so far, so a left-padded row gets the
   same positions, hence the same logits, as the unpadded row alone.
 * Parameter names: ``tok_embeddings``, ``pos_embeddings`` (learned positions only),
-  ``layers.{i}.attn_norm``, ``layers.{i}.attn.{q_proj,k_proj,v_proj,out_proj}``, ``layers.{i}.mlp_norm``,
+  ``layers.{i}.attn_norm``, ``layers.{i}.attn.{q_proj,k_proj,v_proj,out_proj}`` (``attn.qkv_proj`` with
+  ``fused_qkv``), ``layers.{i}.mlp_norm``,
   ``layers.{i}.mlp.{w1,w2,w3}`` (w1 gate, w3 up, w2 down; gelu has w1 up, w2 down and no w3), ``norm``,
   ``lm_head`` (only when ``tie_embeddings=False``; tied logits use ``tok_embeddings.weight``). Checkpoints
   written before the one attention module name the projections ``attn.{wq,wk,wv,wo}``; they load
@@ -72,6 +73,9 @@ class CausalLMConfig:
     max_seq_len: int = 512  # table size for learned positions; generation's cache length for rope
     tie_embeddings: bool = True  # logits use tok_embeddings.weight (no lm_head parameter)
     bias: bool = False  # biases in the attention and MLP linears
+    # One qkv_proj linear instead of q/k/v_proj (one matmul, not three; pretrained loaders and LoRA targets
+    # name the separate ones, so False stays the default; earlier separate checkpoints load into fused models)
+    fused_qkv: bool = False
     dropout: float = 0.0
 
     @property
@@ -124,7 +128,8 @@ class DecoderLayer(nn.Module):
         super().__init__()
         self.attn_norm = build_norm(config.norm, config.dim, eps=config.norm_eps)
         # The attention's own output dropout is the residual dropout of this branch.
-        self.attn = MultiHeadAttention(config.dim, config.n_heads, num_kv_heads=config.kv_heads, fused=False,
+        self.attn = MultiHeadAttention(config.dim, config.n_heads, num_kv_heads=config.kv_heads,
+                                       fused=config.fused_qkv,
                                        bias=config.bias, dropout=config.dropout, rope=rope, alibi=alibi)
         self.mlp_norm = build_norm(config.norm, config.dim, eps=config.norm_eps)
         self.mlp = MLP(config)

@@ -43,6 +43,7 @@ from mie.training.budget import check_time_budget
 from mie.training.callbacks import Callback, CallbackList, MetricsLogger
 from mie.training.checkpoint_callback import ModelCheckpoint
 from mie.training.checkpointing import TrainerStateMixin
+from mie.training.compile import compile_blocks, release_blocks
 from mie.training.config import StageConfig, TrainerConfig
 from mie.training.device import autocast, resolve_device, resolve_precision, to_device
 from mie.training.distributed import (
@@ -221,6 +222,7 @@ class BaseTrainer(TrainerStateMixin):
         self._calibration = None
         self._fit_start, self._fit_start_step = time.monotonic(), self.global_step
         self._check_limits()  # a resumed run may already be at max_steps
+        compiled = compile_blocks(self.model, self.device) if self.config.compile else []  # eager again after fit
         self.callbacks.on_train_begin(self)
         with GracefulInterrupt() as self._interrupt:  # Ctrl-C: stop at a step boundary, save, then exit
             while True:  # a resumed run already at max_steps still finishes its open epoch and its stage
@@ -233,6 +235,7 @@ class BaseTrainer(TrainerStateMixin):
         self._interrupt = None
         self._elapsed_before, self._fit_start = self.elapsed_seconds(), None
         self.callbacks.on_train_end(self, self.history)  # commits the last state, mid-epoch after Ctrl-C
+        release_blocks(compiled)
         if self.interrupted:
             raise KeyboardInterrupt(f"interrupted at step {self.global_step}; a resumable checkpoint is saved in "
                                     f"{self.config.output_dir} — continue with --resume")

@@ -29,6 +29,7 @@ class OptimizerConfig:
         "weight_decay": NON_NEGATIVE,
         "betas": (_betas, "two numbers [beta1, beta2], each in [0, 1)"),
         "eps": POSITIVE,
+        "implementation": one_of("auto", "fused", "foreach"),
     }
 
     name: str = "adamw"
@@ -37,6 +38,9 @@ class OptimizerConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-6
     grad_clip: float = 1.0
+    # AdamW kernel: fused (one pass over each tensor) or foreach; auto = fused where torch has it for every
+    # parameter's device (CPU and CUDA in recent torch), else foreach
+    implementation: str = "auto"
 
 
 @dataclass
@@ -113,6 +117,7 @@ class TrainerConfig:
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | fp32 | bf16 | fp16
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     threads: int = 0  # torch's CPU threads; 0 = torch's default (one per core); 1 on a shared CPU; --threads wins
+    compile: bool = False  # torch.compile each repeated block (mie.training.compile); pays where measured
     tensorboard: bool = False  # also write TensorBoard event files to <output_dir>/tensorboard
     ddp_timeout_s: float = 600.0  # under torchrun: a rank that fails or stalls stops the others within this
     log_every: int = 10
