@@ -7,8 +7,12 @@ A run only ever writes into a folder that is missing, empty or a run of ours (:m
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,22 +101,65 @@ def prepare_run_dir(run_dir: Path, resume: str | Path | None, overwrite: bool = 
     return resume
 
 
-def open_run(config: Any, resume: str | Path | None, overwrite: bool = False) -> tuple[Path, Path | None, bool]:
-    """Start a recipe's run: join the process group under torchrun (a no-op for one process), create
-    ``config.output_dir`` (only where it is missing, empty or ours) and decide what to resume
-    (:func:`prepare_run_dir`).
+@dataclass
+class Run:
+    """An open run directory (what :func:`run_directory` yields): its folder, the state training starts
+    from (None = fresh) and whether this process is rank 0, the one that writes."""
 
-    Returns ``(run_dir, resume, main)``, ``main`` being True on rank 0 (the one that writes).
+    dir: Path
+    resume: str | Path | None
+    main: bool
+
+    def fit(self, trainer: Any, resolved: Any = None) -> float:
+        """Train from :attr:`resume`; returns the run's training seconds. A resumed run records
+        ``resolved`` (its config) only once the resume has worked."""
+        start = time.monotonic()
+        trainer.fit(resume_from=self.resume)
+        if self.main and self.resume is not None and resolved is not None:
+            save_run_config(resolved, self.dir)
+        # A fresh run's trainer timed the whole run; a resumed one only its own part of it.
+        return trainer.elapsed_seconds() if self.resume is None else time.monotonic() - start
+
+
+@contextlib.contextmanager
+def run_directory(config: Any, resume: str | Path | None, overwrite: bool = False) -> Iterator[Run]:
+    """Open a recipe's run: join the process group under torchrun (a no-op for one process), create
+    ``config.output_dir`` (only where it is missing, empty or ours) and decide what to resume
+    (:func:`prepare_run_dir`); on leaving, close it, also when the body raised.
+
+    >>> with run_directory(config, resume, overwrite) as run:  # doctest: +SKIP
+    ...     seconds = run.fit(trainer, resolved)
+
+    A body that returns waits, under torchrun, for rank 0's evaluation before leaving the group; one
+    that raises leaves it at once (the other ranks may never reach a barrier).
     """
     init_distributed(timeout_s=config.ddp_timeout_s)
-    main = is_main_process()
-    run_dir = Path(config.output_dir)
-    start = prepare_run_dir(run_dir, resume, overwrite=overwrite, main=main, recipe=getattr(config, "recipe", None))
-    return run_dir, start, main
-
-
-def close_run() -> None:
-    """End a recipe's run: under torchrun, wait for rank 0's evaluation and leave the process group."""
+    try:
+        main = is_main_process()
+        run_dir = Path(config.output_dir)
+        start = prepare_run_dir(run_dir, resume, overwrite=overwrite, main=main,
+                                recipe=getattr(config, "recipe", None))
+        yield Run(run_dir, start, main)
+    except BaseException:
+        cleanup()
+        raise
     if is_distributed():
         barrier()
-        cleanup()
+    cleanup()
+
+
+def training_summary(trainer: Any, seconds: float, rates: dict[str, tuple[float, int | None]] | None = None,
+                     notes: bool = True, **fields: Any) -> dict[str, Any]:
+    """The ``training`` section of a report: steps, epochs, wall time, each rate of ``rates``
+    (``name: (count, digits)`` -> ``round(count / seconds, digits)``), then ``fields`` (one named
+    ``epochs`` replaces the trainer's in place) and, when the trainer left any, its notices.
+
+    >>> training_summary(trainer, 12.0, {"images_per_s": (steps * batch, 1)}, best_val_top1=0.9)  # doctest: +SKIP
+    """
+    summary: dict[str, Any] = {"steps": trainer.global_step, "epochs": trainer.epoch, "wall_time_s": round(seconds, 1)}
+    for name, (count, digits) in (rates or {}).items():
+        summary[name] = round(count / max(seconds, 1e-9), digits)
+    summary.update(fields)
+    if notes and trainer.notices:  # a shortened or stopped run says so in the report, not only on the console
+        summary["notes"] = " ".join(trainer.notices)
+    return summary

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,9 @@ from mie.recipes.clip.preflight import check_batch_sizes, check_splits_exist
 from mie.recipes.clip.run import RunResult, evaluate_and_report
 from mie.recipes.run_dir import (
     TOKENIZER_FILE,
-    close_run,
-    open_run,
+    run_directory,
     save_run_config,
+    training_summary,
 )
 from mie.tokenization.base import BaseTokenizer
 from mie.tokenization.factory import load_any_tokenizer, train_tokenizer
@@ -96,11 +95,10 @@ def _num_images(dataset: Dataset) -> int | None:
 
 
 def _training_summary(trainer: BaseTrainer, seconds: float, num_train: int | None) -> dict[str, Any]:
-    steps = trainer.global_step
     samples = sum(row["samples"] for row in _stage_rows(trainer))  # each stage at its own batch size
     epochs = round(samples / max(1, num_train), 2) if num_train else trainer.epoch
-    return {"steps": steps, "epochs": epochs, "wall_time_s": round(seconds, 1),
-            "samples_per_s": round(samples / max(seconds, 1e-9), 1), "train_images": num_train or "streamed"}
+    return training_summary(trainer, seconds, {"samples_per_s": (samples, 1)}, epochs=epochs,
+                            train_images=num_train or "streamed")
 
 
 def _stage_rows(trainer: BaseTrainer) -> list[dict[str, Any]]:
@@ -129,53 +127,47 @@ def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = Fa
     ``resume`` continues the run in ``config.output_dir`` (or a given state file); without it, a
     folder that already holds a trained run is refused unless ``overwrite``.
     """
-    run_dir, resume, main = open_run(config, resume, overwrite)  # under torchrun: joins the group too
-    check_splits_exist(config)  # a split the data lacks fails now, not after training
-    torch.manual_seed(config.seed)
-    tokenizer_path = run_dir / TOKENIZER_FILE
-    # Rank 0 generates the data (if needed) and trains the tokenizer; the other ranks then read both.
-    with main_process_first():
-        train_set = _train_dataset(config)
-        check_batch_sizes(config, train_set)  # before a tokenizer is trained or a step is taken
-        if (resume is not None or not main) and tokenizer_path.is_file():
-            tokenizer = load_any_tokenizer(tokenizer_path)
-        else:
-            tokenizer = build_tokenizer(config, all_captions(train_set))
-            tokenizer.save(tokenizer_path)
-    # The run directory owns its tokenizer (tokenizer.json); the saved config records the vocabulary size.
-    resolved = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size))
-    if main and resume is None:  # a resume records its config only once it has worked
-        save_run_config(resolved, run_dir)
+    with run_directory(config, resume, overwrite) as run:  # under torchrun: joins the group too
+        run_dir, resume, main = run.dir, run.resume, run.main
+        check_splits_exist(config)  # a split the data lacks fails now, not after training
+        torch.manual_seed(config.seed)
+        tokenizer_path = run_dir / TOKENIZER_FILE
+        # Rank 0 generates the data (if needed) and trains the tokenizer; the other ranks then read both.
+        with main_process_first():
+            train_set = _train_dataset(config)
+            check_batch_sizes(config, train_set)  # before a tokenizer is trained or a step is taken
+            if (resume is not None or not main) and tokenizer_path.is_file():
+                tokenizer = load_any_tokenizer(tokenizer_path)
+            else:
+                tokenizer = build_tokenizer(config, all_captions(train_set))
+                tokenizer.save(tokenizer_path)
+        # The run directory owns its tokenizer (tokenizer.json); the saved config records the vocabulary size.
+        resolved = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size))
+        if main and resume is None:  # a resume records its config only once it has worked
+            save_run_config(resolved, run_dir)
 
-    device = resolve_device(config.device)
-    model = build_model(resolved.model, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
-    if config.init_checkpoint and resume is None:
-        _load_weights_into(model, Path(config.init_checkpoint))
-    val_set = load_eval_set(config, config.data.val_split) if config.data.val_split else None
-    evaluator = retrieval_evaluator(val_set, tokenizer, device) if val_set is not None else None
-    task = ContrastiveTask(model, resolved.loss, evaluator=evaluator)
-    trainer = BaseTrainer(task, resolved, functools.partial(build_train_loader, resolved, train_set, tokenizer),
-                          device=device, quiet=quiet, batch_size=resolved.data.batch_size)
-    num_train = _num_images(train_set)
-    logger.info("training %s parameters on %s images", f"{num_parameters(model):,}",
-                "streamed" if num_train is None else f"{num_train:,}")
-    start = time.monotonic()
-    trainer.fit(resume_from=resume)
-    if main and resume is not None:
-        save_run_config(resolved, run_dir)
-    seconds = trainer.elapsed_seconds() if resume is None else time.monotonic() - start
-    skipped = dict(getattr(train_set, "skipped", {}) or {})
-    if skipped:
-        logger.warning("training skipped unreadable images: %s", skipped)
-    summary = _training_summary(trainer, seconds, num_train)
-    if trainer.notices:  # a shortened or stopped run says so in the report, not only on the console
-        summary["notes"] = " ".join(trainer.notices)
-    stages = _stage_rows(trainer) if len(trainer.stages) > 1 else None
-    del trainer, task, model  # evaluation reloads the best checkpoint; free the (DDP-wrapped) task first
-    # Rank 0 alone evaluates and writes the report; the others wait for it, then all leave the group.
-    result = (evaluate_and_report(run_dir, resolved, tokenizer, device, summary, stages) if main
-              else RunResult(run_dir, {}, {}))
-    close_run()
+        device = resolve_device(config.device)
+        model = build_model(resolved.model, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
+        if config.init_checkpoint and resume is None:
+            _load_weights_into(model, Path(config.init_checkpoint))
+        val_set = load_eval_set(config, config.data.val_split) if config.data.val_split else None
+        evaluator = retrieval_evaluator(val_set, tokenizer, device) if val_set is not None else None
+        task = ContrastiveTask(model, resolved.loss, evaluator=evaluator)
+        trainer = BaseTrainer(task, resolved, functools.partial(build_train_loader, resolved, train_set, tokenizer),
+                              device=device, quiet=quiet, batch_size=resolved.data.batch_size)
+        num_train = _num_images(train_set)
+        logger.info("training %s parameters on %s images", f"{num_parameters(model):,}",
+                    "streamed" if num_train is None else f"{num_train:,}")
+        seconds = run.fit(trainer, resolved)
+        skipped = dict(getattr(train_set, "skipped", {}) or {})
+        if skipped:
+            logger.warning("training skipped unreadable images: %s", skipped)
+        summary = _training_summary(trainer, seconds, num_train)
+        stages = _stage_rows(trainer) if len(trainer.stages) > 1 else None
+        del trainer, task, model  # evaluation reloads the best checkpoint; free the (DDP-wrapped) task first
+        # Rank 0 alone evaluates and writes the report; the others wait for it, then all leave the group.
+        result = (evaluate_and_report(run_dir, resolved, tokenizer, device, summary, stages) if main
+                  else RunResult(run_dir, {}, {}))
     return result
 
 

@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import logging
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from mie.pretrained.loading import load_language_model
 from mie.recipes.lm.config import LMConfig
 from mie.recipes.lm.init import prepare_finetune, save_chat_template, trainer_config
 from mie.recipes.lm.run import LMRunResult, evaluate_and_report, generate_samples, load_lm_text, score
-from mie.recipes.run_dir import TOKENIZER_FILE, close_run, open_run, save_run_config
+from mie.recipes.run_dir import TOKENIZER_FILE, run_directory, save_run_config, training_summary
 from mie.tokenization.factory import load_any_tokenizer, train_tokenizer
 from mie.tokenization.tokenizer import read_texts
 from mie.training import BaseTrainer, resolve_device
@@ -115,67 +114,60 @@ def train(config: LMConfig, resume: str | Path | None = None, quiet: bool = Fals
     ``resume`` continues the run in ``config.output_dir`` (or a given state file); without it, a
     folder that already holds a trained run is refused unless ``overwrite``.
     """
-    run_dir, resume, main = open_run(config, resume, overwrite)  # under torchrun: joins the group too
-    files = resolve_text_files(config.data.files, config.data.fallback_files)
-    tokenizer_path = run_dir / TOKENIZER_FILE
-    base, base_tokenizer = load_language_model(config.init, where="init") if config.init else (None, None)  # fine-tuning
-    # Rank 0 trains the tokenizer and fills the token cache; the other ranks then read both.
-    with main_process_first():
-        if base is not None:
-            tokenizer = base_tokenizer
-            if resume is None and main:
+    with run_directory(config, resume, overwrite) as run:  # under torchrun: joins the group too
+        run_dir, resume, main = run.dir, run.resume, run.main
+        files = resolve_text_files(config.data.files, config.data.fallback_files)
+        tokenizer_path = run_dir / TOKENIZER_FILE
+        base, base_tokenizer = load_language_model(config.init, where="init") if config.init else (None, None)  # fine-tuning
+        # Rank 0 trains the tokenizer and fills the token cache; the other ranks then read both.
+        with main_process_first():
+            if base is not None:
+                tokenizer = base_tokenizer
+                if resume is None and main:
+                    tokenizer.save(tokenizer_path)
+                    save_chat_template(tokenizer, run_dir)
+            elif (resume is not None or not main) and tokenizer_path.is_file():
+                tokenizer = load_any_tokenizer(tokenizer_path)
+            else:
+                tokenizer = build_tokenizer(config, files)
                 tokenizer.save(tokenizer_path)
-                save_chat_template(tokenizer, run_dir)
-        elif (resume is not None or not main) and tokenizer_path.is_file():
-            tokenizer = load_any_tokenizer(tokenizer_path)
-        else:
-            tokenizer = build_tokenizer(config, files)
-            tokenizer.save(tokenizer_path)
-        text = load_lm_text(config, tokenizer)
-    data = config.data
-    if data.batch_size > len(text.train):
-        raise ConfigError(f"{data.batch_size} is larger than the {len(text.train)} training blocks, so training "
-                          "would take 0 steps", where="data.batch_size",
-                          fix=f"set it to at most {len(text.train)} or lower data.block_size")
-    model_config = (dataclasses.replace(base.config) if base is not None
-                    else dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size))
-    resolved = dataclasses.replace(config, model=model_config)
-    if main and resume is None:
-        save_run_config(resolved, run_dir)
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)  # the initial weights (and adapters) depend on the seed alone
-    model = prepare_finetune(resolved, base) if base is not None else CausalLM(resolved.model)
-    val_indices = lm_val_indices(text.val, data.max_val_blocks)
-    initial_scores = (score(model, text, data.batch_size, device)
-                      if base is not None and resume is None and main else None)
-    task = LanguageModelTask(model, target_bytes_per_token(text.val, token_byte_lengths(tokenizer), val_indices))
-    pinned = pin_memory(device)  # on CUDA: pinned batches, whose copies to the GPU need not wait
-    loaders = functools.partial(lm_train_loader, text.train, seed=config.seed, blocks_per_epoch=data.blocks_per_epoch,
-                                rank=get_rank(), world=get_world_size(), pin_memory=pinned)
-    trainer = BaseTrainer(task, trainer_config(resolved, model), loaders,
-                          val_loader=lm_val_loader(text.val, data.batch_size, val_indices, pin_memory=pinned),
-                          callbacks=_callbacks(resolved, tokenizer, quiet, main), device=device, quiet=quiet,
-                          batch_size=data.batch_size)
-    logger.info("training %s parameters on %s tokens of %d files (%d train blocks of %d, %d val blocks)",
-                f"{sum(p.numel() for p in model.parameters()):,}", f"{text.n_tokens:,}", len(text.files),
-                len(text.train), data.block_size, len(text.val))
-    start = time.monotonic()
-    trainer.fit(resume_from=resume)
-    if main and resume is not None:
-        save_run_config(resolved, run_dir)
-    seconds = trainer.elapsed_seconds() if resume is None else time.monotonic() - start
-    steps = trainer.global_step
-    summary: dict[str, Any] = {"steps": steps, "epochs": trainer.epoch, "wall_time_s": round(seconds, 1),
-                               "tokens_per_s": round(steps * data.batch_size * data.block_size / max(seconds, 1e-9))}
-    if initial_scores is not None:
-        summary["initial_val_loss"] = round(initial_scores["loss"], 4)
-        summary["initial_val_perplexity"] = round(initial_scores["perplexity"], 3)
-        summary["initial_val_bits_per_byte"] = round(initial_scores["bits_per_byte"], 4)
-    if trainer.notices:
-        summary["notes"] = " ".join(trainer.notices)
-    del trainer, task, model
-    # Rank 0 alone evaluates and writes the report; the others wait for it, then all leave the group.
-    result = (evaluate_and_report(run_dir, resolved, tokenizer, text, device, summary) if main
-              else LMRunResult(run_dir, {}))
-    close_run()
+            text = load_lm_text(config, tokenizer)
+        data = config.data
+        if data.batch_size > len(text.train):
+            raise ConfigError(f"{data.batch_size} is larger than the {len(text.train)} training blocks, so training "
+                              "would take 0 steps", where="data.batch_size",
+                              fix=f"set it to at most {len(text.train)} or lower data.block_size")
+        model_config = (dataclasses.replace(base.config) if base is not None
+                        else dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size))
+        resolved = dataclasses.replace(config, model=model_config)
+        if main and resume is None:
+            save_run_config(resolved, run_dir)
+        device = resolve_device(config.device)
+        torch.manual_seed(config.seed)  # the initial weights (and adapters) depend on the seed alone
+        model = prepare_finetune(resolved, base) if base is not None else CausalLM(resolved.model)
+        val_indices = lm_val_indices(text.val, data.max_val_blocks)
+        initial_scores = (score(model, text, data.batch_size, device)
+                          if base is not None and resume is None and main else None)
+        task = LanguageModelTask(model, target_bytes_per_token(text.val, token_byte_lengths(tokenizer), val_indices))
+        pinned = pin_memory(device)  # on CUDA: pinned batches, whose copies to the GPU need not wait
+        loaders = functools.partial(lm_train_loader, text.train, seed=config.seed, blocks_per_epoch=data.blocks_per_epoch,
+                                    rank=get_rank(), world=get_world_size(), pin_memory=pinned)
+        trainer = BaseTrainer(task, trainer_config(resolved, model), loaders,
+                              val_loader=lm_val_loader(text.val, data.batch_size, val_indices, pin_memory=pinned),
+                              callbacks=_callbacks(resolved, tokenizer, quiet, main), device=device, quiet=quiet,
+                              batch_size=data.batch_size)
+        logger.info("training %s parameters on %s tokens of %d files (%d train blocks of %d, %d val blocks)",
+                    f"{sum(p.numel() for p in model.parameters()):,}", f"{text.n_tokens:,}", len(text.files),
+                    len(text.train), data.block_size, len(text.val))
+        seconds = run.fit(trainer, resolved)
+        initial = {} if initial_scores is None else {
+            "initial_val_loss": round(initial_scores["loss"], 4),
+            "initial_val_perplexity": round(initial_scores["perplexity"], 3),
+            "initial_val_bits_per_byte": round(initial_scores["bits_per_byte"], 4)}
+        tokens = trainer.global_step * data.batch_size * data.block_size
+        summary = training_summary(trainer, seconds, {"tokens_per_s": (tokens, None)}, **initial)
+        del trainer, task, model
+        # Rank 0 alone evaluates and writes the report; the others wait for it, then all leave the group.
+        result = (evaluate_and_report(run_dir, resolved, tokenizer, text, device, summary) if main
+                  else LMRunResult(run_dir, {}))
     return result

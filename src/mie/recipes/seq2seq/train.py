@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import torch
 from mie.errors import ConfigError, MieError
 from mie.io.cache import read_json
 from mie.models.seq2seq import EncoderDecoderTransformer
-from mie.recipes.run_dir import TOKENIZER_FILE, close_run, open_run, save_run_config
+from mie.recipes.run_dir import TOKENIZER_FILE, run_directory, save_run_config, training_summary
 from mie.recipes.seq2seq.config import Seq2SeqRecipeConfig
 from mie.recipes.seq2seq.data import (
     build_tokenizer,
@@ -73,58 +72,53 @@ def train(config: Seq2SeqRecipeConfig, resume: str | Path | None = None, quiet: 
     ``resume`` continues the run in ``config.output_dir``; without it, a folder that already holds a
     trained run is refused unless ``overwrite``.
     """
-    run_dir, resume, main = open_run(config, resume, overwrite)
-    tokenizer_path = run_dir / TOKENIZER_FILE
-    with main_process_first():
-        if main:
-            ensure_corpus(config.data, config.seed)
-        train_pairs, valid_pairs = read_split(config.data, "train"), read_split(config.data, "valid")
-        if (resume is not None or not main) and tokenizer_path.is_file():
-            tokenizer = load_any_tokenizer(tokenizer_path)
-        else:
-            tokenizer = build_tokenizer(config, train_pairs)
-            tokenizer.save(tokenizer_path)
-    train_data, valid_data = make_dataset(train_pairs, tokenizer, config.data), make_dataset(valid_pairs, tokenizer,
-                                                                                            config.data)
-    data = config.data
-    if data.batch_size > len(train_data):
-        raise ConfigError(f"{data.batch_size} is larger than the {len(train_data)} training pairs",
-                          where="data.batch_size", fix=f"set it to at most {len(train_data)}")
-    vocab = tokenizer.vocab_size
-    resolved = dataclasses.replace(config, model=dataclasses.replace(
-        config.model, src_vocab_size=vocab, tgt_vocab_size=vocab, pad_id=tokenizer.pad_id))
-    if main and resume is None:
-        save_run_config(resolved, run_dir)
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    model = EncoderDecoderTransformer(resolved.model)
-    task = Seq2SeqTask(model, pad_id=tokenizer.pad_id, label_smoothing=config.label_smoothing)
-    pinned = pin_memory(device)  # on CUDA: pinned batches, whose copies to the GPU need not wait
-    loaders = functools.partial(train_loader, train_data, seed=config.seed, pad_id=tokenizer.pad_id,
-                                max_tokens=data.max_tokens, pin_memory=pinned)
-    trainer = BaseTrainer(task, resolved, loaders, val_loader=val_loader(valid_data, data.eval_batch_size,
-                                                                          tokenizer.pad_id, pin_memory=pinned),
-                          callbacks=_callbacks(resolved, quiet), device=device, quiet=quiet, batch_size=data.batch_size)
-    logger.info("training %s parameters on %d pairs (%d validation pairs, vocabulary %d)",
-                f"{model.num_parameters():,}", len(train_data), len(valid_data), vocab)
-    start = time.monotonic()
-    trainer.fit(resume_from=resume)
-    seconds = trainer.elapsed_seconds() if resume is None else time.monotonic() - start
-    summary: dict[str, Any] = {"steps": trainer.global_step, "epochs": trainer.epoch, "wall_time_s": round(seconds, 1),
-                               **{k: round(v, 4) for k, v in trainer.last_val_metrics.items()}}
-    if trainer.notices:
-        summary["notes"] = " ".join(trainer.notices)
-    m = resolved.model
-    model_summary = {"model": f"{m.encoder_layers}+{m.decoder_layers} layers, dim {m.dim}, {m.heads} heads, "
-                              f"{m.activation}, {m.norm}, shared embeddings {m.share_embeddings}",
-                     "parameters": model.num_parameters(), "vocab_size": vocab, "batch_size": data.batch_size,
-                     "max_tokens": data.max_tokens,
-                     "lr": config.optimizer.lr, "schedule": f"{config.schedule.name}, warmup {config.schedule.warmup_steps}",
-                     "label_smoothing": config.label_smoothing, "beam": config.decode.beam,
-                     "length_penalty": config.decode.length_penalty,
-                     **_corpus_summary(config, {"train": len(train_data), "valid": len(valid_data)})}
-    del trainer, task, model
-    result = (evaluate_and_report(run_dir, resolved, tokenizer, device, model_summary, summary) if main
-              else Seq2SeqRunResult(run_dir, {}))
-    close_run()
+    with run_directory(config, resume, overwrite) as run:
+        run_dir, resume, main = run.dir, run.resume, run.main
+        tokenizer_path = run_dir / TOKENIZER_FILE
+        with main_process_first():
+            if main:
+                ensure_corpus(config.data, config.seed)
+            train_pairs, valid_pairs = read_split(config.data, "train"), read_split(config.data, "valid")
+            if (resume is not None or not main) and tokenizer_path.is_file():
+                tokenizer = load_any_tokenizer(tokenizer_path)
+            else:
+                tokenizer = build_tokenizer(config, train_pairs)
+                tokenizer.save(tokenizer_path)
+        train_data, valid_data = make_dataset(train_pairs, tokenizer, config.data), make_dataset(valid_pairs, tokenizer,
+                                                                                                config.data)
+        data = config.data
+        if data.batch_size > len(train_data):
+            raise ConfigError(f"{data.batch_size} is larger than the {len(train_data)} training pairs",
+                              where="data.batch_size", fix=f"set it to at most {len(train_data)}")
+        vocab = tokenizer.vocab_size
+        resolved = dataclasses.replace(config, model=dataclasses.replace(
+            config.model, src_vocab_size=vocab, tgt_vocab_size=vocab, pad_id=tokenizer.pad_id))
+        if main and resume is None:
+            save_run_config(resolved, run_dir)
+        device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        model = EncoderDecoderTransformer(resolved.model)
+        task = Seq2SeqTask(model, pad_id=tokenizer.pad_id, label_smoothing=config.label_smoothing)
+        pinned = pin_memory(device)  # on CUDA: pinned batches, whose copies to the GPU need not wait
+        loaders = functools.partial(train_loader, train_data, seed=config.seed, pad_id=tokenizer.pad_id,
+                                    max_tokens=data.max_tokens, pin_memory=pinned)
+        trainer = BaseTrainer(task, resolved, loaders, val_loader=val_loader(valid_data, data.eval_batch_size,
+                                                                              tokenizer.pad_id, pin_memory=pinned),
+                              callbacks=_callbacks(resolved, quiet), device=device, quiet=quiet, batch_size=data.batch_size)
+        logger.info("training %s parameters on %d pairs (%d validation pairs, vocabulary %d)",
+                    f"{model.num_parameters():,}", len(train_data), len(valid_data), vocab)
+        seconds = run.fit(trainer)
+        summary = training_summary(trainer, seconds, **{k: round(v, 4) for k, v in trainer.last_val_metrics.items()})
+        m = resolved.model
+        model_summary = {"model": f"{m.encoder_layers}+{m.decoder_layers} layers, dim {m.dim}, {m.heads} heads, "
+                                  f"{m.activation}, {m.norm}, shared embeddings {m.share_embeddings}",
+                         "parameters": model.num_parameters(), "vocab_size": vocab, "batch_size": data.batch_size,
+                         "max_tokens": data.max_tokens,
+                         "lr": config.optimizer.lr, "schedule": f"{config.schedule.name}, warmup {config.schedule.warmup_steps}",
+                         "label_smoothing": config.label_smoothing, "beam": config.decode.beam,
+                         "length_penalty": config.decode.length_penalty,
+                         **_corpus_summary(config, {"train": len(train_data), "valid": len(valid_data)})}
+        del trainer, task, model
+        result = (evaluate_and_report(run_dir, resolved, tokenizer, device, model_summary, summary) if main
+                  else Seq2SeqRunResult(run_dir, {}))
     return result
