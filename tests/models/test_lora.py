@@ -11,10 +11,12 @@ from torch import nn
 from mie.errors import ConfigError
 from mie.models.causal_lm import CausalLM, CausalLMConfig
 from mie.models.lora import (
+    LoRAConfig,
     LoRALinear,
     adapter_snapshot,
     apply_lora,
     average_adapters,
+    lora_freeze_patterns,
     lora_parameters,
     merge_lora,
     rename_legacy_adapters,
@@ -109,3 +111,25 @@ def test_bad_targets_and_rank_are_config_errors():
         apply_lora(_model(), targets=("qkv",))
     with pytest.raises(ConfigError, match="lora.r: rank 0 must be >= 1"):
         LoRALinear(nn.Linear(2, 2), r=0)
+
+
+def test_the_freeze_patterns_leave_exactly_the_adapters_and_what_lies_outside_to_train():
+    from mie.models.reward import RewardModel
+    from mie.training.stages import apply_freeze
+
+    model = _model()
+    assert LoRAConfig(r=0).apply(model) == [] and not any(isinstance(m, LoRALinear) for m in model.modules())
+    names = LoRAConfig(r=4, alpha=8.0, targets=["q_proj"]).apply(model)
+    assert names == ["layers.0.attn.q_proj", "layers.1.attn.q_proj"]
+    assert model.layers[0].attn.q_proj.scaling == 2.0
+    assert lora_freeze_patterns(model) == ["*.weight"]  # this model has no bias: no pattern for one
+    apply_freeze(model, lora_freeze_patterns(model))
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == set(lora_parameters(model))
+    reward = RewardModel(_model())
+    LoRAConfig(r=2).apply(reward.backbone)
+    patterns = lora_freeze_patterns(reward, "backbone")
+    assert patterns == ["backbone.*.weight"]
+    apply_freeze(reward, patterns)
+    trained = {n for n, p in reward.named_parameters() if p.requires_grad}
+    head = {n for n in trained if not n.startswith("backbone.")}
+    assert head and trained - head == {f"backbone.{n}" for n in lora_parameters(reward.backbone)}

@@ -12,10 +12,13 @@ plain ``nn.Linear`` layers back, so a saved model has the original architecture 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from mie.config import NON_NEGATIVE, POSITIVE, Rule
 from mie.errors import ConfigError
 from mie.models.attention import LEGACY_NAMES
 
@@ -52,6 +55,25 @@ class LoRALinear(nn.Module):
         return layer
 
 
+@dataclass
+class LoRAConfig:
+    """Low-rank adapters for fine-tuning (``r: 0`` = none: a fine-tuned model trains all its weights)."""
+
+    RULES: ClassVar[dict[str, Rule]] = {"r": NON_NEGATIVE, "alpha": POSITIVE,
+                                        "dropout": (lambda v: 0.0 <= v < 1.0, "in [0, 1)")}
+
+    r: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])  # linear layers by their last name
+
+    def apply(self, model: nn.Module) -> list[str]:
+        """:func:`apply_lora` with these settings when ``r`` > 0 (else nothing); returns the adapted names."""
+        if not self.r:
+            return []
+        return apply_lora(model, tuple(self.targets), r=self.r, alpha=self.alpha, dropout=self.dropout)
+
+
 def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
@@ -80,6 +102,19 @@ def apply_lora(model: nn.Module, targets: tuple[str, ...] = ("q_proj", "v_proj")
     for name in names:
         _replace(model, name, LoRALinear(model.get_submodule(name), r=r, alpha=alpha, dropout=dropout))
     return names
+
+
+def lora_freeze_patterns(model: nn.Module, under: str = "") -> list[str]:
+    """The trainer's ``freeze`` patterns that leave only the adapters trainable: every weight and bias of
+    ``model`` under ``under`` (a submodule's name; empty = the whole model), e.g. ``["*.weight", "*.bias"]``.
+
+    Adapter parameters end in ``lora_a``/``lora_b`` and every other one in ``.weight`` or ``.bias``, so
+    these patterns freeze all but the adapters and whatever lies outside ``under`` (a reward or value
+    head); the trainer unfreezes whatever a stage does not freeze.
+    """
+    prefix = f"{under}." if under else ""
+    suffixes = {name.rsplit(".", 1)[-1] for name, _ in model.named_parameters() if name.startswith(prefix)}
+    return [f"{prefix}*.{suffix}" for suffix in sorted(suffixes & {"weight", "bias"}, reverse=True)]
 
 
 def merge_lora(model: nn.Module) -> nn.Module:

@@ -11,6 +11,7 @@ from mie.config import NON_NEGATIVE, POSITIVE, ConfigError, Rule, one_of
 from mie.data.lm_text import LMTextConfig
 from mie.models.budget import BOUNDS, check_bound, check_training, check_workers
 from mie.models.causal_lm import CausalLMConfig
+from mie.models.lora import LoRAConfig  # noqa: F401 - re-exported: it was defined here
 from mie.tokenization.config import TokenizerConfig
 from mie.training.config import TrainerConfig
 
@@ -46,19 +47,6 @@ class LMTokenizerConfig(TokenizerConfig):
     name: str = "bpe"
     vocab_size: int = 2048
     lowercase: bool = False
-
-
-@dataclass
-class LoRAConfig:
-    """Low-rank adapters for fine-tuning (``r: 0`` = none: a fine-tuned model trains all its weights)."""
-
-    RULES: ClassVar[dict[str, Rule]] = {"r": NON_NEGATIVE, "alpha": POSITIVE,
-                                        "dropout": (lambda v: 0.0 <= v < 1.0, "in [0, 1)")}
-
-    r: int = 0
-    alpha: float = 16.0
-    dropout: float = 0.0
-    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])  # linear layers by their last name
 
 
 @dataclass

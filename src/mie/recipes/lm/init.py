@@ -17,7 +17,7 @@ from typing import Any
 from mie.errors import ConfigError
 from mie.io.run_files import CHAT_TEMPLATE_FILE
 from mie.models.causal_lm import CausalLM
-from mie.models.lora import apply_lora
+from mie.models.lora import lora_freeze_patterns
 from mie.recipes.lm.config import LMConfig
 from mie.training.config import StageConfig
 
@@ -38,8 +38,7 @@ def prepare_finetune(config: LMConfig, model: CausalLM) -> CausalLM:
         raise ConfigError(f"{config.data.block_size} is longer than {config.init}'s context of "
                           f"{model.config.max_seq_len} tokens", where="data.block_size", fix="lower it")
     if config.lora.r:
-        names = apply_lora(model, tuple(config.lora.targets), r=config.lora.r, alpha=config.lora.alpha,
-                           dropout=config.lora.dropout)
+        names = config.lora.apply(model)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log.info("LoRA r=%d on %d layers (%s): %s of %s parameters train", config.lora.r, len(names),
                  ", ".join(config.lora.targets), f"{trainable:,}", f"{sum(p.numel() for p in model.parameters()):,}")
@@ -47,16 +46,11 @@ def prepare_finetune(config: LMConfig, model: CausalLM) -> CausalLM:
 
 
 def trainer_config(config: LMConfig, model: CausalLM) -> LMConfig:
-    """The config the trainer runs: with adapters, every stage also freezes all but them.
-
-    Adapter parameters end in ``lora_a``/``lora_b``, every other one in ``.weight`` or ``.bias``, so
-    freezing those two patterns leaves exactly the adapters trainable (the trainer unfreezes
-    whatever a stage does not freeze).
-    """
+    """The config the trainer runs: with adapters, every stage also freezes all but them
+    (:func:`~mie.models.lora.lora_freeze_patterns`)."""
     if not config.lora.r:
         return config
-    suffixes = {name.rsplit(".", 1)[-1] for name, _ in model.named_parameters()} & {"weight", "bias"}
-    patterns = [f"*.{suffix}" for suffix in sorted(suffixes, reverse=True)]
+    patterns = lora_freeze_patterns(model)
     stages = [dataclasses.replace(stage, freeze=[*stage.freeze, *patterns])
               for stage in (config.stages or [StageConfig(name="train")])]
     return dataclasses.replace(config, stages=stages)
