@@ -2,7 +2,7 @@
 
 Phases: ``sl`` (critique-revision data, then supervised fine-tuning) and ``rl`` (pairs sampled from the
 SL model, AI feedback, a reward model, DPO and PPO). Every training phase is a :class:`PhaseConfig`
-(epochs, steps, batch, lr, adapters); the rest of the trainer's settings (seed, device, precision,
+(a trainer stage: epochs, steps, batch, lr, freeze; and adapters); the rest of the trainer's settings (seed, device, precision,
 optimizer, schedule, logging) come from the top level, shared by all phases.
 """
 
@@ -13,10 +13,11 @@ from typing import ClassVar
 
 from mie.config import FRACTION, NON_NEGATIVE, POSITIVE, ConfigError, Rule, one_of
 from mie.models.budget import MAX_BATCH, MAX_CANDIDATES, check_bound, check_training
-from mie.recipes.lm.config import LMConfig, LoRAConfig, base_architecture
+from mie.models.lora import LoRAConfig
+from mie.recipes.lm.config import LMConfig, base_architecture
 from mie.recipes.lm.config import check_budget as check_lm_budget
 from mie.safety.cai.critique import CritiqueSettings
-from mie.training.config import TrainerConfig
+from mie.training.config import StageConfig, TrainerConfig
 
 
 @dataclass
@@ -34,24 +35,34 @@ class PromptsConfig:
 
 
 @dataclass
-class PhaseConfig:
-    """One training phase on ``BaseTrainer``: its length, batch, learning rate and adapters.
+class PhaseConfig(StageConfig):
+    """One training phase on ``BaseTrainer``: a stage (its length in ``epochs`` or ``steps``, batch, lr,
+    ``freeze``, ``lr_multipliers``, ``grad_accum_steps``) with its warmup, row length, validation share
+    and adapters.
 
     ``lora.r: 0`` trains all weights; otherwise only the adapters (and a reward or value head).
+    ``max_steps`` is the earlier name of ``steps``, kept so that configs written before still load.
     """
 
-    RULES: ClassVar[dict[str, Rule]] = {"epochs": NON_NEGATIVE, "max_steps": NON_NEGATIVE, "batch_size": POSITIVE,
+    RULES: ClassVar[dict[str, Rule]] = {**StageConfig.RULES, "max_steps": NON_NEGATIVE, "batch_size": POSITIVE,
                                         "lr": POSITIVE, "warmup_steps": NON_NEGATIVE, "max_len": POSITIVE,
                                         "val_fraction": FRACTION}
 
     epochs: int = 1
-    max_steps: int = 0  # 0 = the epochs decide
     batch_size: int = 8
     lr: float = 1e-4
+    max_steps: int = 0  # the earlier name of steps (0 = the epochs decide)
     warmup_steps: int = 0
     max_len: int = 256  # tokens of prompt + response per row
     val_fraction: float = 0.1  # of the phase's rows, held out for its validation metrics
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+
+    def __post_init__(self) -> None:
+        if self.max_steps:  # moved to steps, so that one field says how long the phase is
+            if self.steps and self.steps != self.max_steps:
+                raise ConfigError(f"steps {self.steps} and max_steps {self.max_steps} disagree",
+                                  fix="set steps only (max_steps is its earlier name)")
+            self.steps, self.max_steps = self.max_steps, 0
 
 
 @dataclass
@@ -104,7 +115,7 @@ class RLConfig:
     reward_model: PhaseConfig = field(default_factory=lambda: PhaseConfig(lr=1e-4, val_fraction=0.2))
     dpo: PhaseConfig = field(default_factory=lambda: PhaseConfig(lr=5e-5, val_fraction=0.2))
     dpo_beta: float = 0.1
-    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(max_steps=10, lr=1e-5))
+    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(steps=10, lr=1e-5))
 
 
 @dataclass
@@ -148,6 +159,11 @@ def check_config(config: CAIConfig) -> None:
     if config.stages:
         raise ConfigError("stages: a cai run has its own phases (sl.sft, rl.reward_model, rl.dpo, rl.ppo); "
                           "remove stages")
+    for name, phase in {"sl.sft": config.sl.sft, "rl.reward_model": config.rl.reward_model, "rl.dpo": config.rl.dpo,
+                        "rl.ppo": config.rl.ppo}.items():
+        if phase.loss is not None or phase.schedule is not None:
+            raise ConfigError(f"{name}: a cai phase has its own loss and the top-level schedule; "
+                              "remove its loss and schedule (warmup_steps sets its warmup)")
     if config.sl.generation.rounds < 1 or config.sl.generation.candidates < 1:
         raise ConfigError("sl.generation: rounds and candidates must both be >= 1")
     check_budget(config)

@@ -24,11 +24,11 @@ import torch
 from mie.io import load_weights
 from mie.io.cache import read_json, save_json_atomic
 from mie.models.causal_lm import CausalLM
-from mie.models.lora import apply_lora
+from mie.models.lora import lora_freeze_patterns
 from mie.models.reward import RewardModel
 from mie.recipes.cai.batches import pair_loader, sft_loader
 from mie.recipes.cai.config import CAIConfig, PhaseConfig, PPOConfig
-from mie.recipes.run_dir import checkpoint_to_evaluate, load_run_weights, prepare_run_dir
+from mie.recipes.run_dir import checkpoint_to_evaluate, load_run_weights, prepare_run_dir, training_summary
 from mie.training import BaseTrainer
 from mie.training.callbacks import MetricsLogger
 from mie.training.checkpoint_callback import ModelCheckpoint
@@ -49,28 +49,26 @@ def phase_done(folder: Path) -> dict[str, Any] | None:
 def adapted(model: torch.nn.Module, phase: PhaseConfig) -> torch.nn.Module:
     """A float32 training copy of ``model``, with LoRA adapters on ``phase.lora.targets`` when r > 0."""
     model = copy.deepcopy(model).float().train()
-    if phase.lora.r:
-        apply_lora(model, tuple(phase.lora.targets), r=phase.lora.r, alpha=phase.lora.alpha,
-                   dropout=phase.lora.dropout)
+    phase.lora.apply(model)
     return model
 
 
 def trainer_config(config: CAIConfig, phase: PhaseConfig, folder: Path, model: torch.nn.Module,
                    frozen_under: str = "", best_metric: str = "val/loss", best_mode: str = "min") -> TrainerConfig:
-    """The top-level trainer settings with the phase's length, lr and folder. With adapters, every weight
+    """The top-level trainer settings with the phase's length, lr and folder, and one stage with the phase's
+    ``freeze``, ``lr_multipliers`` and ``grad_accum_steps``. With adapters, every weight
     and bias of ``model`` under ``frozen_under`` is frozen, which leaves the adapters (``lora_a``/``lora_b``)
     and whatever lies outside ``frozen_under`` (a reward or value head) to train."""
     shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainerConfig)}
-    prefix = f"{frozen_under}." if frozen_under else ""
-    suffixes = {n.rsplit(".", 1)[-1] for n, _ in model.named_parameters() if n.startswith(prefix)}
-    freeze = [f"{prefix}*.{s}" for s in sorted(suffixes & {"weight", "bias"}, reverse=True)] if phase.lora.r else []
+    freeze = lora_freeze_patterns(model, frozen_under) if phase.lora.r else []
     return dataclasses.replace(
-        TrainerConfig(**shared), output_dir=str(folder), max_steps=phase.max_steps,
-        epochs=10_000 if phase.max_steps else max(phase.epochs, 1),  # with max_steps, the steps decide
+        TrainerConfig(**shared), output_dir=str(folder), max_steps=phase.steps,
+        epochs=10_000 if phase.steps else max(phase.epochs, 1),  # with steps, the steps decide
         optimizer=dataclasses.replace(config.optimizer, lr=phase.lr),
         schedule=dataclasses.replace(config.schedule, warmup_steps=phase.warmup_steps),
-        best_metric=best_metric, best_mode=best_mode, stages=[StageConfig(name="train", freeze=freeze)],
-        max_minutes=0.0)
+        best_metric=best_metric, best_mode=best_mode, max_minutes=0.0,
+        stages=[StageConfig(name="train", freeze=[*phase.freeze, *freeze], lr_multipliers=phase.lr_multipliers,
+                            grad_accum_steps=phase.grad_accum_steps)])
 
 
 def _fit(task: Any, tconfig: TrainerConfig, train: Any, val: Any, resume: bool, quiet: bool, name: str
@@ -82,8 +80,7 @@ def _fit(task: Any, tconfig: TrainerConfig, train: Any, val: Any, resume: bool, 
     start = time.monotonic()
     # A phase killed before its first checkpoint starts again; a finished-but-unmarked one resumes.
     trainer.fit(resume_from=prepare_run_dir(folder, folder if resume else None, overwrite=not resume))
-    summary = {"phase": name, "steps": trainer.global_step, "epochs": trainer.epoch,
-               "wall_time_s": round(time.monotonic() - start, 1),
+    summary = {"phase": name, **training_summary(trainer, time.monotonic() - start, notes=False),
                "val": {k: round(float(v), 4) for k, v in trainer.last_val_metrics.items()}}
     save_json_atomic(folder / DONE_FILE, summary)
     return summary
