@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from mie.losses.logprobs import sequence_logprobs  # noqa: F401 - re-exported: it was defined here
 
 
 def _preferred_probability(target: torch.Tensor | float | None, label_smoothing: float,
@@ -68,17 +69,3 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
     d = beta * (chosen_logratio - rejected_logratio)
     loss = _soft_logistic_loss(d, _preferred_probability(target, label_smoothing, d))
     return loss, beta * chosen_logratio.detach(), beta * rejected_logratio.detach()
-
-
-def sequence_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                      response_mask: torch.Tensor) -> torch.Tensor:
-    """``[B]``: the sum of ``log p(input_ids[:, t] | input_ids[:, :t])`` over positions where ``response_mask``
-    ``[B, T]`` is 1 (the response tokens), under a causal LM ``model(ids, attention_mask=...) -> [B, T, V]``.
-
-    Position 0 has no context and is never scored.
-    """
-    logits = model(input_ids, attention_mask=attention_mask)[:, :-1].float()  # (B, T-1, V): predicts t+1
-    targets = input_ids[:, 1:]
-    # gather - logsumexp: no [B, T, V] log-softmax tensor is kept
-    logp = logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)  # (B, T-1)
-    return (logp * response_mask[:, 1:].to(logp.dtype)).sum(-1)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from mie.losses.logprobs import logprobs_from_logits, token_logprobs  # noqa: F401 - re-exported
+
 if TYPE_CHECKING:
     from mie.models.causal_lm import CausalLM
 
@@ -98,20 +100,6 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
     loss = 0.5 * masked_mean(torch.maximum(unclipped, clipped), mask)
     clip_fraction = masked_mean((clipped > unclipped).to(values.dtype), mask)
     return loss, clip_fraction.detach()
-
-
-def logprobs_from_logits(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """``log softmax(logits / temperature)`` at ``targets``: ``[B, T, V]``, ``[B, T]`` -> ``[B, T]``."""
-    logits = logits.float() / temperature if temperature != 1.0 else logits.float()
-    # gather - logsumexp: no [B, T, V] log-softmax tensor is kept
-    return logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)
-
-
-def token_logprobs(model: nn.Module, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                   temperature: float = 1.0) -> torch.Tensor:
-    """``[B, T-1]``: log p(``ids[:, t+1]`` | ``ids[:, :t+1]``) under a causal LM (logits ``[B, T, V]``)."""
-    logits = model(ids, attention_mask=attention_mask)
-    return logprobs_from_logits(logits[:, :-1], ids[:, 1:], temperature)
 
 
 class ValueHead(nn.Module):

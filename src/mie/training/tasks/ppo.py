@@ -28,13 +28,13 @@ from typing import Any
 
 import torch
 
+from mie.losses.logprobs import logprobs_from_logits
 from mie.models.causal_lm import CausalLM
 from mie.models.generation import generate, left_pad
 from mie.training.distributed import rank_seed
 from mie.training.rl import (
     PolicyWithValue,
     gae,
-    logprobs_from_logits,
     per_token_kl,
     ppo_policy_loss,
     value_loss,

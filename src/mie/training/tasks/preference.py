@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mie.losses.preference import bradley_terry_loss, dpo_loss, sequence_logprobs
+from mie.losses.logprobs import sequence_logprobs
+from mie.losses.preference import bradley_terry_loss, dpo_loss
 from mie.training.task import Task
 
 
