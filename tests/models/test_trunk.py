@@ -92,3 +92,36 @@ def test_checkpoints_with_the_old_names_load_with_identical_outputs():
         expected, got = model(images, ids), fresh(images, ids)
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+@pytest.mark.parametrize("layers", [1, 3])
+def test_forward_at_equals_the_full_trunk_at_those_tokens_with_the_same_gradients(is_causal, layers):
+    torch.manual_seed(0)
+    trunk = Transformer(width=16, layers=layers, heads=2)
+    for param in trunk.parameters():  # non-trivial biases and norms, so a skipped term would show
+        nn.init.normal_(param, std=0.3)
+    x = torch.randn(3, 7, 16, requires_grad=True)
+    positions = torch.tensor([6, 0, 3])
+    rows = torch.arange(3)
+    full = trunk(x, is_causal=is_causal)[rows, positions]
+    at = trunk.forward_at(x, positions, is_causal=is_causal)
+    torch.testing.assert_close(at, full)
+    full_grads = torch.autograd.grad(full.square().sum(), [x, *trunk.parameters()])
+    at_grads = torch.autograd.grad(at.square().sum(), [x, *trunk.parameters()])
+    for got, expected in zip(at_grads, full_grads):
+        torch.testing.assert_close(got, expected)
+    if is_causal:  # the pooled token at position 3 of row 2 sees nothing after it
+        later = x.detach().clone()
+        later[2, 4:] = torch.randn(3, 16)
+        torch.testing.assert_close(trunk.forward_at(later, positions, is_causal=True)[2], at[2].detach())
+
+
+def test_pooled_towers_equal_their_tokens_at_the_pooled_position():
+    torch.manual_seed(0)
+    text = TextEncoder(50, eos_id=5, pad_id=0, context_length=8, width=16, layers=2, heads=2).train()
+    ids = torch.tensor([[2, 40, 41, 5, 0, 0, 0, 0], [2, 40, 41, 42, 43, 44, 5, 0]])
+    torch.testing.assert_close(text(ids), text.forward_tokens(ids)[torch.arange(2), torch.tensor([3, 6])])
+    vit = VisionTransformer(image_size=16, patch_size=4, width=32, layers=2, heads=4, pool="cls").train()
+    images = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(vit(images), vit.forward_tokens(images)[:, 0])

@@ -98,5 +98,6 @@ class TextEncoder(nn.Module):
         # cut is a host sync, so an accelerator's training steps keep the full context instead.
         if ids.device.type == "cpu" or not self.training:
             ids = ids[:, : int(positions.max()) + 1]
-        tokens = self.forward_tokens(ids)
-        return tokens[torch.arange(ids.shape[0], device=ids.device), positions]
+        x = self.dropout(self.pos_embed(self.token_embed(ids)))
+        # The last block runs its query side on the end-of-text tokens only (Transformer.forward_at).
+        return self.trunk.forward_at(x, positions, is_causal=True)

@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from mie.models.attention import attend
 from mie.models.blocks import TransformerBlock, build_norm
 
 # Where the towers kept these modules before the trunk existed; ``rename_legacy_trunk_keys`` maps them.
@@ -52,6 +54,47 @@ class Transformer(nn.Module):
         for block in self.blocks:
             x = block(x, is_causal=is_causal)
         return self.norm(x)
+
+    def forward_at(self, x: torch.Tensor, positions: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
+        """Normed features ``[B, width]`` of token ``positions[b]`` of each row: ``forward(x)[b, positions[b]]``.
+
+        Why: a pooled tower reads one token, and a token's last-block output depends on every token only
+        through that block's keys and values. So the last block projects keys and values of all tokens but
+        runs the query, attention output, MLP and final norm on the pooled token alone: about 20% less work
+        for a 4-block trunk, the same numbers up to float rounding.
+        """
+        rows = torch.arange(x.shape[0], device=x.device)
+        if not self.blocks:
+            return self.norm(x[rows, positions])
+        *rest, last = self.blocks
+        for block in rest:
+            x = block(x, is_causal=is_causal)
+        if last.cross_attn is not None or last.attn.rope is not None or last.attn.alibi is not None:
+            return self.norm(last(x, is_causal=is_causal)[rows, positions])
+        return self.norm(_block_at(last, x, rows, positions, is_causal))
+
+
+def _block_at(block: TransformerBlock, x: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor,
+              is_causal: bool) -> torch.Tensor:
+    """``block(x, is_causal)[rows, positions]`` (``[B, width]``) with the query side computed at those tokens only."""
+    attn = block.attn
+    h = block.norm_attn(x)
+    h_at = h[rows, positions][:, None]  # [B, 1, width]
+    q_width = attn.num_heads * attn.head_dim
+    if attn.fused:  # slices of the one qkv_proj: queries of the pooled token, keys and values of all
+        weight, bias = attn.qkv_proj.weight, attn.qkv_proj.bias
+        q = F.linear(h_at, weight[:q_width], None if bias is None else bias[:q_width])
+        k, v = F.linear(h, weight[q_width:], None if bias is None else bias[q_width:]).chunk(2, dim=-1)
+    else:
+        q, k, v = attn.q_proj(h_at), attn.k_proj(h), attn.v_proj(h)
+    mask = None
+    if is_causal:  # the pooled token sees the keys up to its own position
+        mask = (torch.arange(x.shape[1], device=x.device)[None] <= positions[:, None])[:, None, None, :]
+    out = attend(attn._heads(q, attn.num_heads), attn._heads(k, attn.num_kv_heads),
+                 attn._heads(v, attn.num_kv_heads), mask, dropout_p=attn.dropout if attn.training else 0.0,
+                 use_sdpa=attn.use_sdpa)
+    y = x[rows, positions] + attn.resid_dropout(attn.out_proj(out.reshape(x.shape[0], q_width)))
+    return y + block.ff(block.norm_ff(y))
 
 
 def rename_legacy_trunk_keys(

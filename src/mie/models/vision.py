@@ -119,14 +119,20 @@ class VisionTransformer(nn.Module):
         # The private registration: the public register_load_state_dict_pre_hook needs torch >= 2.5.
         self._register_load_state_dict_pre_hook(rename_legacy_trunk_keys, with_module=True)
 
-    def forward_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """All output tokens after the final norm: ``[B, (1 +) num_patches, width]`` (class token first)."""
+    def _embed(self, images: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(images)
         if self.cls_token is not None:
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
-        return self.trunk(self.dropout(self.pos_embed(x)))
+        return self.dropout(self.pos_embed(x))
+
+    def forward_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """All output tokens after the final norm: ``[B, (1 +) num_patches, width]`` (class token first)."""
+        return self.trunk(self._embed(images))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Pooled image features ``[B, width]``."""
-        tokens = self.forward_tokens(images)
-        return tokens[:, 0] if self.pool == "cls" else tokens.mean(dim=1)
+        """Pooled image features ``[B, width]``: the class token (the trunk's last block runs its query side
+        on that token only, ``Transformer.forward_at``) or the mean of all tokens."""
+        x = self._embed(images)
+        if self.pool == "cls":
+            return self.trunk.forward_at(x, torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
+        return self.trunk(x).mean(dim=1)
