@@ -35,6 +35,7 @@ from mie.training.checkpoint_callback import ModelCheckpoint
 from mie.training.config import StageConfig, TrainerConfig
 from mie.training.progress import ProgressBar
 from mie.training.tasks import DPOTask, PPOTask, RewardModelTask, SFTTask
+from mie.training.tasks.reference import frozen
 
 log = logging.getLogger(__name__)
 DONE_FILE = "done.json"
@@ -128,7 +129,7 @@ def train_dpo(config: CAIConfig, sl_model: CausalLM, rows: Sequence[Any], val_ro
               folder: Path, resume: bool, quiet: bool) -> dict[str, Any]:
     """DPO of a copy of the SL model against the frozen SL model."""
     phase = config.rl.dpo
-    task = DPOTask(adapted(sl_model, phase), copy.deepcopy(sl_model), beta=config.rl.dpo_beta)
+    task = DPOTask(adapted(sl_model, phase), frozen(sl_model, copy=True), beta=config.rl.dpo_beta)
     tconfig = trainer_config(config, phase, folder, task.model, best_metric="val/reward_accuracy", best_mode="max")
     val = pair_loader(val_rows, phase.batch_size, config.seed, pad_id, shuffle=False) if val_rows else None
     return _fit(task, tconfig, pair_loader(rows, phase.batch_size, config.seed, pad_id), val, resume, quiet, "dpo")
@@ -153,7 +154,7 @@ def train_ppo(config: CAIConfig, sl_model: CausalLM, reward_fn: Any, prompts: Se
     """PPO of a copy of the SL model (with a value head), KL-penalised to the frozen SL model."""
     phase: PPOConfig = config.rl.ppo
     torch.manual_seed(config.seed)  # the value head's initial weights
-    task = PPOTask(adapted(sl_model, phase), copy.deepcopy(sl_model), reward_fn, phase.max_new_tokens,
+    task = PPOTask(adapted(sl_model, phase), frozen(sl_model, copy=True), reward_fn, phase.max_new_tokens,
                    kl_coef=phase.kl_coef, clip=phase.clip, vf_coef=phase.vf_coef, temperature=phase.temperature,
                    pad_id=pad_id, stop_ids=stop_ids, seed=config.seed)
     # The value head is new and must train; with adapters the policy's own weights stay frozen.

@@ -16,7 +16,6 @@ A loss that needs anything else (``cross_entropy``'s logits and targets) is refu
 
 from __future__ import annotations
 
-import copy
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -31,6 +30,7 @@ from mie.losses.config import LossConfig
 from mie.training.config import StageConfig
 from mie.training.distributed import get_rank, get_world_size, is_distributed
 from mie.training.task import Task
+from mie.training.tasks.reference import frozen
 
 IMAGE_TEXT_INPUTS = frozenset({"image_embeds", "text_embeds", "logit_scale", "match_ids", "features",
                                "reference_features", "key_inputs"})
@@ -132,7 +132,7 @@ class ContrastiveTask(Task):
                 module.attach(TextTower(self.model))
         self.reference = None
         if "reference_features" in self.loss.accepted_inputs():
-            self.reference = copy.deepcopy(self.model).requires_grad_(False).eval()
+            self.reference = frozen(self.model, copy=True)  # a submodule: saved with the task's state
         self.loss.train(self.training)
 
     def train(self, mode: bool = True) -> ContrastiveTask:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mie.training.task import Task
+from mie.training.tasks.reference import frozen
 
 NEGATIVES = ("hardest", "softmax")
 
@@ -68,7 +69,7 @@ class ITMTask(Task):
         if negatives not in NEGATIVES:
             raise ValueError(f"unknown negative mining {negatives!r}; choose one of {', '.join(NEGATIVES)}")
         self.negatives, self.temperature = negatives, temperature
-        self.encoder = encoder.requires_grad_(False).eval()
+        self.encoder = frozen(encoder)
 
     def train(self, mode: bool = True) -> ITMTask:
         """Train/eval mode for the matcher; the frozen encoder always stays in eval mode."""

@@ -21,7 +21,6 @@ The reference model is kept out of the module tree (not a submodule): checkpoint
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +40,7 @@ from mie.training.rl import (
     whiten,
 )
 from mie.training.task import Task
+from mie.training.tasks.reference import FrozenReference
 
 RewardFn = Callable[[list[list[int]], list[list[int]]], torch.Tensor]
 _STOPPED = "\x00stop"  # the marker our decode returns once a row's last token is a stop id
@@ -95,10 +95,9 @@ class PPOTask(Task):
         if reference is policy:
             raise ValueError("reference is the policy itself, so it would be frozen and trained at once; pass "
                              "copy.deepcopy(policy) or reference=None")
-        reference = copy.deepcopy(policy) if reference is None else reference
         super().__init__(PolicyWithValue(policy))
-        # Plain attribute, not a submodule: kept out of state_dict, parameters() and the optimizer.
-        object.__setattr__(self, "reference", reference.eval().requires_grad_(False))
+        # Outside the module tree: kept out of state_dict, parameters() and the optimizer.
+        self._reference = FrozenReference(policy if reference is None else reference, copy=reference is None)
         self.reward_fn = reward_fn
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
         self.kl_coef, self.kl_estimator = kl_coef, kl_estimator
@@ -132,11 +131,13 @@ class PPOTask(Task):
         logp = logprobs_from_logits(logits[:, start - 1:-1], ids[:, start:], self.temperature)
         return logp, values[:, start - 1:-1]
 
+    @property
+    def reference(self) -> CausalLM:
+        """The frozen reference policy (not a submodule)."""
+        return self._reference.module
+
     def _reference_logprobs(self, ids: torch.Tensor, mask: torch.Tensor, start: int) -> torch.Tensor:
-        device = ids.device
-        if next(self.reference.parameters()).device != device:  # not a submodule: task.to does not move it
-            self.reference.to(device)
-        logits = self.reference(ids, attention_mask=mask)
+        logits = self._reference.on(ids.device)(ids, attention_mask=mask)
         return logprobs_from_logits(logits[:, start - 1:-1], ids[:, start:], self.temperature)
 
     @torch.no_grad()

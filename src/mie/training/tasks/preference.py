@@ -24,6 +24,7 @@ from torch import nn
 from mie.losses.logprobs import sequence_logprobs
 from mie.losses.preference import bradley_terry_loss, dpo_loss
 from mie.training.task import Task
+from mie.training.tasks.reference import FrozenReference
 
 
 def _cat_padded(a: torch.Tensor, b: torch.Tensor, value: int = 0) -> torch.Tensor:
@@ -70,14 +71,6 @@ class RewardModelTask(Task):
         return self.training_forward(batch)
 
 
-class _Frozen:
-    """Holds a module outside the task's module tree, so ``state_dict``, ``parameters()``, ``train()``
-    and DDP never see it."""
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-
-
 class DPOTask(Task):
     """Direct Preference Optimization (Rafailov et al., 2023) of ``policy`` against a frozen ``reference``.
 
@@ -97,8 +90,7 @@ class DPOTask(Task):
         if beta <= 0:
             raise ValueError(f"beta must be > 0, got {beta}")
         super().__init__(policy)
-        reference.eval().requires_grad_(False)
-        self._reference = _Frozen(reference)
+        self._reference = FrozenReference(reference)
         self.beta, self.label_smoothing = beta, label_smoothing
 
     @property
@@ -120,10 +112,7 @@ class DPOTask(Task):
         """The reference's ``(chosen, rejected)`` log-probabilities: the batch's precomputed ones, or run it."""
         if "ref_chosen_logps" in batch and "ref_rejected_logps" in batch:
             return batch["ref_chosen_logps"], batch["ref_rejected_logps"]
-        device = batch["chosen_ids"].device
-        if next(self.reference.parameters()).device != device:  # not a submodule: task.to does not move it
-            self.reference.to(device)
-        return self._logps(self.reference, batch)
+        return self._logps(self._reference.on(batch["chosen_ids"].device), batch)
 
     def training_forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         """DPO loss of the batch and its implicit-reward metrics."""
