@@ -4,10 +4,13 @@ the named inputs it consumes, and a hook after each optimizer step.
 Convention: after each forward a loss sets ``self.last_metrics: dict[str, float]`` holding its component
 terms and diagnostics (detached Python floats), e.g. ``{"loss": 2.1, "accuracy": 0.4, ...}``.
 
-Diagnostics cost host synchronisations (``float(tensor)``) and extra compute. A trainer turns them off
-on the steps it does not log (``with diagnostics(False): ...``): then no loss reads a value back from
-the device, value checks that need the data (finiteness) are skipped and ``last_metrics`` is ``{}``.
-They are on by default, so standalone use behaves as documented.
+Diagnostics cost host synchronisations (``float(tensor)``) and extra compute. They are a setting of the
+loss: a task sets ``loss.diagnostics = task.logging_step``, so they are off on the steps the trainer does
+not log. Then no loss reads a value back from the device, value checks that need the data (finiteness)
+are skipped and ``last_metrics`` is ``{}``. A loss whose ``diagnostics`` is None (the default) follows the
+enclosing ``with diagnostics(False): ...`` block of its caller (standalone use), and is on outside one,
+so standalone use behaves as documented. The setting holds for the loss's forward only, and for the
+losses it is built from; it is kept in a context variable, never in a process-wide global.
 
 A task feeds any loss from one mapping of named inputs (``INPUT_KINDS``) with
 ``loss.forward_context(context)``: each loss declares in ``consumes`` which forward parameter takes
@@ -17,6 +20,7 @@ which input, so a task can tell before training whether it can feed a loss (``re
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import inspect
 import math
@@ -48,22 +52,25 @@ INPUT_KINDS: dict[str, str] = {
     "targets": "integer targets of the logits [...]",
 }
 
-_DIAGNOSTICS = [True]
+# Whether the loss running now computes diagnostics: per thread and context, set by the running loss's
+# own setting or its caller's ``diagnostics`` block.
+_DIAGNOSTICS: contextvars.ContextVar[bool] = contextvars.ContextVar("mie_loss_diagnostics", default=True)
 
 
 def diagnostics_enabled() -> bool:
     """Whether losses compute diagnostics and value checks now (see the module docstring)."""
-    return _DIAGNOSTICS[-1]
+    return _DIAGNOSTICS.get()
 
 
 @contextlib.contextmanager
 def diagnostics(enabled: bool = True) -> Iterator[None]:
-    """Turn loss diagnostics on or off inside the block; the previous state comes back after it."""
-    _DIAGNOSTICS.append(bool(enabled))
+    """Turn loss diagnostics on or off inside the block (for losses whose own ``diagnostics`` is None);
+    the previous state comes back after it."""
+    token = _DIAGNOSTICS.set(bool(enabled))
     try:
         yield
     finally:
-        _DIAGNOSTICS.pop()
+        _DIAGNOSTICS.reset(token)
 
 
 def to_compute_dtype(x: Tensor) -> Tensor:
@@ -151,6 +158,20 @@ class LossBase(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.last_metrics: dict[str, float] = {}
+        #: compute diagnostics and value checks in forward: True, False, or None = as the caller's
+        #: ``diagnostics`` block says (on outside one). A task sets it to its ``logging_step``.
+        self.diagnostics: bool | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """``forward`` under this loss's :attr:`diagnostics` setting."""
+        with self.own_diagnostics():
+            return super().__call__(*args, **kwargs)
+
+    def own_diagnostics(self) -> contextlib.AbstractContextManager[None]:
+        """The block in which this loss runs: under its :attr:`diagnostics` setting, or its caller's when
+        None. ``__call__`` and every ``forward_context`` enter it."""
+        setting = self.__dict__.get("diagnostics")  # absent on a loss unpickled from before the setting
+        return contextlib.nullcontext() if setting is None else diagnostics(setting)
 
     def check_pair(self, a: Tensor, b: Tensor, name_a: str = "a", name_b: str = "b") -> tuple[Tensor, Tensor]:
         """Validate two paired 2-D embedding batches of the same shape; return them in the compute dtype."""
@@ -183,7 +204,7 @@ class LossBase(nn.Module):
         ones are left out); a missing required input is a ValueError (:meth:`check_context`)."""
         self.check_context(context)
         inputs = {param: context[key] for param, key in self.consumes.items() if context.get(key) is not None}
-        return self(**inputs)
+        return self(**inputs)  # __call__ enters own_diagnostics
 
     def sub_losses(self) -> Iterator[LossBase]:
         """The losses this one is built from (its nearest ``LossBase`` descendants, in order)."""

@@ -76,7 +76,8 @@ class CombinedLoss(LossBase):
     def forward_context(self, context: Mapping[str, Any]) -> Tensor:
         """The weighted sum, each term fed from ``context`` by what it consumes."""
         self.check_context(context)
-        return self._sum(lambda term: term.forward_context(context))
+        with self.own_diagnostics():
+            return self._sum(lambda term: term.forward_context(context))
 
     def _sum(self, call: Any) -> Tensor:
         weighted: list[Tensor] = []
@@ -145,7 +146,8 @@ class MultitaskLoss(LossBase):
     def forward_context(self, context: Mapping[str, Any]) -> Tensor:
         """The weighted sum, every task's loss fed from the same ``context`` by what it consumes."""
         self.check_context(context)
-        return self._sum(lambda task: self.tasks[task].forward_context(context))
+        with self.own_diagnostics():
+            return self._sum(lambda task: self.tasks[task].forward_context(context))
 
     def required_inputs(self) -> set[str]:
         """What any task's loss cannot run without."""

@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from mie.losses import LOSSES, build_loss
-from mie.losses.base import diagnostics
 from mie.losses.config import LossConfig
 from mie.training.config import StageConfig
 from mie.training.distributed import get_rank, get_world_size, is_distributed
@@ -165,8 +164,8 @@ class ContrastiveTask(Task):
     def training_forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         """The loss of one batch; on logged steps also the loss's own diagnostics and the logit scale."""
         context = self._context(batch)
-        with diagnostics(self.logging_step):
-            loss = self.loss.forward_context(context)
+        self.loss.diagnostics = self.logging_step  # off on the steps that are not logged: no host syncs
+        loss = self.loss.forward_context(context)
         if not self.logging_step:
             return {"loss": loss}
         # The loss's diagnostics may include a float "loss"; the tensor with its graph must win.
@@ -176,8 +175,8 @@ class ContrastiveTask(Task):
     @torch.no_grad()
     def validation_forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         """The loss of one validation batch."""
-        with diagnostics(False):
-            return {"loss": self.loss.forward_context(self._context(batch))}
+        self.loss.diagnostics = False
+        return {"loss": self.loss.forward_context(self._context(batch))}
 
     def validation_metrics(self) -> dict[str, float]:
         """The evaluator's metrics over the whole validation set (none without an evaluator)."""
