@@ -191,6 +191,22 @@ def run_case(argv: list[str], timeout: float = 60.0, stdin: bytes | None = None,
         return proc.returncode, seconds, usage.ru_maxrss * 1024, err.read()
 
 
+def report(name: str, width: int, code: int, seconds: float, rss: int, err: str, untouched: bool,
+           want_code: int = 1, want_text: str | None = None) -> bool:
+    """Print one row for a case and return whether it passed: exit ``want_code``, one ``mie ...`` line (or
+    ``want_text`` in the output), untouched files, within :data:`LIMIT_S` and :data:`LIMIT_BYTES`."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    if want_text is None:
+        one_line = len(lines) == 1 and lines[0].startswith("mie ") and "Traceback" not in err
+    else:
+        one_line = want_text in err and "Traceback" not in err
+        lines = [line for line in lines if want_text in line][-1:] or lines
+    ok = code == want_code and one_line and untouched and seconds < LIMIT_S and rss < LIMIT_BYTES
+    print(f"{name:{width}s} {code:4d} {seconds:8.2f} {rss / 2**20:8.0f}  {str(one_line):8s}  {str(untouched):9s}  "
+          f"{'ok ' if ok else 'FAIL'} {lines[-1][:150] if lines else ''}", flush=True)
+    return ok
+
+
 def main() -> int:
     """Build each hostile input, run `mie` on it, print one row per case; exit 1 if any case fails."""
     root = Path(tempfile.mkdtemp(prefix="mie-hostile-"))
@@ -206,18 +222,8 @@ def main() -> int:
         argv, files = build(d)
         before = digest(files)
         code, seconds, rss, err = run_case(argv)
-        lines = [line for line in err.splitlines() if line.strip()]
         want_code, want_text = EXPECT.get(name, (1, None))
-        if want_text is None:
-            one_line = len(lines) == 1 and lines[0].startswith("mie ") and "Traceback" not in err
-        else:
-            one_line = want_text in err and "Traceback" not in err
-            lines = [line for line in lines if want_text in line][-1:] or lines
-        untouched = digest(files) == before
-        ok = code == want_code and one_line and untouched and seconds < LIMIT_S and rss < LIMIT_BYTES
-        failures += not ok
-        print(f"{name:45s} {code:4d} {seconds:8.2f} {rss / 2**20:8.0f}  {str(one_line):8s}  {str(untouched):9s}  "
-              f"{'ok ' if ok else 'FAIL'} {lines[-1][:150] if lines else ''}", flush=True)
+        failures += not report(name, 45, code, seconds, rss, err, digest(files) == before, want_code, want_text)
     shutil.rmtree(root, ignore_errors=True)
     print(f"{len(cases(root, finished)) - failures} of {len(cases(root, finished))} cases pass")
     return 1 if failures else 0

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hostile_inputs import LIMIT_BYTES, LIMIT_S, TINY, digest, run_case  # noqa: E402
+from hostile_inputs import TINY, digest, report, run_case  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HUGE = "1000000"
@@ -166,13 +166,8 @@ def main() -> int:
         case = build(d)
         before = digest(case.files)
         code, seconds, rss, err = run_case(case.argv, timeout=60, stdin=case.stdin, cwd=case.cwd)
-        lines = [line for line in err.splitlines() if line.strip()]
-        one_line = len(lines) == 1 and lines[0].startswith("mie ") and "Traceback" not in err
         untouched = digest(case.files) == before and not any(p.exists() for p in case.absent)
-        ok = code == 1 and one_line and untouched and seconds < LIMIT_S and rss < LIMIT_BYTES
-        failures += not ok
-        print(f"{name:48s} {code:4d} {seconds:8.2f} {rss / 2**20:8.0f}  {str(one_line):8s}  {str(untouched):9s}  "
-              f"{'ok ' if ok else 'FAIL'} {lines[-1][:150] if lines else ''}", flush=True)
+        failures += not report(name, 48, code, seconds, rss, err, untouched)
     shutil.rmtree(root, ignore_errors=True)
     print(f"{len(table) - failures} of {len(table)} cases pass")
     return 1 if failures else 0

@@ -34,15 +34,11 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hostile_inputs import TINY  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-TINY_CLIP = {
-    "recipe": "clip", "project_name": "hostile_serve", "epochs": 1, "log_every": 1, "device": "cpu",
-    "model": {"embed_dim": 16, "image_size": 16, "patch_size": 8, "vision_width": 16, "vision_layers": 1,
-              "vision_heads": 2, "text_width": 16, "text_layers": 1, "text_heads": 2, "context_length": 24},
-    "data": {"format": "synthetic", "batch_size": 8, "test_splits": ["test"],
-             "synthetic": {"num_train": 16, "num_val": 8, "num_test": 8, "num_heldout": 4, "image_size": 24}},
-    "tokenizer": {"name": "bpe", "vocab_size": 300},
-}
+TINY_CLIP = {**TINY, "project_name": "hostile_serve"}
 TEXT = ("the cat sat on the mat. a dog ran in the park. hello there, how are you today? we walked along the river "
         "and talked about the weather, the books we read and the people we met. ") * 200
 PYTHON_TEXT = ("invalid literal", "Exceeds the limit", "codec", "surrogates not allowed", "RecursionError",
@@ -229,26 +225,30 @@ def clip_cases(server: Server, run: Path) -> None:
         ok, seconds, detail = timed(check)
         row(name, ok and seconds < 5, seconds, detail)
 
+    def post_concurrently(path: str, body: bytes, clients: int = 80) -> dict[int, int]:
+        """POST ``body`` as an image from ``clients`` threads at once; how many answers had each status."""
+        statuses: list[int] = []
+        lock = threading.Lock()
+
+        def post() -> None:
+            status = server.request("POST", path, body, {"Content-Type": "image/png"}, timeout=120)[0]
+            with lock:
+                statuses.append(status)
+
+        threads = [threading.Thread(target=post) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return {s: statuses.count(s) for s in sorted(set(statuses))}
+
     def uploads() -> tuple[bool, str]:
         out = io.BytesIO()
         Image.new("RGB", (4096, 4096)).save(out, format="PNG", optimize=True)
         png = out.getvalue()
         before = server.peak_bytes()
-        statuses: list[int] = []
-        lock = threading.Lock()
-
-        def post() -> None:
-            status = server.request("POST", "/api/caption?k=3", png, {"Content-Type": "image/png"}, timeout=120)[0]
-            with lock:
-                statuses.append(status)
-
-        threads = [threading.Thread(target=post) for _ in range(80)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        counts = post_concurrently("/api/caption?k=3", png)
         peak = server.peak_bytes()
-        counts = {s: statuses.count(s) for s in sorted(set(statuses))}
         ok = peak < PEAK_LIMIT and set(counts) <= {200, 503} and counts.get(200, 0) >= 2
         return ok, (f"{len(png) / 1024:.0f} KB PNG x 80: statuses {counts}; peak RSS {peak / 2**20:.0f} MB "
                     f"(before {before / 2**20:.0f} MB; limit {PEAK_LIMIT / 2**20:.0f} MB)")
@@ -258,21 +258,8 @@ def clip_cases(server: Server, run: Path) -> None:
 
     def big_bodies() -> tuple[bool, str]:
         noise = os.urandom(8 * 1024 * 1024 - 1024)  # just under the upload limit, and not an image
-        statuses: list[int] = []
-        lock = threading.Lock()
-
-        def post() -> None:
-            status = server.request("POST", "/api/caption", noise, {"Content-Type": "image/png"}, timeout=120)[0]
-            with lock:
-                statuses.append(status)
-
-        threads = [threading.Thread(target=post) for _ in range(80)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        counts = post_concurrently("/api/caption", noise)
         peak = server.peak_bytes()
-        counts = {s: statuses.count(s) for s in sorted(set(statuses))}
         return peak < PEAK_LIMIT and set(counts) <= {400, 503}, (
             f"8 MB bodies x 80: statuses {counts}; peak RSS {peak / 2**20:.0f} MB")
 
