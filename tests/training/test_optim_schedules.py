@@ -112,7 +112,7 @@ def test_schedule_total_may_be_a_callable():
 
 def test_schedule_errors_and_warning():
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-    with pytest.raises(ValueError, match="'step' is unknown"):
+    with pytest.raises(ValueError, match="^schedule.name: unknown schedule 'step'; known schedules: constant, cosine, inverse_sqrt, linear$"):
         build_scheduler(opt, ScheduleConfig(name="step"), 10)
     with pytest.raises(ValueError, match="min_lr_ratio"):
         build_scheduler(opt, ScheduleConfig(min_lr_ratio=1.5), 10)

@@ -47,12 +47,7 @@ def build_dataset(config: DataConfig, split: str, transform: Callable | None = N
     """
     if config.format == AUTO:
         config = resolve_auto_format(config)
-    builder = DATASET_FORMATS.get(config.format)
-    if builder is None:
-        known = ", ".join(sorted([*DATASET_FORMATS, AUTO]))
-        raise ConfigError(f"unknown data.format {config.format!r}; known formats: {known}",
-                          fix="set data.format to one of them")
-    return builder(config, split, transform, **kw)
+    return DATASET_FORMATS.lookup(config.format, also=[AUTO])(config, split, transform, **kw)
 
 
 def resolve_auto_format(config: DataConfig) -> DataConfig:

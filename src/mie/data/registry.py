@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from mie.errors import ConfigError
+from mie.registry import Registry
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -27,21 +28,13 @@ if TYPE_CHECKING:
     from mie.data.config import DataConfig
 
 DatasetBuilder = Callable[..., "Dataset"]
-DATASET_FORMATS: dict[str, DatasetBuilder] = {}
+DATASET_FORMATS: Registry[DatasetBuilder] = Registry("data.format", plural="formats",
+                                                    fix="set data.format to one of them")
 
 
 def register_dataset_format(name: str) -> Callable[[DatasetBuilder], DatasetBuilder]:
     """Decorator that makes a builder available to ``build_dataset`` under ``name``."""
-
-    def decorator(builder: DatasetBuilder) -> DatasetBuilder:
-        if name in DATASET_FORMATS and DATASET_FORMATS[name] is not builder:
-            raise ValueError(
-                f"dataset format {name!r} is already registered by {DATASET_FORMATS[name].__module__}"
-            )
-        DATASET_FORMATS[name] = builder
-        return builder
-
-    return decorator
+    return DATASET_FORMATS.register(name)
 
 
 def check_format_options(config: DataConfig, allowed: Iterable[str]) -> dict[str, Any]:

@@ -4,7 +4,8 @@
     >>> loss = build_loss("clip", temperature=0.05)
 
 Names come from YAML configs (``loss: {name: clip, kwargs: {...}}``), so unknown names and unknown
-keyword arguments raise ``ValueError`` listing what is accepted instead of a bare ``TypeError``.
+keyword arguments raise ``ValueError`` listing what is accepted instead of a bare ``TypeError``. ``LOSSES`` is a
+:class:`mie.registry.Registry`, the one registry style of mie.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-LOSSES: dict[str, type[nn.Module]] = {}
+from mie.registry import Registry
+
+LOSSES: Registry[type[nn.Module]] = Registry("loss", plural="losses")
 
 T = TypeVar("T", bound=type[nn.Module])
 
@@ -24,9 +27,7 @@ def register_loss(name: str) -> Callable[[T], T]:
     """Class decorator that adds a loss class to ``LOSSES`` under ``name`` (names are unique)."""
 
     def decorate(cls: T) -> T:
-        if name in LOSSES and LOSSES[name] is not cls:
-            raise ValueError(f"loss name {name!r} is already registered to {LOSSES[name].__name__}")
-        LOSSES[name] = cls
+        LOSSES.add(name, cls)
         cls.registered_name = name  # type: ignore[attr-defined]
         return cls
 
@@ -42,12 +43,10 @@ def loss_arguments(cls: type[nn.Module]) -> list[str]:
 def build_loss(name: str, **kwargs: Any) -> nn.Module:
     """Build the loss registered as ``name`` with constructor ``kwargs``.
 
-    Raises ``ValueError`` for an unknown name (listing the known ones) or an unknown keyword argument
-    (naming it and the loss's accepted arguments).
+    Raises a ``ValueError`` (a :class:`~mie.errors.ConfigError`) for an unknown name (listing the known
+    ones) or an unknown keyword argument (naming it and the loss's accepted arguments).
     """
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(sorted(LOSSES))}")
-    cls = LOSSES[name]
+    cls = LOSSES.lookup(name)
     accepted = loss_arguments(cls)
     unknown = [k for k in kwargs if k not in accepted]
     if unknown:

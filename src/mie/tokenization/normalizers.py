@@ -14,6 +14,7 @@ from typing import Any
 import regex
 
 from mie.errors import LimitError, TokenizerError
+from mie.registry import Registry
 from mie.tokenization.schema import RETRAIN_FIX, check_keys, field, short
 
 MAX_STAGES = 32  # stages in one sequence
@@ -111,9 +112,10 @@ class NormalizerSequence(Normalizer):
         return {"type": self.kind, "stages": [s.to_dict() for s in self.stages]}
 
 
-_KINDS: dict[str, type[Normalizer]] = {
-    cls.kind: cls for cls in (Normalizer, NFC, Lowercase, WhitespaceClean, HtmlUnescape, StraightenQuotes)
-}
+_KINDS: Registry[type[Normalizer]] = Registry("normalizer type", error=TokenizerError)
+for _cls in (Normalizer, NFC, Lowercase, WhitespaceClean, HtmlUnescape, StraightenQuotes):
+    _KINDS.add(_cls.kind, _cls)
+del _cls
 
 
 def normalizer_from_dict(data: Any, key: str = "normalizer", depth: int = 0) -> Normalizer:
@@ -131,7 +133,7 @@ def normalizer_from_dict(data: Any, key: str = "normalizer", depth: int = 0) -> 
             [normalizer_from_dict(stage, f"{key}.stages[{i}]", depth + 1) for i, stage in enumerate(stages)]
         )
     if not isinstance(kind, str) or kind not in _KINDS:
-        names = ", ".join(sorted([*_KINDS, NormalizerSequence.kind]))
+        names = _KINDS.choices(also=[NormalizerSequence.kind])  # short(): the type comes from an untrusted file
         raise TokenizerError(f"unknown normalizer type {short(kind)} at {key}.type",
                              fix=f"retrain the tokenizer or use one of: {names}")
     return _KINDS[kind]()

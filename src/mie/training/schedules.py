@@ -20,9 +20,39 @@ from collections.abc import Callable
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from mie.registry import Registry
 from mie.training.config import ScheduleConfig
 
-SCHEDULES = ("cosine", "linear", "constant", "inverse_sqrt")
+# The multiplier after warmup, by schedule name: (step, warmup, total_steps, min_lr_ratio) -> factor.
+SCHEDULE_SHAPES: Registry[Callable[[int, int, int, float], float]] = Registry("schedule")
+
+
+def _progress(step: int, warmup: int, total: int) -> float:
+    return min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
+
+
+@SCHEDULE_SHAPES.register("cosine")
+def _cosine(step: int, warmup: int, total: int, m: float) -> float:
+    shape = 0.5 * (1.0 + math.cos(math.pi * _progress(step, warmup, total)))
+    return m + (1.0 - m) * shape
+
+
+@SCHEDULE_SHAPES.register("linear")
+def _linear(step: int, warmup: int, total: int, m: float) -> float:
+    return m + (1.0 - m) * (1.0 - _progress(step, warmup, total))
+
+
+@SCHEDULE_SHAPES.register("constant")
+def _constant(step: int, warmup: int, total: int, m: float) -> float:
+    return 1.0
+
+
+@SCHEDULE_SHAPES.register("inverse_sqrt")
+def _inverse_sqrt(step: int, warmup: int, total: int, m: float) -> float:
+    return max(m, math.sqrt(max(1, warmup) / (step + 1)))
+
+
+SCHEDULES = tuple(SCHEDULE_SHAPES)  # cosine, linear, constant, inverse_sqrt
 
 
 def lr_multiplier(step: int, cfg: ScheduleConfig, total_steps: int) -> float:
@@ -30,16 +60,7 @@ def lr_multiplier(step: int, cfg: ScheduleConfig, total_steps: int) -> float:
     warmup = max(0, cfg.warmup_steps)
     if step < warmup:
         return (step + 1) / warmup
-    if cfg.name == "constant":
-        return 1.0
-    if cfg.name == "inverse_sqrt":
-        return max(cfg.min_lr_ratio, math.sqrt(max(1, warmup) / (step + 1)))
-    progress = min(1.0, max(0.0, (step - warmup) / max(1, total_steps - warmup)))
-    if cfg.name == "cosine":
-        shape = 0.5 * (1.0 + math.cos(math.pi * progress))
-    else:
-        shape = 1.0 - progress
-    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * shape
+    return SCHEDULE_SHAPES.lookup(cfg.name, where="schedule.name")(step, warmup, total_steps, cfg.min_lr_ratio)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig,
@@ -50,8 +71,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig,
     it knows how many steps fit a wall-clock budget. The multiplier is a closure, so the scheduler's
     ``state_dict`` holds only counters: a resumed run follows the schedule of its current config.
     """
-    if cfg.name not in SCHEDULES:
-        raise ValueError(f"schedule.name={cfg.name!r} is unknown; choose one of {', '.join(SCHEDULES)}")
+    SCHEDULE_SHAPES.lookup(cfg.name, where="schedule.name")  # an unknown name fails now, not at the first step
     if not 0.0 <= cfg.min_lr_ratio <= 1.0:
         raise ValueError(f"schedule.min_lr_ratio={cfg.min_lr_ratio} must lie in [0, 1]")
     get_total = total_steps if callable(total_steps) else (lambda: total_steps)
