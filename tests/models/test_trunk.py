@@ -96,13 +96,14 @@ def test_checkpoints_with_the_old_names_load_with_identical_outputs():
 
 @pytest.mark.parametrize("is_causal", [False, True])
 @pytest.mark.parametrize("layers", [1, 3])
-def test_forward_at_equals_the_full_trunk_at_those_tokens_with_the_same_gradients(is_causal, layers):
+@pytest.mark.parametrize("pooled", [[6, 0, 3], [6, 6, 5]])  # causal: packed rows / too little padding to pack
+def test_forward_at_equals_the_full_trunk_at_those_tokens_with_the_same_gradients(is_causal, layers, pooled):
     torch.manual_seed(0)
     trunk = Transformer(width=16, layers=layers, heads=2)
     for param in trunk.parameters():  # non-trivial biases and norms, so a skipped term would show
         nn.init.normal_(param, std=0.3)
     x = torch.randn(3, 7, 16, requires_grad=True)
-    positions = torch.tensor([6, 0, 3])
+    positions = torch.tensor(pooled)
     rows = torch.arange(3)
     full = trunk(x, is_causal=is_causal)[rows, positions]
     at = trunk.forward_at(x, positions, is_causal=is_causal)
@@ -111,9 +112,9 @@ def test_forward_at_equals_the_full_trunk_at_those_tokens_with_the_same_gradient
     at_grads = torch.autograd.grad(at.square().sum(), [x, *trunk.parameters()])
     for got, expected in zip(at_grads, full_grads):
         torch.testing.assert_close(got, expected)
-    if is_causal:  # the pooled token at position 3 of row 2 sees nothing after it
+    if is_causal:  # the pooled token of row 2 sees nothing after it
         later = x.detach().clone()
-        later[2, 4:] = torch.randn(3, 16)
+        later[2, pooled[2] + 1:] = torch.randn(6 - pooled[2], 16)
         torch.testing.assert_close(trunk.forward_at(later, positions, is_causal=True)[2], at[2].detach())
 
 

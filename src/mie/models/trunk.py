@@ -58,42 +58,102 @@ class Transformer(nn.Module):
     def forward_at(self, x: torch.Tensor, positions: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
         """Normed features ``[B, width]`` of token ``positions[b]`` of each row: ``forward(x)[b, positions[b]]``.
 
-        Why: a pooled tower reads one token, and a token's last-block output depends on every token only
-        through that block's keys and values. So the last block projects keys and values of all tokens but
-        runs the query, attention output, MLP and final norm on the pooled token alone: about 20% less work
-        for a 4-block trunk, the same numbers up to float rounding.
+        Why: a pooled tower reads one token per row, so two kinds of work are skipped, with the same numbers
+        up to float rounding. (1) A token's last-block output depends on the other tokens only through that
+        block's keys and values: the last block projects keys and values of all tokens but runs the query,
+        attention output, MLP and final norm on the pooled token alone (about 20% of a 4-block trunk).
+        (2) Causal (on the CPU): the tokens after ``positions[b]`` (a caption's padding) can never reach it,
+        so every per-token layer (norms, projections, MLP) runs on the packed ``positions[b] + 1`` first
+        tokens of each row and only attention sees the padded ``[B, L]`` layout.
         """
         rows = torch.arange(x.shape[0], device=x.device)
         if not self.blocks:
             return self.norm(x[rows, positions])
+        if any(b.cross_attn is not None or b.attn.rope is not None or b.attn.alibi is not None for b in self.blocks):
+            return self.forward(x, is_causal=is_causal)[rows, positions]
+        layout = _Layout(x.shape, positions if is_causal and x.device.type == "cpu" else None)
+        tokens = layout.pack(x)
         *rest, last = self.blocks
         for block in rest:
-            x = block(x, is_causal=is_causal)
-        if last.cross_attn is not None or last.attn.rope is not None or last.attn.alibi is not None:
-            return self.norm(last(x, is_causal=is_causal)[rows, positions])
-        return self.norm(_block_at(last, x, rows, positions, is_causal))
+            tokens = _block_tokens(block, tokens, layout, is_causal)
+        return self.norm(_block_at(last, tokens, layout, positions, is_causal))
 
 
-def _block_at(block: TransformerBlock, x: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor,
-              is_causal: bool) -> torch.Tensor:
-    """``block(x, is_causal)[rows, positions]`` (``[B, width]``) with the query side computed at those tokens only."""
-    attn = block.attn
-    h = block.norm_attn(x)
-    h_at = h[rows, positions][:, None]  # [B, 1, width]
+class _Layout:
+    """The token rows that a pooled causal trunk computes: all ``B * L`` (``keep=None``) or, given the pooled
+    ``positions``, the first ``positions[b] + 1`` of each row, packed into ``[N, width]``."""
+
+    def __init__(self, shape: torch.Size, positions: torch.Tensor | None) -> None:
+        self.batch, self.length = shape[0], shape[1]
+        self.index: torch.Tensor | None = None
+        if positions is not None:
+            keep = torch.arange(self.length, device=positions.device)[None] <= positions[:, None]
+            index = keep.flatten().nonzero().squeeze(1)  # a host sync: CPU only (see forward_at)
+            if index.numel() < 0.9 * keep.numel():  # packing pays when a tenth or more is padding
+                self.index = index
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, L, C]`` -> the computed rows ``[N, C]``."""
+        flat = x.reshape(self.batch * self.length, x.shape[-1])
+        return flat if self.index is None else flat.index_select(0, self.index)
+
+    def pad(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[N, C]`` -> ``[B, L, C]`` (zeros where a row was not computed: after its pooled token)."""
+        if self.index is not None:
+            tokens = tokens.new_zeros(self.batch * self.length, tokens.shape[-1]).index_copy(0, self.index, tokens)
+        return tokens.view(self.batch, self.length, tokens.shape[-1])
+
+    def rows_of(self, positions: torch.Tensor) -> torch.Tensor:
+        """Row of token ``(b, positions[b])`` in the computed ``[N, C]``: the last of row ``b`` when packed."""
+        if self.index is None:
+            return torch.arange(self.batch, device=positions.device) * self.length + positions
+        return torch.cumsum(positions + 1, dim=0) - 1
+
+
+def _qkv(attn: nn.Module, h: torch.Tensor, h_query: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """Queries (of ``h_query`` when given, else of ``h``), keys and values of ``h`` from the block's projections."""
     q_width = attn.num_heads * attn.head_dim
-    if attn.fused:  # slices of the one qkv_proj: queries of the pooled token, keys and values of all
-        weight, bias = attn.qkv_proj.weight, attn.qkv_proj.bias
-        q = F.linear(h_at, weight[:q_width], None if bias is None else bias[:q_width])
-        k, v = F.linear(h, weight[q_width:], None if bias is None else bias[q_width:]).chunk(2, dim=-1)
-    else:
-        q, k, v = attn.q_proj(h_at), attn.k_proj(h), attn.v_proj(h)
+    if not attn.fused:
+        return attn.q_proj(h if h_query is None else h_query), attn.k_proj(h), attn.v_proj(h)
+    if h_query is None:
+        kv_width = attn.num_kv_heads * attn.head_dim
+        return attn.qkv_proj(h).split((q_width, kv_width, kv_width), dim=-1)
+    weight, bias = attn.qkv_proj.weight, attn.qkv_proj.bias  # slices of the one qkv_proj
+    q = F.linear(h_query, weight[:q_width], None if bias is None else bias[:q_width])
+    return (q, *F.linear(h, weight[q_width:], None if bias is None else bias[q_width:]).chunk(2, dim=-1))
+
+
+def _attend(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+            is_causal: bool) -> torch.Tensor:
+    """``attend`` over ``[B, L|1, C]`` projections with the block's heads and dropout; ``[B, L|1, H * hd]``."""
+    out = attend(attn._heads(q, attn.num_heads), attn._heads(k, attn.num_kv_heads), attn._heads(v, attn.num_kv_heads),
+                 mask, is_causal=is_causal, dropout_p=attn.dropout if attn.training else 0.0, use_sdpa=attn.use_sdpa)
+    return out.transpose(1, 2).reshape(q.shape[0], q.shape[1], attn.num_heads * attn.head_dim)
+
+
+def _block_tokens(block: TransformerBlock, tokens: torch.Tensor, layout: _Layout, is_causal: bool) -> torch.Tensor:
+    """``block`` over the computed rows ``[N, width]`` of ``layout``: attention in the padded layout, the rest
+    per token."""
+    attn = block.attn
+    qkv = _qkv(attn, block.norm_attn(tokens))
+    widths = [t.shape[-1] for t in qkv]
+    q, k, v = layout.pad(torch.cat(qkv, dim=-1)).split(widths, dim=-1)  # one scatter for all three
+    out = layout.pack(_attend(attn, q, k, v, None, is_causal))
+    tokens = tokens + attn.resid_dropout(attn.out_proj(out))
+    return tokens + block.ff(block.norm_ff(tokens))
+
+
+def _block_at(block: TransformerBlock, tokens: torch.Tensor, layout: _Layout, positions: torch.Tensor,
+              is_causal: bool) -> torch.Tensor:
+    """``block``'s output ``[B, width]`` at token ``positions[b]`` of each row, the query side computed there only."""
+    attn, at = block.attn, layout.rows_of(positions)
+    h = block.norm_attn(tokens)
+    q, k, v = _qkv(attn, h, h[at])
     mask = None
     if is_causal:  # the pooled token sees the keys up to its own position
-        mask = (torch.arange(x.shape[1], device=x.device)[None] <= positions[:, None])[:, None, None, :]
-    out = attend(attn._heads(q, attn.num_heads), attn._heads(k, attn.num_kv_heads),
-                 attn._heads(v, attn.num_kv_heads), mask, dropout_p=attn.dropout if attn.training else 0.0,
-                 use_sdpa=attn.use_sdpa)
-    y = x[rows, positions] + attn.resid_dropout(attn.out_proj(out.reshape(x.shape[0], q_width)))
+        mask = (torch.arange(layout.length, device=tokens.device)[None] <= positions[:, None])[:, None, None, :]
+    out = _attend(attn, q[:, None], layout.pad(k), layout.pad(v), mask, False)
+    y = tokens[at] + attn.resid_dropout(attn.out_proj(out[:, 0]))
     return y + block.ff(block.norm_ff(y))
 
 
