@@ -171,10 +171,9 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{t.name}={num_parameters(t.model):,} ({num_parameters(t.model) / 1e6:.2f}M)" for t in trainees))
     if args.compile:  # the trainer's compile: true (mie.training.compile), for ours only
         compile_blocks(trainees[0].model)
-    peak = matmul_peak(2048)
-    print(f"fp32 matmul peak (2048^3 torch.mm, this run): {peak:.0f} GFLOP/s, {load()}")
-
     for precision in args.precisions.split(","):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        peak = matmul_peak(2048, dtype=dtype)  # again after the steps: the higher one (the load varies)
         for trainee in trainees:
             trainee.split = StepSplit()
             trainee.model.train()
@@ -184,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.steps):  # ours, peer, peer, ours, ...: neither always runs first
             for trainee in trainees if i % 2 == 0 else trainees[::-1]:
                 trainee.step(batches, i, precision)
+        peak = max(peak, matmul_peak(2048, dtype=dtype))
+        print(f"{precision} matmul peak (2048^3 torch.mm, before and after the steps): {peak:.0f} GFLOP/s")
         for trainee in trainees:
             step = trainee.split.median()
             print(f"{trainee.name:>9} {precision}: {args.batch_size / step:6.1f} pairs/s (median of "

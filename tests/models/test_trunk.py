@@ -126,3 +126,14 @@ def test_pooled_towers_equal_their_tokens_at_the_pooled_position():
     vit = VisionTransformer(image_size=16, patch_size=4, width=32, layers=2, heads=4, pool="cls").train()
     images = torch.randn(2, 3, 16, 16)
     torch.testing.assert_close(vit(images), vit.forward_tokens(images)[:, 0])
+
+
+def test_forward_at_under_bf16_autocast_matches_the_full_trunk():
+    torch.manual_seed(0)
+    trunk = Transformer(width=32, layers=2, heads=4)
+    x, positions = torch.randn(3, 9, 32), torch.tensor([8, 2, 5])
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the math SDPA kernel there (trunk._backend)
+        full = trunk(x, is_causal=True)[torch.arange(3), positions]
+        at = trunk.forward_at(x, positions, is_causal=True)
+    assert at.dtype == full.dtype
+    torch.testing.assert_close(at.float(), full.float(), atol=0.05, rtol=0.05)
