@@ -137,3 +137,15 @@ def test_forward_at_under_bf16_autocast_matches_the_full_trunk():
         at = trunk.forward_at(x, positions, is_causal=True)
     assert at.dtype == full.dtype
     torch.testing.assert_close(at.float(), full.float(), atol=0.05, rtol=0.05)
+
+
+def test_forward_at_runs_whole_blocks_when_a_block_forward_was_replaced():
+    trunk = Transformer(width=16, layers=2, heads=2)
+    calls = []
+    for block in trunk.blocks:  # what compile: true does (mie.training.compile): an instance-level forward
+        block.forward = lambda x, _f=block.forward, **kw: calls.append(1) or _f(x, **kw)
+    x, positions = torch.randn(2, 5, 16), torch.tensor([4, 1])
+    expected = Transformer.forward(trunk, x, is_causal=True)[torch.arange(2), positions]
+    calls.clear()
+    torch.testing.assert_close(trunk.forward_at(x, positions, is_causal=True), expected)
+    assert len(calls) == 2

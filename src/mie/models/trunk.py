@@ -75,7 +75,8 @@ class Transformer(nn.Module):
         rows = torch.arange(x.shape[0], device=x.device)
         if not self.blocks:
             return self.norm(x[rows, positions])
-        if any(b.cross_attn is not None or b.attn.rope is not None or b.attn.alibi is not None for b in self.blocks):
+        if any(b.cross_attn is not None or b.attn.rope is not None or b.attn.alibi is not None
+               or "forward" in vars(b) for b in self.blocks):  # a compiled block (compile: true) runs whole
             return self.forward(x, is_causal=is_causal)[rows, positions]
         layout = _Layout(x.shape, positions if is_causal and x.device.type == "cpu" else None)
         tokens = layout.pack(x)
