@@ -19,7 +19,6 @@ from mie.models.lora import (
     lora_freeze_patterns,
     lora_parameters,
     merge_lora,
-    rename_legacy_adapters,
 )
 
 
@@ -42,14 +41,6 @@ def test_earlier_target_names_map_to_the_attention_projections():
         f"layers.{i}.{name}" for i in range(2)
         for name in ("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.out_proj", "mlp.w2")]
     assert apply_lora(_model(), targets=("wq", "q_proj"), r=2) == ["layers.0.attn.q_proj", "layers.1.attn.q_proj"]
-
-
-def test_adapter_state_dicts_with_earlier_names_are_renamed():
-    state = {"lora.layers.0.attn.wq.lora_a": 1, "layers.0.attn.wv.base.weight": 2, "layers.1.attn.q.lora_b": 3,
-             "layers.0.attn.wo.weight": 4, "layers.0.mlp.fc1.lora_a": 5}
-    assert rename_legacy_adapters(state) == {
-        "lora.layers.0.attn.q_proj.lora_a": 1, "layers.0.attn.v_proj.base.weight": 2,
-        "layers.1.attn.q_proj.lora_b": 3, "layers.0.attn.wo.weight": 4, "layers.0.mlp.fc1.lora_a": 5}
 
 
 def test_the_update_is_b_a_scaled():

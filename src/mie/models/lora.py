@@ -149,20 +149,6 @@ def average_adapters(model: nn.Module, snapshots: list[dict[str, tuple[torch.Ten
             module.r = module.lora_a.shape[0]
 
 
-def rename_legacy_adapters(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """An adapter state dict saved before the one attention module (``layers.0.attn.wq.lora_a``) under
-    today's names (``layers.0.attn.q_proj.lora_a``): the layer name before ``lora_a``, ``lora_b`` or
-    ``base`` is mapped by :data:`LEGACY_NAMES`. (A model's ``load_state_dict`` renames by itself.)"""
-    renamed = {}
-    for key, value in state.items():
-        parts = key.split(".")
-        for i in range(1, len(parts)):
-            if parts[i] in ("lora_a", "lora_b", "base") and parts[i - 1] in LEGACY_NAMES:
-                parts[i - 1] = LEGACY_NAMES[parts[i - 1]]
-        renamed[".".join(parts)] = value
-    return renamed
-
-
 def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """The adapters' parameters by name (what a LoRA run trains)."""
     return {name: p for name, p in model.named_parameters() if name.endswith(("lora_a", "lora_b"))}
