@@ -21,6 +21,7 @@ import time
 import torch
 
 from mie.errors import ConfigError
+from mie.models.budget import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +37,9 @@ _started = time.monotonic()  # to tell this process's own share of the load from
 _cpu_at_start = time.process_time()
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity; the machine's count where that is unknown)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # macOS and Windows have no affinity call
-        return max(1, os.cpu_count() or 1)
-
-
 def check_threads(threads: int, where: str = "threads") -> int:
     """``threads`` if it is 0 (torch's default: one per core) or 1 .. 4 x the cores; else a one-line error."""
-    cores = available_cores()
+    cores = usable_cores()
     most = MAX_PER_CORE * cores
     fix = f"use 0 (torch's default, one thread per core) or 1 to {most}; 1 on a machine shared with other jobs"
     if threads < 0:
@@ -107,7 +100,7 @@ def check_load(threads: int) -> bool:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):  # Windows has no load average
         return False
-    cores = available_cores()
+    cores = usable_cores()
     others = max(0.0, load - own_load())
     if others + threads <= cores + LOAD_SLACK:
         return False
