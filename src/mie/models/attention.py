@@ -177,6 +177,19 @@ class MultiHeadAttention(nn.Module):
             k, v = self.k_proj(context), self.v_proj(context)
         return self._heads(k, self.num_kv_heads), self._heads(v, self.num_kv_heads)
 
+    def project_qkv(self, x: torch.Tensor, x_query: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Self-attention's queries (of ``x_query`` when given, else of ``x``), keys and values of ``x``, before
+        the split into heads (``[..., H * hd]``, ``[..., KV * hd]`` twice): a pooled tower asks for the query of
+        its pooled token only."""
+        if not self.fused:
+            return self.q_proj(x if x_query is None else x_query), self.k_proj(x), self.v_proj(x)
+        q_width, kv_width = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        if x_query is None:
+            return self.qkv_proj(x).split((q_width, kv_width, kv_width), dim=-1)
+        weight, bias = self.qkv_proj.weight, self.qkv_proj.bias  # slices of the one fused projection
+        q = F.linear(x_query, weight[:q_width], None if bias is None else bias[:q_width])
+        return (q, *F.linear(x, weight[q_width:], None if bias is None else bias[q_width:]).chunk(2, dim=-1))
+
     def _project(self, x: torch.Tensor, context: torch.Tensor | None,
                  context_kv: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, ...]:
         if self.cross:
@@ -187,11 +200,7 @@ class MultiHeadAttention(nn.Module):
             return (self._heads(self.q_proj(x), self.num_heads), *context_kv)
         if context is not None or context_kv is not None:
             raise ValueError("self-attention got a context; build the module with cross=True")
-        if self.fused:
-            q_width, kv_width = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-            q, k, v = self.qkv_proj(x).split((q_width, kv_width, kv_width), dim=-1)
-        else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q, k, v = self.project_qkv(x)
         return self._heads(q, self.num_heads), self._heads(k, self.num_kv_heads), self._heads(v, self.num_kv_heads)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None,

@@ -11,7 +11,6 @@ import contextlib
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mie.models.attention import attend
@@ -117,19 +116,6 @@ class _Layout:
         return torch.cumsum(positions + 1, dim=0) - 1
 
 
-def _qkv(attn: nn.Module, h: torch.Tensor, h_query: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-    """Queries (of ``h_query`` when given, else of ``h``), keys and values of ``h`` from the block's projections."""
-    q_width = attn.num_heads * attn.head_dim
-    if not attn.fused:
-        return attn.q_proj(h if h_query is None else h_query), attn.k_proj(h), attn.v_proj(h)
-    if h_query is None:
-        kv_width = attn.num_kv_heads * attn.head_dim
-        return attn.qkv_proj(h).split((q_width, kv_width, kv_width), dim=-1)
-    weight, bias = attn.qkv_proj.weight, attn.qkv_proj.bias  # slices of the one qkv_proj
-    q = F.linear(h_query, weight[:q_width], None if bias is None else bias[:q_width])
-    return (q, *F.linear(h, weight[q_width:], None if bias is None else bias[q_width:]).chunk(2, dim=-1))
-
-
 def _attend(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
             is_causal: bool) -> torch.Tensor:
     """``attend`` over ``[B, L|1, C]`` projections with the block's heads and dropout; ``[B, L|1, H * hd]``."""
@@ -153,7 +139,7 @@ def _block_tokens(block: TransformerBlock, tokens: torch.Tensor, layout: _Layout
     """``block`` over the computed rows ``[N, width]`` of ``layout``: attention in the padded layout, the rest
     per token."""
     attn = block.attn
-    qkv = _qkv(attn, block.norm_attn(tokens))
+    qkv = attn.project_qkv(block.norm_attn(tokens))
     widths = [t.shape[-1] for t in qkv]
     q, k, v = layout.pad(torch.cat(qkv, dim=-1)).split(widths, dim=-1)  # one scatter for all three
     out = layout.pack(_attend(attn, q, k, v, None, is_causal))
@@ -166,7 +152,7 @@ def _block_at(block: TransformerBlock, tokens: torch.Tensor, layout: _Layout, po
     """``block``'s output ``[B, width]`` at token ``positions[b]`` of each row, the query side computed there only."""
     attn, at = block.attn, layout.rows_of(positions)
     h = block.norm_attn(tokens)
-    q, k, v = _qkv(attn, h, h[at])
+    q, k, v = attn.project_qkv(h, h[at])
     mask = None
     if is_causal:  # the pooled token sees the keys up to its own position
         mask = (torch.arange(layout.length, device=tokens.device)[None] <= positions[:, None])[:, None, None, :]
