@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mie.errors import ConfigError
 from mie.models.attention import key_mask
 from mie.models.blocks import (
     FeedForward,
@@ -39,7 +40,8 @@ def test_build_norm():
     # eps: each norm's own default unless given (models built before the argument keep their numbers).
     assert build_norm("layernorm", 4).eps == 1e-5 and build_norm("rmsnorm", 4).eps == 1e-6
     assert build_norm("layernorm", 4, eps=1e-12).eps == 1e-12 and build_norm("rmsnorm", 4, eps=1e-5).eps == 1e-5
-    with pytest.raises(ValueError, match="layernorm, rmsnorm"):
+    # An unknown name is the registry's one-line ConfigError, naming the config key and every norm.
+    with pytest.raises(ConfigError, match=r"^model\.norm: unknown norm 'batchnorm'; known norms: layernorm, rmsnorm"):
         build_norm("batchnorm", 4)
 
 

@@ -11,8 +11,11 @@ from torch import nn
 from mie.models.attention import MultiHeadAttention
 from mie.models.kv_cache import KVCache
 from mie.models.positional import RotaryEmbedding
+from mie.registry import Registry
 
-NORMS = ("layernorm", "rmsnorm")
+# Every norm a model config may name (``model.norm``); a class taking ``(dim)`` or ``(dim, eps=...)``.
+NORMS: Registry[type[nn.Module]] = Registry("norm")
+NORMS.add("layernorm", nn.LayerNorm)
 
 
 class RMSNorm(nn.Module):
@@ -34,17 +37,17 @@ class RMSNorm(nn.Module):
         return (normed * self.weight.float()).to(x.dtype)
 
 
+NORMS.add("rmsnorm", RMSNorm)
+
+
 def build_norm(name: str, dim: int, eps: float | None = None) -> nn.Module:
     """The one norm builder of ``mie.models``: ``layernorm`` or ``rmsnorm`` over the last ``dim``.
 
     ``eps`` defaults to each norm's own (1e-5 for LayerNorm, 1e-6 for RMSNorm), so every model built
     before the argument existed keeps its numbers; pretrained models pass theirs (``norm_eps``).
     """
-    if name == "layernorm":
-        return nn.LayerNorm(dim) if eps is None else nn.LayerNorm(dim, eps=eps)
-    if name == "rmsnorm":
-        return RMSNorm(dim) if eps is None else RMSNorm(dim, eps=eps)
-    raise ValueError(f"unknown norm {name!r}; choose one of {', '.join(NORMS)} (model.norm)")
+    norm = NORMS.lookup(name, where="model.norm")
+    return norm(dim) if eps is None else norm(dim, eps=eps)
 
 
 class FeedForward(nn.Module):

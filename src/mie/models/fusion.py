@@ -33,7 +33,7 @@ from torch import nn
 
 from mie.config import POSITIVE, Rule, one_of
 from mie.models.attention import MultiHeadAttention
-from mie.models.blocks import FeedForward, TransformerBlock, build_norm, init_transformer_
+from mie.models.blocks import NORMS, FeedForward, TransformerBlock, build_norm, init_transformer_
 from mie.models.multimodal import CrossModalFusion, key_masks
 from mie.registry import Registry
 
@@ -47,7 +47,7 @@ class FusionConfig:
     RULES: ClassVar[dict[str, Rule]] = {"type": one_of(*FUSIONS), "dim": POSITIVE, "heads": POSITIVE,
                                         "layers": POSITIVE, "mlp_ratio": POSITIVE,
                                         "dropout": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
-                                        "norm": one_of("layernorm", "rmsnorm")}
+                                        "norm": one_of(*NORMS)}
 
     type: str = "cross"
     dim: int = 128

@@ -13,7 +13,7 @@ from torch import nn
 
 from mie.config import NON_NEGATIVE, POSITIVE, Rule, one_of
 from mie.models.attention import key_mask
-from mie.models.blocks import TransformerBlock, build_norm, init_transformer_, trunc_normal_
+from mie.models.blocks import NORMS, TransformerBlock, build_norm, init_transformer_, trunc_normal_
 from mie.models.budget import check_model_size
 from mie.models.text import TextEncoder
 from mie.models.vision import VisionTransformer
@@ -37,7 +37,7 @@ class DualEncoderConfig:
         "vocab_size": NON_NEGATIVE,
         "vision_pool": one_of("cls", "mean"),
         "vision_stem": one_of("patch", "conv"),
-        "norm": one_of("layernorm", "rmsnorm"),
+        "norm": one_of(*NORMS),
         "dropout": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     }
 

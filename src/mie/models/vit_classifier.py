@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from mie.config import NON_NEGATIVE, POSITIVE, Rule, one_of
-from mie.models.blocks import build_norm
+from mie.models.blocks import NORMS, build_norm
 from mie.models.budget import check_model_size
 from mie.models.vision import VisionTransformer
 
@@ -24,7 +24,7 @@ class ViTClassifierConfig:
         "num_classes": NON_NEGATIVE,
         "pool": one_of("cls", "mean"),
         "stem": one_of("patch", "conv"),
-        "norm": one_of("layernorm", "rmsnorm"),
+        "norm": one_of(*NORMS),
         "dropout": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
         "head_dropout": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     }
