@@ -103,6 +103,24 @@ MALWARE = alt(["ransomware", "malware", "keyloggers?", "computer virus(?:es)?", 
                "ddos (?:tools?|scripts?|attacks?)", "exploit kits?", "zero[- ]day exploits?", "remote access trojans?",
                "cryptominers?", "(?:malware )?payloads?", "exploits?"])
 
+# Who makes a threat: the speaker promising it ("I will", "I'm going to", "we'll").
+THREATENER = alt([r"i(?:'ll| will| shall|'m going to| am going to|'m gonna| am gonna| swear i'?ll)",
+                  r"we(?:'ll| will|'re going to| are going to|'re gonna)", "next time i see (?:you|u),? i'?ll"])
+# Violence promised to "you" (not VIOLENT: "I'll feed you", "I'll drug you to sleep" read otherwise).
+THREAT_VIOLENT = alt(["kill", "murder", "hurt", "stab", "shoot", "strangle", "choke", "beat", "beat up", "smash",
+                      "rape", "kidnap", "torture", "slit", "gut", "bury", "burn", "cut", "end", "destroy", "ruin",
+                      "break", "wreck", "punch", "hit", "slap", "run over", "hunt down", "track down", "make (?:\\w+ )?pay",
+                      "come for", "come after", "get", "find", "dox", "doxx", "expose", "blackmail"])
+# "I'll find you a seat", "I'll get you a coffee": only "you" that ends the clause is the target.
+THREAT_END = r"(?=\s*(?:$|[.!,;?]|and\b|when\b|if\b|wherever\b|one day\b|soon\b|tonight\b|i swear\b|bitch\b))"
+THREAT_PHRASES = alt([
+    r"i know where (?:you|u) (?:live|work|sleep|go to school)", r"(?:you're|you are|ur) (?:a )?dead (?:man|meat|woman)",
+    r"(?:you'd|you had|you|u) better (?:watch your back|sleep with one eye open)", r"you(?:'ll| will) regret",
+    r"(?:you|your family) (?:won't|will not) be safe", r"i(?:'m| am) coming for (?:you|u|your)",
+    r"(?:sleep|rest) with one eye open", r"count your days", r"your days are numbered",
+    r"(?:show|turn) up at (?:your|his|her|their) (?:door|house|home|work|school)",
+])
+
 HARM = [
     # Evidence *against* a flag, so a combining evaluator sees the benign reading ("kill a *process*").
     spec(H, "harmless object of a violent verb", near(alt(VIOLENT, COERCE), r"(?:(?:a|an|the|my|this|that|all|"
@@ -111,6 +129,11 @@ HARM = [
     spec(H, "violence against a person", near(VIOLENT, NOT_ME, 3, BENIGN_OBJECTS), 0.7, 0.95),
     spec(H, "violence against a person", near(VIOLENT_PAST, NOT_ME, 2, BENIGN_OBJECTS), 0.4, 0.9),
     spec(H, "threatening, harassing or extorting a person", near(COERCE, NOT_ME, 3, BENIGN_OBJECTS), 0.7, 0.95),
+    # A threat spoken to the reader ("I will find you and hurt you"): "you" is no target of VIOLENT above,
+    # where "how do I kill you in chess" would be the usual reading; a first-person promise is not.
+    spec(H, "threatening the reader", rf"\b{THREATENER}{WORDS}{{0,3}}?{SEP}{THREAT_VIOLENT}{SEP}(?:the \w+ out of{SEP})?"
+                                       rf"(?:you|u|ya|your (?:family|kids?|wife|husband|face)){THREAT_END}", 0.75, 0.92),
+    spec(H, "threatening the reader", THREAT_PHRASES, 0.75, 0.92),
     spec(H, "getting away with a crime", r"\bget(?:ting)? away with (?:murder|killing|it|a crime|rape|assault|"
                                          r"poisoning|arson|theft|stealing|fraud)\b", 0.5, 0.9),
     spec(H, "tampering with someone's food or drink",
@@ -245,6 +268,10 @@ PRIVACY = [
          rf"\b{LOCATE}\b{WORDS}{{0,2}}?{SEP}where{SEP}(?:(?:my|his|her|their|this|that|a|the){SEP})?(?:\w+{SEP})?"
          r"(?:lives?|works?|stays?|is staying|sleeps|hangs out|goes to school|parks)\b", 0.75, 0.9,
          unless=r"where (?:i|we) (?:live|work)"),
+    spec(P, "asking where someone else lives or how to reach them",
+         rf"\b(?:tell|give|send|text|dm|show|get|find) me{SEP}(?:(?:where|what){SEP}(?:(?:my|his|her|their|this|that|a|the)"
+         rf"{SEP})?(?:\w+{SEP})?(?:lives?|works?|stays?|sleeps|goes to school)\b|(?:his|her|{POSSESSOR}){WORDS}{{0,1}}?{SEP}"
+         rf"{DATA}\b)", 0.75, 0.9),
     spec(P, "identifying a person from a photo, plate or username",
          rf"\b{LOCATE}\b(?=[^.!?;]{{0,70}}\b(?:{DATA}|who|owner|someone|somebody|person|name|identity|they|she|he|"
          r"strangers?|girl|guy|woman|man|her|him)\b)"
