@@ -17,6 +17,7 @@ from mie.data.image_text import caption_image_index
 from mie.errors import DataError
 from mie.evaluation.plots import plot_curves, plot_retrieval_grid
 from mie.evaluation.retrieval import retrieval_metrics, retrieval_topk
+from mie.evaluation.shapes_probe import shapes_probe
 from mie.evaluation.zero_shot import average_prompt_embeddings, build_class_embeddings, zero_shot_classify
 from mie.recipes.clip.config import ClipConfig
 from mie.tokenization.base import BaseTokenizer
@@ -147,17 +148,37 @@ def _any_object_accuracy(evalset: EvalSet, attribute: str, classnames: list[str]
             "num_classes": len(classnames)}
 
 
-def evaluate_model(model: nn.Module, tokenizer: BaseTokenizer, evalsets: Sequence[EvalSet],
-                   device: torch.device) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Any]]]:
-    """Retrieval metrics per split, and zero-shot results where the data carries attributes."""
+def probe_results(model: nn.Module, tokenizer: BaseTokenizer, evalset: EvalSet, image_embeds: torch.Tensor,
+                  device: torch.device) -> dict[str, Any] | None:
+    """Colour-shape, shape-only and colour-only precision@8 of ``evalset`` (``mie.evaluation.shapes_probe``);
+    None unless every image lists its objects' colours and shapes (the shapes data)."""
+    from mie.data.synthetic import COLORS, SHAPES
+
+    objects = [(attrs or {}).get("objects") for attrs in evalset.attributes]
+    if not objects or not all(objects):
+        return None
+    ctx = model.config.context_length
+    model.eval()
+    with torch.no_grad():
+        return shapes_probe(lambda texts: model.encode_text(tokenizer(texts, ctx).to(device)).float().cpu(),
+                            image_embeds, objects, COLORS, SHAPES)
+
+
+def evaluate_model(model: nn.Module, tokenizer: BaseTokenizer, evalsets: Sequence[EvalSet], device: torch.device
+                   ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Retrieval metrics per split; zero-shot results and the shapes probe where the data carries attributes."""
     results: dict[str, dict[str, float]] = {}
     zero_shot: dict[str, dict[str, Any]] = {}
+    probes: dict[str, dict[str, Any]] = {}
     for evalset in evalsets:
         image_embeds, text_embeds, owner = embed_eval_set(model, tokenizer, evalset, device)
         results[evalset.name] = retrieval_metrics(image_embeds, text_embeds, owner)
         if any(evalset.attributes):
             zero_shot.update(zero_shot_results(model, tokenizer, evalset, image_embeds, device))
-    return results, zero_shot
+            probe = probe_results(model, tokenizer, evalset, image_embeds, device)
+            if probe is not None:
+                probes[evalset.name] = probe
+    return results, zero_shot, probes
 
 
 def write_figures(run_dir: Path, model: nn.Module, tokenizer: BaseTokenizer, evalset: EvalSet,

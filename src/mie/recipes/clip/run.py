@@ -18,7 +18,19 @@ from torch import nn
 
 from mie.config import load_config
 from mie.errors import ConfigError
-from mie.evaluation.report import ReportComparison, compare_with_saved, format_metrics_table, write_report
+from mie.evaluation.report import (
+    REPORT_FILE,
+    RESULTS_FILE,
+    ReportComparison,
+    compare_with_saved,
+    format_metrics_table,
+    load_results,
+    write_report,
+)
+from mie.evaluation.shapes_probe import format_probe_table
+from mie.io.atomic import atomic_write_text
+from mie.io.cache import save_json_atomic
+from mie.io.run_kind import check_run_kind
 from mie.models.registry import build_model, num_parameters
 from mie.recipes.clip.config import ClipConfig
 from mie.recipes.clip.evaluate import EvalSet, evaluate_model, load_eval_set, write_figures
@@ -37,6 +49,7 @@ class RunResult:
     zero_shot: dict[str, dict[str, Any]]
     checkpoint: Path | None = None  # the weights that were scored
     rerank: dict[str, dict[str, Any]] | None = None  # split -> R@K without / with the ITM re-ranker
+    probe: dict[str, dict[str, Any]] | None = None  # split -> colour/shape precision@8 (shapes data)
 
 
 class RunParts(NamedTuple):
@@ -68,6 +81,7 @@ def load_run_parts(run_dir: Path, checkpoint: str = "best", device: str | None =
     ``device`` replaces the run's ``device`` setting (``"cpu"``, ``"cuda"``, ``"auto"``); reads only.
     """
     run_dir = Path(run_dir)
+    check_run_kind(run_dir, "clip")  # an lm run is named as such, not refused for its model keys
     config = load_config(run_config_path(run_dir), ClipConfig)
     tokenizer = load_any_tokenizer(run_dir / TOKENIZER_FILE)
     target = resolve_device(device or config.device)
@@ -92,18 +106,37 @@ def evaluate_and_report(run_dir: Path, config: ClipConfig, tokenizer: BaseTokeni
     parts = load_run_parts(run_dir)
     model, weights = parts.model, parts.checkpoint
     evalsets = [load_eval_set(config, split) for split in config.data.test_splits]
-    results, zero_shot = evaluate_model(model, tokenizer, evalsets, device)
+    results, zero_shot, probes = evaluate_model(model, tokenizer, evalsets, device)
     # No test split (a smoke run): the report holds the training summary and curves only.
     figures = write_figures(run_dir, model, tokenizer, evalsets[0], device) if evalsets else {}
     write_report(run_dir, results, config_summary(config, model, tokenizer.vocab_size), figures,
                  extra={"evaluated checkpoint": weights.name}, zero_shot=zero_shot, training=training,
                  stages=stages, title=f"{config.project_name}: image-text retrieval report")
+    if probes:
+        add_probe_to_report(run_dir, probes)
+    reranked = None
     if config.rerank.enabled and evalsets:
         from mie.recipes.clip.rerank import rerank_and_report
 
         reranked = rerank_and_report(run_dir, config, model, tokenizer, evalsets, device)
-        return RunResult(run_dir, results, zero_shot, weights, reranked)
-    return RunResult(run_dir, results, zero_shot, weights)
+    return RunResult(run_dir, results, zero_shot, weights, reranked, probes or None)
+
+
+def add_probe_to_report(run_dir: Path, probes: dict[str, dict[str, Any]]) -> None:
+    """Add ``shapes_probe`` to ``results.json`` and its section to ``report.md`` (before its last line)."""
+    saved = load_results(run_dir)
+    saved["shapes_probe"] = probes
+    save_json_atomic(run_dir / RESULTS_FILE, saved)
+    k = next(iter(probes.values()))["color_shape"]["k"]
+    section = ["## Shape or colour? Text queries scored by precision@" + str(k), "",
+               f"Each query ranks every image of the split; precision@{k} is the share of its top {k} holding an "
+               "object of the queried colour and shape (\"a red circle\", all 63 pairs), shape (\"a circle\") or "
+               "colour (\"a red shape\"), in %, beside the precision of a random ranking (chance). A model that "
+               "matches by colour alone scores at chance on the first two.", "",
+               *format_probe_table(probes), ""]
+    report = run_dir / REPORT_FILE
+    lines = report.read_text(encoding="utf-8").rstrip("\n").split("\n")
+    atomic_write_text(report, "\n".join(lines[:-1] + section + lines[-1:]) + "\n")
 
 
 def evaluate(run_dir: str | Path, splits: Sequence[str] | None = None, *, checkpoint: str = "best",
@@ -123,7 +156,7 @@ def evaluate(run_dir: str | Path, splits: Sequence[str] | None = None, *, checkp
         raise ConfigError("is empty, so there is no split to score", where=f"data.test_splits of {run_dir}",
                           fix="pass --split NAME")
     evalsets: list[EvalSet] = [load_eval_set(config, split) for split in names]
-    results, zero_shot = evaluate_model(model, tokenizer, evalsets, device)
+    results, zero_shot, probes = evaluate_model(model, tokenizer, evalsets, device)
     if data is not None:
         comparison = ReportComparison(nothing_to_compare=[
             f"nothing to compare: results.json scores the run's own data, not {data}"])
@@ -136,7 +169,7 @@ def evaluate(run_dir: str | Path, splits: Sequence[str] | None = None, *, checkp
         reranked = rescore(run_dir, config, model, tokenizer, evalsets, device)
         if reranked is not None and data is None and comparison.source is not None:
             comparison.differences += compare_rerank(run_dir, reranked)
-    return RunResult(run_dir, results, zero_shot, weights, reranked), comparison
+    return RunResult(run_dir, results, zero_shot, weights, reranked, probes or None), comparison
 
 
 def print_results(result: RunResult, echo: Callable[[str], Any] = print) -> None:
@@ -154,3 +187,17 @@ def print_results(result: RunResult, echo: Callable[[str], Any] = print) -> None
                  f"over {zs['num_samples']} images")
         else:
             echo(f"zero-shot {name}: accuracy {zs['accuracy']:.3f} over {zs['num_samples']} single-object images")
+    for split, probe in (result.probe or {}).items():
+        echo(f"{split}: " + probe_summary(probe))
+
+
+def probe_summary(probe: dict[str, Any]) -> str:
+    """One line of the shapes probe: precision@k (chance) per query family, and the example's hits."""
+    k = probe["color_shape"]["k"]
+    parts = [f"{label} P@{k} {probe[family]['precision']:.3f} (chance {probe[family]['chance']:.3f})"
+             for family, label in (("color_shape", "colour-shape"), ("shape", "shape"), ("color", "colour"))
+             if probe[family]["precision"] is not None]
+    example = probe.get("example")
+    if example:
+        parts.append(f"\"{example['query']}\" {example['hits']} of {example['k']}")
+    return "; ".join(parts)
