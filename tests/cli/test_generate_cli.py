@@ -21,7 +21,7 @@ def tiny(monkeypatch):
                                 lowercase=True)
     model = CausalLM(CausalLMConfig(vocab_size=tokenizer.vocab_size, dim=32, n_layers=2, n_heads=4, n_kv_heads=2,
                                     max_seq_len=64)).eval()
-    monkeypatch.setattr(generate_cli, "load_language_model", lambda name: (model, tokenizer))
+    monkeypatch.setattr(generate_cli, "load_language_model", lambda name, **kwargs: (model, tokenizer))
     return model, tokenizer
 
 
@@ -68,7 +68,7 @@ def test_chat_wraps_the_prompt_in_the_template_and_stops_at_the_end_of_turn(monk
     tokenizer = chat_tokenizer()  # SmolLM2's chat template on a byte-level vocabulary
     model = CausalLM(CausalLMConfig(vocab_size=tokenizer.vocab_size, dim=32, n_layers=1, n_heads=2,
                                     max_seq_len=256)).eval()
-    monkeypatch.setattr(generate_cli, "load_language_model", lambda name: (model, tokenizer))
+    monkeypatch.setattr(generate_cli, "load_language_model", lambda name, **kwargs: (model, tokenizer))
     assert main(["generate", "--model", "x", "--prompt", "Hi?", "--chat", "--system", "Be brief.",
                  "--max-new-tokens", "8", "--temperature", "0"]) == 0
     chat = ChatFormat(tokenizer, system="Be brief.")
@@ -79,10 +79,30 @@ def test_chat_wraps_the_prompt_in_the_template_and_stops_at_the_end_of_turn(monk
 
 
 def test_unknown_model_name(capsys):
+    from mie.pretrained import MODELS
+
     assert main(["generate", "--model", "no-such-model", "--prompt", "hi"]) == 1
     assert capsys.readouterr().err.strip() == (
         "mie generate: error: --model: unknown model 'no-such-model' (no pretrained model and no folder has this "
-        "name) — use one of smollm2-135m-instruct or the folder of a finished lm run")
+        f"name) — use one of {', '.join(sorted(MODELS))} or the folder of a finished lm run")
+
+
+def test_a_run_of_another_kind_is_named_as_such(tmp_path, capsys):
+    """Item 6 of issue 30: a clip run given to generate is called a clip run, not refused for a model key."""
+    (tmp_path / "config.yaml").write_text("recipe: clip\nmodel: {name: demo}\n", encoding="utf-8")
+    assert main(["generate", "--model", str(tmp_path), "--prompt", "hi"]) == 1
+    assert capsys.readouterr().err == (
+        f"mie generate: error: --model: {tmp_path} is a clip run (image-text), not a language-model run — pass the "
+        "folder of a run trained with recipe: lm, or a pretrained model's name (mie models)\n")
+
+
+def test_help_shows_every_default(capsys):
+    """Item 8: the sampling defaults are in --help (output is random unless --temperature 0)."""
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for text in ["(default: 0.7)", "(default: 128)", "(default: 1.0)", "--device D", "-v, --verbose", "-q, --quiet"]:
+        assert text in out
 
 
 @pytest.mark.parametrize("value, message", [
@@ -109,7 +129,7 @@ def test_every_seed_flag_uses_the_shared_type():
 
 
 def test_max_new_tokens_past_any_context_is_refused_before_loading(monkeypatch, capsys):
-    monkeypatch.setattr(generate_cli, "load_language_model", lambda name: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(generate_cli, "load_language_model", lambda name, **kwargs: pytest.fail("the model was loaded"))
     assert main(["generate", "--model", "x", "--prompt", "hi", "--max-new-tokens", "1000000000"]) == 1
     assert capsys.readouterr().err.strip() == (
         "mie generate: error: --max-new-tokens: 1,000,000,000 is more than any model's context (1,048,576 tokens) "

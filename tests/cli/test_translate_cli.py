@@ -50,4 +50,6 @@ def test_translation_pairs_bad_input_is_one_line(tmp_path: Path, capsys) -> None
 def test_translate_refuses_a_run_of_another_recipe(tmp_path: Path, capsys) -> None:
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"recipe": "lm"}))
     assert main(["translate", str(tmp_path), "hello"]) == 1
-    assert "is a lm run, not a translation run" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err == (f"mie translate: error: RUN_DIR: {tmp_path} is a language-model run, not a translation run — pass "
+                   "the folder of a run trained with recipe: seq2seq (e.g. configs/translate_en_de.yaml)\n")

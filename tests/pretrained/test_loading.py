@@ -95,8 +95,8 @@ def test_a_run_of_another_recipe_is_refused_before_anything_is_read(tmp_path):
     (run / "config.yaml").write_text(yaml.safe_dump({"recipe": "clip"}), encoding="utf-8")
     with pytest.raises(ConfigError) as caught:
         load_language_model(run)
-    assert str(caught.value) == (f"{run / 'config.yaml'}: is a clip run, not an lm run — pass the folder of a "
-                                 "finished lm run or a pretrained model's name")
+    assert str(caught.value) == (f"--model: {run} is a clip run (image-text), not a language-model run — pass the "
+                                 "folder of a run trained with recipe: lm, or a pretrained model's name (mie models)")
 
 
 @pytest.mark.parametrize("key, value, error, message", [

@@ -22,6 +22,14 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from mie import __version__
+from mie.cli.args import (
+    VALUE_FLAGS,
+    HelpFormatter,
+    add_global_options,
+    check_device,
+    nested_parsers,
+    show_defaults,
+)
 from mie.errors import ConfigError, error_line  # error_line lives in mie.errors; importable from here too
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -104,31 +112,6 @@ def _warning_to_log(message, category, filename, lineno, file=None, line=None) -
     logging.getLogger(name).warning("%s", message)
 
 
-def _verbosity_options(in_subcommand: bool) -> argparse.ArgumentParser:
-    """-v/-q, accepted before or after the subcommand (after it they default to 'not given')."""
-    parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_mutually_exclusive_group()
-    group.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS if in_subcommand else 0,
-                       help="more output (DEBUG logs, tracebacks on errors)")
-    group.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS if in_subcommand else False,
-                       help="only warnings and errors")
-    return parent
-
-
-def _threads_option(in_subcommand: bool) -> argparse.ArgumentParser:
-    """--threads N, accepted before or after the subcommand (after it it defaults to 'not given')."""
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--threads", type=int, metavar="N", default=argparse.SUPPRESS if in_subcommand else None,
-                        help="torch's CPU threads (0 = one per core; 1 on a machine shared with other jobs); "
-                             "overrides a config's threads key")
-    return parent
-
-
-def _global_options(in_subcommand: bool) -> list[argparse.ArgumentParser]:
-    """The options every command takes, before or after its name: -v/-q and --threads."""
-    return [_verbosity_options(in_subcommand), _threads_option(in_subcommand)]
-
-
 def _entry_point(command: Command, attr: str) -> Callable | None:
     """The function ``attr`` of the command's module, or None when the module is not built yet."""
     if command.module is None:
@@ -148,23 +131,23 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mie",
         description="MultiModal Insight Engine: build, train, evaluate and safety-check transformer models.",
-        parents=_global_options(in_subcommand=False),
+        formatter_class=HelpFormatter,
     )
+    add_global_options(parser, in_subcommand=False)
     parser.add_argument("--version", action="version", version=f"mie {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    sub_parents = _global_options(in_subcommand=True)
     for name, command in COMMANDS.items():
         shown = command.help if command.module is not None else f"{command.help} (not built yet)"
-        child = sub.add_parser(name, help=shown, description=shown, parents=sub_parents)
+        child = sub.add_parser(name, help=shown, description=shown, formatter_class=HelpFormatter)
         if name == load:
             add_arguments = _entry_point(command, command.add_arguments)
             if add_arguments is not None:
                 add_arguments(child)
-                for action in child._actions:  # and after an action: `mie safety train ... --threads 1`
-                    if isinstance(action, argparse._SubParsersAction):
-                        for nested in action.choices.values():
-                            for parent in _global_options(in_subcommand=True):
-                                nested._add_container_actions(parent)
+                for nested in nested_parsers(child):  # and after an action: `mie safety evaluate -v -`
+                    add_global_options(nested)
+                for each in [child, *nested_parsers(child)]:
+                    show_defaults(each)
+        add_global_options(child)
     return parser
 
 
@@ -172,7 +155,7 @@ def _chosen_command(argv: Sequence[str]) -> str | None:
     """The subcommand named in ``argv``: the first token that is not a global option (or its value)."""
     tokens = iter(argv)
     for token in tokens:
-        if token == "--threads":
+        if token in VALUE_FLAGS:
             next(tokens, None)
         elif not token.startswith("-"):
             return token if token in COMMANDS else None
@@ -236,6 +219,15 @@ def _apply_threads(threads: int | None) -> None:
         request_threads(threads, where="--threads")
 
 
+def _apply_device(device: str | None) -> None:
+    """``--device D``: where this command's models run, over any config's ``device:`` key (torch is
+    imported only when the option is given)."""
+    if check_device(device) is not None:
+        from mie.training.device import request_device
+
+        request_device(device)
+
+
 def _prefix(name: str | None) -> str:
     return f"mie {name}" if name else "mie"
 
@@ -279,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_int_options(parser, args)
         _apply_threads(args.threads)
+        _apply_device(args.device)
         status = run(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
     except KeyboardInterrupt as exc:  # a trainer says where it stopped and how to continue

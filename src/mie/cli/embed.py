@@ -11,6 +11,7 @@ Neither writes into the run directory.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -44,7 +45,7 @@ def run_embed(args: argparse.Namespace) -> int:
     if args.data is None and args.data_format != "auto":
         raise ConfigError("needs --data", where="--format", fix="pass --data PATH with the dataset to embed")
     prepare_output_file(out, "OUT")  # before any work: no system folder, no missing folder made silently
-    run = load_run(args.run_dir, args.checkpoint)
+    run = load_run(args.run_dir, args.checkpoint, device=getattr(args, "device", None))
     embedded = run.embed_split(args.split, data=args.data, data_format=args.data_format)
     tensors = {"image_embeds": embedded.image_embeds, "text_embeds": embedded.text_embeds,
                "text_image_index": embedded.text_image_index}
@@ -76,14 +77,21 @@ def run_search(args: argparse.Namespace) -> int:
     _check_query(args.query)
     if args.sheet:  # checked (and its folder made) before the search runs
         prepare_output_file(Path(args.sheet), "--sheet")
-    run = load_run(args.run_dir, args.checkpoint)
+    run = load_run(args.run_dir, args.checkpoint, device=getattr(args, "device", None))
     hits = run.search(args.query, images=args.images, k=args.k)
     width = len(str(len(hits)))
     for rank, hit in enumerate(hits, 1):
-        print(f"{rank:>{width}}. {hit.score:+.4f}  {hit.path}")
+        print(f"{rank:>{width}}. {hit.score:+.4f}  {openable(hit.path)}")
     if args.sheet:
         print(f"contact sheet: {_draw_sheet(hits, args.query, Path(args.sheet))}")
     return 0
+
+
+def openable(path: str | os.PathLike) -> str:
+    """``path`` as the user can open it from the current directory: relative when it lies under it,
+    else absolute (a run's data paths are relative to where it was trained, not to here)."""
+    here, full = Path.cwd(), Path(path).absolute()
+    return str(full.relative_to(here)) if full.is_relative_to(here) else str(full)
 
 
 MAX_QUERY_CHARS = 1_000  # a text encoder reads a few dozen tokens; the web app's limit too

@@ -8,28 +8,35 @@ in the model's chat template and stops at its end-of-turn token.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from pathlib import Path
 
-from mie.cli.args import check_seed, seed
+from mie.cli.args import check_seed, model_device, seed
 from mie.errors import ConfigError
 from mie.models.budget import BOUNDS
 from mie.pretrained.loading import load_language_model
+from mie.pretrained.registry import MODELS
 from mie.tokenization.streaming import TokenPrinter
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``mie generate``."""
+    """Arguments of ``mie generate`` (every default is shown by ``--help``)."""
     parser.add_argument("--model", required=True,
-                        help="a pretrained model name (e.g. smollm2-135m-instruct) or an lm run directory")
+                        help="a pretrained model name (e.g. smollm2-135m-instruct; `mie models` lists them) or an "
+                             "lm run directory")
     parser.add_argument("--prompt", required=True, help="the text to continue (or the user message with --chat)")
     parser.add_argument("--chat", action="store_true", help="apply the model's chat template to the prompt")
     parser.add_argument("--system", default=None, help="a system message for --chat")
-    parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
-    parser.add_argument("--top-k", type=int, default=0, help="0 = off")
-    parser.add_argument("--top-p", type=float, default=1.0, help="1 = off")
-    parser.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off")
-    parser.add_argument("--seed", type=seed, default=None, help="seed of the sampler (0 to 2**63-1)")
+    parser.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="tokens to generate at most")
+    parser.add_argument("--temperature", type=float, default=0.7, metavar="T",
+                        help="sampling temperature; 0 = greedy, the same text every time")
+    parser.add_argument("--top-k", type=int, default=0, metavar="K", help="sample from the K likeliest tokens; 0 = off")
+    parser.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling; 1 = off")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R", help="1 = off")
+    parser.add_argument("--seed", type=seed, default=None, help="seed of the sampler, 0 to 2**63-1 (default: random)")
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -54,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
     from mie.pretrained.chat import ChatFormat
 
     _check(args)
-    model, tokenizer = load_language_model(args.model)
+    if not Path(args.model).is_dir() and args.model in MODELS:  # a first load converts its file: say so first
+        log.info("loading %s (the first load converts and caches it, about 20 s; later ones about 1 s)", args.model)
+    model, tokenizer = load_language_model(args.model, device=model_device(args))
     if args.chat:
         chat = ChatFormat(tokenizer, system=args.system)
         if not chat.templated:

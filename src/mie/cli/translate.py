@@ -39,8 +39,8 @@ def _read_texts(text: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Load the run, read the input, print one translation per line."""
-    from mie.recipes import recipe_name
-    from mie.recipes.run_dir import run_config_path
+    from mie.cli.args import model_device
+    from mie.io.run_kind import check_run_kind
 
     if args.beam is not None and args.beam < 1:
         raise ConfigError("must be at least 1", where="--beam")
@@ -49,15 +49,10 @@ def run(args: argparse.Namespace) -> int:
                           fix=f"use at most {MAX_BEAM} (4 to 8 is usual)")
     texts = _read_texts(args.text)  # before the model loads: bad input costs nothing
     run_dir = Path(args.run_dir)
-    from mie.config import read_yaml
-
-    recipe = recipe_name(read_yaml(run_config_path(run_dir)))
-    if recipe != "seq2seq":
-        raise ConfigError(f"{run_dir} is a {recipe} run, not a translation run", where="RUN_DIR",
-                          fix="pass the folder of a run trained with recipe: seq2seq")
+    check_run_kind(run_dir, "seq2seq")  # "runs/demo is a clip run (image-text), not a translation run"
     from mie.recipes.seq2seq import load_seq2seq_run, translate_texts
 
-    model, tokenizer, config = load_seq2seq_run(run_dir, args.checkpoint)
+    model, tokenizer, config = load_seq2seq_run(run_dir, args.checkpoint, device=model_device(args))
     outputs = translate_texts(model, tokenizer, texts, config, beam=args.beam or config.decode.beam)
     for text in outputs:
         print(text)

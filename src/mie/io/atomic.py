@@ -76,6 +76,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # again: a writer may have made the file anew (safetensors does, 0600)
         _fsync_file(tmp)
         os.replace(tmp, target)
     except BaseException:

@@ -25,6 +25,7 @@ import torch
 from mie.config import config_from_dict, read_yaml
 from mie.errors import ConfigError
 from mie.io.run_files import CHAT_TEMPLATE_FILE, TOKENIZER_FILE, load_run_weights, run_config_path
+from mie.io.run_kind import check_run_kind
 from mie.models.causal_lm import CausalLM, CausalLMConfig
 from mie.tokenization.factory import load_any_tokenizer
 
@@ -38,7 +39,7 @@ class LMRunModel:
     model: CausalLMConfig = field(default_factory=CausalLMConfig)
 
 
-def lm_run_architecture(run_dir: str | Path) -> CausalLMConfig:
+def lm_run_architecture(run_dir: str | Path, where: str = "--model") -> CausalLMConfig:
     """The ``model`` section of an lm run's ``config.yaml``, type- and size-checked (nothing is built).
 
     A run of another recipe, or a config past this machine's memory, is a one-line :class:`ConfigError`
@@ -49,10 +50,7 @@ def lm_run_architecture(run_dir: str | Path) -> CausalLMConfig:
     if not isinstance(data, Mapping):
         raise ConfigError(f"expected a mapping at the top level, got {type(data).__name__}", where=path,
                           fix="pass the folder of a finished lm run")
-    recipe = data.get("recipe", LM_RECIPE)
-    if recipe != LM_RECIPE:
-        raise ConfigError(f"is a {recipe} run, not an lm run", where=path,
-                          fix="pass the folder of a finished lm run or a pretrained model's name")
+    check_run_kind(run_dir, LM_RECIPE, where=where)  # "runs/demo is a clip run (image-text), not a language-model run"
     try:
         return config_from_dict(LMRunModel, {"model": data["model"]} if "model" in data else {}).model
     except ConfigError as exc:
@@ -70,11 +68,11 @@ def with_chat_template(tokenizer: Any, run_dir: str | Path) -> Any:
 
 
 def load_lm_run(run_dir: str | Path, checkpoint: str = "best",
-                device: str | torch.device = "cpu") -> tuple[CausalLM, Any]:
+                device: str | torch.device = "cpu", where: str = "--model") -> tuple[CausalLM, Any]:
     """``(model, tokenizer)`` of a finished lm run: its ``best`` (or ``last``) weights, in eval mode on ``device``;
     the tokenizer with the run's chat template when it has one."""
     run_dir = Path(run_dir)
-    config = lm_run_architecture(run_dir)  # sized before the tokenizer or the weights are read
+    config = lm_run_architecture(run_dir, where)  # sized before the tokenizer or the weights are read
     tokenizer = with_chat_template(load_any_tokenizer(run_dir / TOKENIZER_FILE), run_dir)
     model = CausalLM(config)
     load_run_weights(model, run_dir, checkpoint)
@@ -87,7 +85,7 @@ def load_language_model(source: str | Path, checkpoint: str = "best", where: str
     (:data:`mie.pretrained.MODELS`). Anything else is a one-line :class:`ConfigError` at ``where`` (the
     flag or config key that named it)."""
     if Path(source).is_dir():
-        return load_lm_run(source, checkpoint, device)
+        return load_lm_run(source, checkpoint, device, where)
     from mie.pretrained.registry import MODELS, load_causal_lm
 
     name = str(source)

@@ -159,13 +159,15 @@ def _load_model(state: ServeState) -> None:
         from mie.api import load_run
         from mie.serve.search import load_index
 
-        state.run = load_run(state.run_dir, state.checkpoint, device="cpu")
+        state.run = load_run(state.run_dir, state.checkpoint, device="cpu")  # mie serve --device wins
         state.progress = "embedding the test split (once; cached in the run directory)"
         state.index = load_index(state.run, cache_dir=state.cache_dir)
         return
     from mie.pretrained.loading import load_language_model
     from mie.serve.chat import ChatModel
+    from mie.training.device import resolve_device
 
     model, tokenizer = load_language_model(state.run_dir if state.run_dir is not None else state.source,
-                                           checkpoint=state.checkpoint)
+                                           checkpoint=state.checkpoint,
+                                           device=resolve_device("cpu"))  # mie serve --device, else the CPU
     state.chat = ChatModel(model, tokenizer)

@@ -25,11 +25,29 @@ from mie.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
+_requested: str | None = None  # the command line's --device, if given: it wins over every config's device key
+
+
+def request_device(spec: str | None) -> None:
+    """Make ``spec`` (the command line's ``--device``) win over every device named by a string in this
+    process, as ``--threads`` does for threads; ``None`` withdraws the request. Checked here, at once."""
+    global _requested
+    _requested = None
+    if spec is not None:
+        try:  # an absent device is refused before any work
+            resolve_device(spec)
+        except ConfigError as exc:
+            fix = exc.fix.replace("device=", "--device ") if exc.fix else None
+            raise ConfigError(exc.what, where="--device", fix=fix) from None
+    _requested = spec
+
 
 def resolve_device(spec: str | torch.device) -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then CPU; an explicit but absent device is a ConfigError."""
+    """``"auto"`` picks CUDA, then Apple MPS, then CPU; an explicit but absent device is a ConfigError.
+    A ``--device`` request (:func:`request_device`) replaces any ``spec`` given as a string."""
     if isinstance(spec, torch.device):
         return spec
+    spec = _requested or spec
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", torch.cuda.current_device())

@@ -98,7 +98,7 @@ def base_architecture(init: str) -> CausalLMConfig | None:
 
     if not (Path(init) / CONFIG_FILE).is_file():
         return None
-    return lm_run_architecture(init)
+    return lm_run_architecture(init, where="init")
 
 
 def check_budget(config: LMConfig, prefix: str = "") -> CausalLMConfig:
