@@ -162,7 +162,7 @@ def test_synthetic_gguf_round_trip_gives_the_same_logits(tmp_path, monkeypatch):
         p.data.add_(torch.randn_like(p) * 0.05)
     path = tmp_path / "tiny.gguf"
     write_tiny_llama_gguf(path, original, 4, 2)
-    monkeypatch.setattr(registry, "gguf_path", lambda name: path)
+    monkeypatch.setattr(registry, "gguf_path", lambda name, cache=None: path)
     model, tok = registry.load_causal_lm("smollm2-135m-instruct", cache=tmp_path / "cache")
     ids = torch.randint(0, 300, (2, 7))
     with torch.no_grad():

@@ -86,7 +86,7 @@ def test_an_unknown_name_is_one_line_naming_the_flag_and_the_fix(where):
     with pytest.raises(ConfigError) as caught:
         load_language_model("no-such-model", where=where)
     assert str(caught.value) == (f"{where}: unknown model 'no-such-model' (no pretrained model and no folder has this "
-                                 "name) — use one of smollm2-135m-instruct or the folder of a finished lm run")
+                                 "name) — use one of qwen2.5-coder-0.5b-instruct, qwen2.5-coder-1.5b-instruct, smollm2-135m-instruct or the folder of a finished lm run")
 
 
 def test_a_run_of_another_recipe_is_refused_before_anything_is_read(tmp_path):

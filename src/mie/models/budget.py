@@ -130,7 +130,8 @@ def _causal_lm(c: Any) -> int:
     q, k = c.n_heads * head_dim, kv * head_dim
     hidden = _lm_hidden(c)
     mats = 2 if c.mlp == "gelu" else 3
-    attention = c.dim * q + 2 * c.dim * k + q * c.dim + (q + 2 * k + c.dim) * c.bias
+    attention = c.dim * q + 2 * c.dim * k + q * c.dim + (q + 2 * k) * (c.bias or getattr(c, "qkv_bias", False)) \
+        + c.dim * c.bias
     mlp = mats * c.dim * hidden + ((mats - 1) * hidden + c.dim) * c.bias
     layer = 2 * _norm(c.norm, c.dim) + attention + mlp
     embeddings = c.vocab_size * c.dim * (1 + (not c.tie_embeddings)) + c.max_seq_len * c.dim * (c.positions == "learned")

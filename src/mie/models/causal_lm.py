@@ -73,6 +73,7 @@ class CausalLMConfig:
     max_seq_len: int = 512  # table size for learned positions; generation's cache length for rope
     tie_embeddings: bool = True  # logits use tok_embeddings.weight (no lm_head parameter)
     bias: bool = False  # biases in the attention and MLP linears
+    qkv_bias: bool = False  # biases on q/k/v only (Qwen2); out_proj and the MLP follow ``bias``
     # One qkv_proj linear instead of q/k/v_proj (one matmul, not three; pretrained loaders and LoRA targets
     # name the separate ones, so False stays the default; earlier separate checkpoints load into fused models)
     fused_qkv: bool = False
@@ -130,7 +131,8 @@ class DecoderLayer(nn.Module):
         # The attention's own output dropout is the residual dropout of this branch.
         self.attn = MultiHeadAttention(config.dim, config.n_heads, num_kv_heads=config.kv_heads,
                                        fused=config.fused_qkv,
-                                       bias=config.bias, dropout=config.dropout, rope=rope, alibi=alibi)
+                                       bias=config.bias or config.qkv_bias, out_bias=config.bias,
+                                       dropout=config.dropout, rope=rope, alibi=alibi)
         self.mlp_norm = build_norm(config.norm, config.dim, eps=config.norm_eps)
         self.mlp = MLP(config)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -260,5 +262,7 @@ class CausalLM(nn.Module):
         if last_only:
             x = x[:, -1:]
         x = self.norm(x)
+        if self.lm_head is not None and not hasattr(self.lm_head, "weight"):  # an integer head (mie.optimization)
+            return self.lm_head(x).float()
         weight = self.tok_embeddings.weight if self.lm_head is None else self.lm_head.weight
         return F.linear(x, weight).float()  # (B, T, vocab)

