@@ -10,6 +10,7 @@ import argparse
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from mie.config import read_yaml
 from mie.recipes import get_recipe, load_recipe_config, recipe_name
@@ -35,20 +36,58 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``mie train``."""
-    parser.add_argument("config", help="YAML config naming its recipe (see configs/)")
-    parser.add_argument("--resume", nargs="?", const="auto", metavar="PATH",
-                        help="continue a run exactly: a *_state.pt file or a run directory "
-                             "(no value: the config's output_dir)")
+    parser.add_argument("config", help="YAML config naming its recipe (see configs/), or a run directory (its "
+                                       "saved config.yaml)")
+    parser.add_argument("--resume", nargs="?", const="auto", metavar="RUN_DIR",
+                        help="continue a run exactly, with the run's saved config.yaml (--set still applies): a run "
+                             "directory or a *_state.pt file (no value: the config's output_dir)")
     parser.add_argument("--overwrite", action="store_true",
                         help="train from scratch into an output_dir that already holds a trained run")
     _add_overrides(parser)
 
 
+def resume_run_dir(resume: str | Path) -> Path:
+    """The run directory a ``--resume`` value names: the directory itself, or the run a state file lies in
+    (``RUN/checkpoints/last_state.pt`` -> ``RUN``)."""
+    path = Path(resume)
+    if path.is_dir():
+        return path
+    folder = path.parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
+def load_train_config(config: str, resume: str | None, overrides: list[str]) -> tuple[Any, Any, str | None]:
+    """``(recipe, config, resume)`` for ``mie train CONFIG [--resume [RUN]]``.
+
+    A resumed run trains on with its own saved ``config.yaml`` (the ``--set`` overrides on top), whatever
+    CONFIG says, and the log says so: the checkpoint holds tensors of that config's shapes, so another
+    config would fail on the first tensor that differs. CONFIG may also be a run directory (its saved
+    config).
+    """
+    path = Path(config)
+    if path.is_dir():
+        path = run_config_path(path)
+    recipe, loaded = load_recipe_config(path, overrides)
+    if resume is None:
+        return recipe, loaded, None
+    target = loaded.output_dir if resume == "auto" else resume
+    run_dir = resume_run_dir(target)
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():  # killed before its config was written: the run starts again from CONFIG
+        return recipe, loaded, target
+    recipe, loaded = load_recipe_config(saved, [*overrides, f"output_dir={run_dir}"])
+    if saved.resolve() == path.resolve():
+        logger.info("resuming %s with its saved config", run_dir)
+    else:
+        logger.info("resuming %s with its saved config %s (%s is not used; --set overrides apply on top)",
+                    run_dir, saved, config)
+    return recipe, loaded, target
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Train, evaluate the best checkpoint on the test splits and write the report."""
-    recipe, config = load_recipe_config(args.config, _overrides(args))
+    recipe, config, resume = load_train_config(args.config, args.resume, _overrides(args))
     module = recipe.load()
-    resume = config.output_dir if args.resume == "auto" else args.resume
     result = module.train(config, resume=resume, quiet=bool(getattr(args, "quiet", False)),
                           overwrite=args.overwrite)
     if result.results:  # under torchrun only rank 0 evaluates

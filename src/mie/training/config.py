@@ -89,7 +89,8 @@ class StageConfig:
 @dataclass
 class TrainerConfig:
     """What ``BaseTrainer`` reads: the run directory, seed, limits, precision, logging, checkpoints,
-    optimizer, schedule and (optionally) stages. With no ``stages`` the run is one stage of ``epochs``."""
+    optimizer, schedule and (optionally) stages. With no ``stages`` the run is one stage of ``max_steps``
+    optimizer steps when that is set, else of ``epochs``."""
 
     RULES: ClassVar[dict[str, Rule]] = {
         "epochs": POSITIVE,
@@ -111,7 +112,9 @@ class TrainerConfig:
     output_dir: str = "runs/mie"
     seed: int = 42
     epochs: int = 10
-    max_steps: int = 0  # 0 = no limit; with stages, a cap on the steps of all stages together
+    # > 0: the length of training in optimizer steps; the epochs follow from it (the epochs key is not used) and
+    # the log says how many. With stages: a cap on the steps of all stages together. 0 = the epochs decide.
+    max_steps: int = 0
     max_minutes: float = 0.0  # 0 = no wall-clock budget; else the schedule is sized to fit it
     grad_accum_steps: int = 1
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | fp32 | bf16 | fp16

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import sys
 import time
 from typing import IO, TYPE_CHECKING
@@ -10,6 +12,21 @@ from mie.training.callbacks import Callback
 
 if TYPE_CHECKING:
     from mie.training.base import BaseTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def length_line(trainer: BaseTrainer) -> str | None:
+    """``max_steps=300 sets the length of training: 300 steps = 9.7 epochs of 31 steps ...`` for a run whose
+    length ``max_steps`` sets (no stages), else None."""
+    config = trainer.config
+    if config.stages or config.max_steps <= 0:
+        return None
+    per_epoch = trainer.steps_per_epoch
+    epochs = (f"{config.max_steps / per_epoch:.3g} epochs of {per_epoch} steps ({math.ceil(config.max_steps / per_epoch)} "
+              "started)" if per_epoch else "epochs of a stream of unknown length")
+    return (f"max_steps={config.max_steps} sets the length of training: {config.max_steps} steps = {epochs}; "
+            f"the config's epochs ({config.epochs}) is not used")
 
 
 def _clock(seconds: float) -> str:
@@ -51,6 +68,9 @@ class ProgressBar(Callback):
         """Hook: start the clocks."""
         now = time.monotonic()
         self._start, self._last, self._last_line = now, (trainer.global_step, now), (trainer.stage_step, now)
+        line = length_line(trainer)
+        if line and trainer.is_main:
+            logger.info("%s", line)
 
     def on_step_end(self, trainer: BaseTrainer, step: int, metrics: dict[str, float]) -> None:
         """Hook: an optimizer step has been taken; refresh on logged steps."""

@@ -20,7 +20,8 @@ from mie.training.optim import split_decay_parameters
 
 def resolve_stages(config: TrainerConfig) -> list[StageConfig]:
     """Every stage with its own values filled in from the top level (name, length, lr, schedule...)."""
-    stages = config.stages or [StageConfig(name="train")]
+    # Without stages, max_steps is the length of training (epochs follow from it, as in Hugging Face's Trainer).
+    stages = config.stages or [StageConfig(name="train", steps=config.max_steps)]
     resolved = []
     for index, stage in enumerate(stages):
         resolved.append(dataclasses.replace(
