@@ -63,7 +63,7 @@ COMMANDS: dict[str, Command] = {
     "safety": Command("run the safety evaluator, filter and red-team suites", "mie.cli.safety"),
     "serve": Command("a local web app over a run: text-to-image search, captions, report, chat, safety",
                      "mie.cli.serve"),
-    "optimize": Command("quantize, prune and benchmark a model"),
+    "optimize": Command("quantize, prune, benchmark and profile a run or a pretrained LM", "mie.cli.optimize"),
     "doctor": Command("report the machine, packages and accelerators", "mie.tools.doctor"),
     "metadata": Command("describe Python sources (classes, functions, docstrings) via ast", "mie.tools.metadata"),
 }

@@ -61,7 +61,11 @@ def load_run_weights(model: Any, run_dir: Path, which: str = "best") -> Path:
     """Load the run's ``best`` (or ``last``) weights into ``model`` (built from the run's config.yaml);
     returns the weights file. Another architecture is a one-line :class:`CheckpointError`."""
     weights = checkpoint_to_evaluate(run_dir, which)
-    state, _ = load_weights(weights)
+    state, meta = load_weights(weights)
+    if meta.get("optimization"):  # a quantized or pruned run: the same module swaps first (mie optimize)
+        from mie.optimization.scheme import apply_optimization
+
+        apply_optimization(model, meta["optimization"])
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
