@@ -7,12 +7,14 @@ first epoch that fills caches would make the run look slower than it is. On ever
 that the fit is redone with the mean speed since the measurement began (validation passes included),
 so a machine whose load changes still ends its schedule near the budget's end instead of being cut
 off at a high learning rate. Stopping and the first shortening are said aloud (a warning) and kept in
-``trainer.notices`` for the report, which holds the last fit.
+``trainer.notices`` for the report, which holds the last fit. A first fit that drops more than a quarter of
+the planned steps adds a second warning at once, with the expected effect and what to do about it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -22,6 +24,23 @@ if TYPE_CHECKING:
     from mie.training.base import BaseTrainer
 
 logger = logging.getLogger(__name__)
+
+SEVERE_CUT = 0.25  # a budget that drops more than this share of the planned steps is said aloud with advice
+
+
+def severe_cut_advice(total: int, planned: int, per_step: float) -> str:
+    """What a user at the terminal needs when the budget cuts the schedule deeply: the cut, its effect, the
+    machine's load, and the three ways out (fewer threads, more minutes, a quieter machine)."""
+    from mie.models.budget import usable_cores
+
+    try:
+        load = f"1-minute load {os.getloadavg()[0]:.1f} on {usable_cores()} cores"
+    except OSError:  # no load average on this platform
+        load = f"{usable_cores()} cores"
+    return (f"the time budget cuts training by {1 - total / planned:.0%} ({total} of {planned} steps at "
+            f"{per_step:.2f} s/step; {load}): expect a clearly weaker model than the full schedule gives — on a "
+            "machine other jobs keep busy pass --threads 1, raise max_minutes (0 = no limit, e.g. --set "
+            "max_minutes=0), or run on a quieter machine")
 
 
 def notice(trainer: BaseTrainer, text: str) -> None:
@@ -70,6 +89,8 @@ def check_time_budget(trainer: BaseTrainer, logged: bool) -> None:
     if first:
         if total < planned:
             notice(trainer, text)
+        if total < (1 - SEVERE_CUT) * planned:
+            notice(trainer, severe_cut_advice(total, planned, per_step))
         return
     kept = [i for i, t in enumerate(trainer.notices) if t.startswith(text.split(" was shortened")[0])]
     if kept:  # a refit: the report keeps only the latest sizing
