@@ -126,3 +126,34 @@ def test_bucket_sampler_token_budget_keeps_every_example_once_within_the_budget(
         BucketBatchSampler(lengths, 10, max_tokens=-1)
     with pytest.raises(ValueError, match="cannot go with drop_last"):
         BucketBatchSampler(lengths, 10, max_tokens=64, drop_last=True)
+
+
+def test_grouped_batches_hold_runs_of_one_key() -> None:
+    from mie.data.samplers import GroupedBatchSampler
+
+    keys = [k for k in "abcdefgh" for _ in range(12)]  # 8 keys x 12 entries
+    sampler = GroupedBatchSampler(keys, batch_size=16, group_size=4, seed=3)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 96 // 16
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(96))  # every entry once (12 = 3 full runs per key, nothing left over)
+    for batch in batches:
+        runs = [batch[i:i + 4] for i in range(0, 16, 4)]
+        assert all(len({keys[i] for i in run}) == 1 for run in runs)  # each run of 4 shares its key
+    sampler.set_epoch(1)
+    assert list(sampler) != batches  # a new shuffle per epoch, the same for the same epoch
+    assert list(GroupedBatchSampler(keys, 16, 4, seed=3)) == batches
+
+
+def test_grouped_batches_mixed_and_ranks() -> None:
+    from mie.data.samplers import GroupedBatchSampler
+
+    keys = [k for k in "abcd" for _ in range(16)]
+    mixed = list(GroupedBatchSampler(keys, batch_size=8, group_size=4, seed=0, mixed=0.5))
+    assert len(mixed) == 8 and all(len(b) == 8 for b in mixed)
+    assert len({i for b in mixed for i in b}) == 64  # the loose half still comes once each
+    ranks = [list(GroupedBatchSampler(keys, 4, 4, seed=0, rank=r, world_size=2)) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 8
+    assert not {i for b in ranks[0] for i in b} & {i for b in ranks[1] for i in b}
+    with pytest.raises(ValueError, match="mixed in"):
+        GroupedBatchSampler(keys, 4, 4, mixed=1.5)

@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from mie.evaluation.shapes_probe import format_probe_table, precision_at_k, probe_queries, relevance, shapes_probe
+from mie.evaluation.shapes_probe import (
+    format_probe_table,
+    precision_at_k,
+    probe_queries,
+    relevance,
+    shapes_probe,
+)
 
 COLORS = ("red", "blue")
 SHAPES = ("circle", "square")

@@ -1,4 +1,5 @@
-"""Batch samplers: one image per batch for caption-expanded data, and length buckets for translation.
+"""Batch samplers: one image per batch for caption-expanded data, groups of look-alikes as hard negatives,
+and length buckets for translation.
 
 Both are seeded and distributed-aware: every rank builds the same epoch plan from ``seed + epoch``
 (the trainer calls ``set_epoch``, which is what makes exact resumption possible) and takes its own
@@ -153,6 +154,122 @@ class UniqueImageBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return sum(1 for b in self.global_batches() if b[self.rank * self.batch_size:(self.rank + 1) * self.batch_size])
+
+
+class GroupedBatchSampler(Sampler[list[int]]):
+    """Shuffled batches made of runs of ``group_size`` entries that share a key: hard negatives by design.
+
+    Contrastive learning only learns what tells a batch's pairs apart. Grouping entries whose images
+    look alike in one respect (``group_keys``: the shapes data's colours, say) makes that respect useless
+    inside a group, so the loss must use the rest (the shapes). Each epoch, every key's entries are
+    shuffled and cut into runs of ``group_size`` (a key's last run may be shorter), the runs are shuffled
+    and laid end to end, and the sequence is cut into batches of ``batch_size``; every entry comes once
+    an epoch. ``mixed`` (a fraction) of each batch is left ungrouped, drawn at random, so that the groups
+    are also contrasted with the rest of the data. With several ranks the epoch is planned as global
+    batches of ``batch_size * world_size`` and rank ``r`` takes slice ``r`` of each::
+
+        keys = [tuple(sorted(o["color"] for o in r.attributes["objects"])) for r in dataset.records]
+        loader = DataLoader(dataset, batch_sampler=GroupedBatchSampler(keys, 256, group_size=16, seed=0))
+    """
+
+    def __init__(
+        self,
+        group_keys: Sequence[Hashable],
+        batch_size: int,
+        group_size: int,
+        seed: int = 0,
+        mixed: float = 0.0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        if batch_size < 1 or group_size < 1 or not 0.0 <= mixed <= 1.0:
+            raise ValueError(f"batch_size and group_size must be >= 1 and mixed in [0, 1]; got {batch_size}, "
+                             f"{group_size} and {mixed}")
+        self.group_keys = list(group_keys)
+        self.batch_size = batch_size
+        self.group_size = group_size
+        self.seed = seed
+        self.mixed = mixed
+        self.rank, self.world_size = _rank_and_world(rank, world_size)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the shuffle of ``epoch`` (``seed + epoch``) from the next iteration on."""
+        self.epoch = epoch
+
+    def global_batches(self) -> list[list[int]]:
+        """This epoch's full global batches (identical on every rank); a short last one is dropped."""
+        size = self.batch_size * self.world_size
+        order = _permutation(len(self.group_keys), self.seed + self.epoch)
+        free = round(self.mixed * size)
+        grouped, loose = order[free * (len(order) // size):], order[:free * (len(order) // size)]
+        by_key: dict[Hashable, list[int]] = {}
+        for index in grouped:
+            by_key.setdefault(self.group_keys[index], []).append(index)
+        runs = [members[i:i + self.group_size] for members in by_key.values()
+                for i in range(0, len(members), self.group_size)]
+        sequence = [index for r in _permutation(len(runs), self.seed + self.epoch + 1) for index in runs[r]]
+        batches = []
+        for b in range(len(order) // size):
+            body = sequence[b * (size - free):(b + 1) * (size - free)]
+            batch = body + loose[b * free:(b + 1) * free]
+            if len(batch) == size:
+                batches.append(batch)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.global_batches():
+            yield batch[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+
+    def __len__(self) -> int:
+        return len(self.global_batches())
+
+
+class NeighbourBatchSampler(Sampler[list[int]]):
+    """Batches made of runs of ``group_size`` nearest neighbours under an encoder's ``embeddings [N, D]``.
+
+    Each epoch visits the entries in a seeded random order; an entry not yet placed starts a run with
+    its ``group_size - 1`` most similar (cosine) entries not yet placed; runs are laid end to end and cut
+    into batches of ``batch_size`` (a short last batch is dropped). A model trained on such batches
+    (a re-ranker) sees, inside its batch, the candidates the encoder itself confuses: its top-k.
+    Single process only::
+
+        sampler = NeighbourBatchSampler(image_embeds, batch_size=128, group_size=16, seed=0)
+    """
+
+    def __init__(self, embeddings: torch.Tensor, batch_size: int, group_size: int, seed: int = 0) -> None:
+        if batch_size < 1 or group_size < 1 or embeddings.dim() != 2:
+            raise ValueError(f"need [N, D] embeddings, batch_size and group_size >= 1; got "
+                             f"{tuple(embeddings.shape)}, {batch_size} and {group_size}")
+        self.embeddings = torch.nn.functional.normalize(embeddings.detach().float().cpu(), dim=-1)
+        self.batch_size, self.group_size, self.seed = batch_size, group_size, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch`` (``seed + epoch``) from the next iteration on."""
+        self.epoch = epoch
+
+    def global_batches(self) -> list[list[int]]:
+        """This epoch's batches of neighbour runs."""
+        n = self.embeddings.shape[0]
+        placed = torch.zeros(n, dtype=torch.bool)
+        sequence: list[int] = []
+        for start in _permutation(n, self.seed + self.epoch):
+            if placed[start]:
+                continue
+            sim = (self.embeddings @ self.embeddings[start]).masked_fill(placed, float("-inf"))
+            take = min(self.group_size, int((~placed).sum()))
+            run = sim.topk(take).indices  # the start itself is its own nearest (cosine 1)
+            placed[run] = True
+            placed[start] = True
+            sequence += [start] + [int(i) for i in run if int(i) != start][:take - 1]
+        return [sequence[i:i + self.batch_size] for i in range(0, n - self.batch_size + 1, self.batch_size)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.global_batches()
+
+    def __len__(self) -> int:
+        return self.embeddings.shape[0] // self.batch_size
 
 
 class BucketBatchSampler(Sampler[list[int]]):

@@ -25,7 +25,8 @@ class RerankConfig:
     RULES: ClassVar[dict[str, Rule]] = {"k": POSITIVE, "epochs": POSITIVE, "batch_size": POSITIVE, "lr": POSITIVE,
                                         "negatives": one_of("softmax", "hardest"), "temperature": POSITIVE,
                                         "max_minutes": NON_NEGATIVE, "weight_decay": FRACTION,
-                                        "sim_weight": NON_NEGATIVE}
+                                        "sim_weight": NON_NEGATIVE, "batches": one_of("random", "neighbours"),
+                                        "group_size": POSITIVE}
 
     enabled: bool = False
     k: int = 10  # candidates re-ranked per query
@@ -38,13 +39,21 @@ class RerankConfig:
     temperature: float = 0.05
     max_minutes: float = 0.0  # 0 = no budget for the re-ranker's training
     sim_weight: float = 1.0  # ranking score = ITM logit + sim_weight x cosine similarity (BLIP); 0 = ITM alone
+    #: when given, sim_weight is the one of these with the best re-ranked mean R@1 on data.val_split
+    sim_weights: list[float] = field(default_factory=list)
+    #: neighbours: training batches of runs of group_size images that are nearest neighbours under the
+    #: frozen dual encoder, so the mined negatives are its own top-k confusions; random: shuffled
+    batches: str = "random"
+    group_size: int = 16
 
 
 @dataclass
 class ClipConfig(TrainerConfig):
     """A CLIP-style run: ``ClipConfig(project_name="x", output_dir="out")`` is complete with defaults."""
 
-    RULES: ClassVar[dict[str, Rule]] = {**TrainerConfig.RULES, "recipe": one_of("clip")}
+    RULES: ClassVar[dict[str, Rule]] = {**TrainerConfig.RULES, "recipe": one_of("clip"),
+                                        "group_batches": one_of("none", "colors"), "group_size": POSITIVE,
+                                        "group_mixed": FRACTION}
 
     recipe: str = "clip"
     model: DualEncoderConfig = field(default_factory=DualEncoderConfig)
@@ -54,6 +63,11 @@ class ClipConfig(TrainerConfig):
     #: weights to start from (a ``.safetensors`` of an earlier run with the same model section)
     init_checkpoint: str = ""
     rerank: RerankConfig = field(default_factory=RerankConfig)
+    #: ``colors``: training batches hold runs of ``group_size`` images with the same colours (shapes data),
+    #: so colour alone cannot tell a run's pairs apart (``mie.data.samplers.GroupedBatchSampler``)
+    group_batches: str = "none"
+    group_size: int = 16
+    group_mixed: float = 0.0  # fraction of each batch drawn at random instead
 
 
 def check_config(config: ClipConfig) -> None:

@@ -19,16 +19,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from mie.data import build_dataset, build_image_transform, collate_image_text
+from mie.data.samplers import NeighbourBatchSampler
 from mie.evaluation.report import REPORT_FILE, RESULTS_FILE, compare_results, load_results
-from mie.evaluation.rerank import rerank_retrieval
-from mie.evaluation.retrieval import retrieval_metrics
+from mie.evaluation.rerank import PairScorer, rerank_retrieval
 from mie.io import load_weights
 from mie.io.atomic import atomic_write_text
 from mie.io.cache import save_json_atomic
 from mie.io.checkpoint import save_weights
 from mie.models.fusion import ImageTextMatcher
 from mie.recipes.clip.config import ClipConfig
-from mie.recipes.clip.evaluate import EVAL_BATCH_SIZE, EvalSet
+from mie.recipes.clip.evaluate import EVAL_BATCH_SIZE, EvalSet, load_eval_set
 from mie.tokenization.base import BaseTokenizer
 from mie.training import BaseTrainer
 from mie.training.config import OptimizerConfig, ScheduleConfig, TrainerConfig
@@ -47,13 +47,31 @@ def build_matcher(config: ClipConfig) -> ImageTextMatcher:
     return ImageTextMatcher(config.rerank.fusion, text_dim=model.text_width, image_dim=model.vision_width)
 
 
-def _loader(config: ClipConfig, dataset: Dataset, tokenizer: BaseTokenizer, batch_size: int) -> DataLoader:
-    """Shuffled batches with one random caption per image (the trainer reseeds the generator per epoch)."""
+def _loader(config: ClipConfig, dataset: Dataset, tokenizer: BaseTokenizer, batch_size: int,
+            neighbours: torch.Tensor | None = None) -> DataLoader:
+    """Batches with one random caption per image (the trainer reseeds the generator per epoch): shuffled,
+    or runs of the dual encoder's nearest neighbours (``neighbours``: its image embeddings) so that the
+    in-batch negatives are the candidates the encoder itself confuses."""
     generator = torch.Generator().manual_seed(config.seed)
     collate = functools.partial(collate_image_text, tokenizer=tokenizer, context_length=config.model.context_length,
                                 generator=generator)
+    if neighbours is not None:
+        batches = NeighbourBatchSampler(neighbours, batch_size, config.rerank.group_size, seed=config.seed)
+        return DataLoader(dataset, batch_sampler=batches, generator=generator, collate_fn=collate,
+                          pin_memory=pin_memory(config.device))
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator,
                       collate_fn=collate, pin_memory=pin_memory(config.device))
+
+
+@torch.no_grad()
+def _image_embeddings(model: nn.Module, dataset: Dataset, device: torch.device) -> torch.Tensor:
+    """The frozen dual encoder's unit image embeddings of every image of ``dataset``, in order."""
+    model.eval()
+    out = []
+    for start in range(0, len(dataset), EVAL_BATCH_SIZE):
+        images = torch.stack([dataset[i].image for i in range(start, min(start + EVAL_BATCH_SIZE, len(dataset)))])
+        out.append(image_features(model, images.to(device))[1].float().cpu())
+    return torch.cat(out)
 
 
 def train_reranker(run_dir: Path, config: ClipConfig, model: nn.Module, tokenizer: BaseTokenizer,
@@ -69,7 +87,9 @@ def train_reranker(run_dir: Path, config: ClipConfig, model: nn.Module, tokenize
                                    max_minutes=cfg.max_minutes, log_every=10, device=config.device,
                                    optimizer=OptimizerConfig(lr=cfg.lr, weight_decay=cfg.weight_decay),
                                    schedule=ScheduleConfig(warmup_steps=20))
-    trainer = BaseTrainer(task, trainer_config, functools.partial(_loader, config, dataset, tokenizer),
+    neighbours = _image_embeddings(model, dataset, device) if cfg.batches == "neighbours" else None
+    trainer = BaseTrainer(task, trainer_config, functools.partial(_loader, config, dataset, tokenizer,
+                                                                  neighbours=neighbours),
                           callbacks=[ProgressBar(quiet=quiet)], device=device, batch_size=cfg.batch_size)
     logger.info("training the re-ranker (%s fusion, %d layers, %s parameters) on %d images",
                 cfg.fusion.type, cfg.fusion.layers, f"{sum(p.numel() for p in matcher.parameters()):,}", len(dataset))
@@ -78,27 +98,32 @@ def train_reranker(run_dir: Path, config: ClipConfig, model: nn.Module, tokenize
     last = trainer.last_step_metrics
     summary = {"steps": trainer.global_step, "wall_time_s": round(time.monotonic() - start, 1),
                "final train loss": last.get("train/loss"), "final train accuracy": last.get("train/accuracy")}
-    matcher = matcher.eval()
+    return matcher.eval(), summary
+
+
+def save_reranker(run_dir: Path, config: ClipConfig, matcher: ImageTextMatcher, summary: dict[str, Any],
+                  sim_weight: float) -> None:
+    """Keep the head with its fusion settings, training summary and the ``sim_weight`` it ranks with."""
     save_weights(run_dir / "checkpoints" / RERANKER_FILE, matcher.state_dict(),
-                 {"fusion": dataclasses.asdict(cfg.fusion), "training": summary})
-    return matcher, summary
+                 {"fusion": dataclasses.asdict(config.rerank.fusion), "training": summary, "sim_weight": sim_weight})
 
 
-def load_reranker(run_dir: Path, config: ClipConfig, device: torch.device) -> ImageTextMatcher | None:
-    """The run's trained ITM head, or None when the run has none."""
+def load_reranker(run_dir: Path, config: ClipConfig, device: torch.device) -> tuple[ImageTextMatcher, float] | None:
+    """The run's trained ITM head and the ``sim_weight`` it was saved with, or None when the run has none."""
     path = run_dir / "checkpoints" / RERANKER_FILE
     if not path.is_file():
         return None
     matcher = build_matcher(config)
-    matcher.load_state_dict(load_weights(path)[0])
-    return matcher.to(device).eval()
+    state, meta = load_weights(path)
+    matcher.load_state_dict(state)
+    return matcher.to(device).eval(), float(meta.get("sim_weight", config.rerank.sim_weight))
 
 
 @torch.no_grad()
-def score_split(matcher: ImageTextMatcher, model: nn.Module, tokenizer: BaseTokenizer, evalset: EvalSet, k: int,
-                device: torch.device, sim_weight: float = 1.0) -> dict[str, dict[str, float]]:
-    """Retrieval R@K of ``evalset`` from the dual encoder alone and after re-ranking its top ``k`` by
-    ITM logit + ``sim_weight`` x cosine similarity."""
+def itm_scorer(matcher: ImageTextMatcher, model: nn.Module, tokenizer: BaseTokenizer, evalset: EvalSet, k: int,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor, PairScorer]:
+    """``(sim [N, T], owner, itm)`` of ``evalset``: the dual encoder's cosine similarities and a lookup of
+    the ITM logits of every pair in some query's top ``k`` (each scored once, whatever the fusion weight)."""
     model.eval()
     texts, owner = evalset.flat_captions
     image_parts, text_parts, mask_parts, image_embeds, text_embeds = [], [], [], [], []
@@ -114,9 +139,7 @@ def score_split(matcher: ImageTextMatcher, model: nn.Module, tokenizer: BaseToke
         image_parts.append(tokens.cpu())
         image_embeds.append(embeds.cpu())
     image_tokens, text_tokens, text_mask = torch.cat(image_parts), torch.cat(text_parts), torch.cat(mask_parts)
-    image_embeds_all, text_embeds_all = torch.cat(image_embeds), torch.cat(text_embeds)
-
-    sim = image_embeds_all @ text_embeds_all.T
+    sim = (torch.cat(image_embeds) @ torch.cat(text_embeds).T).float()
 
     def score_pairs(image_index: torch.Tensor, text_index: torch.Tensor) -> torch.Tensor:
         out = []
@@ -126,19 +149,70 @@ def score_split(matcher: ImageTextMatcher, model: nn.Module, tokenizer: BaseToke
             length = int(mask.logical_not().sum(dim=1).max())  # no column that is padding in every row
             out.append(matcher(text_tokens[txt, :length].to(device), image_tokens[img].to(device),
                                mask[:, :length].to(device)).float().cpu())
-        # As BLIP ranks: the match logit plus (sim_weight x) the dual encoder's cosine similarity.
-        return torch.cat(out) + sim_weight * sim[image_index, text_index]
+        return torch.cat(out) if out else torch.zeros(0)
 
-    without = retrieval_metrics(image_embeds_all, text_embeds_all, owner)
-    with_rerank = rerank_retrieval(sim, owner, k, score_pairs)
-    return {"without": {key: without[key] for key in with_rerank}, "with": with_rerank}
+    num_texts = sim.shape[1]
+    i2t, t2i = sim.topk(min(k, num_texts), dim=1).indices, sim.T.topk(min(k, sim.shape[0]), dim=1).indices
+    keys = torch.unique(torch.cat([torch.arange(sim.shape[0]).repeat_interleave(i2t.shape[1]) * num_texts
+                                   + i2t.flatten(), t2i.flatten() * num_texts
+                                   + torch.arange(num_texts).repeat_interleave(t2i.shape[1])]))
+    logits = score_pairs(keys // num_texts, keys % num_texts)
+
+    def itm(image_index: torch.Tensor, text_index: torch.Tensor) -> torch.Tensor:
+        query = image_index * num_texts + text_index
+        pos = torch.searchsorted(keys, query).clamp(max=len(keys) - 1)
+        found = keys[pos] == query
+        scores = logits[pos].clone()
+        if not bool(found.all()):  # a tie cut the top k differently: score the missing pairs now
+            scores[~found] = score_pairs(image_index[~found], text_index[~found])
+        return scores
+
+    return sim, owner, itm
+
+
+def fused_metrics(sim: torch.Tensor, owner: torch.Tensor, itm: PairScorer, k: int,
+                  sim_weight: float) -> dict[str, dict[str, float]]:
+    """R@K from the dual encoder alone and after re-ranking its top ``k`` by ITM logit + ``sim_weight`` x cosine
+    (as BLIP ranks; a large weight keeps the encoder's order)."""
+    with_rerank = rerank_retrieval(sim, owner, k, lambda i, t: itm(i, t) + sim_weight * sim[i, t])
+    plain = rerank_retrieval(sim, owner, k, lambda i, t: sim[i, t])
+    return {"without": plain, "with": with_rerank}
+
+
+def score_split(matcher: ImageTextMatcher, model: nn.Module, tokenizer: BaseTokenizer, evalset: EvalSet, k: int,
+                device: torch.device, sim_weight: float = 1.0) -> dict[str, dict[str, float]]:
+    """Retrieval R@K of ``evalset`` from the dual encoder alone and after re-ranking its top ``k`` by
+    ITM logit + ``sim_weight`` x cosine similarity."""
+    sim, owner, itm = itm_scorer(matcher, model, tokenizer, evalset, k, device)
+    return fused_metrics(sim, owner, itm, k, sim_weight)
+
+
+def choose_sim_weight(matcher: ImageTextMatcher, model: nn.Module, tokenizer: BaseTokenizer, val: EvalSet,
+                      config: ClipConfig, device: torch.device) -> tuple[float, dict[str, float]]:
+    """The ``rerank.sim_weights`` entry with the best re-ranked mean R@1 on the validation split (ties: the
+    larger weight, nearer the encoder's own order); and the val mean R@1 of each, ``"none"`` without."""
+    cfg = config.rerank
+    sim, owner, itm = itm_scorer(matcher, model, tokenizer, val, cfg.k, device)
+    table = {"none": fused_metrics(sim, owner, itm, cfg.k, 0.0)["without"]["mean_R@1"]}
+    for weight in sorted(cfg.sim_weights):
+        table[f"{weight:g}"] = rerank_retrieval(sim, owner, cfg.k,
+                                                lambda i, t, w=weight: itm(i, t) + w * sim[i, t])["mean_R@1"]
+    best = max(sorted(cfg.sim_weights), key=lambda w: (table[f"{w:g}"], w))
+    return float(best), table
 
 
 def rerank_and_report(run_dir: Path, config: ClipConfig, model: nn.Module, tokenizer: BaseTokenizer,
                       evalsets: list[EvalSet], device: torch.device) -> dict[str, Any]:
     """Train the re-ranker, score every test split with and without it, add both to the report."""
     matcher, training = train_reranker(run_dir, config, model, tokenizer, device)
-    results = {e.name: score_split(matcher, model, tokenizer, e, config.rerank.k, device, config.rerank.sim_weight) for e in evalsets}
+    weight = config.rerank.sim_weight
+    if config.rerank.sim_weights and config.data.val_split:
+        weight, table = choose_sim_weight(matcher, model, tokenizer, load_eval_set(config, config.data.val_split),
+                                          config, device)
+        training = {**training, "sim_weight chosen on val": weight,
+                    "val mean R@1 per sim_weight": {w: round(r, 4) for w, r in table.items()}}
+    save_reranker(run_dir, config, matcher, training, weight)
+    results = {e.name: score_split(matcher, model, tokenizer, e, config.rerank.k, device, weight) for e in evalsets}
     add_to_report(run_dir, config, results, training)
     return results
 
@@ -146,10 +220,11 @@ def rerank_and_report(run_dir: Path, config: ClipConfig, model: nn.Module, token
 def rescore(run_dir: Path, config: ClipConfig, model: nn.Module, tokenizer: BaseTokenizer, evalsets: list[EvalSet],
             device: torch.device) -> dict[str, Any] | None:
     """Re-score ``evalsets`` with the run's saved re-ranker (None when it has none); writes nothing."""
-    matcher = load_reranker(run_dir, config, device)
-    if matcher is None:
+    loaded = load_reranker(run_dir, config, device)
+    if loaded is None:
         return None
-    return {e.name: score_split(matcher, model, tokenizer, e, config.rerank.k, device, config.rerank.sim_weight) for e in evalsets}
+    matcher, weight = loaded
+    return {e.name: score_split(matcher, model, tokenizer, e, config.rerank.k, device, weight) for e in evalsets}
 
 
 def compare_rerank(run_dir: Path, results: dict[str, Any]) -> list[str]:

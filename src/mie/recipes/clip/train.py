@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDa
 
 from mie.data import build_dataset, build_image_transform, collate_image_text
 from mie.data.image_text import all_captions
-from mie.errors import CheckpointError
+from mie.data.samplers import GroupedBatchSampler
+from mie.errors import CheckpointError, ConfigError
 from mie.io import load_weights
 from mie.models.registry import build_model, num_parameters
 from mie.recipes.clip.config import ClipConfig
@@ -75,10 +76,31 @@ def build_train_loader(config: ClipConfig, dataset: Dataset, tokenizer: BaseToke
     # re-drawn per epoch by the trainer's set_epoch); data.batch_size is the batch of ONE rank.
     sampler = (DistributedSampler(dataset, shuffle=True, seed=config.seed, drop_last=True)
                if is_distributed() and not stream else None)
+    if config.group_batches != "none" and not stream:
+        batches = GroupedBatchSampler(color_keys(dataset), batch_size or data.batch_size, config.group_size,
+                                      seed=config.seed, mixed=config.group_mixed)
+        return DataLoader(dataset, batch_sampler=batches, generator=generator, collate_fn=collate,
+                          num_workers=data.num_workers, persistent_workers=data.num_workers > 0,
+                          pin_memory=pin_memory(config.device))
     return DataLoader(dataset, batch_size=batch_size or data.batch_size, shuffle=not stream and sampler is None,
                       sampler=sampler, drop_last=True, generator=generator, collate_fn=collate,
                       num_workers=data.num_workers, persistent_workers=data.num_workers > 0,
                       pin_memory=pin_memory(config.device))  # pinned on CUDA: the copy overlaps the step
+
+
+def color_keys(dataset: Dataset) -> list[tuple[str, ...]]:
+    """Each training image's sorted object colours (``group_batches: colors``); a ConfigError without them."""
+    keys = []
+    for record in getattr(dataset, "records", []):
+        objects = (record.attributes or {}).get("objects") or []
+        if not objects:
+            raise ConfigError("needs images that list their objects' colours (the shapes data)",
+                              where="group_batches: colors", fix="set group_batches: none for this data")
+        keys.append(tuple(sorted(str(o.get("color")) for o in objects)))
+    if not keys:
+        raise ConfigError("needs a dataset with records", where="group_batches: colors",
+                          fix="set group_batches: none for this data")
+    return keys
 
 
 def _train_dataset(config: ClipConfig) -> Dataset:
