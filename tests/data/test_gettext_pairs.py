@@ -100,7 +100,7 @@ def _locale(root: Path) -> Path:
 def test_build_writes_package_disjoint_splits_that_the_readers_load(tmp_path: Path) -> None:
     locale = _locale(tmp_path / "locale")
     corpus = build_gettext_pairs(tmp_path / "out", "de", locale_dir=locale, valid_fraction=0.2, test_fraction=0.2,
-                                 seed=1)
+                                 seed=1, keep_placeholders=False)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["pairs"] == corpus.pairs and sum(corpus.pairs.values()) > 0
     assert "iso_639-3" not in sum(corpus.packages.values(), [])  # the iso group is left out by default
@@ -120,6 +120,22 @@ def test_build_writes_package_disjoint_splits_that_the_readers_load(tmp_path: Pa
     one_word = build_gettext_pairs(tmp_path / "long", "de", locale_dir=locale, min_words=2, exclude=())
     assert all(len(s.split()) >= 2 for s in (tmp_path / "long" / "train.en").read_text().splitlines())
     assert "iso_639-3" in sum(one_word.packages.values(), [])
+
+
+def test_build_keeps_placeholders_markup_and_line_breaks_by_default(tmp_path: Path) -> None:
+    locale = tmp_path / "locale"
+    write_mo(locale / "de" / "LC_MESSAGES" / "app.mo", {
+        "cannot open %s": "kann %s nicht öffnen", "_File": "_Datei", "Usage:\n  app <b>FILE</b>\n":
+        "Aufruf:\n  app <b>DATEI</b>\n", "%d file\x00%d files": "%d Datei\x00%d Dateien"})
+    write_mo(tmp_path / "vim" / "de" / "LC_MESSAGES" / "vim.mo", {"E37: No write": "E37: Nicht geschrieben"})
+    corpus = build_gettext_pairs(tmp_path / "out", "de", locale_dir=(locale, tmp_path / "vim"), valid_fraction=0,
+                                 test_fraction=0)
+    pairs = dict(read_parallel_files(tmp_path / "out" / "train.en", tmp_path / "out" / "train.de"))
+    assert pairs == {"cannot open %s": "kann %s nicht öffnen", "_File": "_Datei", "%d file": "%d Datei",
+                     "Usage:\\napp <b>FILE</b>\\n": "Aufruf:\\napp <b>DATEI</b>\\n",
+                     "E37: No write": "E37: Nicht geschrieben"}
+    assert corpus.packages["train"] == ["app", "vim"]
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["format"] == 2
 
 
 def test_missing_catalogs_and_bad_language_are_one_clear_error(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from mie.data.placeholders import escape_newlines
 from mie.errors import DataError
 from mie.io.atomic import atomic_write_text
 from mie.io.cache import save_json_atomic
@@ -33,6 +34,9 @@ from mie.io.cache import save_json_atomic
 logger = logging.getLogger(__name__)
 
 LOCALE_DIR = Path("/usr/share/locale")
+# Every catalog tree on the machine: the system's, and programs that keep their own (vim's ~2,000 messages).
+LOCALE_DIRS = (LOCALE_DIR, *sorted(Path("/usr/share/vim").glob("vim*/lang")))
+CORPUS_FORMAT = 2  # 2: placeholders and markup kept (line breaks as \\n); 1: stripped
 SPLITS = ("train", "valid", "test")
 SOURCE_LANG = "en"
 DEFAULT_EXCLUDE = ("iso",)
@@ -101,9 +105,13 @@ def catalog_pairs(catalog: dict) -> list[tuple[str, str]]:
     return pairs
 
 
-def clean_pair(source: str, target: str, min_words: int = 1, max_words: int = 40) -> tuple[str, str] | str:
+def clean_pair(source: str, target: str, min_words: int = 1, max_words: int = 40,
+               keep_placeholders: bool = False) -> tuple[str, str] | str:
     """The cleaned pair, or the reason it is dropped (``"empty"``, ``"too short"``, ``"too long"``,
-    ``"no letters"``)."""
+    ``"no letters"``). The checks read the messages without placeholders; with ``keep_placeholders`` the
+    pair kept is the messages as written (placeholders, markup and accelerators in place, line breaks
+    as ``\\n``, other whitespace runs as one space), for :mod:`mie.data.placeholders` to mask."""
+    kept = escape_newlines(source), escape_newlines(target)
     for marker in "_&":  # a translation may put the accelerator mid-word (Ö_ffnen) when the msgid has one
         if _ACCELERATOR.search(source) and source.count(marker) == 1 and target.count(marker) == 1:
             target = re.sub(re.escape(marker) + r"(?=\w)", "", target)
@@ -117,7 +125,7 @@ def clean_pair(source: str, target: str, min_words: int = 1, max_words: int = 40
         return "too short"
     if max(n_src, n_tgt) > max_words:
         return "too long"
-    return src, tgt
+    return kept if keep_placeholders else (src, tgt)
 
 
 def package_group(name: str) -> str:
@@ -128,22 +136,26 @@ def package_group(name: str) -> str:
     return (match.group(0) if match else name).lower()
 
 
-def available_languages(locale_dir: Path = LOCALE_DIR) -> list[str]:
-    """Languages with at least one ``.mo`` catalog under ``locale_dir``."""
-    if not locale_dir.is_dir():
-        return []
-    return sorted(p.name for p in locale_dir.iterdir() if any((p / "LC_MESSAGES").glob("*.mo")))
+def _dirs(locale_dir: Path | str | tuple | list) -> list[Path]:
+    return [Path(d) for d in locale_dir] if isinstance(locale_dir, (tuple, list)) else [Path(locale_dir)]
 
 
-def read_catalogs(target: str, locale_dir: Path = LOCALE_DIR) -> dict[str, list[tuple[str, str]]]:
-    """Raw ``(msgid, translation)`` pairs per package (``.mo`` file name) for language ``target``."""
-    folder = locale_dir / target / "LC_MESSAGES"
-    files = sorted(folder.glob("*.mo")) if folder.is_dir() else []
+def available_languages(locale_dir: Path | tuple[Path, ...] = LOCALE_DIRS) -> list[str]:
+    """Languages with at least one ``.mo`` catalog under ``locale_dir`` (a folder or several)."""
+    return sorted({p.name for d in _dirs(locale_dir) if d.is_dir() for p in d.iterdir()
+                   if any((p / "LC_MESSAGES").glob("*.mo"))})
+
+
+def read_catalogs(target: str, locale_dir: Path | tuple[Path, ...] = LOCALE_DIRS) -> dict[str, list[tuple[str, str]]]:
+    """Raw ``(msgid, translation)`` pairs per package (``.mo`` file name) for language ``target``, from
+    every folder of ``locale_dir``."""
+    folders = [d / target / "LC_MESSAGES" for d in _dirs(locale_dir)]
+    files = [f for folder in folders if folder.is_dir() for f in sorted(folder.glob("*.mo"))]
     if not files:
         known = available_languages(locale_dir)
         hint = f"languages with catalogs here: {', '.join(known[:40])}" if known else \
             "this machine has no gettext catalogs (install programs' language packs, e.g. the locales of coreutils)"
-        raise DataError(f"no gettext catalogs (*.mo) for language {target!r}", where=folder, fix=hint)
+        raise DataError(f"no gettext catalogs (*.mo) for language {target!r}", where=folders[0], fix=hint)
     packages: dict[str, list[tuple[str, str]]] = {}
     for path in files:
         try:
@@ -152,7 +164,8 @@ def read_catalogs(target: str, locale_dir: Path = LOCALE_DIR) -> dict[str, list[
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             logger.warning("skipping %s: %s", path, exc)
             continue
-        packages[path.stem] = catalog_pairs(catalog)
+        name = path.stem if path.stem not in packages else f"{path.stem}-{len(packages)}"
+        packages[name] = catalog_pairs(catalog)
     return packages
 
 
@@ -173,28 +186,31 @@ def assign_groups(sizes: dict[str, int], fractions: tuple[float, float], seed: i
     return assignment
 
 
-def build_gettext_pairs(out_dir: str | Path, target: str, *, locale_dir: str | Path = LOCALE_DIR,
+def build_gettext_pairs(out_dir: str | Path, target: str, *,
+                        locale_dir: str | Path | tuple[Path, ...] = LOCALE_DIRS,
                         min_words: int = 1, max_words: int = 40, valid_fraction: float = 0.05,
                         test_fraction: float = 0.05, seed: int = 0,
-                        exclude: tuple[str, ...] = DEFAULT_EXCLUDE) -> GettextCorpus:
+                        exclude: tuple[str, ...] = DEFAULT_EXCLUDE, keep_placeholders: bool = True) -> GettextCorpus:
     """Extract, clean, deduplicate and split English -> ``target`` pairs; write them to ``out_dir``.
 
     ``exclude`` names package groups left out (default: ``iso``, the ISO 639 / 3166 / 4217 / 15924
     name lists, whose 30,000 entries are mostly untranslated proper names rather than messages).
+    ``keep_placeholders`` (the default) writes the messages with their placeholders and markup
+    (:func:`clean_pair`); False strips them.
 
     Within a split each English message keeps its most frequent translation; a valid or test
     message whose English occurs in train (or test in valid) is dropped.
     """
     if not re.fullmatch(r"[A-Za-z]{2,3}(?:_[A-Za-z]{2})?(?:@\w+)?", target):
         raise DataError(f"{target!r} is not a language code", where="--target", fix="use a code such as de or pt_BR")
-    packages = {name: pairs for name, pairs in read_catalogs(target, Path(locale_dir)).items()
+    packages = {name: pairs for name, pairs in read_catalogs(target, locale_dir).items()
                 if package_group(name) not in exclude}
     dropped: Counter[str] = Counter()
     cleaned: dict[str, list[tuple[str, str]]] = {}
     for name, raw in packages.items():
         kept = []
         for source, translation in raw:
-            pair = clean_pair(source, translation, min_words, max_words)
+            pair = clean_pair(source, translation, min_words, max_words, keep_placeholders)
             if isinstance(pair, str):
                 dropped[pair] += 1
             else:
@@ -211,15 +227,16 @@ def build_gettext_pairs(out_dir: str | Path, target: str, *, locale_dir: str | P
     counts, split_packages = {}, {}
     for split in SPLITS:
         names = sorted(n for g, ns in groups.items() if assignment[g] == split for n in ns)
-        votes: dict[str, Counter[str]] = defaultdict(Counter)
+        # Keyed by the message without placeholders, so "_Open" in test counts as seen when train has "Open".
+        votes: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
         for name in names:
             for source, translation in cleaned[name]:
-                votes[source][translation] += 1
+                votes[clean_message(source) if keep_placeholders else source][source, translation] += 1
         fresh = [s for s in votes if s not in seen]
         dropped[f"duplicate within {split}"] += sum(sum(v.values()) for v in votes.values()) - len(votes)
         dropped[f"{split} source seen in an earlier split"] += len(votes) - len(fresh)
         seen.update(fresh)
-        lines = [(s, votes[s].most_common(1)[0][0]) for s in fresh]
+        lines = [votes[s].most_common(1)[0][0] for s in fresh]
         atomic_write_text(out_dir / f"{split}.{SOURCE_LANG}", "".join(s + "\n" for s, _ in lines))
         atomic_write_text(out_dir / f"{split}.{target}", "".join(t + "\n" for _, t in lines))
         counts[split], split_packages[split] = len(lines), names
@@ -227,7 +244,8 @@ def build_gettext_pairs(out_dir: str | Path, target: str, *, locale_dir: str | P
                            {k: v for k, v in sorted(dropped.items()) if v},
                            sum(len(v) for v in packages.values()))
     save_json_atomic(out_dir / "manifest.json", {
-        "source": "gettext", "locale_dir": str(locale_dir), "languages": [SOURCE_LANG, target],
+        "source": "gettext", "format": CORPUS_FORMAT if keep_placeholders else 1,
+        "locale_dir": [str(d) for d in _dirs(locale_dir)], "languages": [SOURCE_LANG, target],
         "pairs": counts, "packages": split_packages, "dropped": corpus.dropped,
         "raw_messages": corpus.raw_messages, "excluded_groups": list(exclude), "min_words": min_words, "max_words": max_words, "seed": seed})
     return corpus

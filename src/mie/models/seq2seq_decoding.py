@@ -20,6 +20,39 @@ import torch
 from mie.models.budget import FLOAT_BYTES, MAX_BEAM, check_bound, check_memory
 
 
+class TokenQuota:
+    """Decoding constraint: each of the tokens ``ids`` ``[n]`` appears exactly ``counts[b, j]`` times in
+    the output of row ``b`` (``counts`` ``[B, n]``); eos is refused while some are missing and a token of
+    ``ids`` once its count is spent. Translation uses it for placeholder sentinels: every ``%s`` of the
+    source comes out once, and none the source lacks.
+
+    >>> quota = TokenQuota(torch.tensor([5, 6]), torch.tensor([[1, 0]]), eos_id=3)  # doctest: +SKIP
+    """
+
+    def __init__(self, ids: torch.Tensor, counts: torch.Tensor, eos_id: int) -> None:
+        self.ids, self.remaining, self.eos_id = ids, counts.clone(), eos_id
+
+    def apply(self, logp: torch.Tensor, steps_left: int | None = None) -> torch.Tensor:
+        """``logp`` ``[rows, vocab]`` with the forbidden tokens at -inf (in place); a row that owes as many
+        tokens as there are ``steps_left`` may emit only those."""
+        spent = self.remaining <= 0  # (rows, n)
+        owed = self.remaining.clamp_min(0).sum(-1)  # (rows,)
+        columns = logp[:, self.ids]
+        if steps_left is not None:
+            logp.masked_fill_((owed >= steps_left)[:, None], float("-inf"))
+        logp[:, self.ids] = columns.masked_fill(spent, float("-inf"))
+        logp[:, self.eos_id] = logp[:, self.eos_id].masked_fill(owed > 0, float("-inf"))
+        return logp
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep (and duplicate) ``rows``, as the decoding cache does."""
+        self.remaining = self.remaining.index_select(0, rows)
+
+    def advance(self, tokens: torch.Tensor) -> None:
+        """Count the chosen ``tokens`` ``[rows]`` against the quota."""
+        self.remaining = self.remaining - (tokens[:, None] == self.ids[None, :]).long()
+
+
 def length_penalty(length: int, alpha: float) -> float:
     """GNMT's length normaliser (Wu et al., 2016): ``((5 + length) / 6) ** alpha`` (1 at ``alpha = 0``)."""
     return ((5.0 + length) / 6.0) ** alpha
@@ -36,17 +69,22 @@ def sequence_log_prob(model: Any, src: torch.Tensor, hyp: list[int], bos_id: int
 
 
 @torch.no_grad()
-def greedy_decode(model: Any, src: torch.Tensor, bos_id: int, eos_id: int, max_len: int = 128) -> list[list[int]]:
-    """The most likely next token at every step, for a batch of sources ``[B, S]``; ids without bos/eos."""
+def greedy_decode(model: Any, src: torch.Tensor, bos_id: int, eos_id: int, max_len: int = 128,
+                  quota: TokenQuota | None = None) -> list[list[int]]:
+    """The most likely next token at every step (within ``quota``), for a batch of sources ``[B, S]``;
+    ids without bos/eos."""
     memory, src_mask = model.encode(src)
     cache = model.start_cache(memory, src_mask)
     B = src.shape[0]
     last = torch.full((B, 1), bos_id, dtype=torch.long, device=src.device)
     finished = torch.zeros(B, dtype=torch.bool, device=src.device)
     steps = []
-    for _ in range(max_len):
-        tokens = model.decode_step(last, cache)[:, -1].argmax(-1)  # (B,)
+    for step in range(max_len):
+        logits = model.decode_step(last, cache)[:, -1]  # (B, vocab)
+        tokens = (logits if quota is None else quota.apply(logits, max_len - step)).argmax(-1)  # (B,)
         tokens = tokens.masked_fill(finished, eos_id)
+        if quota is not None:
+            quota.advance(tokens)
         steps.append(tokens)
         finished |= tokens == eos_id
         if bool(finished.all()):  # one host sync per decoded token: decoding, not the training loop
@@ -92,14 +130,15 @@ def check_beam(config: Any, sources: int, source_len: int, beam: int, max_len: i
 
 @torch.no_grad()
 def beam_search(model: Any, src: torch.Tensor, bos_id: int, eos_id: int, beam: int = 4, max_len: int = 128,
-                length_penalty_alpha: float = 0.6, return_scores: bool = False) -> list[Any]:
+                length_penalty_alpha: float = 0.6, return_scores: bool = False,
+                quota: TokenQuota | None = None) -> list[Any]:
     """The best hypothesis per source ``[B, S]`` under beam search with ``beam`` live beams per source.
 
     Each step scores all ``beam x vocab`` extensions of a source's beams, keeps ending ones (eos)
     as finished hypotheses and the best ``beam`` others alive. A source is done once it holds
     ``beam`` finished hypotheses that its best live beam cannot beat; at ``max_len`` the live
     beams are finished as they stand. ``beam=1`` is greedy decoding. With ``return_scores``, each
-    item is ``(ids, normalised score)``.
+    item is ``(ids, normalised score)``; ``quota`` (one row per source) constrains the tokens.
     """
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
@@ -107,7 +146,10 @@ def beam_search(model: Any, src: torch.Tensor, bos_id: int, eos_id: int, beam: i
     check_beam(getattr(model, "config", None), B, src.shape[1], beam, max_len)
     memory, src_mask = model.encode(src)
     cache = model.start_cache(memory, src_mask)  # cross keys/values once per source, not per beam
-    cache.reorder(torch.arange(B, device=src.device).repeat_interleave(K))  # (B*K,) rows: K beams per source
+    start = torch.arange(B, device=src.device).repeat_interleave(K)  # (B*K,) rows: K beams per source
+    cache.reorder(start)
+    if quota is not None:
+        quota.reorder(start)
     scores = torch.full((B, K), float("-inf"), device=src.device)
     scores[:, 0] = 0.0  # the first step extends one beam per source, not K copies of it
     prefixes: list[list[int]] = [[] for _ in range(B * K)]
@@ -116,6 +158,8 @@ def beam_search(model: Any, src: torch.Tensor, bos_id: int, eos_id: int, beam: i
     done = [False] * B
     for step in range(max_len):
         logp = model.decode_step(last, cache)[:, -1].log_softmax(-1)  # (B*K, vocab)
+        if quota is not None:
+            quota.apply(logp, max_len - step)
         vocab = logp.shape[-1]
         total = (scores.view(-1, 1) + logp).view(B, K * vocab)
         top_scores, top_ids = total.topk(min(2 * K, K * vocab), dim=-1)  # (B, 2K)
@@ -144,6 +188,9 @@ def beam_search(model: Any, src: torch.Tensor, bos_id: int, eos_id: int, beam: i
             break
         index = torch.tensor(parents, device=src.device)
         cache.reorder(index)
+        if quota is not None:
+            quota.reorder(index)
+            quota.advance(torch.tensor(tokens, device=src.device))
         prefixes = [prefixes[p] + [t] for p, t in zip(parents, tokens)]
         scores = torch.tensor(new_scores, device=src.device).view(B, K)
         last = torch.tensor(tokens, device=src.device)[:, None]

@@ -21,16 +21,18 @@ class TranslationDataConfig:
 
     ``build: gettext`` writes them from this machine's gettext catalogs
     (``mie.data.gettext_pairs``) when ``path`` holds no training files yet; ``build: ""`` never builds.
+    ``{source_lang}`` and ``{target_lang}`` in ``path`` (and in the run's ``output_dir`` and
+    ``project_name``) are replaced by the languages, so ``--set data.target_lang=fr`` alone switches both.
     """
 
     RULES: ClassVar[dict[str, Rule]] = {
         "build": one_of("", "gettext"), "min_words": POSITIVE, "max_words": POSITIVE, "max_length": POSITIVE,
         "max_ratio": (lambda v: v >= 1.0, ">= 1"), "batch_size": POSITIVE, "max_tokens": NON_NEGATIVE,
         "eval_batch_size": POSITIVE,
-        "max_eval_pairs": NON_NEGATIVE, "valid_fraction": FRACTION, "test_fraction": FRACTION,
+        "max_eval_pairs": NON_NEGATIVE, "valid_decode_pairs": NON_NEGATIVE, "valid_fraction": FRACTION, "test_fraction": FRACTION,
     }
 
-    path: str = "data/translation/en-de"
+    path: str = "data/translation/{source_lang}-{target_lang}"
     source_lang: str = "en"
     target_lang: str = "de"
     build: str = "gettext"  # "" | gettext: how to make the files when they are missing
@@ -45,6 +47,9 @@ class TranslationDataConfig:
     max_tokens: int = 0  # > 0: a batch also stops at this many padded tokens (pairs x longest side)
     eval_batch_size: int = 100  # sentences decoded at once
     max_eval_pairs: int = 0  # 0 = every pair of an evaluated split
+    mask_placeholders: bool = True  # %s, {0}, <b>, \\n, accelerators -> sentinel tokens, restored after decoding
+    valid_decode_pairs: int = 0  # > 0: every validation also decodes this many valid pairs (greedy) for
+    #                              val/bleu and val/chrf, which best_metric may then select the checkpoint by
 
 
 @dataclass
@@ -69,6 +74,7 @@ class DecodeConfig:
     length_penalty: float = 0.6  # GNMT alpha; 0 = raw log-probability
     max_len_a: float = 1.5
     max_len_b: int = 10
+    constrain_placeholders: bool = True  # each source placeholder's sentinel exactly once (with masking)
 
 
 @dataclass
@@ -90,9 +96,23 @@ class Seq2SeqRecipeConfig(TrainerConfig):
     eval_splits: list[str] = field(default_factory=lambda: ["test"])  # scored with BLEU and chrF in the report
 
 
+def resolve_languages(config: Seq2SeqRecipeConfig) -> Seq2SeqRecipeConfig:
+    """Replace ``{source_lang}`` / ``{target_lang}`` in ``data.path``, ``output_dir`` and ``project_name``
+    by ``data.source_lang`` / ``data.target_lang``, in place (the CLI reads ``output_dir`` after
+    :func:`check_config`, which calls this); returns ``config``."""
+    def fill(text: str) -> str:
+        return text.replace("{source_lang}", config.data.source_lang).replace("{target_lang}", config.data.target_lang)
+
+    config.output_dir, config.project_name = fill(config.output_dir), fill(config.project_name)
+    config.data.path = fill(config.data.path)
+    return config
+
+
 def check_config(config: Seq2SeqRecipeConfig) -> None:
     """Refuse, in one line, what the dataclass rules cannot see: stage losses, unknown splits,
-    sequences longer than the model's positions, a missing sacrebleu."""
+    sequences longer than the model's positions, a missing sacrebleu. Fills the language placeholders
+    first (:func:`resolve_languages`)."""
+    resolve_languages(config)
     for index, stage in enumerate(config.stages):
         if stage.loss is not None:
             raise ConfigError(f"stages[{index}].loss: a translation model trains with label-smoothed "
@@ -105,6 +125,9 @@ def check_config(config: Seq2SeqRecipeConfig) -> None:
                           f"{config.model.max_len}", fix="lower data.max_length or raise model.max_len")
     if config.data.source_lang == config.data.target_lang:
         raise ConfigError(f"data.target_lang: {config.data.target_lang!r} is also the source language")
+    if config.best_metric in ("val/bleu", "val/chrf") and not config.data.valid_decode_pairs:
+        raise ConfigError(f"best_metric: {config.best_metric} needs validation translations, which "
+                          "data.valid_decode_pairs 0 turns off", fix="set data.valid_decode_pairs (e.g. 600)")
     check_budget(config)
     from mie.evaluation.translation import require_sacrebleu
 

@@ -10,11 +10,15 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
-from mie.data.gettext_pairs import build_gettext_pairs
+from mie.data.gettext_pairs import CORPUS_FORMAT, build_gettext_pairs
+from mie.data.placeholders import SPECIAL_TOKENS as PLACEHOLDER_TOKENS
+from mie.data.placeholders import mask, mask_target
 from mie.data.samplers import BucketBatchSampler
 from mie.data.translation import TranslationDataset, collate_translation, read_parallel_files
-from mie.errors import DataError
+from mie.errors import DataError, MieError
+from mie.io.cache import read_json
 from mie.recipes.seq2seq.config import Seq2SeqRecipeConfig, TranslationDataConfig
+from mie.tokenization.base import SPECIAL_TOKENS
 from mie.tokenization.factory import train_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -28,11 +32,24 @@ def split_files(data: TranslationDataConfig, split: str) -> tuple[Path, Path]:
     return folder / f"{split}.{data.source_lang}", folder / f"{split}.{data.target_lang}"
 
 
+def _built_format(data: TranslationDataConfig) -> int | None:
+    """The ``format`` of the gettext corpus in ``data.path`` (1 when its manifest predates formats), or
+    None for a corpus that was not built from gettext catalogs."""
+    manifest = Path(data.path) / "manifest.json"
+    try:
+        info = read_json(manifest, expect_object=True, fix="delete the folder to rebuild it") if manifest.is_file() else {}
+    except MieError:
+        return None
+    return int(info.get("format", 1)) if info.get("source") == "gettext" else None
+
+
 def ensure_corpus(data: TranslationDataConfig, seed: int = 0) -> None:
-    """Build the corpus from gettext catalogs when ``data.path`` has no training files and
-    ``data.build`` allows it; a missing corpus that cannot be built is a one-line error."""
+    """Build the corpus from gettext catalogs when ``data.path`` has no training files (or holds an
+    older gettext build, whose messages had their placeholders stripped) and ``data.build`` allows it;
+    a missing corpus that cannot be built is a one-line error."""
     src, tgt = split_files(data, "train")
-    if src.is_file() and tgt.is_file():
+    stale = data.build == "gettext" and (_built_format(data) or CORPUS_FORMAT) < CORPUS_FORMAT
+    if src.is_file() and tgt.is_file() and not stale:
         return
     if data.build != "gettext":
         raise DataError(f"no training pairs ({src.name} and {tgt.name}) in {data.path}", where="data.path",
@@ -58,19 +75,57 @@ def read_split(data: TranslationDataConfig, split: str) -> Pairs:
     return pairs
 
 
+def mask_pairs(pairs: Pairs) -> tuple[Pairs, int]:
+    """Both sides with their placeholders as sentinels (:mod:`mie.data.placeholders`), and how many pairs
+    were dropped because the translation's placeholders differ from the source's."""
+    masked = []
+    for source, target in pairs:
+        src = mask(source)
+        tgt = mask_target(target, src)
+        if tgt is not None:
+            masked.append((src.text, tgt))
+    return masked, len(pairs) - len(masked)
+
+
 def build_tokenizer(config: Seq2SeqRecipeConfig, train: Pairs) -> Any:
-    """``tokenizer.path`` if set, else one byte-level BPE trained on both sides of the training pairs."""
+    """``tokenizer.path`` if set, else one byte-level BPE trained on both sides of the training pairs
+    (with ``data.mask_placeholders``, masked pairs and one token per placeholder sentinel)."""
     from mie.tokenization.factory import load_any_tokenizer
+    from mie.tokenization.normalizers import build_normalizer
+    from mie.tokenization.tokenizer import BPETokenizer
 
     if config.tokenizer.path:
         return load_any_tokenizer(config.tokenizer.path)
+    if config.data.mask_placeholders:
+        train = mask_pairs(train)[0]
     texts = [s for s, _ in train] + [t for _, t in train]
-    return train_tokenizer("bpe", texts, vocab_size=config.tokenizer.vocab_size, lowercase=config.tokenizer.lowercase)
+    if not config.data.mask_placeholders:
+        return train_tokenizer("bpe", texts, vocab_size=config.tokenizer.vocab_size,
+                               lowercase=config.tokenizer.lowercase)
+    trained = BPETokenizer.train(texts, vocab_size=config.tokenizer.vocab_size, min_frequency=1,
+                                 special_tokens=(*SPECIAL_TOKENS, *PLACEHOLDER_TOKENS),
+                                 normalizer=build_normalizer(lowercase=config.tokenizer.lowercase))
+    # split_special_tokens: a sentinel written in the masked text encodes to its one id
+    return BPETokenizer(trained.model, trained.normalizer, trained.pre_tokenizer, trained.bos_token,
+                        trained.eos_token, trained.pad_token, trained.context_length, split_special_tokens=True)
+
+
+def masks_placeholders(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` was trained with the placeholder sentinels (runs from before them were not)."""
+    specials = getattr(getattr(tokenizer, "model", None), "special_tokens", {})
+    return all(token in specials for token in PLACEHOLDER_TOKENS) and getattr(tokenizer, "split_special_tokens", False)
 
 
 def make_dataset(pairs: Pairs, tokenizer: Any, data: TranslationDataConfig) -> TranslationDataset:
-    """Tokenized training or validation pairs, too long or badly proportioned ones dropped."""
-    return TranslationDataset(pairs, tokenizer, min_length=1, max_length=data.max_length, max_ratio=data.max_ratio)
+    """Tokenized training or validation pairs (masked with ``data.mask_placeholders``), too long or badly
+    proportioned ones dropped."""
+    dropped = 0
+    if data.mask_placeholders:
+        pairs, dropped = mask_pairs(pairs)
+    dataset = TranslationDataset(pairs, tokenizer, min_length=1, max_length=data.max_length, max_ratio=data.max_ratio)
+    if dropped:
+        dataset.skipped["placeholders differ"] += dropped
+    return dataset
 
 
 def train_loader(dataset: TranslationDataset, batch_size: int, seed: int, pad_id: int, max_tokens: int = 0,

@@ -15,20 +15,34 @@ from typing import Any
 import torch
 
 from mie.config import load_config
+from mie.data.placeholders import SENTINELS, map_between, mask, strip_sentinels, survival_rate, unmask
 from mie.errors import ConfigError
 from mie.evaluation.report import RESULTS_FILE, ReportComparison, compare_with_saved, jsonable
 from mie.evaluation.translation import WordDictionary, translation_scores
 from mie.io.atomic import atomic_write_text
 from mie.io.cache import save_json_atomic
 from mie.models.seq2seq import EncoderDecoderTransformer
-from mie.models.seq2seq_decoding import beam_search, greedy_decode
+from mie.models.seq2seq_decoding import TokenQuota, beam_search, greedy_decode
 from mie.recipes.run_dir import TOKENIZER_FILE, load_run_weights, run_config_path
 from mie.recipes.seq2seq.config import SPLITS, Seq2SeqRecipeConfig
-from mie.recipes.seq2seq.data import Pairs, read_split
+from mie.recipes.seq2seq.data import Pairs, mask_pairs, masks_placeholders, read_split
 from mie.tokenization.factory import load_any_tokenizer
 from mie.training import resolve_device
 
 COPY, DICTIONARY = "copy source", "word dictionary"
+WITH_PLACEHOLDERS = "pairs with placeholders"  # scores[split][...]: how many sources have placeholders or markup
+
+
+def learn_dictionary(train: Pairs) -> WordDictionary:
+    """The word-by-word baseline, learned from the training pairs' words (placeholders left out)."""
+    masked, _ = mask_pairs(train)
+    return WordDictionary.learn((strip_sentinels(s), strip_sentinels(t)) for s, t in masked)
+
+
+def dictionary_translate(dictionary: WordDictionary, source: str) -> str:
+    """``source`` translated word by word, its placeholders, markup and accelerator kept as the model's are."""
+    masked = mask(source)
+    return unmask(map_between(dictionary.translate, masked.text), masked)
 
 
 @dataclass
@@ -43,10 +57,20 @@ class Seq2SeqRunResult:
 
 def translate_texts(model: EncoderDecoderTransformer, tokenizer: Any, texts: Sequence[str], config: Seq2SeqRecipeConfig,
                     beam: int = 1, device: torch.device | None = None) -> list[str]:
-    """Translate ``texts`` (greedy for ``beam=1``, else beam search), in batches of similar length."""
+    """Translate ``texts`` (greedy for ``beam=1``, else beam search), in batches of similar length; with a
+    tokenizer that has placeholder sentinels, placeholders are masked before and restored after."""
     device = device or next(model.parameters()).device
     limit = config.model.max_len - 1
-    ids = [tokenizer.encode(text)[: min(config.data.max_length, limit - 1)] + [tokenizer.eos_id] for text in texts]
+    masked = [mask(text) for text in texts] if masks_placeholders(tokenizer) else None
+    sources = [m.text for m in masked] if masked is not None else list(texts)
+    # Decoded with the sentinels; the other special tokens (pad, unk, bos, eos) are dropped.
+    drop = {tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id, getattr(tokenizer, "unk_id", None)}
+    if masked is not None:
+        drop |= {i for t, i in tokenizer.model.special_tokens.items() if not t.startswith(("<ph", "<nl"))}
+    ids = [tokenizer.encode(text)[: min(config.data.max_length, limit - 1)] + [tokenizer.eos_id] for text in sources]
+    sentinels = None
+    if masked is not None and config.decode.constrain_placeholders:
+        sentinels = torch.tensor([tokenizer.model.special_tokens[t] for t in SENTINELS])
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out: list[str] = [""] * len(ids)
     size, dec = config.data.eval_batch_size, config.decode
@@ -57,14 +81,22 @@ def translate_texts(model: EncoderDecoderTransformer, tokenizer: Any, texts: Seq
         for r, i in enumerate(rows):
             src[r, : len(ids[i])] = torch.tensor(ids[i])
         max_len = min(limit, int(dec.max_len_a * longest) + dec.max_len_b)
+        quota = None
+        if sentinels is not None:  # every sentinel of the source exactly once, no other
+            counts = (src[:, :, None] == sentinels[None, None, :]).sum(1)  # (rows, sentinels)
+            quota = TokenQuota(sentinels.to(device), counts.to(device), tokenizer.eos_id)
         with torch.no_grad():
             if beam == 1:
-                hyps = greedy_decode(model, src.to(device), tokenizer.bos_id, tokenizer.eos_id, max_len)
+                hyps = greedy_decode(model, src.to(device), tokenizer.bos_id, tokenizer.eos_id, max_len, quota=quota)
             else:
                 hyps = beam_search(model, src.to(device), tokenizer.bos_id, tokenizer.eos_id, beam=beam,
-                                   max_len=max_len, length_penalty_alpha=dec.length_penalty)
+                                   max_len=max_len, length_penalty_alpha=dec.length_penalty, quota=quota)
         for i, hyp in zip(rows, hyps):
-            out[i] = tokenizer.decode(hyp).strip()
+            if masked is None:
+                out[i] = tokenizer.decode(hyp).strip()
+            else:
+                out[i] = unmask(tokenizer.decode([t for t in hyp if t not in drop], skip_special_tokens=False).strip(),
+                                masked[i])
     return out
 
 
@@ -92,13 +124,15 @@ def score_split(model: EncoderDecoderTransformer, tokenizer: Any, config: Seq2Se
     if config.data.max_eval_pairs:
         pairs = pairs[: config.data.max_eval_pairs]
     sources, references = [s for s, _ in pairs], [t for _, t in pairs]
-    outputs = {COPY: sources, DICTIONARY: [dictionary.translate(s) for s in sources],
+    outputs = {COPY: sources, DICTIONARY: [dictionary_translate(dictionary, s) for s in sources],
                "model greedy": translate_texts(model, tokenizer, sources, config, 1, device)}
     if config.decode.beam > 1:
         outputs[f"model beam {config.decode.beam}"] = translate_texts(model, tokenizer, sources, config,
                                                                       config.decode.beam, device)
-    scores: dict[str, Any] = {name: translation_scores(hyps, references) for name, hyps in outputs.items()}
+    scores: dict[str, Any] = {name: {**translation_scores(hyps, references),
+                                     "placeholders": survival_rate(sources, hyps)[0]} for name, hyps in outputs.items()}
     scores["pairs"] = len(pairs)
+    scores[WITH_PLACEHOLDERS] = survival_rate(sources, references)[1]
     best = list(outputs)[-1]
     step = max(1, len(pairs) // 6)
     samples = [{"source": sources[i], "reference": references[i], best: outputs[best][i],
@@ -109,7 +143,7 @@ def score_split(model: EncoderDecoderTransformer, tokenizer: Any, config: Seq2Se
 def _score(run_dir: Path, config: Seq2SeqRecipeConfig, tokenizer: Any, checkpoint: str, splits: Sequence[str],
            device: torch.device) -> Seq2SeqRunResult:
     model, weights = load_model(run_dir, config, checkpoint, device)
-    dictionary = WordDictionary.learn(read_split(config.data, "train"))
+    dictionary = learn_dictionary(read_split(config.data, "train"))
     results, samples = {}, []
     for split in splits:
         results[split], split_samples = score_split(model, tokenizer, config, read_split(config.data, split),
@@ -127,10 +161,14 @@ def _report(run_dir: Path, config: Seq2SeqRecipeConfig, result: Seq2SeqRunResult
     lines = [f"# {config.project_name}: translation report ({data.source_lang} -> {data.target_lang})", "",
              f"Run directory: `{run_dir}`. Corpus: `{data.path}`.", ""]
     for split, scores in result.results.items():
-        lines += [f"## {split} ({scores['pairs']} pairs)", "", "| system | BLEU | chrF |", "| --- | --- | --- |"]
-        lines += [f"| {name} | {s['bleu']:.2f} | {s['chrf']:.2f} |" for name, s in scores.items() if name != "pairs"]
+        lines += [f"## {split} ({scores['pairs']} pairs, {scores.get(WITH_PLACEHOLDERS, 0)} with placeholders)", "",
+                  "| system | BLEU | chrF | placeholders kept (%) |", "| --- | --- | --- | --- |"]
+        lines += [f"| {name} | {s['bleu']:.2f} | {s['chrf']:.2f} | {s.get('placeholders', float('nan')):.1f} |"
+                  for name, s in _systems(scores)]
         lines.append("")
-    lines += ["BLEU and chrF: sacrebleu's corpus scores (13a tokenizer; character 6-grams, beta 2).", "",
+    lines += ["BLEU and chrF: sacrebleu's corpus scores (13a tokenizer; character 6-grams, beta 2). Placeholders "
+              "kept: the share of the messages with placeholders or markup (%s, {0}, <b>, &amp;, a leading or "
+              "trailing \\n, an accelerator) whose translation has exactly the same ones.", "",
               "## Samples", ""]
     for sample in result.samples:
         lines += [f"- {k}: {v}" for k, v in sample.items()] + [""]
@@ -171,7 +209,12 @@ def evaluate(run_dir: str | Path, splits: Sequence[str] | None = None, *, checkp
 def print_results(result: Seq2SeqRunResult, echo: Callable[[str], Any] = print) -> None:
     """BLEU and chrF of every system on every scored split."""
     for split, scores in result.results.items():
-        echo(f"{split} ({scores['pairs']} pairs):")
-        for name, s in scores.items():
-            if name != "pairs":
-                echo(f"  {name:<16} BLEU {s['bleu']:6.2f}  chrF {s['chrf']:6.2f}")
+        echo(f"{split} ({scores['pairs']} pairs, {scores.get(WITH_PLACEHOLDERS, 0)} with placeholders):")
+        for name, s in _systems(scores):
+            kept = f"  placeholders kept {s['placeholders']:5.1f}%" if "placeholders" in s else ""
+            echo(f"  {name:<16} BLEU {s['bleu']:6.2f}  chrF {s['chrf']:6.2f}{kept}")
+
+
+def _systems(scores: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
+    """The ``(system, scores)`` items of one split's results (its counts left out)."""
+    return [(name, s) for name, s in scores.items() if isinstance(s, dict)]

@@ -20,7 +20,7 @@ from mie.errors import ConfigError, MieError
 from mie.io.cache import read_json
 from mie.models.seq2seq import EncoderDecoderTransformer
 from mie.recipes.run_dir import TOKENIZER_FILE, run_directory, save_run_config, training_summary
-from mie.recipes.seq2seq.config import Seq2SeqRecipeConfig
+from mie.recipes.seq2seq.config import Seq2SeqRecipeConfig, resolve_languages
 from mie.recipes.seq2seq.data import (
     build_tokenizer,
     ensure_corpus,
@@ -30,6 +30,7 @@ from mie.recipes.seq2seq.data import (
     val_loader,
 )
 from mie.recipes.seq2seq.run import Seq2SeqRunResult, evaluate_and_report
+from mie.recipes.seq2seq.validation import TranslatingSeq2SeqTask
 from mie.tokenization.factory import load_any_tokenizer
 from mie.training import BaseTrainer, resolve_device
 from mie.training.callbacks import Callback, MetricsLogger
@@ -37,7 +38,6 @@ from mie.training.checkpoint_callback import ModelCheckpoint
 from mie.training.device import pin_memory
 from mie.training.distributed import main_process_first
 from mie.training.progress import ProgressBar
-from mie.training.tasks.seq2seq import Seq2SeqTask
 from mie.training.tensorboard import TensorBoardLogger
 
 logger = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ def train(config: Seq2SeqRecipeConfig, resume: str | Path | None = None, quiet: 
     ``resume`` continues the run in ``config.output_dir``; without it, a folder that already holds a
     trained run is refused unless ``overwrite``.
     """
+    resolve_languages(config)
     with run_directory(config, resume, overwrite) as run:
         run_dir, resume, main = run.dir, run.resume, run.main
         tokenizer_path = run_dir / TOKENIZER_FILE
@@ -98,7 +99,10 @@ def train(config: Seq2SeqRecipeConfig, resume: str | Path | None = None, quiet: 
         device = resolve_device(config.device)
         torch.manual_seed(config.seed)
         model = EncoderDecoderTransformer(resolved.model)
-        task = Seq2SeqTask(model, pad_id=tokenizer.pad_id, label_smoothing=config.label_smoothing)
+        # Evenly spaced: the valid file runs package by package, and every package should have its say.
+        step = max(1, len(valid_pairs) // data.valid_decode_pairs) if data.valid_decode_pairs else 1
+        decoded = valid_pairs[::step][: data.valid_decode_pairs]
+        task = TranslatingSeq2SeqTask(model, tokenizer, resolved, decoded)
         pinned = pin_memory(device)  # on CUDA: pinned batches, whose copies to the GPU need not wait
         loaders = functools.partial(train_loader, train_data, seed=config.seed, pad_id=tokenizer.pad_id,
                                     max_tokens=data.max_tokens, pin_memory=pinned)
