@@ -6,6 +6,14 @@
 
 Batched prompts are left-padded; the model derives each row's positions from its attention mask, so a
 padded row yields the same tokens as the same prompt generated alone.
+
+Prompts that share a prefix (a judge's questions about one text, few-shot examples) run it once:
+:func:`prefill` computes its keys/values (batch 1), :func:`branch` copies them for each row, and the rows'
+own tokens follow (left-padded after the prefix; positions skip the padding). ``generate(..., prefix=ids)``
+and :func:`next_token_logits` do this; the tokens and logits are those of the full prompts::
+
+    shared = prefill(model, prefix_ids)                      # once
+    logits = next_token_logits(model, suffixes, prefix_cache=shared)  # [N, vocab], per branch
 """
 
 from __future__ import annotations
@@ -106,6 +114,61 @@ def _generator(seed: int | torch.Generator | None, device: torch.device) -> torc
     return torch.Generator(device=device).manual_seed(int(seed))
 
 
+@torch.inference_mode(False)
+@torch.no_grad()
+def prefill(model: CausalLM, prefix: Sequence[int]) -> KVCache:
+    """The KV cache of ``prefix`` (one row, sized to it): computed once, then :func:`branch`-ed per suffix."""
+    if not len(prefix):
+        raise ValueError("prefill needs a non-empty prefix")
+    device = next(model.parameters()).device
+    cache = KVCache(model.config.n_layers)  # no preallocation: branches copy exactly the filled positions
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.tensor([list(prefix)], device=device), cache=cache, last_only=True)
+    finally:
+        model.train(was_training)
+    return cache
+
+
+def branch(prefix: KVCache, rows: int, room: int) -> KVCache:
+    """``rows`` copies of a one-row prefix cache with ``room`` more positions each (``prefix`` is unchanged)."""
+    cache = KVCache(prefix.n_layers)
+    cache.keys, cache.values, cache.mask, cache.length = list(prefix.keys), list(prefix.values), prefix.mask, len(prefix)
+    cache.max_len = len(prefix) + room
+    index = torch.zeros(rows, dtype=torch.long, device=prefix.mask.device if prefix.mask is not None else None)
+    cache.select(index)  # copies the prefix into fresh preallocated stores
+    return cache
+
+
+@torch.inference_mode(False)
+@torch.no_grad()
+def next_token_logits(model: CausalLM, suffixes: Sequence[Sequence[int]], prefix: Sequence[int] = (),
+                      prefix_cache: KVCache | None = None, pad_id: int = 0, batch_size: int = 8) -> torch.Tensor:
+    """Float logits ``[N, vocab]`` of the token after ``prefix + suffixes[i]``, for every ``i``.
+
+    The prefix runs once (``prefix_cache``, the :func:`prefill` of ``prefix``, is reused when given) and each
+    batch of ``batch_size`` suffixes continues a copy of its cache; without a prefix each row is run whole.
+    """
+    device = next(model.parameters()).device
+    if prefix_cache is None and len(prefix):
+        prefix_cache = prefill(model, prefix)
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in range(0, len(suffixes), batch_size):
+            rows = [list(s) for s in suffixes[start:start + batch_size]]
+            if any(not r for r in rows):
+                raise ValueError("every suffix needs at least one token")
+            ids, mask = left_pad(rows, pad_id, device)
+            cache = branch(prefix_cache, len(rows), ids.shape[1]) if prefix_cache is not None else None
+            out.append(model(ids, cache=cache, attention_mask=mask, last_only=True)[:, -1])
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, model.config.vocab_size)
+
+
 # Not inference_mode, and out of a caller's: autocast caches its bf16/fp16 copies of the weights only outside
 # it; inside, every step re-casts every weight, which costs more than the fp32 step itself.
 @torch.inference_mode(False)
@@ -124,6 +187,8 @@ def generate(
     seed: int | torch.Generator | None = None,
     pad_id: int = 0,
     on_token: Callable[[int, int], None] | None = None,
+    prefix: Sequence[int] = (),
+    prefix_cache: KVCache | None = None,
 ) -> list[list[int]]:
     """Continue each prompt by up to ``max_new_tokens`` tokens; return only the new tokens per prompt.
 
@@ -135,6 +200,8 @@ def generate(
     ``seed`` (an int or a ``torch.Generator``) makes sampling reproducible. ``on_token(row, token)`` is
     called for each kept token as it is produced (streaming). Prompt plus ``max_new_tokens`` must fit the
     model's context (``config.max_seq_len``) and the KV cache the memory available (:func:`check_generation`).
+    ``prefix``: token ids before every prompt, run once (``prefix_cache``, its :func:`prefill`, when reused
+    across calls) and shared by every row; the output is as if each prompt were ``prefix + prompt``.
     """
     if stop_strings and decode is None:
         raise ValueError("stop_strings need a decode function (token ids -> text); pass decode=tokenizer.decode")
@@ -143,16 +210,22 @@ def generate(
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate needs at least one prompt, each of at least one token (e.g. a BOS id)")
     config = model.config
-    check_generation(config, [len(p) for p in prompts], max_new_tokens, next(model.parameters()).element_size())
+    check_generation(config, [len(prefix) + len(p) for p in prompts], max_new_tokens,
+                     next(model.parameters()).element_size())
     input_ids, mask = left_pad(prompts, pad_id, device)
     B, T = input_ids.shape
     generator = _generator(seed, device)
     counts = torch.zeros(B, config.vocab_size, device=device).scatter_add_(1, input_ids, mask.float())
-    seen = counts > 0  # (B, V): tokens of each prompt, padding excluded
+    if len(prefix):
+        counts[:, torch.as_tensor(list(prefix), dtype=torch.long, device=device)] = 1.0
+    seen = counts > 0  # (B, V): tokens of each prompt (and the prefix), padding excluded
     stop = torch.as_tensor(list(stop_ids), dtype=torch.long, device=device)
     was_training = model.training
     model.eval()
-    cache = KVCache(config.n_layers, max_len=T + max_new_tokens)
+    if prefix_cache is None and len(prefix):
+        prefix_cache = prefill(model, prefix)
+    cache = branch(prefix_cache, B, T + max_new_tokens) if prefix_cache is not None \
+        else KVCache(config.n_layers, max_len=T + max_new_tokens)
     outputs: list[list[int]] = [[] for _ in range(B)]
     active = list(range(B))  # the prompt index of each row still in the batch
     try:
