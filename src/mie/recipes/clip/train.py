@@ -156,11 +156,14 @@ def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = Fa
         tokenizer_path = run_dir / TOKENIZER_FILE
         # Rank 0 generates the data (if needed) and trains the tokenizer; the other ranks then read both.
         with main_process_first():
+            logger.info("reading the training data in %s%s", config.data.path, " (generated on first use)"
+                        if config.data.format == "synthetic" else "")  # no silent wait before the first step
             train_set = _train_dataset(config)
             check_batch_sizes(config, train_set)  # before a tokenizer is trained or a step is taken
             if (resume is not None or not main) and tokenizer_path.is_file():
                 tokenizer = load_any_tokenizer(tokenizer_path)
             else:
+                logger.info("training the %s tokenizer on the captions", config.tokenizer.name)
                 tokenizer = build_tokenizer(config, all_captions(train_set))
                 tokenizer.save(tokenizer_path)
         # The run directory owns its tokenizer (tokenizer.json); the saved config records the vocabulary size.
@@ -188,6 +191,8 @@ def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = Fa
         stages = _stage_rows(trainer) if len(trainer.stages) > 1 else None
         del trainer, task, model  # evaluation reloads the best checkpoint; free the (DDP-wrapped) task first
         # Rank 0 alone evaluates and writes the report; the others wait for it, then all leave the group.
+        if main and config.data.test_splits:  # tens of seconds on the demo: said before, not after
+            logger.info("scoring the best checkpoint on %s and writing the report", ", ".join(config.data.test_splits))
         result = (evaluate_and_report(run_dir, resolved, tokenizer, device, summary, stages) if main
                   else RunResult(run_dir, {}, {}))
     return result
