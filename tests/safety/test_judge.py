@@ -30,9 +30,10 @@ class LetterBias(torch.nn.Module):
         super().__init__()
         self.anchor = torch.nn.Parameter(torch.zeros(1))
         self.a_id, self.b_id, self.vocab = a_id, b_id, vocab
+        self.config = SimpleNamespace(n_layers=1, vocab_size=vocab)
         self.logit = float(torch.logit(torch.tensor(p)))
 
-    def forward(self, ids, attention_mask=None):
+    def forward(self, ids, attention_mask=None, cache=None, last_only=False):
         logits = torch.zeros(*ids.shape, self.vocab)
         logits[..., self.a_id] = self.logit
         return logits
@@ -59,6 +60,21 @@ def test_letter_probabilities_are_normalised_and_padding_free(tokenizer):
     torch.testing.assert_close(together.sum(-1), torch.ones(3))
 
 
+def test_the_shared_prefix_gives_the_scores_of_whole_prompts(tokenizer):
+    torch.manual_seed(0)
+    model = CausalLM(CausalLMConfig(vocab_size=tokenizer.vocab_size, dim=32, n_layers=2, n_heads=2, max_seq_len=512,
+                                    qkv_bias=True))
+    texts = ["short", "a much longer text " * 5]
+    shared = LMJudge(model, tokenizer, PRINCIPLES, batch_size=3).score_batch(texts, ["why", None])
+    whole = LMJudge(model, tokenizer, PRINCIPLES, share_prefix=False).score_batch(texts, ["why", None])
+    for ours, theirs in zip(shared, whole, strict=True):
+        for name in ours:
+            assert ours[name].score == pytest.approx(theirs[name].score, abs=1e-5)
+    start, question = LMJudge(model, tokenizer, PRINCIPLES).parts("short", PRINCIPLES[0], "B", "why")
+    assert start.endswith('Text: "short"\n\n') and 'The user asked: "why"' in start
+    assert question.startswith("Principle: Do not help") and question.endswith("Answer: (")
+
+
 def test_swapping_the_letters_swaps_the_choices(tokenizer):
     judge = LMJudge(LetterBias(0, 1, 10, 0.5), tokenizer, PRINCIPLES)
     yes_a = judge.prompt("text", PRINCIPLES[0], "A")
@@ -67,6 +83,8 @@ def test_swapping_the_letters_swaps_the_choices(tokenizer):
     assert "(A) No, it does not." in yes_b and "(B) Yes, it does." in yes_b
     assert "Does the text ask for help hurting someone?" in yes_a
     assert "go against the principle of privacy" in judge.prompt("text", PRINCIPLES[1], "A")
+    own = SimpleNamespace(name="x", description="d", judge_question="Is it bad? (A) yes (B) no")
+    assert "Question: Is it bad?\n(A) No, it does not.\n(B) Yes, it does." in judge.prompt("t", own, "B")
 
 
 def test_long_texts_are_cut_to_max_text_tokens(tokenizer):
