@@ -77,6 +77,10 @@ def test_a_text_query_shows_ranked_images(server, browser, tmp_path):
     captions = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#results figcaption")]
     assert captions[0].startswith("1. ") and all(".png" in c for c in captions)
     assert "for “a red circle”" in browser.find_element(By.ID, "search-meta").text
+    # The run's own shape/colour figures (its results.json shapes_probe) stand above the results.
+    wait.until(lambda d: "colour-shape queries" in d.find_element(By.ID, "search-figures").text)
+    figures = browser.find_element(By.ID, "search-figures").text
+    assert figures.startswith("This run on test, precision@8: colour-shape queries ") and "“a red circle”: " in figures
     shot = tmp_path / "serve.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 1000
 

@@ -52,7 +52,7 @@ class ClipConfig(TrainerConfig):
     """A CLIP-style run: ``ClipConfig(project_name="x", output_dir="out")`` is complete with defaults."""
 
     RULES: ClassVar[dict[str, Rule]] = {**TrainerConfig.RULES, "recipe": one_of("clip"),
-                                        "group_batches": one_of("none", "colors"), "group_size": POSITIVE,
+                                        "group_batches": one_of("none", "colors", "colors_sizes"), "group_size": POSITIVE,
                                         "group_mixed": FRACTION}
 
     recipe: str = "clip"
@@ -64,7 +64,8 @@ class ClipConfig(TrainerConfig):
     init_checkpoint: str = ""
     rerank: RerankConfig = field(default_factory=RerankConfig)
     #: ``colors``: training batches hold runs of ``group_size`` images with the same colours (shapes data),
-    #: so colour alone cannot tell a run's pairs apart (``mie.data.samplers.GroupedBatchSampler``)
+    #: so colour alone cannot tell a run's pairs apart (``mie.data.samplers.GroupedBatchSampler``);
+    #: ``colors_sizes``: the same colours in the same sizes (size cannot tell them apart either)
     group_batches: str = "none"
     group_size: int = 16
     group_mixed: float = 0.0  # fraction of each batch drawn at random instead

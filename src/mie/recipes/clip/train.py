@@ -77,8 +77,9 @@ def build_train_loader(config: ClipConfig, dataset: Dataset, tokenizer: BaseToke
     sampler = (DistributedSampler(dataset, shuffle=True, seed=config.seed, drop_last=True)
                if is_distributed() and not stream else None)
     if config.group_batches != "none" and not stream:
-        batches = GroupedBatchSampler(color_keys(dataset), batch_size or data.batch_size, config.group_size,
-                                      seed=config.seed, mixed=config.group_mixed)
+        keys = color_keys(dataset, sizes=config.group_batches == "colors_sizes")
+        batches = GroupedBatchSampler(keys, batch_size or data.batch_size, config.group_size, seed=config.seed,
+                                      mixed=config.group_mixed)
         return DataLoader(dataset, batch_sampler=batches, generator=generator, collate_fn=collate,
                           num_workers=data.num_workers, persistent_workers=data.num_workers > 0,
                           pin_memory=pin_memory(config.device))
@@ -88,17 +89,19 @@ def build_train_loader(config: ClipConfig, dataset: Dataset, tokenizer: BaseToke
                       pin_memory=pin_memory(config.device))  # pinned on CUDA: the copy overlaps the step
 
 
-def color_keys(dataset: Dataset) -> list[tuple[str, ...]]:
-    """Each training image's sorted object colours (``group_batches: colors``); a ConfigError without them."""
+def color_keys(dataset: Dataset, sizes: bool = False) -> list[tuple[str, ...]]:
+    """Each training image's sorted object colours (``group_batches: colors``), or colours with sizes
+    ("red large"; ``colors_sizes``); a ConfigError for data whose images do not list their objects."""
     keys = []
     for record in getattr(dataset, "records", []):
         objects = (record.attributes or {}).get("objects") or []
         if not objects:
             raise ConfigError("needs images that list their objects' colours (the shapes data)",
-                              where="group_batches: colors", fix="set group_batches: none for this data")
-        keys.append(tuple(sorted(str(o.get("color")) for o in objects)))
+                              where="group_batches", fix="set group_batches: none for this data")
+        keys.append(tuple(sorted(f"{o.get('color')} {o.get('size')}" if sizes else str(o.get("color"))
+                                 for o in objects)))
     if not keys:
-        raise ConfigError("needs a dataset with records", where="group_batches: colors",
+        raise ConfigError("needs a dataset with records", where="group_batches",
                           fix="set group_batches: none for this data")
     return keys
 

@@ -67,6 +67,7 @@ async function pollStatus() {
   } else if (status.ready && status.safety_ready) {
     const images = status.images ? ", " + status.images + " images of " + status.split : "";
     say("status", status.progress + images + "; safety methods: " + status.methods.join(", "));
+    if (status.tabs.includes("search") && status.tabs.includes("report")) showProbe(status.split);
     // A link such as /?q=a+red+circle runs that search once the model is ready.
     const query = new URLSearchParams(window.location.search).get("q");
     if (query && status.tabs.includes("search") && !$("query").dataset.asked) {
@@ -81,6 +82,28 @@ async function pollStatus() {
 }
 
 // ---- search -----------------------------------------------------------------------------------
+// The run's own shape/colour figures (results.json "shapes_probe", shapes data only) above the results.
+async function showProbe(split) {
+  if ($("search-figures").dataset.loaded) return;
+  $("search-figures").dataset.loaded = "1";
+  try {
+    const data = await api("/api/report");
+    const probes = (data.results && data.results.shapes_probe) || {};
+    const probe = probes[split] || probes[Object.keys(probes)[0]];
+    if (!probe) return;
+    const pct = (v) => (100 * v).toFixed(1) + "%";
+    const part = (label, r) => label + " " + pct(r.precision) + " (chance " + pct(r.chance) + ")";
+    const k = probe.color_shape.k;
+    let text = "This run on " + (probes[split] ? split : Object.keys(probes)[0]) + ", precision@" + k + ": " +
+      part("colour-shape queries", probe.color_shape) + ", " + part("shape-only", probe.shape) + ", " +
+      part("colour-only", probe.color);
+    if (probe.example) text += "; “" + probe.example.query + "”: " + probe.example.hits + " of " + probe.example.k;
+    say("search-figures", text);
+  } catch (err) {
+    say("search-figures");  // the figures are extra: a run without them still searches
+  }
+}
+
 async function search(event) {
   event.preventDefault();
   say("search-message"); say("search-meta");

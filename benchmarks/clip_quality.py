@@ -1,0 +1,102 @@
+"""Quality of the demo's CLIP for a fixed training budget, and per CPU-minute: does it see shape?
+
+Trains ``configs/demo.yaml`` (or ``--config``) once per variant for the same number of epochs, in this
+process, one after the other, then scores each on the ``val`` split (``test`` stays untouched by tuning):
+mean R@1, zero-shot shape and colour accuracy, and the shapes probe (precision@8 of the 63 colour-shape
+queries, of shape-only and colour-only queries, each with its chance level; "a red circle" in the top 8).
+CPU time is the process's (all threads), so quality per CPU-minute compares variants fairly on a shared
+machine; wall time is shown beside it. Each variant is a list of ``--set`` overrides::
+
+    .venv/bin/python benchmarks/clip_quality.py                       # random vs colour-grouped, 4 epochs
+    .venv/bin/python benchmarks/clip_quality.py --epochs 22 --threads 2
+    .venv/bin/python benchmarks/clip_quality.py --variant "patch6=model.patch_size=6"
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts: idle OpenMP threads must not spin
+
+import torch  # noqa: E402
+
+from mie.recipes import load_recipe_config  # noqa: E402
+from mie.recipes.clip.run import evaluate  # noqa: E402
+from mie.recipes.clip.train import train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = {
+    "random batches": [],
+    "colour-grouped batches": ["group_batches=colors", "group_size=16"],
+}
+
+
+def run_variant(config_path: Path, overrides: list[str], epochs: int, out: Path) -> dict[str, Any]:
+    """Train one variant into ``out`` and score it on val; figures plus CPU and wall seconds."""
+    _, config = load_recipe_config(config_path, [f"epochs={epochs}", "max_minutes=0", "rerank.enabled=false",
+                                                 f"output_dir={out}", *overrides])
+    cpu, wall = time.process_time(), time.perf_counter()
+    train(config, quiet=True, overwrite=True)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    result, _ = evaluate(out, splits=["val"])
+    probe = (result.probe or {}).get("val", {})
+    zero = result.zero_shot
+    return {
+        "cpu_min": cpu / 60, "wall_min": wall / 60, "mean_R@1": result.results["val"]["mean_R@1"],
+        "shape_zs": zero.get("val/shape", {}).get("accuracy"), "color_zs": zero.get("val/color", {}).get("accuracy"),
+        "cs_p8": probe.get("color_shape", {}).get("precision"), "cs_chance": probe.get("color_shape", {}).get("chance"),
+        "shape_p8": probe.get("shape", {}).get("precision"), "color_p8": probe.get("color", {}).get("precision"),
+        "red_circle": (probe.get("example") or {}).get("hits"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every variant, print one row each and the ratios against the first."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "demo.yaml")
+    parser.add_argument("--epochs", type=int, default=4, help="training epochs of every variant (default 4)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="NAME=KEY=VALUE[,KEY=VALUE...]; replaces the default pair of variants")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    variants = dict(VARIANTS)
+    if args.variant:
+        variants = {"random batches": []}
+        for text in args.variant:
+            name, _, sets = text.partition("=")
+            variants[name] = [s for s in sets.split(",") if s]
+    print(f"{args.config.name}: {args.epochs} epochs per variant, {args.threads} thread(s), scored on val; "
+          f"load average {os.getloadavg()[0]:.1f} at the start")
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="mie-clip-quality-") as tmp:
+        for index, (name, overrides) in enumerate(variants.items()):
+            rows[name] = run_variant(args.config, overrides, args.epochs, Path(tmp) / f"run{index}")
+    header = ("variant", "CPU min", "wall min", "mean R@1", "R@1 / CPU min", "zs shape", "zs colour",
+              "col-shape P@8 (chance)", "shape P@8", "colour P@8", "red circles / 8")
+    print(" | ".join(header))
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}"
+
+    for name, r in rows.items():
+        print(" | ".join([name, f"{r['cpu_min']:.2f}", f"{r['wall_min']:.2f}", pct(r["mean_R@1"]),
+                          f"{r['mean_R@1'] / max(r['cpu_min'], 1e-9):.3f}", pct(r["shape_zs"]), pct(r["color_zs"]),
+                          f"{pct(r['cs_p8'])} ({pct(r['cs_chance'])})", pct(r["shape_p8"]), pct(r["color_p8"]),
+                          str(r["red_circle"])]))
+    first = next(iter(rows.values()))
+    for name, r in list(rows.items())[1:]:
+        print(f"{name} / {next(iter(rows))}: colour-shape P@8 {r['cs_p8'] / max(first['cs_p8'], 1e-9):.2f}x, "
+              f"mean R@1 {r['mean_R@1'] / max(first['mean_R@1'], 1e-9):.2f}x, CPU time "
+              f"{r['cpu_min'] / max(first['cpu_min'], 1e-9):.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
