@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _source_arguments(quantize)
     quantize.add_argument("--method", choices=QUANTIZE_METHODS, required=True)
     quantize.add_argument("--group-size", type=int, metavar="N",
-                          help="inputs per scale (0 = one per output row; default 0 for int8, 64 for int4)")
+                          help="inputs per scale (0 = one per output row; default 0 for int8, 32 for int4)")
     _output_arguments(quantize)
     prune = sub.add_parser("prune", help="unstructured (magnitude, wanda) or structured (heads, neurons) pruning")
     _source_arguments(prune)
@@ -125,11 +125,12 @@ def _finish(args: argparse.Namespace, loaded: Any, model: Any, optimization: dic
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    from mie.cli.optimize_runs import load_source
+    from mie.cli.optimize_runs import load_source, open_output
     from mie.optimization.quantize import quantize_model
 
     output = _prepare_output(args)
     loaded = load_source(args.source, args.text, args.checkpoint)
+    open_output(output, loaded.kind)
     before = _measure(loaded, loaded.model, output, args.repeats, weights=loaded.weights)
     scheme = quantize_model(loaded.model, args.method, args.group_size)
     label = args.method + (f" g{scheme['group_size']}" if scheme["group_size"] else "")
@@ -138,12 +139,13 @@ def _quantize(args: argparse.Namespace) -> int:
 
 def _prune(args: argparse.Namespace) -> int:
     from mie.cli.optimize_prune import prune_loaded
-    from mie.cli.optimize_runs import load_source
+    from mie.cli.optimize_runs import load_source, open_output
 
     if not 0.0 <= args.amount < 1.0:
         raise ConfigError(f"{args.amount} is not a fraction in [0, 1)", where="--amount", fix="e.g. --amount 0.5")
     output = _prepare_output(args)
     loaded = load_source(args.source, args.text, args.checkpoint)
+    open_output(output, loaded.kind)
     before = _measure(loaded, loaded.model, output, args.repeats, weights=loaded.weights)
     optimization = prune_loaded(loaded, args, output)
     label = f"{args.method} {args.amount:g}" + (f" + {args.finetune_steps} steps" if args.finetune_steps else "")

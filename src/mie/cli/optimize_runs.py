@@ -145,15 +145,20 @@ def _copy_tokenizer(loaded: Loaded, output: Path) -> None:
     save_chat_template(loaded.tokenizer, output)
 
 
+def open_output(output: Path, kind: str) -> None:
+    """Claim ``output`` (missing, empty or ours), create it and mark it as a run of ``kind`` before anything
+    (the LM's token cache) is written there."""
+    claim_run_folder(output, "--output", overwrite=True)
+    create_folder(output, "--output", anywhere=True)
+    write_marker(output, kind)
+
+
 def write_run(loaded: Loaded, model: nn.Module, output: Path, optimization: dict[str, Any],
               summary: dict[str, Any]) -> tuple[dict[str, dict[str, float]], Path]:
     """Write ``model`` as a run in ``output`` (a new or empty folder, or one of ours), evaluated by its recipe;
     returns the recipe's results and the weights file."""
     from mie.recipes.run_dir import save_run_config
 
-    claim_run_folder(output, "--output", overwrite=True)
-    create_folder(output, "--output", anywhere=True)
-    write_marker(output, loaded.kind)
     config = dataclasses.replace(loaded.config, output_dir=str(output))
     save_run_config(config, output)
     _copy_tokenizer(loaded, output)

@@ -9,7 +9,7 @@ packed int8 weights) are derived from those buffers on first use and never saved
 Schemes (``w`` a weight row split into groups of ``group_size`` inputs; ``group_size=0`` = one group per row):
 
 * ``int8`` weight-only, symmetric: ``w ~ q * scale`` with ``q`` in ``[-127, 127]``, ``scale = max|w| / 127``.
-* ``int4`` weight-only, asymmetric (min/max), in the convention of torch's int4 CPU kernel:
+* ``int4`` weight-only, asymmetric (min/max; fp16 scales and zeros), in the convention of torch's int4 CPU kernel:
   ``w ~ (q - 8) * scale + zero`` with ``q`` in ``[0, 15]``, ``scale = (max - min) / 15``, ``zero = min + 8 * scale``;
   two values per byte (low nibble = even column).
 * dynamic int8: per-output-channel symmetric int8 weights; activations quantized per call by fbgemm.
@@ -64,14 +64,17 @@ def quantize_int8(weight: torch.Tensor, group_size: int = 0) -> tuple[torch.Tens
 
 
 def quantize_int4(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Asymmetric int4 of ``weight`` ``[N, K]`` -> ``(q uint8 [N, K] in 0..15, scales [N, G], zeros [N, G])``."""
+    """Asymmetric int4 of ``weight`` ``[N, K]`` -> ``(q uint8 [N, K] in 0..15, scales [N, G], zeros [N, G])``,
+    scales and zeros rounded to fp16."""
     n, k = weight.shape
     groups = group_count(k, group_size)
     w = weight.detach().float().reshape(n, groups, -1)
     low, high = w.amin(-1), w.amax(-1)
-    scales = ((high - low) / 15.0).clamp(min=1e-12)
-    q = torch.round((w - low[..., None]) / scales[..., None]).clamp(0, 15).to(torch.uint8)
-    return q.reshape(n, k), scales, low + 8.0 * scales
+    # fp16 scales and zeros (what the layer stores); the integers are chosen against the rounded values
+    scales = ((high - low) / 15.0).clamp(min=1e-7).half().float()
+    zeros = (low + 8.0 * scales).half().float()
+    q = torch.round((w - zeros[..., None]) / scales[..., None] + 8.0).clamp(0, 15).to(torch.uint8)
+    return q.reshape(n, k), scales, zeros
 
 
 def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
@@ -100,8 +103,10 @@ class WeightOnlyLinear(nn.Module):
         groups = group_count(in_features, group_size)
         width = in_features if bits == 8 else in_features // 2
         self.register_buffer("qweight", torch.zeros(out_features, width, dtype=torch.int8 if bits == 8 else torch.uint8))
-        self.register_buffer("scales", torch.ones(out_features, groups))
-        self.register_buffer("zeros", torch.zeros(out_features, groups) if bits == 4 else None)
+        # int4 keeps its scales and zeros in fp16 (as GGUF's Q4 blocks do): fp32 would add 2 bits per weight at g32
+        meta = torch.float16 if bits == 4 else torch.float32
+        self.register_buffer("scales", torch.ones(out_features, groups, dtype=meta))
+        self.register_buffer("zeros", torch.zeros(out_features, groups, dtype=meta) if bits == 4 else None)
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
         self._kernel: tuple[torch.Tensor, ...] | None = None  # the packed-kernel operands, built on first use
 
@@ -137,13 +142,13 @@ class WeightOnlyLinear(nn.Module):
     def dequantize(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """The float32 weight ``[out, in]`` the integers stand for (only output rows ``rows`` when given)."""
         pick = (lambda t: t) if rows is None else (lambda t: t[rows])
-        q, scales = pick(self.qweight), pick(self.scales)
+        q, scales = pick(self.qweight), pick(self.scales).float()
         n = q.shape[0]
         if self.bits == 8:
             w = q.float().reshape(n, scales.shape[1], -1) * scales[..., None]
         else:
             values = unpack_nibbles(q).float().reshape(n, scales.shape[1], -1)
-            w = (values - 8.0) * scales[..., None] + pick(self.zeros)[..., None]
+            w = (values - 8.0) * scales[..., None] + pick(self.zeros).float()[..., None]
         return w.reshape(n, self.in_features)
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
@@ -157,8 +162,8 @@ class WeightOnlyLinear(nn.Module):
             if self.qweight.device.type == "cpu":
                 if self.bits == 8 and self.scales.shape[1] == 1 and hasattr(torch.ops.aten, "_weight_int8pack_mm"):
                     self._kernel = (self.qweight, self.scales[:, 0].to(torch.bfloat16))
-                elif self.bits == 4 and self.group_size in INT4_KERNEL_GROUPS and hasattr(
-                        torch.ops.aten, "_weight_int4pack_mm_for_cpu"):
+                elif self.bits == 4 and self.group_size in INT4_KERNEL_GROUPS and self.out_features % 16 == 0 and hasattr(
+                        torch.ops.aten, "_weight_int4pack_mm_for_cpu"):  # the kernel packs 16 output rows a tile
                     q = unpack_nibbles(self.qweight).to(torch.int32)
                     packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
                     scales_zeros = torch.stack((self.scales.T, self.zeros.T), dim=-1)  # (G, N, 2)

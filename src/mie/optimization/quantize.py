@@ -33,7 +33,7 @@ from mie.optimization.int_linear import (
 )
 
 METHODS = ("dynamic-int8", "int8-weight", "int4-weight")
-DEFAULT_GROUP = {"dynamic-int8": 0, "int8-weight": 0, "int4-weight": 64}  # 0 = one scale per output row
+DEFAULT_GROUP = {"dynamic-int8": 0, "int8-weight": 0, "int4-weight": 32}  # 0 = one scale per output row
 
 
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -74,7 +74,7 @@ def quantize_model(model: nn.Module, method: str, group_size: int | None = None,
     """Quantize ``model``'s linear layers (and an LM's token embedding) in place; returns the scheme.
 
     ``method``: ``dynamic-int8`` | ``int8-weight`` | ``int4-weight``; ``group_size``: inputs per scale (0 = one
-    per output row; default 0 for int8, 64 for int4); a layer whose inputs it does not divide takes the
+    per output row; default 0 for int8, 32 for int4); a layer whose inputs it does not divide takes the
     largest half of it that does (recorded per module). ``skip``: name fragments of linears to keep in float.
     """
     group = _check_method(method, group_size)
