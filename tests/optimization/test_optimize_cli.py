@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.tiny import TINY_LM
 
 from mie.cli import main
-from tests.tiny import TINY_LM
 
 _spec = importlib.util.spec_from_file_location("_api_fixtures", Path(__file__).parents[1] / "api" / "conftest.py")
 assert _spec is not None and _spec.loader is not None

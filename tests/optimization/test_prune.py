@@ -4,6 +4,7 @@ saving, and structured pruning really shrinks the matrices while the model keeps
 from __future__ import annotations
 
 import torch
+from tests.optimization.test_quantize import _ids, tiny_dual_encoder, tiny_lm
 from torch import nn
 
 from mie.io.checkpoint import load_weights, save_weights
@@ -12,7 +13,6 @@ from mie.models.generation import generate
 from mie.optimization import prune, structured
 from mie.optimization.scheme import apply_optimization
 from mie.optimization.wanda import input_norms
-from tests.optimization.test_quantize import _ids, tiny_dual_encoder, tiny_lm
 
 
 def test_magnitude_per_layer_zeroes_the_smallest_half_of_each_layer() -> None:

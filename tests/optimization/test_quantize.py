@@ -11,7 +11,12 @@ from mie.io.checkpoint import load_weights, save_weights
 from mie.models.causal_lm import CausalLM, CausalLMConfig
 from mie.models.generation import generate
 from mie.models.multimodal import DualEncoder, DualEncoderConfig
-from mie.optimization.int_linear import DynamicInt8Linear, QuantizedEmbedding, TiedQuantizedHead, WeightOnlyLinear
+from mie.optimization.int_linear import (
+    DynamicInt8Linear,
+    QuantizedEmbedding,
+    TiedQuantizedHead,
+    WeightOnlyLinear,
+)
 from mie.optimization.quantize import quantize_model
 from mie.optimization.scheme import apply_optimization
 
