@@ -65,10 +65,12 @@ def test_mask_target_refuses_pairs_whose_placeholders_differ() -> None:
 def test_line_breaks_frame_or_wrap() -> None:
     assert escape_newlines("Usage:\n   app  FILE\n") == "Usage:\\napp FILE\\n"
     assert wrap_breaks("\\nab\\ncd\\n") == "\\nab<nl>cd\\n"
-    masked = mask("\\nfirst line\\nsecond\\n")
-    assert masked.text == "<ph0>first line<nl>second<ph1>"
-    assert mask_target("\\nerste\\nZeile\\nzweite\\n", masked) == "<ph0>erste<nl>Zeile<nl>zweite<ph1>"
-    assert unmask("<ph0>erste<nl>zweite<ph1>", masked) == "\\nerste\\nzweite\\n"
+    masked = mask("\\nfirst line\\nsecond\\n")  # the framing breaks are taken off, inner ones wrap
+    assert (masked.text, masked.frame, masked.slots) == ("first line<nl>second", ("\\n", "\\n"), [])
+    assert mask_target("\\nerste\\nZeile\\nzweite\\n", masked) == "erste<nl>Zeile<nl>zweite"
+    assert mask_target("erste Zeile zweite\\n", masked) is None  # a framing break lost
+    assert unmask("erste<nl>zweite", masked) == "\\nerste\\nzweite\\n"
+    assert unmask("<nl> erste<nl>zweite <nl>", masked) == "\\nerste\\nzweite\\n"  # no wrap at an edge
 
 
 def test_survival() -> None:

@@ -53,6 +53,7 @@ class Masked:
     text: str
     slots: list[str] = field(default_factory=list)
     accelerator: tuple[str, str] | None = None
+    frame: tuple[str, str] = ("", "")  # the line breaks that open and close the message, put back as they were
 
 
 def escape_newlines(text: str) -> str:
@@ -61,11 +62,16 @@ def escape_newlines(text: str) -> str:
     return NEWLINE.join(" ".join(line.split()) for line in lines).strip()
 
 
+def _split_frame(text: str) -> tuple[str, str, str]:
+    head, body, tail = _FRAME.match(text).groups()
+    return head.replace(" ", ""), body, tail.replace(" ", "")
+
+
 def wrap_breaks(text: str) -> str:
     """``text`` with the line breaks inside it written :data:`WRAP`; those that open or close it stay
     ``\\n`` (a program prints them: a help line ends in one), those inside are wrapping that translators
     redo (4% of German references break lines elsewhere or more often than their English)."""
-    head, body, tail = _FRAME.match(text).groups()
+    head, body, tail = _split_frame(text)
     return head + body.replace(NEWLINE, WRAP) + tail
 
 
@@ -82,7 +88,9 @@ def _take_accelerator(text: str) -> tuple[str, tuple[str, str] | None]:
 
 
 def mask(text: str, accelerators: bool = True) -> Masked:
-    """``text`` with each placeholder (the first :data:`MAX_SLOTS`) replaced by its sentinel."""
+    """``text`` with each placeholder (the first :data:`MAX_SLOTS`) replaced by its sentinel; the line
+    breaks that open or close it are taken off (``frame``) and put back by :func:`unmask` as they were."""
+    head, text, tail = _split_frame(text)
     slots: list[str] = []
 
     def replace(match: re.Match[str]) -> str:
@@ -91,17 +99,20 @@ def mask(text: str, accelerators: bool = True) -> Masked:
         slots.append(match.group(0))
         return SENTINELS[len(slots) - 1]
 
-    text = PLACEHOLDER.sub(replace, wrap_breaks(text))  # first, so that an entity's & is no accelerator
+    text = PLACEHOLDER.sub(replace, text.replace(NEWLINE, WRAP))  # first: an entity's & is no accelerator
     accelerator = None
     if accelerators:
         text, accelerator = _take_accelerator(text)
-    return Masked(text, slots, accelerator)
+    return Masked(text, slots, accelerator, (head, tail))
 
 
 def mask_target(target: str, source: Masked) -> str | None:
     """A reference translation masked with its source's sentinels (each placeholder takes the next unused
     slot holding the same string), its accelerator marker dropped; None when the placeholders differ
     (a pair that would teach the model to drop or invent one)."""
+    head, target, tail = _split_frame(target)
+    if (head, tail) != source.frame:
+        return None
     if source.accelerator is not None:
         marker = source.accelerator[0]
         if target.count(marker) == 1:  # translators may put it mid-word: Ö_ffnen
@@ -119,7 +130,7 @@ def mask_target(target: str, source: Masked) -> str | None:
         used += 1
         return SENTINELS[ids.pop(0)]
 
-    masked = PLACEHOLDER.sub(replace, wrap_breaks(target))
+    masked = PLACEHOLDER.sub(replace, target.replace(NEWLINE, WRAP))
     if used != len(source.slots) or Counter(PLACEHOLDER.findall(masked)) != Counter(PLACEHOLDER.findall(source.text)):
         return None
     return masked
@@ -146,9 +157,13 @@ def unmask(text: str, masked: Masked) -> str:
         index = int(match.group(1))
         return masked.slots[index] if index < len(masked.slots) else ""
 
+    text = " ".join(text.split())
+    while text.startswith(WRAP) or text.endswith(WRAP):  # a wrap at an edge would add a framing line break
+        text = text.removeprefix(WRAP).removesuffix(WRAP).strip()
     if masked.accelerator:
         text = _put_accelerator(text, masked.accelerator)
-    return SENTINEL.sub(replace, text).replace(WRAP, NEWLINE)
+    head, tail = masked.frame
+    return head + SENTINEL.sub(replace, text).replace(WRAP, NEWLINE) + tail
 
 
 def map_between(function: Callable[[str], str], masked_text: str) -> str:

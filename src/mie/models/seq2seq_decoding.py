@@ -53,6 +53,22 @@ class TokenQuota:
         self.remaining = self.remaining - (tokens[:, None] == self.ids[None, :]).long()
 
 
+def ban_repeats(logp: torch.Tensor, prefixes: list[list[int]], n: int) -> torch.Tensor:
+    """``logp`` ``[rows, vocab]`` with -inf (in place) on each token that would repeat an ``n``-gram already
+    in its row's prefix (``no_repeat_ngram_size``; an under-trained model loops: "wenn diesen, wenn
+    diesen, ..."); ``n`` < 2 bans nothing."""
+    if n < 2:
+        return logp
+    for row, prefix in enumerate(prefixes):
+        if len(prefix) < n - 1:
+            continue
+        key = prefix[len(prefix) - n + 1:]
+        banned = [prefix[j + n - 1] for j in range(len(prefix) - n + 1) if prefix[j:j + n - 1] == key]
+        if banned:
+            logp[row, banned] = float("-inf")
+    return logp
+
+
 def length_penalty(length: int, alpha: float) -> float:
     """GNMT's length normaliser (Wu et al., 2016): ``((5 + length) / 6) ** alpha`` (1 at ``alpha = 0``)."""
     return ((5.0 + length) / 6.0) ** alpha
@@ -70,19 +86,24 @@ def sequence_log_prob(model: Any, src: torch.Tensor, hyp: list[int], bos_id: int
 
 @torch.no_grad()
 def greedy_decode(model: Any, src: torch.Tensor, bos_id: int, eos_id: int, max_len: int = 128,
-                  quota: TokenQuota | None = None) -> list[list[int]]:
-    """The most likely next token at every step (within ``quota``), for a batch of sources ``[B, S]``;
-    ids without bos/eos."""
+                  quota: TokenQuota | None = None, no_repeat_ngram: int = 0) -> list[list[int]]:
+    """The most likely next token at every step (within ``quota``, repeating no ``no_repeat_ngram``-gram),
+    for a batch of sources ``[B, S]``; ids without bos/eos."""
     memory, src_mask = model.encode(src)
     cache = model.start_cache(memory, src_mask)
     B = src.shape[0]
     last = torch.full((B, 1), bos_id, dtype=torch.long, device=src.device)
     finished = torch.zeros(B, dtype=torch.bool, device=src.device)
-    steps = []
+    steps: list[torch.Tensor] = []
+    prefixes: list[list[int]] = [[] for _ in range(B)]
     for step in range(max_len):
         logits = model.decode_step(last, cache)[:, -1]  # (B, vocab)
-        tokens = (logits if quota is None else quota.apply(logits, max_len - step)).argmax(-1)  # (B,)
+        if quota is not None:
+            quota.apply(logits, max_len - step)
+        tokens = ban_repeats(logits, prefixes, no_repeat_ngram).argmax(-1)  # (B,)
         tokens = tokens.masked_fill(finished, eos_id)
+        if no_repeat_ngram >= 2:
+            prefixes = [p + [t] for p, t in zip(prefixes, tokens.tolist())]
         if quota is not None:
             quota.advance(tokens)
         steps.append(tokens)
@@ -131,14 +152,15 @@ def check_beam(config: Any, sources: int, source_len: int, beam: int, max_len: i
 @torch.no_grad()
 def beam_search(model: Any, src: torch.Tensor, bos_id: int, eos_id: int, beam: int = 4, max_len: int = 128,
                 length_penalty_alpha: float = 0.6, return_scores: bool = False,
-                quota: TokenQuota | None = None) -> list[Any]:
+                quota: TokenQuota | None = None, no_repeat_ngram: int = 0) -> list[Any]:
     """The best hypothesis per source ``[B, S]`` under beam search with ``beam`` live beams per source.
 
     Each step scores all ``beam x vocab`` extensions of a source's beams, keeps ending ones (eos)
     as finished hypotheses and the best ``beam`` others alive. A source is done once it holds
     ``beam`` finished hypotheses that its best live beam cannot beat; at ``max_len`` the live
     beams are finished as they stand. ``beam=1`` is greedy decoding. With ``return_scores``, each
-    item is ``(ids, normalised score)``; ``quota`` (one row per source) constrains the tokens.
+    item is ``(ids, normalised score)``; ``quota`` (one row per source) constrains the tokens and
+    ``no_repeat_ngram`` bans repeated n-grams (:func:`ban_repeats`).
     """
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
@@ -160,6 +182,7 @@ def beam_search(model: Any, src: torch.Tensor, bos_id: int, eos_id: int, beam: i
         logp = model.decode_step(last, cache)[:, -1].log_softmax(-1)  # (B*K, vocab)
         if quota is not None:
             quota.apply(logp, max_len - step)
+        ban_repeats(logp, prefixes, no_repeat_ngram)
         vocab = logp.shape[-1]
         total = (scores.view(-1, 1) + logp).view(B, K * vocab)
         top_scores, top_ids = total.topk(min(2 * K, K * vocab), dim=-1)  # (B, 2K)

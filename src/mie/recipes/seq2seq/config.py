@@ -48,6 +48,8 @@ class TranslationDataConfig:
     eval_batch_size: int = 100  # sentences decoded at once
     max_eval_pairs: int = 0  # 0 = every pair of an evaluated split
     mask_placeholders: bool = True  # %s, {0}, <b>, \\n, accelerators -> sentinel tokens, restored after decoding
+    dictionary_prime: bool = False  # the model reads the word-by-word dictionary's translation of the source
+    #                                 (learned from the training pairs) and learns to correct it
     valid_decode_pairs: int = 0  # > 0: every validation also decodes this many valid pairs (greedy) for
     #                              val/bleu and val/chrf, which best_metric may then select the checkpoint by
 
@@ -68,13 +70,15 @@ class DecodeConfig:
     """How the report translates: greedy and beam search, at most ``a * source length + b`` tokens."""
 
     RULES: ClassVar[dict[str, Rule]] = {"beam": POSITIVE, "length_penalty": NON_NEGATIVE, "max_len_a": NON_NEGATIVE,
-                                        "max_len_b": POSITIVE}
+                                        "max_len_b": POSITIVE,
+                                        "no_repeat_ngram": NON_NEGATIVE}
 
     beam: int = 4
     length_penalty: float = 0.6  # GNMT alpha; 0 = raw log-probability
     max_len_a: float = 1.5
     max_len_b: int = 10
     constrain_placeholders: bool = True  # each source placeholder's sentinel exactly once (with masking)
+    no_repeat_ngram: int = 0  # > 1: no token n-gram twice in a translation (stops an under-trained model's loops)
 
 
 @dataclass
@@ -125,6 +129,9 @@ def check_config(config: Seq2SeqRecipeConfig) -> None:
                           f"{config.model.max_len}", fix="lower data.max_length or raise model.max_len")
     if config.data.source_lang == config.data.target_lang:
         raise ConfigError(f"data.target_lang: {config.data.target_lang!r} is also the source language")
+    if config.data.dictionary_prime and not config.data.mask_placeholders:
+        raise ConfigError("data.dictionary_prime: the primed source is built from the masked one",
+                          fix="set data.mask_placeholders: true")
     if config.best_metric in ("val/bleu", "val/chrf") and not config.data.valid_decode_pairs:
         raise ConfigError(f"best_metric: {config.best_metric} needs validation translations, which "
                           "data.valid_decode_pairs 0 turns off", fix="set data.valid_decode_pairs (e.g. 600)")

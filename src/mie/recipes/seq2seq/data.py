@@ -12,10 +12,11 @@ from torch.utils.data import DataLoader
 
 from mie.data.gettext_pairs import CORPUS_FORMAT, build_gettext_pairs
 from mie.data.placeholders import SPECIAL_TOKENS as PLACEHOLDER_TOKENS
-from mie.data.placeholders import mask, mask_target
+from mie.data.placeholders import map_between, mask, mask_target, strip_sentinels
 from mie.data.samplers import BucketBatchSampler
 from mie.data.translation import TranslationDataset, collate_translation, read_parallel_files
 from mie.errors import DataError, MieError
+from mie.evaluation.translation import WordDictionary
 from mie.io.cache import read_json
 from mie.recipes.seq2seq.config import Seq2SeqRecipeConfig, TranslationDataConfig
 from mie.tokenization.base import SPECIAL_TOKENS
@@ -87,6 +88,34 @@ def mask_pairs(pairs: Pairs) -> tuple[Pairs, int]:
     return masked, len(pairs) - len(masked)
 
 
+def learn_dictionary(train: Pairs, masked: bool = False) -> WordDictionary:
+    """The word-by-word dictionary of the training pairs' words (placeholders left out); ``masked``: the
+    pairs are already masked."""
+    pairs = train if masked else mask_pairs(train)[0]
+    return WordDictionary.learn((strip_sentinels(s), strip_sentinels(t)) for s, t in pairs)
+
+
+def prime(masked_source: str, dictionary: WordDictionary) -> str:
+    """A masked source translated word by word (sentinels kept): the source a primed model reads."""
+    return map_between(dictionary.translate, masked_source)
+
+
+def prime_pairs(masked: Pairs, dictionary: WordDictionary | None = None, folds: int = 2) -> Pairs:
+    """``masked`` pairs with each source replaced by its word-by-word translation. Without ``dictionary``
+    (the training pairs) each of ``folds`` slices is translated by a dictionary learned from the others,
+    so the model learns from dictionary output as poor as on unseen messages, not from a dictionary
+    that has seen the very pair."""
+    if dictionary is not None:
+        return [(prime(s, dictionary), t) for s, t in masked]
+    primed = list(masked)
+    for fold in range(folds):
+        rest = [pair for i, pair in enumerate(masked) if i % folds != fold]
+        learned = learn_dictionary(rest, masked=True)
+        for i in range(fold, len(masked), folds):
+            primed[i] = (prime(masked[i][0], learned), masked[i][1])
+    return primed
+
+
 def build_tokenizer(config: Seq2SeqRecipeConfig, train: Pairs) -> Any:
     """``tokenizer.path`` if set, else one byte-level BPE trained on both sides of the training pairs
     (with ``data.mask_placeholders``, masked pairs and one token per placeholder sentinel)."""
@@ -116,12 +145,16 @@ def masks_placeholders(tokenizer: Any) -> bool:
     return all(token in specials for token in PLACEHOLDER_TOKENS) and getattr(tokenizer, "split_special_tokens", False)
 
 
-def make_dataset(pairs: Pairs, tokenizer: Any, data: TranslationDataConfig) -> TranslationDataset:
-    """Tokenized training or validation pairs (masked with ``data.mask_placeholders``), too long or badly
-    proportioned ones dropped."""
+def make_dataset(pairs: Pairs, tokenizer: Any, data: TranslationDataConfig,
+                 dictionary: WordDictionary | None = None) -> TranslationDataset:
+    """Tokenized training or validation pairs (masked with ``data.mask_placeholders``; with
+    ``data.dictionary_prime`` the sources translated word by word, by ``dictionary`` or, for training
+    pairs, by :func:`prime_pairs`' held-out dictionaries), too long or badly proportioned ones dropped."""
     dropped = 0
     if data.mask_placeholders:
         pairs, dropped = mask_pairs(pairs)
+    if data.dictionary_prime:
+        pairs = prime_pairs(pairs, dictionary)
     dataset = TranslationDataset(pairs, tokenizer, min_length=1, max_length=data.max_length, max_ratio=data.max_ratio)
     if dropped:
         dataset.skipped["placeholders differ"] += dropped

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from mie.config import load_config
-from mie.data.placeholders import SENTINELS, map_between, mask, strip_sentinels, survival_rate, unmask
+from mie.data.placeholders import SENTINELS, map_between, mask, survival_rate, unmask
 from mie.errors import ConfigError
 from mie.evaluation.report import RESULTS_FILE, ReportComparison, compare_with_saved, jsonable
 from mie.evaluation.translation import WordDictionary, translation_scores
@@ -25,18 +25,12 @@ from mie.models.seq2seq import EncoderDecoderTransformer
 from mie.models.seq2seq_decoding import TokenQuota, beam_search, greedy_decode
 from mie.recipes.run_dir import TOKENIZER_FILE, load_run_weights, run_config_path
 from mie.recipes.seq2seq.config import SPLITS, Seq2SeqRecipeConfig
-from mie.recipes.seq2seq.data import Pairs, mask_pairs, masks_placeholders, read_split
+from mie.recipes.seq2seq.data import Pairs, learn_dictionary, masks_placeholders, prime, read_split
 from mie.tokenization.factory import load_any_tokenizer
 from mie.training import resolve_device
 
 COPY, DICTIONARY = "copy source", "word dictionary"
 WITH_PLACEHOLDERS = "pairs with placeholders"  # scores[split][...]: how many sources have placeholders or markup
-
-
-def learn_dictionary(train: Pairs) -> WordDictionary:
-    """The word-by-word baseline, learned from the training pairs' words (placeholders left out)."""
-    masked, _ = mask_pairs(train)
-    return WordDictionary.learn((strip_sentinels(s), strip_sentinels(t)) for s, t in masked)
 
 
 def dictionary_translate(dictionary: WordDictionary, source: str) -> str:
@@ -55,14 +49,29 @@ class Seq2SeqRunResult:
     checkpoint: Path | None = None
 
 
+_DICTIONARIES: dict[tuple[str, str], WordDictionary] = {}  # (corpus, language) -> dictionary of its train split
+
+
+def corpus_dictionary(config: Seq2SeqRecipeConfig) -> WordDictionary:
+    """The word-by-word dictionary of the run's training pairs (learned once per process)."""
+    key = (config.data.path, config.data.target_lang)
+    if key not in _DICTIONARIES:
+        _DICTIONARIES[key] = learn_dictionary(read_split(config.data, "train"))
+    return _DICTIONARIES[key]
+
+
 def translate_texts(model: EncoderDecoderTransformer, tokenizer: Any, texts: Sequence[str], config: Seq2SeqRecipeConfig,
                     beam: int = 1, device: torch.device | None = None) -> list[str]:
     """Translate ``texts`` (greedy for ``beam=1``, else beam search), in batches of similar length; with a
-    tokenizer that has placeholder sentinels, placeholders are masked before and restored after."""
+    tokenizer that has placeholder sentinels, placeholders are masked before and restored after; with
+    ``data.dictionary_prime`` the model reads the dictionary's translation (:func:`corpus_dictionary`)."""
     device = device or next(model.parameters()).device
     limit = config.model.max_len - 1
     masked = [mask(text) for text in texts] if masks_placeholders(tokenizer) else None
     sources = [m.text for m in masked] if masked is not None else list(texts)
+    if masked is not None and config.data.dictionary_prime:
+        dictionary = corpus_dictionary(config)
+        sources = [prime(text, dictionary) for text in sources]
     # Decoded with the sentinels; the other special tokens (pad, unk, bos, eos) are dropped.
     drop = {tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id, getattr(tokenizer, "unk_id", None)}
     if masked is not None:
@@ -87,10 +96,12 @@ def translate_texts(model: EncoderDecoderTransformer, tokenizer: Any, texts: Seq
             quota = TokenQuota(sentinels.to(device), counts.to(device), tokenizer.eos_id)
         with torch.no_grad():
             if beam == 1:
-                hyps = greedy_decode(model, src.to(device), tokenizer.bos_id, tokenizer.eos_id, max_len, quota=quota)
+                hyps = greedy_decode(model, src.to(device), tokenizer.bos_id, tokenizer.eos_id, max_len, quota=quota,
+                                     no_repeat_ngram=dec.no_repeat_ngram)
             else:
                 hyps = beam_search(model, src.to(device), tokenizer.bos_id, tokenizer.eos_id, beam=beam,
-                                   max_len=max_len, length_penalty_alpha=dec.length_penalty, quota=quota)
+                                   max_len=max_len, length_penalty_alpha=dec.length_penalty, quota=quota,
+                                   no_repeat_ngram=dec.no_repeat_ngram)
         for i, hyp in zip(rows, hyps):
             if masked is None:
                 out[i] = tokenizer.decode(hyp).strip()
@@ -143,7 +154,7 @@ def score_split(model: EncoderDecoderTransformer, tokenizer: Any, config: Seq2Se
 def _score(run_dir: Path, config: Seq2SeqRecipeConfig, tokenizer: Any, checkpoint: str, splits: Sequence[str],
            device: torch.device) -> Seq2SeqRunResult:
     model, weights = load_model(run_dir, config, checkpoint, device)
-    dictionary = learn_dictionary(read_split(config.data, "train"))
+    dictionary = corpus_dictionary(config)
     results, samples = {}, []
     for split in splits:
         results[split], split_samples = score_split(model, tokenizer, config, read_split(config.data, split),

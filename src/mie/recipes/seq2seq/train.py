@@ -24,6 +24,7 @@ from mie.recipes.seq2seq.config import Seq2SeqRecipeConfig, resolve_languages
 from mie.recipes.seq2seq.data import (
     build_tokenizer,
     ensure_corpus,
+    learn_dictionary,
     make_dataset,
     read_split,
     train_loader,
@@ -85,8 +86,9 @@ def train(config: Seq2SeqRecipeConfig, resume: str | Path | None = None, quiet: 
             else:
                 tokenizer = build_tokenizer(config, train_pairs)
                 tokenizer.save(tokenizer_path)
-        train_data, valid_data = make_dataset(train_pairs, tokenizer, config.data), make_dataset(valid_pairs, tokenizer,
-                                                                                                config.data)
+        dictionary = learn_dictionary(train_pairs) if config.data.dictionary_prime else None  # primes valid sources
+        train_data = make_dataset(train_pairs, tokenizer, config.data)
+        valid_data = make_dataset(valid_pairs, tokenizer, config.data, dictionary)
         data = config.data
         if data.batch_size > len(train_data):
             raise ConfigError(f"{data.batch_size} is larger than the {len(train_data)} training pairs",
@@ -121,6 +123,8 @@ def train(config: Seq2SeqRecipeConfig, resume: str | Path | None = None, quiet: 
                          "lr": config.optimizer.lr, "schedule": f"{config.schedule.name}, warmup {config.schedule.warmup_steps}",
                          "label_smoothing": config.label_smoothing, "beam": config.decode.beam,
                          "length_penalty": config.decode.length_penalty,
+                         "no_repeat_ngram": config.decode.no_repeat_ngram,
+                         "placeholders masked": data.mask_placeholders, "dictionary-primed source": data.dictionary_prime,
                          **_corpus_summary(config, {"train": len(train_data), "valid": len(valid_data)})}
         del trainer, task, model
         result = (evaluate_and_report(run_dir, resolved, tokenizer, device, model_summary, summary) if main
