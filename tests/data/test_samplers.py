@@ -157,3 +157,22 @@ def test_grouped_batches_mixed_and_ranks() -> None:
     assert not {i for b in ranks[0] for i in b} & {i for b in ranks[1] for i in b}
     with pytest.raises(ValueError, match="mixed in"):
         GroupedBatchSampler(keys, 4, 4, mixed=1.5)
+
+
+def test_neighbour_batches_hold_runs_of_nearest_neighbours() -> None:
+    from mie.data.samplers import NeighbourBatchSampler
+
+    # 4 tight clusters of 6 points on 4 orthogonal axes: a run of 6 is exactly one cluster.
+    centres = torch.eye(4)
+    cluster = torch.arange(24) // 6
+    embeds = centres[cluster] + 0.01 * torch.randn(24, 4, generator=torch.Generator().manual_seed(0))
+    sampler = NeighbourBatchSampler(embeds, batch_size=12, group_size=6, seed=1)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 2
+    assert sorted(i for b in batches for i in b) == list(range(24))
+    for batch in batches:
+        runs = [batch[:6], batch[6:]]
+        assert all(len({int(cluster[i]) for i in run}) == 1 for run in runs)
+    assert list(NeighbourBatchSampler(embeds, 12, 6, seed=1)) == batches  # seeded: the same plan again
+    with pytest.raises(ValueError, match="need \\[N, D\\] embeddings"):
+        NeighbourBatchSampler(torch.zeros(5), 4, 2)
