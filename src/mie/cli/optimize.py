@@ -60,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bench.add_argument("--repeats", type=int, default=10)
     bench.add_argument("--json", metavar="FILE", help="write the measurements here (default: print only)")
     bench.add_argument("--plot", metavar="PNG", help="bar charts of the measurements")
+    bench.add_argument("--precision", metavar="LIST", default="fp32",
+                       help="comma-separated precisions to time, as the trainer's precision key (fp32,bf16,fp16,auto)")
     profile = sub.add_parser("profile", help="time and memory per module (torch.profiler)")
     _source_arguments(profile)
     profile.add_argument("--top", type=int, default=20, help="modules shown (default 20)")
@@ -157,12 +159,21 @@ def _benchmark(args: argparse.Namespace) -> int:
 
     from mie.cli.optimize_runs import load_source, speed
     from mie.optimization.benchmark import format_table, model_stats, plot_benchmarks
+    from mie.optimization.precision import inference_precision
+    from mie.training.device import PRECISIONS
 
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown or not precisions:
+        raise ConfigError(f"{args.precision!r} is not a list of precisions", where="--precision",
+                          fix=f"use a comma-separated list of {', '.join(PRECISIONS)}")
     rows: dict[str, dict[str, Any]] = {}
     for source in [args.source, *([args.other] if args.other else [])]:
         loaded = load_source(source, args.text, args.checkpoint)
-        rows[Path(source).name or source] = {**speed(loaded, loaded.model, args.repeats),
-                                            **model_stats(loaded.model, loaded.weights)}
+        for precision in precisions:
+            name = (Path(source).name or source) + (f" {precision}" if len(precisions) > 1 else "")
+            with inference_precision(precision, torch_cpu()):
+                rows[name] = {**speed(loaded, loaded.model, args.repeats), **model_stats(loaded.model, loaded.weights)}
         del loaded
     print(format_table(rows))
     if len(rows) == 2:
@@ -174,6 +185,13 @@ def _benchmark(args: argparse.Namespace) -> int:
     if args.plot:
         print(f"wrote {plot_benchmarks(rows, args.plot)}")
     return 0
+
+
+def torch_cpu() -> Any:
+    """The CPU device (``mie optimize`` measures on the CPU)."""
+    import torch
+
+    return torch.device("cpu")
 
 
 def _profile(args: argparse.Namespace) -> int:

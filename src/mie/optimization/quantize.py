@@ -46,7 +46,7 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 def _linears(model: nn.Module, skip: tuple[str, ...]) -> list[tuple[str, nn.Linear]]:
     """Every plain ``nn.Linear`` of ``model`` by name, except those whose name contains one of ``skip``."""
     return [(name, module) for name, module in model.named_modules()
-            if type(module) is nn.Linear and not any(part in name for part in skip)]
+            if isinstance(module, nn.Linear) and not any(part in name for part in skip)]
 
 
 def _tied_embedding(model: nn.Module) -> str | None:

@@ -95,6 +95,9 @@ class BaseTrainer(TrainerStateMixin):
         # For the whole process (decoding after training runs on as many); --threads wins; warns on a busy CPU.
         set_threads(config.threads)
         set_seed(rank_seed(config.seed))
+        if config.qat:  # fake-quantized linears, so the weights learn the integer grid they will be stored on
+            from mie.optimization.qat import prepare_qat
+            prepare_qat(task.model, config.qat)
         self.task = task.to(self.device)
         self.model = self.task.model
         self._loaders = train_loader

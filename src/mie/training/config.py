@@ -106,6 +106,7 @@ class TrainerConfig:
         "checkpoint_every_steps": NON_NEGATIVE,
         "best_metric": (lambda v: bool(v.strip()), "a non-empty metric name such as val/mean_R@1"),
         "best_mode": one_of("max", "min"),
+        "qat": one_of("", "int8-weight", "int4-weight"),
     }
 
     project_name: str = "mie"
@@ -122,6 +123,9 @@ class TrainerConfig:
     threads: int = 0  # torch's CPU threads; 0 = torch's default (one per core); 1 on a shared CPU; --threads wins
     compile: bool = False  # torch.compile each repeated block (mie.training.compile); pays where measured
     tensorboard: bool = False  # also write TensorBoard event files to <output_dir>/tensorboard
+    # quantization-aware training: linears compute with int8 / int4 (group 32) rounded weights (mie.optimization.qat);
+    # afterwards `mie optimize quantize RUN --method <the same>` stores them as integers. "" = off
+    qat: str = ""
     ddp_timeout_s: float = 600.0  # under torchrun: a rank that fails or stalls stops the others within this
     log_every: int = 10
     eval_every_epochs: int = 1
