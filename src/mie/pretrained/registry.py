@@ -7,7 +7,7 @@ imported), or is joined from parts spread over several packages into ``<cache>/g
 against its pinned SHA-256 (:mod:`mie.pretrained.parts`; Qwen2.5-Coder). The first load dequantizes it to float32 and writes ``model.safetensors`` + its JSON sidecar
 (``mie.io.save_weights``: config, chat template, source) and ``tokenizer.json`` under the cache
 directory, in a folder keyed by the GGUF file's size and modification time; later loads read only that
-folder (its hash checked by ``mie.io.load_weights``). The cache lives in ``$MIE_CACHE_DIR/pretrained``,
+folder (its hash checked while streaming, see :func:`read_cached_weights`). The cache lives in ``$MIE_CACHE_DIR/pretrained``,
 else ``~/.cache/mie/pretrained``. A cache that fails its check is rebuilt from the GGUF file.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -26,11 +27,12 @@ import torch
 from torch import nn
 
 from mie.errors import CheckpointError, ConfigError, MieError
-from mie.io import load_weights, save_weights
+from mie.io import save_weights
+from mie.io.checkpoint import sidecar_path
 from mie.pretrained.chat import ChatTokenizer
 from mie.pretrained.gguf_llama import llama_config, llama_state_dict, llama_tokenizer
 from mie.pretrained.gguf_reader import GGUFFile
-from mie.pretrained.parts import SplitGGUF, assemble
+from mie.pretrained.parts import SplitGGUF, assemble, sha256_of
 from mie.registry import Registry
 from mie.tokenization.tokenizer import load_tokenizer, save_tokenizer
 
@@ -146,8 +148,29 @@ def convert(name: str, source: Path, target: Path) -> None:
     })  # written last: its sidecar marks a complete cache
 
 
+def read_cached_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``mie.io.load_weights``'s checks without the file's bytes held beside its tensors (the 1.5B model's cache
+    is 7 GB, 14 GB at the peak of one read): the sidecar's SHA-256 is checked while streaming the file, then
+    safetensors reads the tensors (memory-mapped, executing nothing)."""
+    from safetensors.torch import load_file
+
+    try:
+        meta = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"its sidecar is unreadable ({type(err).__name__})", where=path,
+                              fix="delete the folder to convert the model again") from None
+    if not isinstance(meta, dict) or meta.get("sha256") != sha256_of([path]):
+        raise CheckpointError("does not match its sidecar's SHA-256", where=path,
+                              fix="delete the folder to convert the model again")
+    try:
+        return load_file(str(path)), meta
+    except Exception as err:  # safetensors' own SafetensorError for a malformed file
+        raise CheckpointError(f"not readable as safetensors ({type(err).__name__})", where=path,
+                              fix="delete the folder to convert the model again") from None
+
+
 def _load_cached(target: Path) -> tuple[nn.Module, ChatTokenizer]:
-    state, meta = load_weights(target / "model.safetensors")
+    state, meta = read_cached_weights(target / "model.safetensors")
     tokenizer = ChatTokenizer.wrap(load_tokenizer(target / "tokenizer.json"), meta["chat_template"])
     return _build_model(meta["config"], state), tokenizer
 
