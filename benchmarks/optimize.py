@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import time
 import warnings
 from collections.abc import Callable
@@ -58,9 +59,9 @@ def linear_layers(repeats: int) -> None:
             theirs = torch.ao.quantization.quantize_dynamic(nn.Sequential(linear), {nn.Linear}, dtype=torch.qint8)
         for rows in (1, 256):
             x = torch.randn(rows, k)
+            layers = {"fp32": linear, "int8": int8, "int4": int4, "ours": ours, "torch": theirs}
             with torch.inference_mode():
-                t = best_of({"fp32": lambda: linear(x), "int8": lambda: int8(x), "int4": lambda: int4(x),
-                             "ours": lambda: ours(x), "torch": lambda: theirs(x)}, repeats, calls=5)
+                t = best_of({name: functools.partial(layer, x) for name, layer in layers.items()}, repeats, calls=5)
             print(f"| {k}->{n} | {rows} | {t['fp32'] * 1e3:.3f} | " + " | ".join(
                 f"{t['fp32'] / t[name]:.2f}" for name in ("int8", "int4", "ours", "torch")) + " |")
 
