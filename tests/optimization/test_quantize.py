@@ -112,3 +112,11 @@ def test_unknown_method_and_bad_group_are_one_line_errors() -> None:
         quantize_model(tiny_lm(), "int2")
     with pytest.raises(ConfigError, match="--group-size: dynamic int8 keeps one scale per output row"):
         quantize_model(tiny_lm(), "dynamic-int8", group_size=32)
+
+
+def test_embedding_bits_can_differ_from_the_linears() -> None:
+    model = tiny_lm()
+    scheme = quantize_model(model, "int4-weight", embedding_bits=8)
+    assert model.tok_embeddings.table.bits == 8 and model.layers[0].mlp.w1.bits == 4
+    assert scheme["modules"]["tok_embeddings"] == {"kind": "embedding", "bits": 8, "group_size": 32,
+                                                   "tied_head": "lm_head"}

@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     quantize.add_argument("--method", choices=QUANTIZE_METHODS, required=True)
     quantize.add_argument("--group-size", type=int, metavar="N",
                           help="inputs per scale (0 = one per output row; default 0 for int8, 32 for int4)")
+    quantize.add_argument("--embedding-bits", type=int, choices=(8, 4),
+                          help="an LM's token embedding and tied head (default: the method's bits)")
     _output_arguments(quantize)
     prune = sub.add_parser("prune", help="unstructured (magnitude, wanda) or structured (heads, neurons) pruning")
     _source_arguments(prune)
@@ -134,8 +136,9 @@ def _quantize(args: argparse.Namespace) -> int:
     loaded = load_source(args.source, args.text, args.checkpoint)
     open_output(output, loaded.kind)
     before = _measure(loaded, loaded.model, output, args.repeats, weights=loaded.weights)
-    scheme = quantize_model(loaded.model, args.method, args.group_size)
+    scheme = quantize_model(loaded.model, args.method, args.group_size, embedding_bits=args.embedding_bits)
     label = args.method + (f" g{scheme['group_size']}" if scheme["group_size"] else "")
+    label += f" emb int{args.embedding_bits}" if args.embedding_bits else ""
     return _finish(args, loaded, loaded.model, {"quantization": scheme}, label, before)
 
 

@@ -70,12 +70,13 @@ def _check_method(method: str, group_size: int | None) -> int:
 
 @torch.no_grad()
 def quantize_model(model: nn.Module, method: str, group_size: int | None = None,
-                   skip: tuple[str, ...] = ()) -> dict[str, Any]:
+                   skip: tuple[str, ...] = (), embedding_bits: int | None = None) -> dict[str, Any]:
     """Quantize ``model``'s linear layers (and an LM's token embedding) in place; returns the scheme.
 
     ``method``: ``dynamic-int8`` | ``int8-weight`` | ``int4-weight``; ``group_size``: inputs per scale (0 = one
     per output row; default 0 for int8, 32 for int4); a layer whose inputs it does not divide takes the
     largest half of it that does (recorded per module). ``skip``: name fragments of linears to keep in float.
+    ``embedding_bits``: 8 or 4 for an LM's token embedding (and tied head); default the method's bits.
     """
     group = _check_method(method, group_size)
     modules: dict[str, dict[str, Any]] = {}
@@ -93,7 +94,9 @@ def quantize_model(model: nn.Module, method: str, group_size: int | None = None,
     embedding = _tied_embedding(model) if method != "dynamic-int8" else None
     if embedding is not None:
         table = model.get_submodule(embedding)
-        bits = 8 if method == "int8-weight" else 4
+        bits = embedding_bits or (8 if method == "int8-weight" else 4)
+        if bits not in (4, 8):
+            raise ConfigError(f"{bits} bits", where="--embedding-bits", fix="use 8 or 4")
         size = fitting_group_size(table.embedding_dim, group) if group else 0
         quantized = QuantizedEmbedding.from_embedding(table, bits, size)
         _set_module(model, embedding, quantized)
