@@ -61,6 +61,8 @@ class Seq2SeqConfig:
     share_embeddings: bool = True  # one embedding table for source and target (needs one vocabulary)
     tie_output: bool = True  # logits use the target embedding table (no output matrix)
     pad_id: int = 0  # source padding, masked out of attention
+    copy: bool = False  # pointer-generator output: a learned gate mixes the vocabulary softmax with a copy
+    #                     attention over the source tokens (shared vocabulary only)
 
     def check_limits(self, key: str = "model") -> None:
         """Refuse sizes past the hard bounds or this machine's memory before anything is built (see
@@ -79,9 +81,11 @@ class Seq2SeqCache:
     beams between beams of the same source, so they copy self-attention keys only.
     """
 
-    def __init__(self, cross: list[tuple[torch.Tensor, torch.Tensor]], src_mask: torch.Tensor) -> None:
+    def __init__(self, cross: list[tuple[torch.Tensor, torch.Tensor]], src_mask: torch.Tensor,
+                 copy: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> None:
         self._source_cross, self._source_mask = cross, key_mask(src_mask)
         self.cross, self.memory_mask = cross, self._source_mask  # of the current rows
+        self._source_copy = self.copy = copy  # (copy keys [B, S, dim], source ids [B, S], mask [B, S]) or None
         self.sources: torch.Tensor | None = None  # the source of every row; None: row i is source i
         self.self_attn = KVCache(len(cross))
 
@@ -95,6 +99,8 @@ class Seq2SeqCache:
         if self.sources is None or not torch.equal(sources, self.sources):
             self.cross = [(k.index_select(0, sources), v.index_select(0, sources)) for k, v in self._source_cross]
             self.memory_mask = self._source_mask.index_select(0, sources)
+            if self._source_copy is not None:
+                self.copy = tuple(t.index_select(0, sources) for t in self._source_copy)  # type: ignore[assignment]
         self.sources = sources
         self.self_attn.reorder(rows)
 
@@ -142,6 +148,11 @@ class EncoderDecoderTransformer(nn.Module):
         self.decoder = nn.ModuleList(DecoderBlock(config) for _ in range(config.decoder_layers))
         self.decoder_norm = build_norm(config.norm, config.dim)
         self.output = None if config.tie_output else nn.Linear(config.dim, config.tgt_vocab_size, bias=False)
+        if config.copy and not config.share_embeddings:
+            raise ValueError("copy needs share_embeddings: a copied source token must be a target token")
+        self.copy_query = nn.Linear(config.dim, config.dim, bias=False) if config.copy else None
+        self.copy_key = nn.Linear(config.dim, config.dim, bias=False) if config.copy else None
+        self.copy_gate = nn.Linear(config.dim, 1) if config.copy else None
         # width^-0.5 init (as the dual encoder's towers): scaled embeddings start at unit variance.
         init_transformer_(self, max(config.encoder_layers, config.decoder_layers), std=config.dim ** -0.5)
 
@@ -163,27 +174,52 @@ class EncoderDecoderTransformer(nn.Module):
             x = block(x, mask=mask)
         return self.encoder_norm(x), src_mask
 
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+    def _logits(self, x: torch.Tensor, copy: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+                ) -> torch.Tensor:
+        """Logits ``[B, T, vocab]``; with the copy gate, log-probabilities of the mixture (See et al., 2017)
+        ``g * softmax(logits) + (1 - g) * copy attention scattered onto the source ids``, which a
+        log-softmax leaves unchanged, so losses and searches read them as logits."""
         x = self.decoder_norm(x)
         weight = self.tgt_embed.weight if self.output is None else self.output.weight
-        return F.linear(x, weight).float()  # (B, T, vocab)
+        logits = F.linear(x, weight).float()  # (B, T, vocab)
+        if self.copy_gate is None or copy is None:
+            return logits
+        keys, ids, mask = copy  # (B, S, dim), (B, S), (B, S)
+        scores = (self.copy_query(x) @ keys.transpose(1, 2)).float() * self.config.dim ** -0.5  # (B, T, S)
+        attn = scores.masked_fill(~mask[:, None, :], float("-inf")).softmax(-1)
+        gate = torch.sigmoid(self.copy_gate(x).float())  # (B, T, 1)
+        probs = (gate * logits.softmax(-1)).scatter_add(-1, ids[:, None, :].expand(-1, x.shape[1], -1),
+                                                        (1.0 - gate) * attn)
+        return probs.clamp_min(1e-9).log()
 
-    def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, T, vocab]`` of the target prefix ``tgt_in`` ``[B, T]`` given the encoder output."""
+    def copy_context(self, memory: torch.Tensor, src: torch.Tensor | None, src_mask: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """What the copy gate reads of a source: its copy keys, ids and mask (None without copy)."""
+        if self.copy_key is None or src is None:
+            return None
+        return self.copy_key(memory), src, src_mask
+
+    def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
+               src: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[B, T, vocab]`` of the target prefix ``tgt_in`` ``[B, T]`` given the encoder output
+        (and, for the copy gate, the source ids ``src``)."""
         x = self._embed(self.tgt_embed, tgt_in)
         mask = key_mask(src_mask)
         for block in self.decoder:
             x = block(x, block.cross_attn.project_kv(memory), mask)
-        return self._logits(x)
+        return self._logits(x, self.copy_context(memory, src, src_mask))
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits ``[B, T, vocab]``: position ``t`` predicts the token after ``tgt_in[:, t]``."""
         memory, src_mask = self.encode(src)
-        return self.decode(tgt_in, memory, src_mask)
+        return self.decode(tgt_in, memory, src_mask, src)
 
-    def start_cache(self, memory: torch.Tensor, src_mask: torch.Tensor) -> Seq2SeqCache:
-        """A decoding cache for these sources: every layer's cross-attention keys/values, computed once."""
-        return Seq2SeqCache([block.cross_attn.project_kv(memory) for block in self.decoder], src_mask)
+    def start_cache(self, memory: torch.Tensor, src_mask: torch.Tensor, src: torch.Tensor | None = None
+                    ) -> Seq2SeqCache:
+        """A decoding cache for these sources: every layer's cross-attention keys/values (and the copy
+        context of ``src``), computed once."""
+        return Seq2SeqCache([block.cross_attn.project_kv(memory) for block in self.decoder], src_mask,
+                            self.copy_context(memory, src, src_mask))
 
     def decode_step(self, tgt_new: torch.Tensor, cache: Seq2SeqCache) -> torch.Tensor:
         """Logits ``[B, T, vocab]`` of the new target tokens ``[B, T]`` after those already in ``cache``
@@ -192,4 +228,4 @@ class EncoderDecoderTransformer(nn.Module):
         for layer, (block, memory_kv) in enumerate(zip(self.decoder, cache.cross)):
             x = block(x, memory_kv, cache.memory_mask, cache.self_attn, layer)
         cache.self_attn.advance(tgt_new.shape[1])
-        return self._logits(x)
+        return self._logits(x, cache.copy)

@@ -53,6 +53,14 @@ class TokenQuota:
         self.remaining = self.remaining - (tokens[:, None] == self.ids[None, :]).long()
 
 
+def start_cache(model: Any, src: torch.Tensor) -> tuple[Any, torch.Tensor]:
+    """Encode ``src`` and start the model's decoding cache (a copying model also gets the source ids)."""
+    memory, src_mask = model.encode(src)
+    if getattr(getattr(model, "config", None), "copy", False):
+        return model.start_cache(memory, src_mask, src=src), src_mask
+    return model.start_cache(memory, src_mask), src_mask
+
+
 def ban_repeats(logp: torch.Tensor, prefixes: list[list[int]], n: int) -> torch.Tensor:
     """``logp`` ``[rows, vocab]`` with -inf (in place) on each token that would repeat an ``n``-gram already
     in its row's prefix (``no_repeat_ngram_size``; an under-trained model loops: "wenn diesen, wenn
@@ -78,8 +86,7 @@ def length_penalty(length: int, alpha: float) -> float:
 def sequence_log_prob(model: Any, src: torch.Tensor, hyp: list[int], bos_id: int, eos_id: int) -> float:
     """Summed log-probability of ``hyp`` followed by eos for one source ``[1, S]`` (a full pass, no cache)."""
     tgt = torch.tensor([[bos_id, *hyp, eos_id]], device=src.device)
-    memory, src_mask = model.encode(src)
-    cache = model.start_cache(memory, src_mask)
+    cache, _ = start_cache(model, src)
     logp = model.decode_step(tgt[:, :-1], cache).log_softmax(-1)[0]  # (T, vocab)
     return float(logp.gather(-1, tgt[0, 1:, None]).sum())
 
@@ -89,8 +96,7 @@ def greedy_decode(model: Any, src: torch.Tensor, bos_id: int, eos_id: int, max_l
                   quota: TokenQuota | None = None, no_repeat_ngram: int = 0) -> list[list[int]]:
     """The most likely next token at every step (within ``quota``, repeating no ``no_repeat_ngram``-gram),
     for a batch of sources ``[B, S]``; ids without bos/eos."""
-    memory, src_mask = model.encode(src)
-    cache = model.start_cache(memory, src_mask)
+    cache, _ = start_cache(model, src)
     B = src.shape[0]
     last = torch.full((B, 1), bos_id, dtype=torch.long, device=src.device)
     finished = torch.zeros(B, dtype=torch.bool, device=src.device)
@@ -166,8 +172,7 @@ def beam_search(model: Any, src: torch.Tensor, bos_id: int, eos_id: int, beam: i
         raise ValueError(f"beam must be >= 1, got {beam}")
     B, K = src.shape[0], beam
     check_beam(getattr(model, "config", None), B, src.shape[1], beam, max_len)
-    memory, src_mask = model.encode(src)
-    cache = model.start_cache(memory, src_mask)  # cross keys/values once per source, not per beam
+    cache, _ = start_cache(model, src)  # cross keys/values once per source, not per beam
     start = torch.arange(B, device=src.device).repeat_interleave(K)  # (B*K,) rows: K beams per source
     cache.reorder(start)
     if quota is not None:
