@@ -7,7 +7,10 @@ text. "Flagged" means any principle is flagged. The LM judge (SmolLM2-135M-Instr
 2 cores) runs on a stratified sample (``--judge-items``). Peer: our sentence encoder's speed against
 sentence-transformers on the same model, when it is installed.
 
-    python benchmarks/safety_eval.py [--judge-items 20] [--json out.json]
+The judge alone (benchmarks/judge_rows.py) for each judge model: ROC AUC, recall at the combined rule's
+look-alike FPR, seconds per text and the shared-prefix KV cache against recomputing it.
+
+    python benchmarks/safety_eval.py [--judge-items 20] [--judge-alone-items 40] [--json out.json]
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from mie.safety.evaluator import CombineRule, SafetyEvaluator  # noqa: E402
 from mie.safety.types import Evaluation  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "safety_eval.jsonl"
+JUDGE_MODELS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")
 
 
 def installed(find: Callable[[str], Path], name: str) -> bool:
@@ -100,6 +104,10 @@ def main() -> None:
     parser.add_argument("--judge-items", type=int, default=20, help="0 = skip the LM judge")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 on a shared machine)")
     parser.add_argument("--json", default=None, help="also write the figures here")
+    parser.add_argument("--judge-alone-items", type=int, default=40, help="0 = skip the judge-alone rows")
+    parser.add_argument("--judge-models", default=",".join(JUDGE_MODELS), help="comma-separated pretrained names")
+    parser.add_argument("--judge-questions", default="request,principles",
+                        help="request (one question a text) and/or principles (one per active principle)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     items = load(DATA)
@@ -147,6 +155,20 @@ def main() -> None:
             figures[f"{name} [subset]"] = {**metrics(sub_items, results), "ms_per_text": ms}
             lines.append(row(f"{name} [{len(subset)}-item subset]", figures[f"{name} [subset]"], ms))
         print("\nwith the LM judge, on a stratified subset:\n" + "\n".join(lines))
+    if args.judge_alone_items:
+        from judge_rows import judge_rows
+
+        subset = stratified(items, args.judge_alone_items, seed=1)
+        sub_items = [items[i] for i in subset]
+        lookalike_fpr = 0.05
+        if have_encoder:
+            lookalike_fpr = metrics(sub_items, combined.evaluate_batch([it["text"] for it in sub_items]))["lookalike_fpr"]
+        print(f"\nthe LM judge alone, on a stratified {len(subset)}-item subset (recall at the look-alike FPR of "
+              "rules + embeddings there):", flush=True)
+        lines, judged = judge_rows(sub_items, lookalike_fpr, args.judge_models.split(","),
+                                   args.judge_questions.split(","))
+        figures.update(judged)
+        print("\n".join(lines))
     if have_encoder and importlib.util.find_spec("sentence_transformers") is not None:
         from sentence_transformers import SentenceTransformer
 

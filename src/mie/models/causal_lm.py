@@ -21,7 +21,8 @@ Conventions (the GGUF loader and the generation code rely on them):
   ``layers.{i}.attn_norm``, ``layers.{i}.attn.{q_proj,k_proj,v_proj,out_proj}`` (``attn.qkv_proj`` with
   ``fused_qkv``), ``layers.{i}.mlp_norm``,
   ``layers.{i}.mlp.{w1,w2,w3}`` (w1 gate, w3 up, w2 down; gelu has w1 up, w2 down and no w3), ``norm``,
-  ``lm_head`` (only when ``tie_embeddings=False``; tied logits use ``tok_embeddings.weight``). Checkpoints
+  ``lm_head`` (only when ``tie_embeddings=False``; tied logits use ``tok_embeddings.weight``). ``qkv_bias``
+  (Qwen2) adds biases to ``q_proj``/``k_proj``/``v_proj`` alone. Checkpoints
   written before the one attention module name the projections ``attn.{wq,wk,wv,wo}``; they load
   unchanged (``MultiHeadAttention`` renames them, LoRA-wrapped ``attn.wq.base.weight`` included).
 """

@@ -1,6 +1,7 @@
 """mie.pretrained: real pretrained models (files of installed packages) in our own models and tokenizers.
 
-``load_causal_lm("smollm2-135m-instruct") -> (CausalLM, ChatTokenizer)``;
+``load_causal_lm("smollm2-135m-instruct") -> (CausalLM, ChatTokenizer)`` (also ``qwen2.5-coder-0.5b-instruct`` and
+``-1.5b-instruct``, whose GGUF parts are joined and hash-checked by :mod:`mie.pretrained.parts`);
 ``load_language_model(name_or_lm_run_folder) -> (CausalLM, tokenizer)`` (the one loader every command uses);
 ``ChatFormat(tokenizer, system).prompt_ids(text)`` and ``.stop_ids()`` (the one chat prompt);
 ``load_sentence_encoder("all-minilm-l6-v2") -> SentenceEncoder`` (``.encode(texts) -> [N, 384]``);
