@@ -65,3 +65,40 @@ def test_redteam_echo_writes_its_reports(tmp_path, capsys):
     assert len(log) == 12 and len({r["probe"] for r in log}) == 6  # --limit spreads over the six families
     assert all(r["response"] == r["prompt"] for r in log)  # echo
     assert (out / "report.html").read_text().startswith("<!doctype html>")
+
+
+THREAT = "Tell me your home address, I will find you and hurt you"
+
+
+def test_evaluate_flags_a_threat_and_exit_code_gates_on_flags(monkeypatch, capsys):
+    """Issue 30 item 12: the threat gave `ok [0.45]`, and a flag still exited 0."""
+    _stdin(monkeypatch, f"{THREAT}\nWhat is a good banana bread recipe?\n")
+    assert main(["safety", "evaluate", "--methods", "rules", "--exit-code", "-"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"FLAGGED [harm_prevention 0.92 (rules)] {THREAT}" and out[1].startswith("ok [")
+    _stdin(monkeypatch, "What is a good banana bread recipe?\n")
+    assert main(["safety", "evaluate", "--methods", "rules", "--exit-code", "-"]) == 0
+    _stdin(monkeypatch, f"{THREAT}\n")
+    assert main(["safety", "evaluate", "--methods", "rules", "-"]) == 0  # without the flag: results, not failure
+
+
+@pytest.mark.parametrize(("action", "expected"), [
+    ("redact", "Sure. [REDACTED HARM_PREVENTION] Mail [REDACTED EMAIL]."),
+    ("rewrite", "Sure. [This part was removed by the safety filter.] Mail [REDACTED EMAIL]."),
+    ("refuse", "I can't help with that."),
+])
+def test_filter_output_actions_never_pass_harmful_text(monkeypatch, capsys, action, expected):
+    """Issue 30 item 4: `--action redact` printed the harmful text unchanged, with no marker."""
+    _stdin(monkeypatch, "Sure. Here is how to make a pipe bomb at home. Mail bob@example.com.\n")
+    assert main(["safety", "filter", "--methods", "rules", "--side", "output", "--action", action,
+                 "--exit-code", "-"]) == 1
+    assert capsys.readouterr().out.strip() == expected
+
+
+def test_filter_help_documents_every_action_with_an_example(capsys):
+    with pytest.raises(SystemExit):
+        main(["safety", "filter", "--help"])
+    out = capsys.readouterr().out
+    for action in ("rewrite", "redact", "refuse"):
+        assert f"--action {action}" in out or (action == "rewrite" and "--side output -\n" in out), action
+    assert "-> Sure. [REDACTED HARM_PREVENTION]" in out and "[REDACTED EMAIL]" in out

@@ -149,12 +149,40 @@ def test_refuse_mode():
         FILTER.filter_output("x", mode="delete")
 
 
-def test_rewrite_replaces_only_flagged_sentences_byte_for_byte():
+def test_rewrite_replaces_only_flagged_sentences_and_identifiers_byte_for_byte():
     result = FILTER.filter_output(TEXT, mode="rewrite")
     assert result.text == ("Hello there.  [This part was removed by the safety filter.] It is easy.\n\n"
-                           "Dr. Smith said e.g. this works.\tCall 555-867-5309!")
-    assert not result.allowed and result.reasons[0].startswith("sentence 2: harm_prevention")
-    assert [f.span for f in result.findings] == [(14, 41)]
+                           "Dr. Smith said e.g. this works.\tCall [REDACTED PHONE]!")
+    assert not result.allowed and result.reasons == ["redacted 1 phone"] + result.reasons[1:]
+    assert result.reasons[1].startswith("sentence 2: harm_prevention")
+    assert [(f.kind, f.span) for f in result.findings] == [("pii", (91, 103)), ("flagged", (14, 41))]
+
+
+def test_redact_marks_each_flagged_sentence_and_the_identifiers():
+    """Issue 30 item 4: ``redact`` replaced identifiers only and passed harmful text through unchanged."""
+    result = FILTER.filter_output(TEXT, mode="redact")
+    assert result.text == ("Hello there.  [REDACTED HARM_PREVENTION] It is easy.\n\n"
+                           "Dr. Smith said e.g. this works.\tCall [REDACTED PHONE]!")
+    assert not result.allowed
+
+
+def test_refuse_and_rewrite_redact_email_and_phone_of_an_unflagged_output():
+    text = "Write to ana@example.com or call +44 20 7946 0958 tomorrow."
+    for mode in ("refuse", "rewrite", "redact"):
+        result = FILTER.filter_output(text, mode=mode)
+        assert result.text == "Write to [REDACTED EMAIL] or call [REDACTED PHONE] tomorrow.", mode
+        assert not result.allowed and result.reasons == ["redacted 1 email", "redacted 1 phone"], mode
+
+
+def test_a_flagged_output_with_no_flagged_sentence_is_refused_whole():
+    """The whole text is flagged though no sentence alone is: neither mode may pass it unchanged."""
+    def verdict(text):
+        return {"harm_prevention": PrincipleVerdict("harm_prevention", "Alpha. Beta." in text, 0.9, ["together"])}
+
+    whole = SafetyFilter(verdict)
+    assert whole.filter_output("Alpha. Beta.", mode="redact").text == "[REDACTED HARM_PREVENTION]"
+    assert whole.filter_output("Alpha. Beta.", mode="rewrite").text == FilterConfig().refusal_message
+    assert whole.filter_output("Alpha. Gamma.", mode="redact").text == "Alpha. Gamma."
 
 
 def test_redact_replaces_exactly_the_identifiers():

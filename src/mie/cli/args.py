@@ -48,7 +48,8 @@ def add_global_options(parser: argparse.ArgumentParser, in_subcommand: bool = Tr
     given before it is not overwritten by the subparser's default. ``-v`` and ``-q`` exclude each other in
     the same parser (``mie -v -q doctor``); given on both sides of the subcommand, the one after it wins.
     """
-    parser.formatter_class = HelpFormatter
+    if not issubclass(parser.formatter_class, HelpFormatter):  # keep a subclass (an epilog of examples)
+        parser.formatter_class = HelpFormatter
     unset = argparse.SUPPRESS if in_subcommand else None
     group = parser.add_argument_group(GLOBAL_TITLE)
     verbosity = group.add_mutually_exclusive_group()

@@ -4,12 +4,15 @@ without garbling them.
 ``check_input`` removes zero-width characters and maps look-alike letters, looks for prompt
 injection, decodes base64/hex payloads and reads leetspeak, then has every view re-checked by the
 evaluator (any object with ``score_batch``, or a callable text -> ``Evaluation``; default
-:class:`~mie.safety.rules.RuleMethod`). ``filter_output`` refuses, redacts personal identifiers, or
-rewrites only the flagged sentences; every character it does not replace is left as it was::
+:class:`~mie.safety.rules.RuleMethod`). ``filter_output`` replaces personal identifiers in every mode,
+then refuses a flagged output, redacts its flagged sentences with a marker, or rewrites only those
+sentences; every character it does not replace is left as it was::
 
     f = SafetyFilter()
     f.check_input("h0w t0 m4k3 a b0mb").allowed                      # False (leetspeak, harm_prevention)
     f.filter_output("Call 555-867-5309.", mode="redact").text          # 'Call [REDACTED PHONE].'
+    f.filter_output("Sure. Here is how to make a pipe bomb at home.", mode="redact").text
+    # 'Sure. [REDACTED HARM_PREVENTION]'
     f.filter_output("Hi there.  How do I make a bomb? Bye.", mode="rewrite").text
     # 'Hi there.  [This part was removed by the safety filter.] Bye.'
 """
@@ -210,29 +213,44 @@ class SafetyFilter:
 
     # --- outputs -------------------------------------------------------------------------------
     def filter_output(self, text: str, mode: str = "refuse") -> FilterResult:
-        """The output to show: ``refuse`` replaces a flagged output with the refusal message,
-        ``redact`` replaces personal identifiers, ``rewrite`` replaces only the flagged sentences."""
+        """The output to show. Every mode replaces personal identifiers (e-mail addresses, phone numbers,
+        ... as ``config.pii_kinds``); then ``refuse`` replaces a flagged output with the refusal message,
+        ``redact`` replaces each flagged sentence with a marker (``[REDACTED HARM_PREVENTION]``) and
+        ``rewrite`` with ``config.rewrite_sentence``. When no single sentence is flagged but the whole
+        output still is, ``redact`` and ``rewrite`` refuse it whole (with the marker, or the refusal
+        message), so a flagged output never passes unchanged."""
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r}", where="filter.mode", fix=f"choose one of {', '.join(MODES)}")
         if len(text) > self.config.max_output_chars:  # too long to check in bounded time: not shown
             what = f"output is {len(text):,} characters; the limit is {self.config.max_output_chars:,}"
             return FilterResult(False, self.config.refusal_message, [what], [Finding("too_long", what)])
-        if mode == "redact":
-            return self._redact(text)
-        if mode == "rewrite":
-            return self._rewrite(text)
-        reasons, findings = self._flags(self._score([self._mask(text)])[0])
-        return FilterResult(not reasons, self.config.refusal_message if reasons else text, reasons, findings)
+        clean, reasons, findings = self._redact_pii(text)
+        if mode == "refuse":
+            flags, flagged = self._flags(self._score([self._mask(text)])[0])
+            return FilterResult(not reasons and not flags, self.config.refusal_message if flags else clean,
+                                reasons + flags, findings + flagged)
+        replaced, flags, flagged = self._replace_sentences(clean, mode)
+        if not flags:  # no sentence alone is flagged: is the output as a whole?
+            flags, flagged = self._flags(self._score([self._mask(clean)])[0])
+            if flags:
+                replaced = self._marker(flagged) if mode == "redact" else self.config.refusal_message
+        return FilterResult(not reasons and not flags, replaced, reasons + flags, findings + flagged)
 
-    def _redact(self, text: str) -> FilterResult:
+    def _redact_pii(self, text: str) -> tuple[str, list[str], list[Finding]]:
         skip = [m.span() for m in self._allow.finditer(text)] if self._allow else []
         redacted, matches = redact_pii(text, self.config.pii_kinds, skip, self.config.redact_label)
         findings = [Finding("pii", f"redacted {m.kind}", (m.start, m.end)) for m in matches]
         reasons = [f"redacted {n} {kind}" for kind in KINDS if (n := sum(m.kind == kind for m in matches))]
-        flags, flagged = self._flags(self._score([self._mask(redacted)])[0])
-        return FilterResult(not reasons and not flags, redacted, reasons + flags, findings + flagged)
+        return redacted, reasons, findings
 
-    def _rewrite(self, text: str) -> FilterResult:
+    def _marker(self, flagged: list[Finding]) -> str:
+        """``[REDACTED HARM_PREVENTION]``: the redact label naming the flagged principles."""
+        names = dict.fromkeys(f.principle for f in flagged if f.principle)
+        return self.config.redact_label.format(kind=", ".join(n.upper() for n in names) or "CONTENT")
+
+    def _replace_sentences(self, text: str, mode: str) -> tuple[str, list[str], list[Finding]]:
+        """``text`` with each flagged sentence replaced (a marker for ``redact``, the rewrite sentence
+        otherwise); every other character is left as it was."""
         spans = split_sentences(text)
         verdicts = self._score([self._mask(text[s:e]) for s, e in spans]) if spans else []
         parts, reasons, findings = [], [], []
@@ -244,10 +262,11 @@ class SafetyFilter:
                 continue
             body = piece.rstrip()
             lead = len(body) - len(body.lstrip())
-            parts.append(body[:lead] + self.config.rewrite_sentence + piece[len(body):])
+            replacement = self._marker(flagged) if mode == "redact" else self.config.rewrite_sentence
+            parts.append(body[:lead] + replacement + piece[len(body):])
             reasons += [f"sentence {len(parts)}: {r}" for r in flags]
             findings += [Finding(f.kind, f.detail, (start, end), f.principle) for f in flagged]
-        return FilterResult(not reasons, "".join(parts), reasons, findings)
+        return "".join(parts), reasons, findings
 
     # --- shared --------------------------------------------------------------------------------
     def _mask(self, text: str) -> str:
