@@ -120,3 +120,4 @@ def test_embedding_bits_can_differ_from_the_linears() -> None:
     assert model.tok_embeddings.table.bits == 8 and model.layers[0].mlp.w1.bits == 4
     assert scheme["modules"]["tok_embeddings"] == {"kind": "embedding", "bits": 8, "group_size": 32,
                                                    "tied_head": "lm_head"}
+

@@ -3,9 +3,10 @@
 >>> rows = profile_modules(model, lambda: model.encode_image(images))  # doctest: +SKIP
 >>> print(format_profile(rows, top=15))  # doctest: +SKIP
 
-Every leaf-most module that owns parameters (a linear, a norm, an attention block's projections, an embedding)
-is wrapped in a ``record_function`` range named after it by forward hooks; the profiler then reports each range's
-total CPU time (children included), its self time and the memory allocated inside it.
+Every module whose forward runs (blocks, attention, MLPs, linears, norms; not the model itself or its module
+lists) is wrapped in a ``record_function`` range named after it by forward hooks; the profiler then reports each
+range's total CPU time (children included), its self time and the memory allocated inside it. A module whose
+parent computes with its weights directly (a pooled tower's last projection) is not seen.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ PREFIX = "module::"
 def _instrument(model: nn.Module) -> list[Any]:
     handles = []
     for name, module in model.named_modules():
-        if not name or not (any(True for _ in module.parameters(recurse=False)) or
-                            any(True for _ in module.buffers(recurse=False))):
+        if not name or isinstance(module, (nn.ModuleList, nn.ModuleDict)):
             continue
         label = f"{PREFIX}{name} ({type(module).__name__})"
 
