@@ -26,8 +26,6 @@ the benign look-alikes (the goal's 5 %). A number instead of the dict applies to
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import random
 import re
@@ -45,6 +43,7 @@ from mie.errors import DataError
 from mie.io import load_weights, save_weights
 from mie.io.cache import read_jsonl
 from mie.models.lora import adapter_snapshot, apply_lora, average_adapters, lora_parameters, merge_lora
+from mie.safety.packaged import add_updates, examples_key, packaged_key, read_package
 from mie.safety.types import DEFAULT_PRINCIPLES, PrincipleVerdict
 from mie.training.threads import check_load
 
@@ -123,6 +122,7 @@ def tune(encoder: Any, examples: Sequence[dict[str, Any]], principles: Sequence[
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        log.info("safety classifier: epoch %d/%d done (loss %.4f)", epoch + 1, settings.epochs, float(loss))
         if settings.average_from and epoch + 1 >= settings.average_from:
             snapshots.append((adapter_snapshot(model), {k: v.detach().clone() for k, v in head.state_dict().items()}))
     if len(snapshots) > 1:  # weight averaging: flatter, less over-confident than the last epoch alone
@@ -159,11 +159,13 @@ class EmbeddingMethod:
         """The all-MiniLM-L6-v2 method tuned on the packaged examples (trained once, then read from the cache)."""
         from mie.pretrained import cache_root, load_sentence_encoder
 
-        encoder = load_sentence_encoder("all-minilm-l6-v2")
         examples = load_examples(examples_path)
         principles = list(DEFAULT_PRINCIPLES)
-        key = hashlib.sha256(json.dumps([examples, asdict(settings), principles], sort_keys=True).encode())
-        path = Path(cache) if cache is not None else cache_root() / "safety_classifier" / f"{key.hexdigest()[:16]}.safetensors"
+        key = examples_key(examples, settings, principles)
+        if cache is None and key == packaged_key():  # the shipped classifier was tuned on exactly these
+            return cls.from_package(None, examples)
+        encoder = load_sentence_encoder("all-minilm-l6-v2")
+        path = Path(cache) if cache is not None else cache_root() / "safety_classifier" / f"{key[:16]}.safetensors"
         if path.is_file():
             try:
                 return cls._from_cache(encoder, examples, principles, settings, path)
@@ -182,6 +184,22 @@ class EmbeddingMethod:
         save_weights(path, state, {"principles": principles, "settings": asdict(settings)})
         log.info("safety classifier tuned in %.0f s, cached at %s", time.monotonic() - start, path)
         return method
+
+    @classmethod
+    def from_package(cls, directory: str | Path | None, examples: Sequence[dict[str, Any]]) -> EmbeddingMethod:
+        """The shipped classifier (:mod:`mie.safety.packaged`; ``directory`` None: the package's), its
+        SHA-256 checked, with its calibrated thresholds; ``examples`` are the ones it was tuned on."""
+        from mie.pretrained import load_sentence_encoder
+
+        state, meta, thresholds, _ = read_package(directory)
+        principles = list(meta.get("principles", DEFAULT_PRINCIPLES))
+        encoder = load_sentence_encoder(meta.get("encoder", "all-minilm-l6-v2"))
+        add_updates(encoder.model, state)
+        head = torch.nn.Linear(encoder.model.config.hidden, len(principles))
+        head.load_state_dict({"weight": state["head.weight"].float(), "bias": state["head.bias"].float()})
+        texts = _harmful_texts(examples, principles)
+        exemplars = {p: (texts[p], state[f"exemplars.{p}"].float()) for p in principles if f"exemplars.{p}" in state}
+        return cls(encoder, head.eval(), principles, exemplars, thresholds)
 
     @classmethod
     def _from_cache(cls, encoder: Any, examples: Sequence[dict[str, Any]], principles: list[str],
