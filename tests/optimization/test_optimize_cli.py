@@ -66,8 +66,9 @@ def test_lm_run_int4_and_wanda_generate_and_evaluate(lm_run, tmp_path, capsys) -
                  "--temperature", "0"]) == 0
     assert capsys.readouterr().out.strip()
     details = _optimized(lm_run, tmp_path / "wanda", "prune", "--method", "wanda", "--amount", "0.5",
-                         "--finetune-steps", "2")
-    assert details["scheme"]["pruning"]["linear_sparsity"] == pytest.approx(0.5, abs=0.01)
+                         "--finetune-steps", "2", "--iterations", "2")
+    pruning = details["scheme"]["pruning"]
+    assert pruning["linear_sparsity"] == pytest.approx(0.5, abs=0.01) and pruning["iterations"] == 2
     assert main(["eval", str(tmp_path / "wanda")]) == 0
 
 

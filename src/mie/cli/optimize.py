@@ -54,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prune.add_argument("--scope", choices=("layer", "global"), default="layer", help="magnitude ranking scope")
     prune.add_argument("--finetune-steps", type=int, default=0, metavar="N",
                        help="fine-tune N steps through the trainer after pruning (zeros stay zero)")
+    prune.add_argument("--iterations", type=int, default=1, metavar="K",
+                       help="prune in K rounds of amount/K, fine-tuning finetune-steps/K after each (default 1)")
     prune.add_argument("--calibration-batches", type=int, default=8, metavar="N", help="batches for wanda")
     _output_arguments(prune)
     bench = sub.add_parser("benchmark", help="latency, throughput, memory, size, parameters (JSON, table, plot)")

@@ -57,22 +57,28 @@ def calibration(loaded: Loaded, output: Path, batches: int) -> tuple[Iterable[An
 
 def prune_loaded(loaded: Loaded, args: argparse.Namespace, output: Path) -> dict[str, Any]:
     """Prune ``loaded.model`` in place as ``args`` say (and fine-tune it); returns the optimization record."""
-    model, amount = loaded.model, args.amount
+    model, amount, rounds = loaded.model, args.amount, max(1, args.iterations)
     if args.method in ("heads", "neurons"):
         shrink = structured.prune_heads if args.method == "heads" else structured.prune_mlp_neurons
         record: dict[str, Any] = {"structure": shrink(model, amount)}
-        masks: dict[str, torch.Tensor] = {}
+        if args.finetune_steps:
+            finetune(loaded, {}, args.finetune_steps, output)
     else:
-        if args.method == "wanda":
-            batches, forward = calibration(loaded, output, args.calibration_batches)
-            masks = prune.wanda_prune(model, amount, input_norms(model, batches, forward))
-        else:
-            masks = prune.magnitude_prune(model, amount, scope=args.scope)
+        # Iterative: prune to amount * i / rounds, fine-tune, repeat; the zeros of a round rank lowest in the next
+        # (magnitude and Wanda scores of a zero are zero), so each round's mask holds the previous one's zeros.
+        for index in range(1, rounds + 1):
+            target = amount * index / rounds
+            if args.method == "wanda":
+                batches, forward = calibration(loaded, output, args.calibration_batches)
+                masks = prune.wanda_prune(model, target, input_norms(model, batches, forward))
+            else:
+                masks = prune.magnitude_prune(model, target, scope=args.scope)
+            steps = args.finetune_steps // rounds
+            if steps:
+                finetune(loaded, masks, steps, output)
         record = {}
-    if args.finetune_steps:
-        finetune(loaded, masks, args.finetune_steps, output)
     report = prune.sparsity_report(model)
-    record["pruning"] = {"method": args.method, "amount": amount, "scope": args.scope,
+    record["pruning"] = {"method": args.method, "amount": amount, "scope": args.scope, "iterations": rounds,
                          "finetune_steps": args.finetune_steps,
                          "linear_sparsity": report["linear_sparsity"], "model_sparsity": report["model_sparsity"]}
     logger.info("sparsity of the pruned linear layers: %.1f%% (model %.1f%%)", 100 * report["linear_sparsity"],
