@@ -75,6 +75,7 @@ def test_a_model_that_sees_both_is_perfect():
     assert probe["shape"]["precision"] == 1.0
     assert probe["example"]["hits"] == 1
     rows = format_probe_table({"test": probe})
+    assert rows[0].startswith("| split | colour-shape P@1 | chance | shape-only P@1 |")
     assert rows[2].startswith("| test | 100.0 | ")
     assert rows[2].endswith('| "a red circle": 1 of 1 |')
 

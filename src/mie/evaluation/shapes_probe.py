@@ -106,7 +106,8 @@ def shapes_probe(encode_text: Callable[[list[str]], torch.Tensor], image_embeds:
 
 def format_probe_table(probes: dict[str, dict[str, Any]]) -> list[str]:
     """Markdown rows: per split, precision@k of each query family (%) with its chance level, and the example."""
-    lines = ["| split | colour-shape P@k | chance | shape-only P@k | chance | colour-only P@k | chance | example |",
+    k = next(iter(probes.values()))["color_shape"]["k"] if probes else 8
+    lines = [f"| split | colour-shape P@{k} | chance | shape-only P@{k} | chance | colour-only P@{k} | chance | example |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def pct(value: float | None) -> str:

@@ -132,7 +132,8 @@ def add_probe_to_report(run_dir: Path, probes: dict[str, dict[str, Any]]) -> Non
                f"Each query ranks every image of the split; precision@{k} is the share of its top {k} holding an "
                "object of the queried colour and shape (\"a red circle\", all 63 pairs), shape (\"a circle\") or "
                "colour (\"a red shape\"), in %, beside the precision of a random ranking (chance). A model that "
-               "matches by colour alone scores at chance on the first two.", "",
+               "matches by colour alone scores at chance on shape-only queries, and on colour-shape queries "
+               "finds the colour with any shape.", "",
                *format_probe_table(probes), ""]
     report = run_dir / REPORT_FILE
     lines = report.read_text(encoding="utf-8").rstrip("\n").split("\n")
