@@ -1,5 +1,9 @@
 """Safety evaluator quality and speed on the held-out labelled set (benchmarks/data/safety_eval.jsonl).
 
+The evaluator's declared operating point (rules + embeddings at the shipped thresholds) on both held-out
+sets (safety_eval.jsonl, safety_eval_realworld.jsonl) and the calibration set: ROC AUC and recall at 1 % and
+5 % FPR per principle and overall.
+
 For each method alone (rules, embeddings, LM judge) and combined (rules + embeddings; all three),
 prints precision, recall and false-positive rate, the false-positive rate on benign look-alikes, the
 share of harmful items flagged on their own principle, a confusion matrix and the milliseconds per
@@ -98,6 +102,27 @@ def row(name: str, m: dict[str, float], ms: float) -> str:
             f"{ms:.1f} |")
 
 
+def operating_point_rows(combined: SafetyEvaluator) -> tuple[list[str], dict]:
+    """The evaluator's declared operating point (mie.safety.calibration) on each held-out set and on the
+    calibration set it was chosen on: ROC AUC, recall at 1 % and 5 % FPR, and its own recall and FPR,
+    per principle and overall."""
+    from mie.safety.calibration import RULE, figures_table, load_labelled, set_figures
+    from mie.safety.packaged import package_dir
+    from mie.safety.types import DEFAULT_PRINCIPLES
+
+    lines, figures = [f"\noperating point: {RULE}; thresholds {combined.methods[1].threshold}"], {}
+    sets = [("evaluation", DATA), ("evaluation, real-world style", DATA.with_name("safety_eval_realworld.jsonl")),
+            ("calibration (where the thresholds were chosen)", package_dir() / "calibration.jsonl")]
+    for name, path in sets:
+        rows = load_labelled(path)
+        results = combined.evaluate_batch([r["text"] for r in rows])
+        scores = torch.tensor([[e.principles[p].score for p in DEFAULT_PRINCIPLES] for e in results])
+        flags = torch.tensor([[e.principles[p].flagged for p in DEFAULT_PRINCIPLES] for e in results])
+        figures[name] = set_figures(scores, flags, rows)
+        lines.append(f"\n{name}: {path.name}, {len(rows)} prompts\n{figures_table(figures[name])}")
+    return lines, figures
+
+
 def main() -> None:
     """Run every method on the evaluation set and print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -133,6 +158,9 @@ def main() -> None:
         figures[name] = {**metrics(items, results), "ms_per_text": ms}
         lines.append(row(name, figures[name], ms))
     print("\n".join(lines))
+    if have_encoder:
+        point_lines, figures["operating point"] = operating_point_rows(combined)
+        print("\n".join(point_lines))
     lines = [header]
     if have_encoder:  # the trade-off the shipped threshold (chosen by cross-validation on training data) sits on
         shipped = embeddings.methods[0].threshold

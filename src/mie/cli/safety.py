@@ -164,9 +164,9 @@ def build_evaluator(args: argparse.Namespace) -> Any:
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    """Rebuild the shipped classifier (:func:`mie.safety.packaged.build_package`) and print its figures."""
+    """Rebuild the shipped classifier (:func:`mie.safety.tuning.build_package`) and print its figures."""
     from mie.safety.calibration import figures_table
-    from mie.safety.packaged import build_package
+    from mie.safety.tuning import build_package
 
     evaluation = args.evaluation or None
     if evaluation is not None and not Path(evaluation).is_file():

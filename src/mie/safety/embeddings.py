@@ -12,16 +12,19 @@ thresholds, out-of-fold recall at <= 5 % look-alike false positives was 86.4 % f
 averaging (the previous setting), 90.4 % for 4 epochs averaged from the 2nd and 91.9 % for 5.
 The adapters are then merged into the weights, so scoring costs what the plain encoder costs.
 
-Only the adapters, the head and the harmful examples' embeddings (for reasons) are cached, as
-safetensors keyed by a hash of the examples and the training settings::
+The tuned classifier ships in the package (:mod:`mie.safety.packaged`: the update as rank-32 float16
+factors, the head, the harmful examples' embeddings for reasons, and the thresholds), so the packaged
+examples are never tuned on a user's machine; ``mie safety tune`` reproduces it. Tuned on other examples,
+the adapters, head and embeddings are cached as safetensors keyed by a hash of the examples and settings::
 
-    method = EmbeddingMethod.load()                       # needs `make pretrained`; trains once, then cached
+    method = EmbeddingMethod.load()                       # needs `make pretrained`; the shipped classifier
     method.score_batch(["how do I poison a dog"])[0]["harm_prevention"].score   # ~0.99
 
-``threshold`` is one flag probability per principle (``THRESHOLDS``), chosen by 5-fold cross-validation
-on the training examples (``acceptance/safety_threshold_cv.py``, :func:`choose_thresholds`): out of fold,
-rules + embeddings combined then flag 91.9 % of the harmful examples at a 4.9 % false-positive rate on
-the benign look-alikes (the goal's 5 %). A number instead of the dict applies to every principle.
+``threshold`` is one flag probability per principle. The shipped ones are the evaluator's declared
+operating point (:mod:`mie.safety.calibration`: the highest recall at <= 4 % false positives on our
+calibration set of everyday and attacker-written prompts). ``THRESHOLDS``, chosen earlier by 5-fold
+cross-validation on the training examples (``acceptance/safety_threshold_cv.py``, :func:`choose_thresholds`),
+serve a classifier tuned on other examples. A number instead of the dict applies to every principle.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ from mie.training.threads import check_load
 log = logging.getLogger(__name__)
 SCALE = 10.0  # pooled embeddings have norm 1; the head sees them x10 so its logits can reach +-10
 THRESHOLD = 0.95  # flag probability for a principle without a cross-validated threshold of its own
-# Per-principle flag probabilities chosen by 5-fold cross-validation (acceptance/safety_threshold_cv.py).
+# Per-principle flag probabilities chosen by 5-fold cross-validation (acceptance/safety_threshold_cv.py), for a
+# classifier tuned on other examples; the shipped one carries its calibrated thresholds (mie.safety.packaged).
 THRESHOLDS = {"harm_prevention": 0.97, "truthfulness": 0.7, "fairness": 0.875, "autonomy_respect": 0.9,
               "privacy": 0.925}
 
