@@ -158,6 +158,7 @@ def make_dataset(pairs: Pairs, tokenizer: Any, data: TranslationDataConfig,
     dataset = TranslationDataset(pairs, tokenizer, min_length=1, max_length=data.max_length, max_ratio=data.max_ratio)
     if dropped:
         dataset.skipped["placeholders differ"] += dropped
+        logger.info("%d pairs dropped: the translation's placeholders differ from the source's", dropped)
     return dataset
 
 
