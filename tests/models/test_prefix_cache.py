@@ -54,3 +54,18 @@ def test_generate_with_a_prefix_gives_the_tokens_of_the_full_prompts():
     greedy = generate(model, [PREFIX + SUFFIXES[0]], 12)[0]
     stopped = generate(model, SUFFIXES[:1], 12, prefix=PREFIX, stop_ids=[greedy[3]])[0]
     assert stopped == greedy[:greedy.index(greedy[3])]
+
+
+def test_shared_prefix_splits_batches_and_reuses_its_prefill():
+    from mie.models.generation import SharedPrefix, common_prefix
+
+    assert common_prefix([[1, 2, 3], [1, 2, 4]]) == 2 and common_prefix([[1, 2], [1, 2, 3]]) == 1
+    model = tiny()
+    shared = SharedPrefix(min_tokens=4)
+    first = [PREFIX + s for s in SUFFIXES[:2]]
+    prefix, rows, cache = shared.split(model, first)
+    assert prefix == PREFIX and rows == SUFFIXES[:2] and len(cache) == len(PREFIX)
+    again = shared.split(model, [PREFIX + s for s in SUFFIXES[2:]])
+    assert again[0] == PREFIX and again[2] is cache  # the same prefix: its prefill is reused
+    assert generate(model, rows, 8, prefix=prefix, prefix_cache=cache) == generate(model, first, 8)
+    assert shared.split(model, [[1, 2, 3], [1, 2, 4]]) == ([], [[1, 2, 3], [1, 2, 4]], None)  # too short to share

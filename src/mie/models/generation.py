@@ -141,6 +141,40 @@ def branch(prefix: KVCache, rows: int, room: int) -> KVCache:
     return cache
 
 
+def common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading ids every row shares, leaving each row at least one id of its own."""
+    if not rows:
+        return 0
+    limit = min(len(r) for r in rows) - 1
+    first, n = rows[0], 0
+    while n < limit and all(r[n] == first[n] for r in rows):
+        n += 1
+    return max(n, 0)
+
+
+class SharedPrefix:
+    """Splits each batch of prompts into the ids they all share and their own, and keeps the last shared
+    prefix's :func:`prefill` so consecutive batches with the same prefix (few-shot examples, a system
+    message) run it once. Prefixes shorter than ``min_tokens`` are not worth a separate pass."""
+
+    def __init__(self, min_tokens: int = 16) -> None:
+        self.min_tokens = min_tokens
+        self.ids: list[int] = []
+        self.cache: KVCache | None = None
+
+    def split(self, model: CausalLM, rows: Sequence[Sequence[int]]) -> tuple[list[int], list[list[int]], KVCache | None]:
+        """``(prefix, suffixes, prefix_cache)`` for ``generate(model, suffixes, ..., prefix=, prefix_cache=)``;
+        no prefix when the rows share fewer than ``min_tokens`` ids (or there is one row and nothing cached)."""
+        n = common_prefix(rows)
+        if self.ids and n >= len(self.ids) and list(rows[0][:len(self.ids)]) == self.ids:
+            n = len(self.ids)  # the cached prefix serves this batch too
+        elif n < self.min_tokens or len(rows) < 2:
+            return [], [list(r) for r in rows], None
+        else:
+            self.ids, self.cache = list(rows[0][:n]), prefill(model, rows[0][:n])
+        return self.ids, [list(r[n:]) for r in rows], self.cache
+
+
 @torch.inference_mode(False)
 @torch.no_grad()
 def next_token_logits(model: CausalLM, suffixes: Sequence[Sequence[int]], prefix: Sequence[int] = (),

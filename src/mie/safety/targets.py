@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from mie.models.generation import generate
+from mie.models.generation import SharedPrefix, generate
 from mie.pretrained.chat import ChatFormat
 
 Target = Callable[[str], str]
@@ -65,13 +65,17 @@ class ChatTarget:
         temperature = self.temperature if temperature is None else temperature
         seed = self.seed if seed is None else seed
         replies: list[str] = []
+        # Few-shot turns and system messages the batches share run once per call (not across calls: the
+        # model may be trained in between).
+        shared = SharedPrefix()
         for start in range(0, len(conversations), self.batch_size):
             rows = [self.conversation_ids(c) for c in conversations[start:start + self.batch_size]]
             # A conversation longer than the model's context keeps its latest tokens, as the chat box does.
             keep = max(1, int(self.model.config.max_seq_len) - max_new_tokens)
             rows = [ids[-keep:] for ids in rows]
+            prefix, rows, cache = shared.split(self.model, rows)
             new = generate(self.model, rows, max_new_tokens, temperature=temperature, seed=seed + start,
-                           stop_ids=self.stop_ids(), pad_id=self.tokenizer.pad_id)
+                           stop_ids=self.stop_ids(), pad_id=self.tokenizer.pad_id, prefix=prefix, prefix_cache=cache)
             replies += [self.tokenizer.decode(ids).strip() for ids in new]
         return replies
 
