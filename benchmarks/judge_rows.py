@@ -69,7 +69,8 @@ def judge_rows(items: list[dict], lookalike_fpr: float, models: list[str], plans
             row = {"items": len(texts), "roc_auc": roc_auc(pos, neg),
                    "recall_at_lookalike_fpr": recall_at_fpr(pos, looks, lookalike_fpr),
                    "recall_at_5pct_fpr": recall_at_fpr(pos, neg, 0.05), "s_per_text": seconds / max(1, len(texts)),
-                   "recompute_over_shared": whole_s / max(shared_s, 1e-9), "max_score_gap": gap}
+                   "recompute_over_shared": whole_s / max(shared_s, 1e-9), "max_score_gap": gap,
+                   "scores": [round(x, 4) for x in scores]}  # per item, in subset order
             figures[f"judge {name} {plan}"] = row
             lines.append(f"| {name} | {plan} | {len(texts)} | {row['roc_auc']:.3f} | "
                          f"{row['recall_at_lookalike_fpr']:.3f} | {row['recall_at_5pct_fpr']:.3f} | "
