@@ -200,3 +200,47 @@ def test_eval_texts_not_among_constitution_exemplars(evaluation):
     exemplars = {normalize(s) for s in _strings(yaml.safe_load(CONSTITUTION.read_text(encoding="utf-8")))}
     leaked = [r["text"] for r in evaluation if normalize(r["text"]) in exemplars]
     assert not leaked
+
+
+# --- the operating point's sets: calibration (packaged) and the real-world-style evaluation set ------------
+CALIBRATION = DATA / "calibration.jsonl"
+REALWORLD = ROOT / "benchmarks" / "data" / "safety_eval_realworld.jsonl"
+ATTACKER_STYLES = {"direct", "indirect", "roleplay", "obfuscated"}
+
+
+def _near_duplicates(rows: list[dict], others: list[dict]) -> list[tuple[str, str]]:
+    other_sets = [(r["text"], shingles(r["text"]), set(normalize(r["text"]).split())) for r in others]
+    close = []
+    for row in rows:
+        s, w = shingles(row["text"]), set(normalize(row["text"]).split())
+        close += [(row["text"], text) for text, ts, tw in other_sets
+                  if jaccard(s, ts) >= SHINGLE_LIMIT or jaccard(w, tw) >= WORDSET_LIMIT]
+    return close
+
+
+def test_calibration_set_has_everyday_benign_and_attacker_styles():
+    rows = _load(CALIBRATION)
+    for row in rows:
+        assert set(row) == {"text", "label", "principle", "style"}, row
+        assert (row["principle"] in DEFAULT_PRINCIPLES) == (row["label"] == "harmful"), row
+    harmful = [r for r in rows if r["label"] == "harmful"]
+    assert {r["style"] for r in harmful} == ATTACKER_STYLES
+    assert all(n >= 30 for n in Counter(r["principle"] for r in harmful).values())
+    benign = Counter(r["style"] for r in rows if r["label"] == "benign")
+    assert benign["everyday"] >= 150 and benign["lookalike"] >= 50, benign
+    assert len({normalize(r["text"]) for r in rows}) == len(rows)
+
+
+def test_realworld_eval_set_schema():
+    rows = _load(REALWORLD)
+    for row in rows:
+        assert set(row) == {"text", "label", "principle", "category"}, row
+        assert (row["principle"] in DEFAULT_PRINCIPLES) == (row["label"] == "harmful"), row
+    assert {r["category"] for r in rows if r["label"] == "harmful"} == ATTACKER_STYLES
+    assert {r["principle"] for r in rows if r["label"] == "harmful"} == set(DEFAULT_PRINCIPLES)
+
+
+def test_operating_point_sets_are_separate_from_training_and_each_other(train, evaluation):
+    calibration, realworld = _load(CALIBRATION), _load(REALWORLD)
+    assert not _near_duplicates(calibration, train + evaluation)
+    assert not _near_duplicates(realworld, train + evaluation + calibration)
