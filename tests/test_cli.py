@@ -14,9 +14,6 @@ from mie import __version__, cli
 from mie.config import ConfigError
 from mie.errors import StorageError
 
-NOT_BUILT = ["optimize"]
-
-
 @pytest.fixture(autouse=True)
 def _restore_mie_logger():
     """main() configures the 'mie' logger; put it back so other tests' log capture is unaffected."""
@@ -78,8 +75,9 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"mie {__version__}"
 
 
-@pytest.mark.parametrize("name", NOT_BUILT)
-def test_not_built_subcommands_exit_2(name, capsys):
+def test_not_built_subcommands_exit_2(monkeypatch, capsys):
+    name = "later"  # every listed command is built now (optimize came last); a command without a module is not
+    monkeypatch.setitem(cli.COMMANDS, name, cli.Command("a command to come"))
     assert cli.main([name, "--anything"]) == 2
     assert capsys.readouterr().err.strip() == f"mie {name}: not built yet (see the issue tracker)"
 
