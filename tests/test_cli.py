@@ -14,6 +14,7 @@ from mie import __version__, cli
 from mie.config import ConfigError
 from mie.errors import StorageError
 
+
 @pytest.fixture(autouse=True)
 def _restore_mie_logger():
     """main() configures the 'mie' logger; put it back so other tests' log capture is unaffected."""
