@@ -103,3 +103,40 @@ def test_search_skips_an_unreadable_file_of_a_folder(run, tmp_path, capsys):
     captured = capsys.readouterr()
     assert [Path(p).name for _, p in _hits(captured.out)] == ["good.png"]
     assert "skipping" in captured.err and "broken.png" in captured.err
+
+
+def test_embed_writes_both_files_with_the_usual_mode(run, tmp_path):
+    """Issue 30 item 10: OUT.safetensors was 0600 (safetensors makes its file anew) beside a 0644 OUT.json."""
+    import os
+    import stat
+
+    out = tmp_path / "modes" / "e.safetensors"
+    out.parent.mkdir()
+    assert main(["embed", str(run), str(out)]) == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    modes = {stat.S_IMODE(path.stat().st_mode) for path in (out, out.with_suffix(".json"))}
+    assert modes == {0o666 & ~mask}
+
+
+def test_search_prints_paths_that_open_from_the_current_directory(run, tmp_path, capsys, monkeypatch):
+    """Issue 30 item 10: relative to the current directory when the image lies under it, else absolute."""
+    data = run.parents[1] / "data"  # the tiny run's data, named by an absolute path in its config
+    monkeypatch.chdir(data)
+    assert main(["search", str(run), "a red circle", "--k", "2"]) == 0
+    paths = [path for _, path in _hits(capsys.readouterr().out)]
+    assert paths and all(p.startswith("shapes/images/test/") and (data / p).is_file() for p in paths)
+    monkeypatch.chdir(tmp_path)  # elsewhere: absolute paths
+    assert main(["search", str(run), "a red circle", "--k", "2"]) == 0
+    paths = [path for _, path in _hits(capsys.readouterr().out)]
+    assert paths and all(Path(p).is_absolute() and Path(p).is_file() for p in paths)
+
+
+def test_a_run_of_another_kind_is_named_as_such(tmp_path, capsys):
+    """Issue 30 item 6: an lm run given to embed/search is called a language-model run, not refused for a key."""
+    (tmp_path / "config.yaml").write_text("recipe: lm\nmodel: {dim: 16}\n", encoding="utf-8")
+    for argv in (["search", str(tmp_path), "a red circle"], ["embed", str(tmp_path), str(tmp_path / "e.safetensors")]):
+        assert main(argv) == 1
+        assert capsys.readouterr().err == (
+            f"mie {argv[0]}: error: RUN_DIR: {tmp_path} is a language-model run, not a clip run (image-text) — pass "
+            "the folder of a run trained with recipe: clip (e.g. runs/demo from `mie demo`)\n")
