@@ -195,6 +195,7 @@ class EmbeddingMethod:
         SHA-256 checked, with its calibrated thresholds; ``examples`` are the ones it was tuned on."""
         from mie.pretrained import load_sentence_encoder
 
+        log.info("loading the shipped safety classifier (all-MiniLM-L6-v2 + tuned update, a few seconds)")
         state, meta, thresholds, _ = read_package(directory)
         principles = list(meta.get("principles", DEFAULT_PRINCIPLES))
         encoder = load_sentence_encoder(meta.get("encoder", "all-minilm-l6-v2"))
