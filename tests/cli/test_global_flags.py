@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,7 @@ def test_generate_help_shows_its_sampling_defaults():
                                   ["safety", "evaluate", "-v", "--methods", "rules", "-"],
                                   ["safety", "evaluate", "--methods", "rules", "-", "-v"]])
 def test_a_global_flag_after_a_nested_action(argv, monkeypatch, capsys):
-    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("hello there\n"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello there\n"))
     assert main(argv) == 0
     assert capsys.readouterr().out.startswith("ok [")
 
