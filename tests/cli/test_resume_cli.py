@@ -4,6 +4,7 @@ reads the same saved config."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -15,14 +16,11 @@ from tests.tiny import TINY_CLIP_MODEL
 from mie.cli import main
 from mie.cli.train import resume_run_dir
 
-TINY = {
-    "recipe": "clip", "project_name": "tiny", "epochs": 1, "log_every": 1, "device": "cpu",
-    "model": TINY_CLIP_MODEL,
-    "data": {"format": "synthetic", "batch_size": 8, "test_splits": ["test"],
-             "synthetic": {"num_train": 24, "num_val": 8, "num_test": 8, "num_heldout": 4, "image_size": 24}},
-    "tokenizer": {"name": "simple"},
-    "schedule": {"warmup_steps": 1},
-}
+_spec = importlib.util.spec_from_file_location("_finished_run", Path(__file__).parents[1] / "api" / "conftest.py")
+assert _spec is not None and _spec.loader is not None
+_finished = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_finished)
+TINY = {**_finished.TINY, "epochs": 1}  # the tiny clip config of tests/api, one epoch (3 steps)
 
 
 def _write(path: Path, raw: dict) -> Path:
