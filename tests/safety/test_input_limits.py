@@ -62,7 +62,7 @@ def test_sentence_splitting_keeps_its_rules_with_the_bounded_window():
 def test_rewrite_of_a_maximal_output_ends_quickly():
     f = SafetyFilter()
     text = (". " * (f.config.max_output_chars // 2))[: f.config.max_output_chars]  # 10,000 one-character sentences
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: what the work costs, not how busy the shared machine is
     result = f.filter_output(text, mode="rewrite")
-    assert time.perf_counter() - started < 5.0
+    assert time.process_time() - started < 5.0
     assert result.allowed and result.text == text

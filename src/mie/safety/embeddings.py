@@ -126,7 +126,7 @@ def tune(encoder: Any, examples: Sequence[dict[str, Any]], principles: Sequence[
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        log.info("safety classifier: epoch %d/%d done (loss %.4f)", epoch + 1, settings.epochs, float(loss))
+        log.info("safety classifier: epoch %d/%d done (loss %.4f)", epoch + 1, settings.epochs, loss.detach().item())
         if settings.average_from and epoch + 1 >= settings.average_from:
             snapshots.append((adapter_snapshot(model), {k: v.detach().clone() for k, v in head.state_dict().items()}))
     if len(snapshots) > 1:  # weight averaging: flatter, less over-confident than the last epoch alone
