@@ -152,3 +152,20 @@ def test_a_prompt_longer_than_the_context_is_refused_before_the_prefill(tiny, ca
     n = len(tokenizer.encode(prompt))
     assert capsys.readouterr().err.strip() == (
         f"mie generate: error: --prompt is {n:,} tokens; the model's context is 64 — shorten it to at most 63 tokens")
+
+
+def test_a_pretrained_models_load_is_said_before_its_wait(monkeypatch, caplog):
+    """Item 9 of issue 30: the first SmolLM2 load (about 20 s) is announced by a log line first."""
+    import logging
+
+    seen = []
+
+    def fake_load(name, device):
+        seen.append(list(caplog.messages))  # what had been said when the wait began
+        raise SystemExit(0)
+
+    monkeypatch.setattr("mie.pretrained.registry.load_causal_lm", fake_load)
+    with caplog.at_level(logging.INFO, logger="mie"), pytest.raises(SystemExit):
+        main(["generate", "--model", "smollm2-135m-instruct", "--prompt", "hi"])
+    assert seen == [["loading smollm2-135m-instruct (the first load converts and caches it, about 20 s for SmolLM2; "
+                     "later ones about 1 s)"]]

@@ -8,18 +8,13 @@ in the model's chat template and stops at its end-of-turn token.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-from pathlib import Path
 
 from mie.cli.args import check_seed, model_device, seed
 from mie.errors import ConfigError
 from mie.models.budget import BOUNDS
 from mie.pretrained.loading import load_language_model
-from mie.pretrained.registry import MODELS
 from mie.tokenization.streaming import TokenPrinter
-
-log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,8 +56,6 @@ def run(args: argparse.Namespace) -> int:
     from mie.pretrained.chat import ChatFormat
 
     _check(args)
-    if not Path(args.model).is_dir() and args.model in MODELS:  # a first load converts its file: say so first
-        log.info("loading %s (the first load converts and caches it, about 20 s; later ones about 1 s)", args.model)
     model, tokenizer = load_language_model(args.model, device=model_device(args))
     if args.chat:
         chat = ChatFormat(tokenizer, system=args.system)

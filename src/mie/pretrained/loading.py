@@ -15,6 +15,7 @@ built; then ``tokenizer.json`` (with ``chat_template.jinja`` when there is one) 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from mie.models.causal_lm import CausalLM, CausalLMConfig
 from mie.tokenization.factory import load_any_tokenizer
 
 LM_RECIPE = "lm"  # the recipe whose runs hold a CausalLM
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -92,4 +94,7 @@ def load_language_model(source: str | Path, checkpoint: str = "best", where: str
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r} (no pretrained model and no folder has this name)", where=where,
                           fix=f"use one of {', '.join(sorted(MODELS))} or the folder of a finished lm run")
+    # said before the wait of every command that names a pretrained model (generate, serve, judge, redteam, cai)
+    log.info("loading %s (the first load converts and caches it, about 20 s for SmolLM2; later ones about 1 s)",
+             name)
     return load_causal_lm(name, device=device)  # type: ignore[return-value]
