@@ -93,3 +93,6 @@ def test_masked_primed_run_selects_by_valid_chrf_and_reports_survival(tmp_path: 
     assert results["model beam 2"]["placeholders"] == 100.0  # the quota puts every sentinel out once
     out = capsys.readouterr().out
     assert "placeholders kept" in out and "test (6 pairs, 6 with placeholders)" in out
+    assert main(["eval", str(run)]) == 0  # re-scoring (primed, masked, constrained) reproduces the report
+    assert main(["translate", str(run), "open %s"]) == 0
+    assert "%s" in capsys.readouterr().out
