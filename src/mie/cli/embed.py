@@ -14,6 +14,8 @@ import argparse
 import os
 from pathlib import Path
 
+from mie.cli.waiting import waiting
+
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a finished run directory written by `mie train` or `mie demo`")
@@ -45,8 +47,9 @@ def run_embed(args: argparse.Namespace) -> int:
     if args.data is None and args.data_format != "auto":
         raise ConfigError("needs --data", where="--format", fix="pass --data PATH with the dataset to embed")
     prepare_output_file(out, "OUT")  # before any work: no system folder, no missing folder made silently
-    run = load_run(args.run_dir, args.checkpoint, device=getattr(args, "device", None))
-    embedded = run.embed_split(args.split, data=args.data, data_format=args.data_format)
+    with waiting(f"embedding {args.split or 'the test split'} of {args.run_dir}"):
+        run = load_run(args.run_dir, args.checkpoint, device=getattr(args, "device", None))
+        embedded = run.embed_split(args.split, data=args.data, data_format=args.data_format)
     tensors = {"image_embeds": embedded.image_embeds, "text_embeds": embedded.text_embeds,
                "text_image_index": embedded.text_image_index}
     metadata = {"run_dir": str(run.run_dir), "checkpoint": run.checkpoint.name, "split": embedded.split,
@@ -77,8 +80,9 @@ def run_search(args: argparse.Namespace) -> int:
     _check_query(args.query)
     if args.sheet:  # checked (and its folder made) before the search runs
         prepare_output_file(Path(args.sheet), "--sheet")
-    run = load_run(args.run_dir, args.checkpoint, device=getattr(args, "device", None))
-    hits = run.search(args.query, images=args.images, k=args.k)
+    with waiting(f"searching {args.images or 'the test split'} of {args.run_dir}"):
+        run = load_run(args.run_dir, args.checkpoint, device=getattr(args, "device", None))
+        hits = run.search(args.query, images=args.images, k=args.k)
     width = len(str(len(hits)))
     for rank, hit in enumerate(hits, 1):
         print(f"{rank:>{width}}. {hit.score:+.4f}  {openable(hit.path)}")

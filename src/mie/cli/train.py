@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mie.cli.waiting import waiting
 from mie.config import read_yaml
 from mie.recipes import get_recipe, load_recipe_config, recipe_name
 from mie.recipes.run_dir import CHECKPOINT_CHOICES, run_config_path
@@ -118,8 +119,10 @@ def run_eval(args: argparse.Namespace) -> int:
         raise ConfigError("needs --data", where="--format", fix="pass --data PATH with the dataset to score")
     run_dir = Path(args.run_dir)
     module = get_recipe(recipe_name(read_yaml(run_config_path(run_dir)))).load()
-    result, comparison = module.evaluate(run_dir, args.splits, checkpoint=args.checkpoint, data=args.data,
-                                         data_format=args.data_format)
+    splits = ", ".join(args.splits) if args.splits else f"the data at {args.data}" if args.data else "its test splits"
+    with waiting(f"scoring the {args.checkpoint} checkpoint of {run_dir} on {splits}"):
+        result, comparison = module.evaluate(run_dir, args.splits, checkpoint=args.checkpoint, data=args.data,
+                                             data_format=args.data_format)
     module.print_results(result)
     if result.checkpoint is not None:
         print(f"scored checkpoints/{result.checkpoint.name}")

@@ -40,6 +40,7 @@ def _read_texts(text: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Load the run, read the input, print one translation per line."""
     from mie.cli.args import model_device
+    from mie.cli.waiting import waiting
     from mie.io.run_kind import check_run_kind
 
     if args.beam is not None and args.beam < 1:
@@ -52,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
     check_run_kind(run_dir, "seq2seq")  # "runs/demo is a clip run (image-text), not a translation run"
     from mie.recipes.seq2seq import load_seq2seq_run, translate_texts
 
-    model, tokenizer, config = load_seq2seq_run(run_dir, args.checkpoint, device=model_device(args))
-    outputs = translate_texts(model, tokenizer, texts, config, beam=args.beam or config.decode.beam)
+    with waiting(f"translating {len(texts):,} line(s) with {run_dir}"):
+        model, tokenizer, config = load_seq2seq_run(run_dir, args.checkpoint, device=model_device(args))
+        outputs = translate_texts(model, tokenizer, texts, config, beam=args.beam or config.decode.beam)
     for text in outputs:
         print(text)
     return 0
