@@ -100,16 +100,25 @@ class PPOConfig(PhaseConfig):
     max_new_tokens: int = 48
 
 
+def _is_feedback_model(value: str) -> bool:
+    from mie.pretrained.registry import MODELS
+
+    return value in ("base", "sl") or value in MODELS
+
+
+_FEEDBACK_MODEL: Rule = (_is_feedback_model, "base | sl | a pretrained model's name (qwen2.5-coder-1.5b-instruct, ...)")
+
+
 @dataclass
 class RLConfig:
     """RL-CAI: sampled pairs, AI feedback, a reward model, DPO and PPO."""
 
     RULES: ClassVar[dict[str, Rule]] = {"temperature": POSITIVE, "principles_per_pair": NON_NEGATIVE,
-                                        "evaluator_weight": FRACTION, "feedback_model": one_of("base", "sl"),
+                                        "evaluator_weight": FRACTION, "feedback_model": _FEEDBACK_MODEL,
                                         "dpo_beta": POSITIVE}
 
     temperature: float = 1.0  # sampling the two answers of a pair
-    feedback_model: str = "sl"  # base | sl: who labels the pairs
+    feedback_model: str = "sl"  # base | sl | a pretrained name (a stronger judge, e.g. Qwen2.5-Coder): who labels
     principles_per_pair: int = 2  # 0 = every principle
     evaluator_weight: float = 0.0  # share of the safety evaluator's vote in each label
     reward_model: PhaseConfig = field(default_factory=lambda: PhaseConfig(lr=1e-4, val_fraction=0.2))

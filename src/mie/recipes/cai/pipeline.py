@@ -165,11 +165,21 @@ class Pipeline:
         return ChatTarget(self.inference(model), self.tokenizer, max_new_tokens=g.max_new_tokens, batch_size=g.batch_size,
                           system=g.system or None)
 
-    def labeler(self, model: Any) -> Any:
+    def feedback_labeler(self, sl_model: Any) -> Any:
+        """The labeler of ``rl.feedback_model``: the base model, the SL model, or a pretrained model by name
+        (with its own tokenizer)."""
+        name = self.config.rl.feedback_model
+        if name in ("base", "sl"):
+            return self.labeler(self.base if name == "base" else sl_model)
+        from mie.pretrained.loading import load_language_model
+
+        return self.labeler(*load_language_model(name, where="rl.feedback_model"))
+
+    def labeler(self, model: Any, tokenizer: Any = None) -> Any:
         """The AI-feedback labeler on ``model`` (its multiple-choice letter probabilities)."""
         from mie.safety.cai.feedback import PreferenceLabeler
 
-        return PreferenceLabeler(self.inference(model), self.tokenizer, list(self.framework.active),
+        return PreferenceLabeler(self.inference(model), tokenizer or self.tokenizer, list(self.framework.active),
                                  per_pair=self.config.rl.principles_per_pair, batch_size=self.config.generation.batch_size,
                                  seed=self.config.seed)
 
@@ -247,8 +257,7 @@ class Pipeline:
         pairs = sample_pairs(self.chat(sl_model), prompts, rl.temperature, self.config.generation.max_new_tokens,
                              self.config.seed)
         first, second = [a for a, _ in pairs], [b for _, b in pairs]
-        feedback = self.base if rl.feedback_model == "base" else sl_model
-        lm = self.labeler(feedback).label(prompts, kinds, first, second) if rl.evaluator_weight < 1 else None
+        lm = self.feedback_labeler(sl_model).label(prompts, kinds, first, second) if rl.evaluator_weight < 1 else None
         ev = evaluator_preferences(self.evaluator, prompts, kinds, first, second) if rl.evaluator_weight > 0 else None
         rows = preference_records([p.id for p in items], prompts, kinds, pairs, lm, ev, rl.evaluator_weight)
         _write_jsonl(path, rows)
