@@ -90,10 +90,10 @@ def disk_info(path: str | Path = ".") -> dict[str, Any]:
             "total_gib": _round(usage.total / GIB)}
 
 
-def package_versions() -> dict[str, str | None]:
-    """Installed version of each package the engine depends on (None when missing)."""
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    """Installed version of each package (default: those the engine depends on); None when missing."""
     versions: dict[str, str | None] = {}
-    for name in PACKAGES:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -106,12 +106,7 @@ def optional_packages() -> dict[str, dict[str, Any]]:
     and how to install them."""
     report = {}
     for feature, (names, install) in OPTIONAL.items():
-        versions: dict[str, str | None] = {}
-        for name in names:
-            try:
-                versions[name] = metadata.version(name)
-            except metadata.PackageNotFoundError:
-                versions[name] = None
+        versions = package_versions(names)
         report[feature] = {"ok": all(versions.values()), "packages": versions, "install": install}
     return report
 
