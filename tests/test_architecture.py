@@ -15,7 +15,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 LIBRARY = ("mie.models", "mie.losses", "mie.data", "mie.tokenization", "mie.training", "mie.evaluation",
-           "mie.safety", "mie.optimization", "mie.io", "mie.config", "mie.pretrained", "mie.errors",
+           "mie.explain", "mie.safety", "mie.optimization", "mie.io", "mie.config", "mie.pretrained", "mie.errors",
            "mie.safe_yaml", "mie.text_input", "mie.lazy", "mie.registry")
 APPLICATION = ("mie.recipes", "mie.cli", "mie.serve", "mie.api", "mie.tools", "mie.__main__")
 ROOT = "mie"  # the top package: version and lazy names only

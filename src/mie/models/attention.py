@@ -24,7 +24,9 @@ and ``out_proj``. Checkpoints of earlier versions (``wq``/``wk``/``wv``/``wo`` o
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -41,6 +43,36 @@ _SDPA_GQA = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2,
 # Earlier names of the projections -> the names of this module (loaded by a state-dict pre-hook).
 LEGACY_NAMES = {"wq": "q_proj", "wk": "k_proj", "wv": "v_proj", "wo": "out_proj",
                 "q": "q_proj", "k": "k_proj", "v": "v_proj", "out": "out_proj"}
+
+
+# The one hook point for attention maps (mie.explain): while :func:`recording_attention` is active, every
+# :func:`attend` call appends its weights here. None = off, so the fused kernel runs untouched.
+_RECORDED: list[torch.Tensor] | None = None
+
+
+@contextlib.contextmanager
+def recording_attention() -> Iterator[list[torch.Tensor]]:
+    """Collect the attention weights ``[B, H, L, S]`` of every :func:`attend` call made inside the block, in
+    call order (one per layer and attention kind); the fused kernel returns no weights, so they are computed
+    by hand (softmax(QK^T / sqrt(d)) with the same mask and bias) only while recording."""
+    global _RECORDED
+    previous, _RECORDED = _RECORDED, []
+    try:
+        yield _RECORDED
+    finally:
+        _RECORDED = previous
+
+
+def _record(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, is_causal: bool) -> None:
+    """Append softmax(QK^T / sqrt(d)) (masked, biased as :func:`attend` does) to the active recording."""
+    if k.shape[1] != q.shape[1]:
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(q.shape[-1])
+    if is_causal:
+        scores = scores.masked_fill(~causal_mask(*scores.shape[-2:], q.device), float("-inf"))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
+    _RECORDED.append(torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0))  # type: ignore[union-attr]
 
 
 def key_mask(real: torch.Tensor) -> torch.Tensor:
@@ -97,6 +129,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     if bias is not None:
         bias = bias.to(q.dtype)
         mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+    if _RECORDED is not None:
+        _record(q, k, mask, is_causal)
     if use_sdpa:
         grouped = {"enable_gqa": True} if k.shape[1] != q.shape[1] else {}
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout_p,
