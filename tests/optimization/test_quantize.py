@@ -110,7 +110,7 @@ def test_dual_encoder_dynamic_int8_keeps_embeddings() -> None:
 def test_unknown_method_and_bad_group_are_one_line_errors() -> None:
     with pytest.raises(ConfigError, match=r"--method: unknown method 'int2' — choose one of dynamic-int8"):
         quantize_model(tiny_lm(), "int2")
-    with pytest.raises(ConfigError, match="--group-size: dynamic int8 keeps one scale per output row"):
+    with pytest.raises(ConfigError, match="--group-size: dynamic-int8 keeps one scale per output row — leave --group-size out for dynamic-int8"):
         quantize_model(tiny_lm(), "dynamic-int8", group_size=32)
 
 

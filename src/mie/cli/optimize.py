@@ -1,6 +1,7 @@
 """``mie optimize``: quantize, prune, benchmark and profile a run or a pretrained LM.
 
-``quantize RUN_OR_MODEL --method dynamic-int8|int8-weight|int4-weight [--group-size N] --output OUT``,
+``quantize RUN_OR_MODEL --method dynamic-int8|static-int8|int8-weight|int4-weight [--group-size N] --output OUT``
+(static-int8 calibrates activation ranges on ``--calibration-batches`` batches of the run's own data),
 ``prune RUN_OR_MODEL --method magnitude|wanda|heads|neurons --amount 0.5 [--finetune-steps N] --output OUT``,
 ``benchmark RUN_OR_MODEL [OTHER]`` and ``profile RUN_OR_MODEL``. ``--text FILE`` gives an LM's perplexity on
 that text (its second half; the first half calibrates Wanda). quantize and prune print the task metric and the
@@ -19,7 +20,7 @@ from typing import Any
 from mie.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-QUANTIZE_METHODS = ("dynamic-int8", "int8-weight", "int4-weight")
+QUANTIZE_METHODS = ("dynamic-int8", "static-int8", "int8-weight", "int4-weight")
 PRUNE_METHODS = ("magnitude", "wanda", "heads", "neurons")
 
 
@@ -46,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           help="inputs per scale (0 = one per output row; default 0 for int8, 32 for int4)")
     quantize.add_argument("--embedding-bits", type=int, choices=(8, 4),
                           help="an LM's token embedding and tied head (default: the method's bits)")
+    quantize.add_argument("--calibration-batches", type=int, default=32, metavar="N",
+                          help="static-int8: batches of the run's own data that calibrate activation ranges")
     _output_arguments(quantize)
     prune = sub.add_parser("prune", help="unstructured (magnitude, wanda) or structured (heads, neurons) pruning")
     _source_arguments(prune)
@@ -138,7 +141,19 @@ def _quantize(args: argparse.Namespace) -> int:
     loaded = load_source(args.source, args.text, args.checkpoint)
     open_output(output, loaded.kind)
     before = _measure(loaded, loaded.model, output, args.repeats, weights=loaded.weights)
-    scheme = quantize_model(loaded.model, args.method, args.group_size, embedding_bits=args.embedding_bits)
+    ranges = None
+    if args.method == "static-int8":
+        from mie.cli.optimize_prune import calibration
+        from mie.optimization.static_int8 import activation_ranges
+
+        if args.calibration_batches < 1:
+            raise ConfigError(f"{args.calibration_batches} batches", where="--calibration-batches", fix="use 1 or more")
+        batches, forward = calibration(loaded, output, args.calibration_batches)
+        ranges = activation_ranges(loaded.model, batches, forward)
+    scheme = quantize_model(loaded.model, args.method, args.group_size, embedding_bits=args.embedding_bits,
+                            activation_ranges=ranges)
+    if ranges:
+        scheme["calibration"] = {"batches": len(batches), "rows": max(r["rows"] for r in ranges.values())}
     label = args.method + (f" g{scheme['group_size']}" if scheme["group_size"] else "")
     label += f" emb int{args.embedding_bits}" if args.embedding_bits else ""
     return _finish(args, loaded, loaded.model, {"quantization": scheme}, label, before)

@@ -31,9 +31,10 @@ from mie.optimization.int_linear import (
     WeightOnlyLinear,
     fitting_group_size,
 )
+from mie.optimization.static_int8 import StaticInt8Linear
 
-METHODS = ("dynamic-int8", "int8-weight", "int4-weight")
-DEFAULT_GROUP = {"dynamic-int8": 0, "int8-weight": 0, "int4-weight": 32}  # 0 = one scale per output row
+METHODS = ("dynamic-int8", "static-int8", "int8-weight", "int4-weight")
+DEFAULT_GROUP = {"dynamic-int8": 0, "static-int8": 0, "int8-weight": 0, "int4-weight": 32}  # 0 = one scale per output row
 
 
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -62,26 +63,39 @@ def _check_method(method: str, group_size: int | None) -> int:
     if group < 0 or (group and group < 8):
         raise ConfigError(f"{group} is not a group size", where="--group-size",
                           fix="use 0 (one scale per output row) or a size such as 32, 64 or 128")
-    if method == "dynamic-int8" and group:
-        raise ConfigError("dynamic int8 keeps one scale per output row", where="--group-size",
-                          fix="leave --group-size out for dynamic-int8")
+    if method in ("dynamic-int8", "static-int8") and group:
+        raise ConfigError(f"{method} keeps one scale per output row", where="--group-size",
+                          fix=f"leave --group-size out for {method}")
     return group
 
 
 @torch.no_grad()
 def quantize_model(model: nn.Module, method: str, group_size: int | None = None,
-                   skip: tuple[str, ...] = (), embedding_bits: int | None = None) -> dict[str, Any]:
+                   skip: tuple[str, ...] = (), embedding_bits: int | None = None,
+                   activation_ranges: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
     """Quantize ``model``'s linear layers (and an LM's token embedding) in place; returns the scheme.
 
     ``method``: ``dynamic-int8`` | ``int8-weight`` | ``int4-weight``; ``group_size``: inputs per scale (0 = one
     per output row; default 0 for int8, 32 for int4); a layer whose inputs it does not divide takes the
     largest half of it that does (recorded per module). ``skip``: name fragments of linears to keep in float.
     ``embedding_bits``: 8 or 4 for an LM's token embedding (and tied head); default the method's bits.
+    ``activation_ranges``: ``static-int8``'s calibration
+    (:func:`mie.optimization.static_int8.activation_ranges`); a linear it never saw gets dynamic int8.
     """
     group = _check_method(method, group_size)
+    if method == "static-int8" and not activation_ranges:
+        raise ValueError("static-int8 needs activation ranges from calibration (static_int8.activation_ranges)")
     modules: dict[str, dict[str, Any]] = {}
     for name, linear in _linears(model, skip):
-        if method == "dynamic-int8":
+        observed = (activation_ranges or {}).get(name) if method == "static-int8" else None
+        if observed is not None:
+            layer = StaticInt8Linear.from_linear_range(linear, observed["min"], observed["max"])
+            _set_module(model, name, layer)
+            scale, zero_point = layer.qparams()
+            modules[name] = {"kind": "static-int8", "bias": linear.bias is not None, "input_scale": scale,
+                             "input_zero_point": zero_point, "observed": [observed["min"], observed["max"]]}
+            continue
+        if method in ("dynamic-int8", "static-int8"):
             _set_module(model, name, DynamicInt8Linear.from_linear(linear))
             modules[name] = {"kind": "dynamic-int8", "bias": linear.bias is not None}
             continue
@@ -91,7 +105,7 @@ def quantize_model(model: nn.Module, method: str, group_size: int | None = None,
             continue  # an odd width cannot pack two values per byte: kept in float
         _set_module(model, name, WeightOnlyLinear.from_linear(linear, bits, size))
         modules[name] = {"kind": "weight", "bits": bits, "group_size": size, "bias": linear.bias is not None}
-    embedding = _tied_embedding(model) if method != "dynamic-int8" else None
+    embedding = _tied_embedding(model) if method.endswith("-weight") else None
     if embedding is not None:
         table = model.get_submodule(embedding)
         bits = embedding_bits or (8 if method == "int8-weight" else 4)
@@ -119,6 +133,8 @@ def apply_scheme(model: nn.Module, scheme: dict[str, Any]) -> nn.Module:
             kind = spec["kind"]
             if kind == "dynamic-int8":
                 new: nn.Module = DynamicInt8Linear(old.in_features, old.out_features, bias=spec["bias"])
+            elif kind == "static-int8":  # the activation scales load with the state dict (and are in the scheme)
+                new = StaticInt8Linear(old.in_features, old.out_features, bias=spec["bias"])
             elif kind == "weight":
                 new = WeightOnlyLinear(old.in_features, old.out_features, spec["bits"], spec["group_size"],
                                        bias=spec["bias"])
