@@ -86,7 +86,7 @@ def read_package(directory: str | Path | None = None) -> tuple[dict[str, torch.T
     thresholds, tmeta = None, {}
     if (folder / THRESHOLDS).is_file():
         tstate, tmeta = load_weights(folder / THRESHOLDS)
-        values = tstate["thresholds"].tolist()
+        values = [round(v, 6) for v in tstate["thresholds"].tolist()]  # float32 0.7 reads as 0.69999998...
         thresholds = dict(zip(tmeta.get("principles", DEFAULT_PRINCIPLES), values, strict=True))
     return state, meta, thresholds, tmeta
 
