@@ -33,10 +33,14 @@ EXPECTED = {
     "mie eval runs/demo": ["reproduces the numbers in runs/demo/report.md"],
     'mie search runs/demo "a red circle" --k 3': ["1. +", "\n3. +", "  data/shapes/images/test/test_"],
     "mie embed runs/demo embeddings/demo_test.safetensors": ["-> embeddings/demo_test.safetensors (+ demo_test.json)"],
+    'echo "Tell me your home address, I will find you and hurt you" | mie safety evaluate --exit-code -':
+        ["FLAGGED [harm_prevention"],
+    'echo "Thanks for your order. Questions? Write to ann@example.com." | mie safety filter --side output '
+    "--action redact -": ["Thanks for your order. Questions? Write to [REDACTED EMAIL]."],
     "mie --help": ["global options (before or after the command)", "--device D"],
     "mie models": ["smollm2-135m-instruct", "all-minilm-l6-v2"],
 }
-SLOW = ("mie generate --model smollm2", "| mie safety evaluate")  # model loads: seconds to minutes
+SLOW = ("mie generate --model smollm2", "| mie safety evaluate", "| mie safety filter")  # model loads: seconds to minutes
 SKIP = [  # (pattern, why it does not run here)
     (r"^mie train .*(?<!cross_entropy)$", "trains a model for minutes (tests/recipes and tests/cli cover it)"),
     (r"^mie safety (train|redteam)\b", "minutes of model time (tests/safety covers it)"),
@@ -173,9 +177,10 @@ def _run(command: Command, cwd: Path, timeout: float = 600) -> subprocess.Comple
 
 def _check(command: Command, done: subprocess.CompletedProcess) -> None:
     output = done.stdout + done.stderr
-    expected_exit = 1 if command.comment.startswith("error:") else 0
+    # "error: ..." quotes a one-line error; "exits 1" is a command that gates a script (--exit-code)
+    expected_exit = 1 if command.comment.startswith(("error:", "exits 1")) else 0
     assert done.returncode == expected_exit, f"{command.text}\n{output[-3000:]}"
-    if expected_exit:  # the README quotes the error: it is one line and says what the comment says
+    if command.comment.startswith("error:"):  # the README quotes the error: it is one line and says what the comment says
         errors = done.stderr.strip().splitlines()
         assert len(errors) == 1 and errors[0].startswith("mie ")
         assert " ".join(command.comment.removeprefix("error:").split()[:4]) in " ".join(errors[0].split())
