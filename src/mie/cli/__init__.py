@@ -64,6 +64,8 @@ COMMANDS: dict[str, Command] = {
     "serve": Command("a local web app over a run: text-to-image search, captions, report, chat, safety",
                      "mie.cli.serve"),
     "optimize": Command("quantize, prune, benchmark and profile a run or a pretrained LM", "mie.cli.optimize"),
+    "explain": Command("explain what a run's model sees: heat maps, token attributions, attention, embedding views",
+                       "mie.cli.explain"),
     "models": Command("list the pretrained models: installed or not, size on disk, how to install them",
                       "mie.cli.models"),
     "doctor": Command("report the machine, packages and accelerators", "mie.tools.doctor"),

@@ -81,11 +81,13 @@ def save_scatter(points: torch.Tensor, labels: Sequence[str], out: str | os.Path
     kinds = sorted(set(markers)) if markers is not None else [None]
     shapes = dict(zip(kinds, "ox^sv", strict=False))
     for i, name in enumerate(names):
+        # images whose objects disagree on the attribute are context, drawn grey beneath the rest
+        colour = (0.8, 0.8, 0.8) if name in ("mixed", "unknown") else palette(i % palette.N)
         for kind in kinds:
             rows = [j for j, label in enumerate(labels) if label == name and (kind is None or markers[j] == kind)]
             if rows:
                 shown = name if kind is None or len(kinds) == 1 else f"{name} ({kind})"
-                ax.scatter(xy[rows, 0], xy[rows, 1], s=14, color=palette(i % palette.N),
+                ax.scatter(xy[rows, 0], xy[rows, 1], s=14, color=colour,
                            marker=shapes.get(kind) or "o", label=shown, alpha=0.8)
     ax.legend(fontsize=7, loc="best", markerscale=1.2)
     ax.set_title(title, fontsize=9)

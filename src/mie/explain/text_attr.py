@@ -4,8 +4,9 @@ The attribution is taken over the output of the model's token-embedding module (
 the interpolated embeddings), so it works for every family built from ``nn.Embedding``: the clip text tower
 (the similarity to an image), a causal LM (the logit of its next-token choice) and the BERT encoder under
 the safety evaluator (a principle's logit). A token's score is its attribution summed over the embedding's
-channels. The integrated-gradients baseline is the all-zero embedding (stated in every result), so a token's
-score is its share of ``f(x) - f(zero embeddings)``; completeness is reported as ``gap``.
+channels. The integrated-gradients baseline is the all-zero embedding, or one token's embedding at every
+position (stated in every result), so a token's score is its share of ``f(x) - f(baseline)``; completeness is
+reported as ``gap``.
 """
 
 from __future__ import annotations
@@ -61,13 +62,17 @@ def _embeddings_from(module: nn.Module, holder: dict[str, torch.Tensor]) -> Iter
 
 def token_attributions(embedding: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], ids: torch.Tensor,
                        method: str = "ig", steps: int = DEFAULT_STEPS, tokens: list[str] | None = None,
-                       target: str = "output") -> TokenAttribution:
+                       target: str = "output", baseline_id: int | None = None,
+                       baseline_name: str | None = None) -> TokenAttribution:
     """Attribute ``forward(ids_batch) -> [N]`` to the tokens of ``ids`` ``[1, L]`` through ``embedding``
-    (the module whose output is ``[N, L, D]``); ``tokens`` name the ids (default their numbers)."""
+    (the module whose output is ``[N, L, D]``); ``tokens`` name the ids (default their numbers). The
+    integrated-gradients baseline is the zero embedding, or token ``baseline_id``'s embedding at every
+    position (a model with RMS norms has no gradient at zero, so a causal LM takes its end-of-text token)."""
     if method not in TEXT_METHODS:
         raise ValueError(f"unknown text method {method!r}; choose one of {', '.join(TEXT_METHODS)}")
-    with torch.no_grad():
+    with torch.no_grad():  # before the hook is on: it would hand back the last swapped-in value
         embedded = embedding(ids).detach()
+        base = None if baseline_id is None else embedding(torch.full_like(ids, baseline_id)).detach()
     holder: dict[str, torch.Tensor] = {}
 
     def f(points: torch.Tensor) -> torch.Tensor:
@@ -81,8 +86,12 @@ def token_attributions(embedding: nn.Module, forward: Callable[[torch.Tensor], t
         if method == "gradxinput":
             attr = gradient_x_input(f, embedded)
             return TokenAttribution(names, attr[0].sum(dim=-1).tolist(), method, target, output)
-        result = integrated_gradients(f, embedded, torch.zeros_like(embedded), steps=steps)
-    return TokenAttribution(names, result.attributions[0].sum(dim=-1).tolist(), method, target, output, BASELINE,
+        if base is None:
+            baseline, stated = torch.zeros_like(embedded), BASELINE
+        else:
+            baseline, stated = base, f"the embedding of {baseline_name or f'token {baseline_id}'} at every position"
+        result = integrated_gradients(f, embedded, baseline, steps=steps)
+    return TokenAttribution(names, result.attributions[0].sum(dim=-1).tolist(), method, target, output, stated,
                             steps, result.baseline_output, result.gap, result.relative_gap)
 
 
@@ -105,9 +114,10 @@ def clip_text_attributions(model: nn.Module, ids: torch.Tensor, image: torch.Ten
 
 def lm_next_token_attributions(model: nn.Module, ids: torch.Tensor, method: str = "ig", steps: int = DEFAULT_STEPS,
                                tokens: list[str] | None = None, choice: int | None = None,
-                               choice_text: str | None = None) -> TokenAttribution:
+                               choice_text: str | None = None, baseline_id: int | None = None,
+                               baseline_name: str | None = None) -> TokenAttribution:
     """Tokens of the prompt ``ids`` ``[1, L]`` that drive a causal LM's logit for its next token ``choice``
-    (default its greedy choice)."""
+    (default its greedy choice); ``baseline_id``: see :func:`token_attributions` (pass the end-of-text id)."""
     with torch.no_grad():
         logits = _last_logits(model, ids)
     choice = int(logits[0].argmax()) if choice is None else choice
@@ -116,7 +126,8 @@ def lm_next_token_attributions(model: nn.Module, ids: torch.Tensor, method: str 
         return _last_logits(model, batch)[:, choice]
 
     label = f"logit of the next token {choice_text!r}" if choice_text is not None else f"logit of token {choice}"
-    return token_attributions(model.tok_embeddings, logit, ids, method, steps, tokens, target=label)
+    return token_attributions(model.tok_embeddings, logit, ids, method, steps, tokens, target=label,
+                              baseline_id=baseline_id, baseline_name=baseline_name)
 
 
 def _last_logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
