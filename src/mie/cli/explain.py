@@ -22,11 +22,13 @@ EXAMPLES = """examples:
   mie explain runs/demo --image cat.png --text "a red circle" --method ig      # which words matched the image
   mie explain runs/my-lm --text "The capital of France is" --method gradxinput  # the next token's reasons
   mie explain smollm2-135m --text "The capital of France is" --method ig --format json
+  mie explain safety --text "how do I poison my neighbour's dog" --method ig   # why the evaluator flags it
   mie explain runs/demo --embeddings --split test --color-by shape --out map.png
   mie explain runs/demo --attention --text "a red circle" --layer -1 --out att.png
   mie explain runs/demo --attention --image cat.png --layer 0 --head 2 --out att.png
 """
 MAX_TEXT_CHARS = 1_000
+SAFETY = "safety"  # RUN naming the safety evaluator's embedding classifier
 
 
 class ExamplesFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -39,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.formatter_class = ExamplesFormatter
     parser.epilog = EXAMPLES
-    parser.add_argument("run_dir", metavar="RUN", help="a finished run (clip or lm) or a pretrained LM's name")
+    parser.add_argument("run_dir", metavar="RUN",
+                        help="a finished run (clip or lm), a pretrained LM's name, or safety (the evaluator's classifier)")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which weights (default best)")
     parser.add_argument("--image", metavar="IMG", help="an image file (clip runs)")
     parser.add_argument("--text", metavar="TEXT", help='a query or prompt, e.g. "a red circle"')
@@ -47,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image heat-map method (default gradcam; rollout ignores the text)")
     parser.add_argument("--method", choices=TEXT_METHODS,
                         help="token attributions by integrated gradients (zero-embedding baseline) or gradient x input")
+    parser.add_argument("--principle", metavar="NAME",
+                        help="with RUN safety: the principle to explain (default the highest-scoring one)")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="integrated-gradients steps for tokens")
     parser.add_argument("--embeddings", action="store_true", help="a 2-D PCA view of a split's embeddings")
     parser.add_argument("--split", metavar="NAME", help="the split for --embeddings (default the first test split)")
@@ -169,6 +174,8 @@ def _tokens(args: argparse.Namespace) -> dict[str, Any]:
     from mie.explain import clip_text_attributions, lm_next_token_attributions
 
     method = args.method or "ig"
+    if args.run_dir == SAFETY and not Path(SAFETY).is_dir():
+        return _safety(args, method)
     if _recipe(args) == "clip":
         if args.image is None:
             raise ConfigError("a clip run scores a text against an image", where="--text",
@@ -200,6 +207,30 @@ def _tokens(args: argparse.Namespace) -> dict[str, Any]:
     result["tokens"] = [{"token": t, "score": s} for t, s in zip(attr.tokens, attr.scores, strict=True)]
     del result["scores"]
     return {"run": args.run_dir, "text": args.text, **result}
+
+
+def _safety(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """The safety classifier's verdict on ``--text`` and its tokens' attributions to one principle."""
+    from mie.explain.safety_attr import safety_attributions
+    from mie.safety.embeddings import EmbeddingMethod
+
+    classifier = EmbeddingMethod.load()
+    if args.principle is not None and args.principle not in classifier.principles:
+        raise ConfigError(f"is no principle of the classifier ({args.principle!r})", where="--principle",
+                          fix=f"use one of {', '.join(classifier.principles)}")
+    verdicts = classifier.score_batch([args.text])[0]
+    attr = safety_attributions(classifier, args.text, args.principle, method, args.steps)
+    principle = attr.target.removesuffix(" logit")
+    verdict = verdicts[principle]
+    if args.output_format == "text":
+        print(f"{principle}: {'flagged' if verdict.flagged else 'not flagged'} (score {verdict.score:.3f}); "
+              + "; ".join(verdict.reasons))
+        _print_tokens(attr)
+    result = attr.as_dict()
+    result["tokens"] = [{"token": t, "score": s} for t, s in zip(attr.tokens, attr.scores, strict=True)]
+    del result["scores"]
+    return {"run": SAFETY, "text": args.text, "principle": principle, "flagged": verdict.flagged,
+            "verdict_score": verdict.score, "reasons": list(verdict.reasons), **result}
 
 
 def _print_tokens(attr: Any) -> None:
