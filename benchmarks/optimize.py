@@ -4,12 +4,12 @@
    weight-only int8 / int4 (torch's packed CPU kernels at 1 row, dequantize + GEMM at 256 rows) and our
    dynamic int8 vs torch's ``quantize_dynamic`` (the peer).
 2. Whole models: greedy batch-1 decoding of a SmolLM2-shaped CausalLM (random weights, ``--layers`` of 30)
-   in fp32, int8-weight and int4-weight; encoding 256 image-text pairs with the demo dual encoder in fp32 and
-   dynamic int8.
+   in fp32, int8-weight and int4-weight; encoding 256 image-text pairs with the demo dual encoder in fp32,
+   dynamic int8 and static int8 (activation ranges calibrated on one round of the same workload).
 
 Each figure is the best of ``--repeats`` rounds, the variants alternating within a round so that a neighbour's
 load on a shared machine hits them alike. Usage: ``.venv/bin/python benchmarks/optimize.py [--threads 1]
-[--repeats 3] [--layers 6]``.
+[--repeats 3] [--layers 6] [--part linear|decoding|dual]``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from mie.models.registry import build_model
 from mie.optimization.benchmark import dual_encoder_workload
 from mie.optimization.int_linear import DynamicInt8Linear, WeightOnlyLinear
 from mie.optimization.quantize import quantize_model
+from mie.optimization.static_int8 import activation_ranges
 
 
 def best_of(fns: dict[str, Callable[[], object]], repeats: int, calls: int = 1) -> dict[str, float]:
@@ -85,7 +86,7 @@ def decoding(layers: int, repeats: int, new_tokens: int = 16) -> None:
 
 
 def dual_encoder(repeats: int) -> None:
-    """Encoding 256 pairs with the demo dual encoder: fp32 vs dynamic int8."""
+    """Encoding 256 pairs with the demo dual encoder: fp32 vs dynamic int8 vs static int8."""
     from mie.models.multimodal import DualEncoderConfig
 
     config = DualEncoderConfig(embed_dim=128, image_size=48, patch_size=8, vision_width=128, vision_layers=4,
@@ -94,11 +95,16 @@ def dual_encoder(repeats: int) -> None:
     fp32 = build_model(config, eos_id=2, pad_id=0).eval()
     int8 = copy.deepcopy(fp32)
     quantize_model(int8, "dynamic-int8")
-    (fa, items), (fb, _) = dual_encoder_workload(fp32), dual_encoder_workload(int8)
+    static = copy.deepcopy(fp32)
+    ranges = activation_ranges(static, [None], lambda model, _: dual_encoder_workload(model)[0]())
+    quantize_model(static, "static-int8", activation_ranges=ranges)
+    models = {"fp32": fp32, "dynamic-int8": int8, "static-int8": static}
+    workloads = {name: dual_encoder_workload(model) for name, model in models.items()}
+    items = workloads["fp32"][1]
     with torch.inference_mode():
-        t = best_of({"fp32": fa, "dynamic-int8": fb}, repeats)
-    print(f"demo dual encoder, {items} pairs: fp32 {items / t['fp32']:.0f} pairs/s, dynamic int8 "
-          f"{items / t['dynamic-int8']:.0f} pairs/s (x{t['fp32'] / t['dynamic-int8']:.2f})")
+        t = best_of({name: fn for name, (fn, _) in workloads.items()}, repeats)
+    print(f"demo dual encoder, {items} pairs: " + ", ".join(
+        f"{name} {items / t[name]:.0f} pairs/s (x{t['fp32'] / t[name]:.2f})" for name in models))
 
 
 def main() -> None:
@@ -107,12 +113,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--layers", type=int, default=6, help="decoder layers of the SmolLM2-shaped model (30 = full)")
+    parser.add_argument("--part", choices=("linear", "decoding", "dual"), help="only this comparison")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s)")
-    linear_layers(args.repeats)
-    decoding(args.layers, args.repeats)
-    dual_encoder(args.repeats)
+    if args.part in (None, "linear"):
+        linear_layers(args.repeats)
+    if args.part in (None, "decoding"):
+        decoding(args.layers, args.repeats)
+    if args.part in (None, "dual"):
+        dual_encoder(args.repeats)
 
 
 if __name__ == "__main__":

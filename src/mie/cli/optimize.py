@@ -26,7 +26,8 @@ PRUNE_METHODS = ("magnitude", "wanda", "heads", "neurons")
 
 def _source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="RUN_OR_MODEL",
-                        help="a clip or lm run directory, or a pretrained LM's name (smollm2-135m-instruct)")
+                        help="a clip, lm, seq2seq or classification run directory, or a pretrained LM's name "
+                             "(smollm2-135m-instruct)")
     parser.add_argument("--text", metavar="FILE", help="an LM's perplexity on this text (its second half)")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which weights of a run")
 
@@ -160,13 +161,15 @@ def _quantize(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from mie.cli.optimize_prune import prune_loaded
+    from mie.cli.optimize_prune import check_finetune, prune_loaded
     from mie.cli.optimize_runs import load_source, open_output
 
     if not 0.0 <= args.amount < 1.0:
         raise ConfigError(f"{args.amount} is not a fraction in [0, 1)", where="--amount", fix="e.g. --amount 0.5")
     output = _prepare_output(args)
     loaded = load_source(args.source, args.text, args.checkpoint)
+    if args.finetune_steps:
+        check_finetune(loaded)  # before the output folder is created
     open_output(output, loaded.kind)
     before = _measure(loaded, loaded.model, output, args.repeats, weights=loaded.weights)
     optimization = prune_loaded(loaded, args, output)
@@ -215,12 +218,15 @@ def torch_cpu() -> Any:
 
 
 def _profile(args: argparse.Namespace) -> int:
+    from mie.cli import optimize_families as families
     from mie.cli.optimize_runs import load_source
     from mie.optimization.benchmark import dual_encoder_workload, generation_workload
     from mie.optimization.profile import format_profile, profile_modules
 
     loaded = load_source(args.source, args.text, args.checkpoint)
-    if loaded.kind == "clip":
+    if loaded.kind in families.FAMILIES:
+        fn, _ = families.workload(loaded.kind, loaded.model, loaded.tokenizer, loaded.config)
+    elif loaded.kind == "clip":
         fn, _ = dual_encoder_workload(loaded.model, batch=64)
     else:
         fn, _ = generation_workload(loaded.model, [loaded.tokenizer.bos_id, *loaded.tokenizer.encode("def ")], 8)

@@ -21,7 +21,9 @@ from typing import Any
 
 import torch
 
+from mie.cli import optimize_families as families
 from mie.cli.optimize_runs import Loaded, lm_text
+from mie.errors import ConfigError
 from mie.optimization import prune, structured
 from mie.optimization.wanda import input_norms
 
@@ -31,6 +33,8 @@ CALIBRATION_BATCH = 64  # images (and as many captions) per clip calibration bat
 
 def calibration(loaded: Loaded, output: Path, batches: int) -> tuple[Iterable[Any], Any]:
     """``(batches, forward)`` for :func:`~mie.optimization.wanda.input_norms` from the task's own data."""
+    if loaded.kind in families.FAMILIES:
+        return families.calibration(loaded.kind, loaded.model, loaded.tokenizer, loaded.config, batches)
     if loaded.kind == "clip":
         from mie.recipes.clip.evaluate import load_eval_set
 
@@ -93,10 +97,18 @@ def _trainer_config(config: Any, steps: int, scratch: Path) -> Any:
                                schedule=schedule, max_minutes=0, tensorboard=False, compile=False)
 
 
+def check_finetune(loaded: Loaded) -> None:
+    """Refuse ``--finetune-steps`` for the families whose fine-tuning after pruning is not wired in."""
+    if loaded.kind in families.FAMILIES:
+        raise ConfigError(f"fine-tuning a {loaded.kind} run after pruning is not built", where="--finetune-steps",
+                          fix="leave --finetune-steps out (prune only), or fine-tune the pruned run with mie train")
+
+
 def finetune(loaded: Loaded, masks: dict[str, torch.Tensor], steps: int, output: Path) -> None:
     """``steps`` optimizer steps of the recipe's task on its training data; pruned weights stay zero."""
     from mie.training import BaseTrainer
 
+    check_finetune(loaded)
     scratch = output / "finetune_scratch"
     config = _trainer_config(loaded.config, steps, scratch)
     if loaded.kind == "clip":

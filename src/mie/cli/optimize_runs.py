@@ -1,5 +1,5 @@
-"""What ``mie optimize`` does with runs: load a clip run, an lm run or a pretrained LM; score it with its task's
-metric; time it; write an optimized copy as a new run directory that loads like any other.
+"""What ``mie optimize`` does with runs: load a clip, lm, seq2seq or classification run or a pretrained LM; score
+it with its task's metric (seq2seq and classification through :mod:`mie.cli.optimize_families`); time it; write an optimized copy as a new run directory that loads like any other.
 
 The optimized run keeps the source's ``config.yaml`` and tokenizer; its checkpoint's sidecar holds the
 optimization (``"optimization"``: :mod:`mie.optimization.scheme`), which ``mie.io.run_files.load_run_weights``
@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mie.cli import optimize_families as families
 from mie.config import load_config, read_yaml
 from mie.errors import ConfigError
 from mie.evaluation.report import RESULTS_FILE
@@ -30,13 +31,13 @@ from mie.io.run_files import CHAT_TEMPLATE_FILE, CONFIG_FILE, TOKENIZER_FILE, ru
 from mie.optimization import benchmark
 from mie.recipes import recipe_name
 
-SUPPORTED = ("clip", "lm")
+SUPPORTED = ("clip", "lm", "seq2seq", "classification")
 LM_PROMPT = "def main():\n    "
 
 
 @dataclass
 class Loaded:
-    """A model to optimize: its family (``clip`` | ``lm``), model (eval mode, CPU), tokenizer, run config,
+    """A model to optimize: its family (``clip`` | ``lm`` | ``seq2seq`` | ``classification``), model (eval mode, CPU), tokenizer, run config,
     where it came from and its weights file (None for a pretrained name)."""
 
     kind: str
@@ -60,13 +61,17 @@ def lm_text_config(config: Any, text: str | None) -> Any:
 
 
 def load_source(source: str, text: str | None = None, checkpoint: str = "best") -> Loaded:
-    """A clip or lm run directory, or a pretrained LM's name (``--text`` is then required)."""
+    """A clip, lm, seq2seq or classification run directory, or a pretrained LM's name (``--text`` is then
+    required)."""
     path = Path(source)
     if path.is_dir():
         recipe = recipe_name(read_yaml(run_config_path(path)))
         if recipe not in SUPPORTED:
             raise ConfigError(f"is a {recipe} run", where=source,
-                              fix=f"mie optimize takes {' and '.join(SUPPORTED)} runs or a pretrained LM name")
+                              fix=f"mie optimize takes {', '.join(SUPPORTED)} runs or a pretrained LM name")
+        if recipe in families.FAMILIES:
+            model, tokenizer, config, weights = families.load(recipe, path, checkpoint)
+            return Loaded(recipe, model, tokenizer, config, source, weights)
         if recipe == "clip":
             from mie.recipes.clip.run import load_run_parts
 
@@ -105,7 +110,10 @@ def lm_text(loaded: Loaded, output: Path) -> Any:
 
 
 def score(loaded: Loaded, model: nn.Module, output: Path) -> dict[str, dict[str, float]]:
-    """The task's metric of ``model``: retrieval R@K per test split (clip), perplexity on the held-out text (lm)."""
+    """The task's metric of ``model``: retrieval R@K per test split (clip), perplexity on the held-out text (lm),
+    BLEU / chrF (seq2seq), accuracy (classification)."""
+    if loaded.kind in families.FAMILIES:
+        return families.score(loaded.kind, model, loaded.tokenizer, loaded.config)
     if loaded.kind == "clip":
         from mie.recipes.clip.evaluate import evaluate_model
 
@@ -116,15 +124,21 @@ def score(loaded: Loaded, model: nn.Module, output: Path) -> dict[str, dict[str,
 
 
 def headline(kind: str, results: dict[str, dict[str, float]]) -> dict[str, float]:
-    """The numbers a before/after table shows: mean R@1 per split (clip), perplexity and bits per byte (lm)."""
+    """The numbers a before/after table shows: mean R@1 per split (clip), perplexity and bits per byte (lm),
+    the model's BLEU and chrF (seq2seq), top-1 accuracy (classification)."""
+    if kind in families.FAMILIES:
+        return families.headline(kind, results)
     if kind == "clip":
         return {f"{split} mean R@1": round(m["mean_R@1"], 4) for split, m in results.items()}
     return {"perplexity": round(results["val"]["perplexity"], 4), "bits/byte": round(results["val"]["bits_per_byte"], 4)}
 
 
 def speed(loaded: Loaded, model: nn.Module, repeats: int = 5) -> dict[str, float]:
-    """Inference speed: encoding 256 random image-text pairs (clip), greedy batch-1 decoding (lm, tokens/s)."""
-    if loaded.kind == "clip":
+    """Inference speed: encoding 256 random image-text pairs (clip), greedy batch-1 decoding (lm, tokens/s),
+    greedy translation (seq2seq, sentences/s), classification of 64 images (classification)."""
+    if loaded.kind in families.FAMILIES:
+        fn, items = families.workload(loaded.kind, model, loaded.tokenizer, loaded.config)
+    elif loaded.kind == "clip":
         fn, items = benchmark.dual_encoder_workload(model)
     else:
         prompt = [loaded.tokenizer.bos_id, *loaded.tokenizer.encode(LM_PROMPT)]
@@ -165,6 +179,8 @@ def write_run(loaded: Loaded, model: nn.Module, output: Path, optimization: dict
     weights = save_weights(output / "checkpoints" / "best.safetensors", model.state_dict(),
                            {"optimization": optimization, "source": loaded.source})
     device = torch.device("cpu")
+    if loaded.kind in families.FAMILIES:
+        return families.write_results(loaded.kind, output, config, loaded.tokenizer, summary), weights
     if loaded.kind == "clip":
         from mie.recipes.clip.run import evaluate_and_report
 
