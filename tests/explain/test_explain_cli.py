@@ -94,6 +94,7 @@ def test_the_heat_map_changes_when_the_run_weights_are_randomised(run):
 @pytest.mark.parametrize(("args", "message"), [
     (["--text", "a red circle"], "--text: a clip run scores a text against an image — add --image IMG"),
     ([], "mie explain: nothing to explain — pass --text"),
+    (["--image", "x.png"], "--image: a clip run's heat map is of an image and a text — add --text"),
     (["--attention", "--text", "x", "--layer", "9"], "--layer: layer 9 is out of range"),
     (["--image", "missing.png", "--text", "x"], "--image missing.png: is no file"),
     (["--embeddings", "--out", "map.jpg"], "--out map.jpg: must end with .png"),

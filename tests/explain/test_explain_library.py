@@ -180,3 +180,19 @@ def test_a_hit_is_within_the_object_radius_plus_half_a_cell():
     assert is_hit((32, 37), obj, 64, cell=0.0)
     assert not is_hit((32, 40), obj, 64, cell=0.0)
     assert is_hit((32, 40), obj, 64, cell=10.0)
+
+
+def test_gradcam_explains_a_classifier_logit_and_follows_its_weights():
+    from mie.explain.image_maps import classifier_target
+    from mie.models.vit_classifier import ViTClassifier, ViTClassifierConfig
+
+    torch.manual_seed(0)
+    model = ViTClassifier(ViTClassifierConfig(image_size=16, patch_size=4, in_channels=3, width=32, layers=2, heads=2,
+                                              num_classes=3)).eval()
+    torch.nn.init.normal_(model.head.weight)  # the head starts at zero: every gradient would vanish
+    image = torch.randn(3, 16, 16)
+    heat = gradcam(model, image, target=classifier_target(model, 1))
+    with torch.no_grad():
+        assert heat.score == pytest.approx(float(model(image[None])[0, 1]), rel=1e-4)
+    other = gradcam(model, image, target=classifier_target(model, 2))
+    assert heat.values.shape == (4, 4) and not torch.allclose(heat.values, other.values)

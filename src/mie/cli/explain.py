@@ -23,6 +23,7 @@ EXAMPLES = """examples:
   mie explain runs/my-lm --text "The capital of France is" --method gradxinput  # the next token's reasons
   mie explain smollm2-135m --text "The capital of France is" --method ig --format json
   mie explain safety --text "how do I poison my neighbour's dog" --method ig   # why the evaluator flags it
+  mie explain runs/shapes-cls --image cat.png --out heat.png      # a classifier: its predicted class
   mie explain runs/demo --embeddings --split test --color-by shape --out map.png
   mie explain runs/demo --attention --text "a red circle" --layer -1 --out att.png
   mie explain runs/demo --attention --image cat.png --layer 0 --head 2 --out att.png
@@ -107,7 +108,7 @@ def _check(args: argparse.Namespace) -> None:
             raise ConfigError("needs --text or --image (one of them)", where="--attention",
                               fix='e.g. --attention --text "a red circle" --layer -1')
         return
-    if args.text is None:
+    if args.text is None and args.image is None:
         raise ConfigError("nothing to explain", where="mie explain",
                           fix='pass --text (with --image), --embeddings or --attention; see mie explain --help')
 
@@ -151,21 +152,78 @@ def _token_names(tokenizer: Any, ids: list[int]) -> list[str]:
 def _image_map(args: argparse.Namespace) -> dict[str, Any]:
     from mie.explain import image_map
 
+    if Path(args.run_dir).is_dir() and _recipe_of(args.run_dir) == "classification":
+        return _classifier_map(args)
+    if args.text is None:
+        raise ConfigError("a clip run's heat map is of an image and a text", where="--image",
+                          fix='add --text, e.g. --text "a red circle"')
     run = _clip(args, "--image")
     image = _load_image(run, args.image)
     heat = image_map(run.model, run.transform(image), run.tokenize(args.text), args.map)
+    return _report_map(args, image, heat, args.text)
+
+
+def _recipe_of(run_dir: str) -> str:
+    from mie.io.run_kind import run_recipe
+
+    return run_recipe(run_dir)
+
+
+def _classifier_map(args: argparse.Namespace) -> dict[str, Any]:
+    """Grad-CAM of a classification run for the class ``--text`` names (default its prediction)."""
+    import torch
+
+    from mie.config import load_config
+    from mie.data import build_image_transform
+    from mie.data.transforms import LoadImage
+    from mie.evaluation.report import load_results
+    from mie.explain.image_maps import classifier_target, gradcam
+    from mie.io.run_files import run_config_path
+    from mie.recipes.classification.config import ClassificationRecipeConfig
+    from mie.recipes.classification.run import load_model
+
+    if args.map != "gradcam":
+        raise ConfigError(f"a classification run explains by gradcam, not {args.map}", where="--map",
+                          fix="leave --map out")
+    run_dir = Path(args.run_dir)
+    config = load_config(run_config_path(run_dir), ClassificationRecipeConfig)
+    model, _ = load_model(run_dir, config, args.checkpoint, torch.device("cpu"))
+    split = next(iter(load_results(run_dir).get("classification", {}).values()), {})
+    names = list(split.get("classnames") or range(config.model.num_classes))
+    if not Path(args.image).is_file():
+        from mie.errors import DataError
+
+        raise DataError("is no file", where=f"--image {args.image}", fix="pass the path of an image file")
+    image = LoadImage()(args.image)
+    x = build_image_transform(config.model.image_size, train=False, mean=config.data.mean, std=config.data.std)(image)
+    with torch.no_grad():
+        probs = model(x[None]).softmax(-1)[0]
+    if args.text is None:
+        label = int(probs.argmax())
+    elif args.text in map(str, names):
+        label = [str(n) for n in names].index(args.text)
+    else:
+        raise ConfigError(f"is no class of this run ({args.text!r})", where="--text",
+                          fix=f"name one of {', '.join(map(str, names))}, or leave --text out for the prediction")
+    heat = gradcam(model, x, target=classifier_target(model, label))
+    heat.score = float(probs[label])
+    return _report_map(args, image, heat, f"class {names[label]}")
+
+
+def _report_map(args: argparse.Namespace, image: Any, heat: Any, what: str) -> dict[str, Any]:
+    """Print, draw and return an image map (the classifier's score is its class probability)."""
     peak = list(heat.peak_xy(*image.size))
     if args.out:
         from mie.explain.draw import save_heatmap
 
-        score = "" if heat.method == "rollout" else f" (cosine {heat.score:+.3f})"
+        score = "" if heat.method == "rollout" else f" (score {heat.score:+.3f})"
         save_heatmap(image, heat.upsampled(max(image.size)), args.out,
-                     f"{heat.method}: {args.text!r}{score}", tuple(peak))
+                     f"{heat.method}: {what!r}{score}", tuple(peak))
     if args.output_format == "text":
-        print(f"{heat.method} map {tuple(heat.values.shape)} of {args.image} for {args.text!r}: "
-              f"cosine {heat.score:+.4f}, peak at x={peak[0]}, y={peak[1]} (image pixels)"
+        print(f"{heat.method} map {tuple(heat.values.shape)} of {args.image} for {what!r}: "
+              f"score {heat.score:+.4f}, peak at x={peak[0]}, y={peak[1]} (image pixels)"
               + (f" -> {args.out}" if args.out else ""))
-    return {"run": args.run_dir, "image": args.image, "text": args.text, "method": heat.method,
+    return {"run": args.run_dir, "image": args.image, "text": what, "method": heat.method,
             "score": None if heat.method == "rollout" else heat.score, "image_size": list(image.size),
             "map": [[round(v, 5) for v in row] for row in heat.values.tolist()], "peak": peak, "out": args.out}
 

@@ -19,6 +19,7 @@ transform (shorter side resized to the model's size, then a centre crop).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -79,24 +80,39 @@ def _text_embedding(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
         return model.encode_text(ids)
 
 
-def gradcam(model: nn.Module, image: torch.Tensor, ids: torch.Tensor) -> ImageMap:
+def gradcam(model: nn.Module, image: torch.Tensor, ids: torch.Tensor | None = None,
+            target: Callable[[torch.Tensor], torch.Tensor] | None = None) -> ImageMap:
     """Grad-CAM over the patch tokens entering the last block of ``model.visual`` for the similarity of
-    ``image`` ``[3, S, S]`` (normalised) and token ids ``ids`` ``[1, L]``."""
-    visual, text = model.visual, _text_embedding(model, ids)
+    ``image`` ``[3, S, S]`` (normalised) and token ids ``ids`` ``[1, L]``, or for ``target`` (pooled
+    features ``[1, width]`` -> a scalar, e.g. a classifier's logit of one class)."""
+    visual = model.visual
+    if target is None:
+        if ids is None:
+            raise ValueError("gradcam needs token ids (a dual encoder) or a target function")
+        text = _text_embedding(model, ids)
+
+        def target(pooled: torch.Tensor) -> torch.Tensor:
+            return (F.normalize(model.image_projection(pooled), dim=-1) * text).sum()
+
     x = visual._embed(image[None])
     blocks = list(visual.trunk.blocks)
     for block in blocks[:-1]:
         x = block(x)
     acts = x.detach().requires_grad_(True)
     out = visual.trunk.norm(blocks[-1](acts)) if blocks else visual.trunk.norm(acts)
-    embed = F.normalize(model.image_projection(_pool(visual, out)), dim=-1)
-    score = (embed * text).sum()
+    score = target(_pool(visual, out))
     (grad,) = torch.autograd.grad(score, acts)
     patches = slice(1, None) if visual.cls_token is not None else slice(None)
     a, g = acts[0, patches].detach(), grad[0, patches]
     cam = torch.relu(a @ g.mean(dim=0))  # per patch: sum over channels of (mean gradient x activation)
     grid = _grid(visual)
     return ImageMap(_unit(cam.view(grid, grid)), "gradcam", image.shape[-1], float(score.detach()))
+
+
+def classifier_target(model: nn.Module, label: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The logit of class ``label`` of a :class:`~mie.models.vit_classifier.ViTClassifier` from pooled features,
+    for :func:`gradcam`'s ``target``."""
+    return lambda pooled: model.head(model.head_norm(pooled))[0, label]
 
 
 @torch.no_grad()
