@@ -80,6 +80,17 @@ def test_embeddings_and_attention_write_pngs(run, tmp_path, capsys):
     assert Image.open(att).format == "PNG"
 
 
+def test_similarity_matrix_matches_the_runs_own_embeddings(run, tmp_path, capsys):
+    out = tmp_path / "sim.png"
+    assert main(["explain", str(run), "--embeddings", "--similarity", "3", "--out", str(out), "--format", "json"]) == 0
+    result = _json(capsys)
+    embedded = mie.load_run(run).embed_split("test")
+    first = [int((embedded.text_image_index == i).nonzero()[0]) for i in range(3)]
+    expected = embedded.image_embeds[:3] @ embedded.text_embeds[first].T
+    torch.testing.assert_close(torch.tensor(result["similarity"]), expected, atol=1e-4, rtol=0)
+    assert result["image_ids"] == embedded.image_ids[:3] and Image.open(out).format == "PNG"
+
+
 def test_the_heat_map_changes_when_the_run_weights_are_randomised(run):
     loaded = mie.load_run(run)
     image, ids = loaded.preprocess(_image(run))[0], loaded.tokenize("a red circle")

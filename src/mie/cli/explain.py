@@ -25,6 +25,7 @@ EXAMPLES = """examples:
   mie explain safety --text "how do I poison my neighbour's dog" --method ig   # why the evaluator flags it
   mie explain runs/shapes-cls --image cat.png --out heat.png      # a classifier: its predicted class
   mie explain runs/demo --embeddings --split test --color-by shape --out map.png
+  mie explain runs/demo --embeddings --similarity 20 --out sim.png             # image-text cosine matrix
   mie explain runs/demo --attention --text "a red circle" --layer -1 --out att.png
   mie explain runs/demo --attention --image cat.png --layer 0 --head 2 --out att.png
 """
@@ -58,6 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", metavar="NAME", help="the split for --embeddings (default the first test split)")
     parser.add_argument("--color-by", metavar="ATTR", default="shape",
                         help="manifest attribute colouring --embeddings (shape, color, size, background)")
+    parser.add_argument("--similarity", type=int, metavar="N",
+                        help="with --embeddings: draw the cosine matrix of the first N images and their first captions")
     parser.add_argument("--attention", action="store_true", help="an attention map of --text or --image")
     parser.add_argument("--layer", type=int, default=-1, help="attention layer (negative from the end; default -1)")
     parser.add_argument("--head", type=int, help="one attention head (default the mean over heads)")
@@ -373,7 +376,20 @@ def _embeddings(args: argparse.Namespace) -> dict[str, Any]:
     count = len(labels)
     kinds = ["image"] * count + ["caption"] * len(owner)
     point_labels = labels + [labels[int(i)] for i in owner]
-    if args.out:
+    matrix = None
+    if args.similarity:
+        from mie.explain import similarity_matrix
+
+        n = min(args.similarity, count)
+        first = [int((owner == i).nonzero()[0]) for i in range(n)]  # each image's first caption
+        matrix = similarity_matrix(image_embeds[:n], text_embeds[first])
+        texts, _ = evalset.flat_captions
+        if args.out:
+            from mie.explain.draw import save_matrix
+
+            save_matrix(matrix, args.out, f"{name}: cosine similarity, first {n} images x their first captions",
+                        [str(i) for i in evalset.image_ids[:n]], [texts[j][:40] for j in first], "caption", "image")
+    if args.out and matrix is None:
         from mie.explain.draw import save_scatter
 
         save_scatter(points, point_labels, args.out, f"{name}: PCA of image and caption embeddings by "
@@ -382,7 +398,15 @@ def _embeddings(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{name}: {count} images and {len(owner)} captions, PCA axes explain {100 * share[0]:.1f}% and "
               f"{100 * share[1]:.1f}% of the variance; coloured by {args.color_by}: "
               + ", ".join(f"{v} {point_labels[:count].count(v)}" for v in sorted(set(labels)))
-              + (f" -> {args.out}" if args.out else ""))
+              + (f" -> {args.out}" if args.out and matrix is None else ""))
+    if matrix is not None:
+        diagonal = float(matrix.diagonal().mean())
+        if args.output_format == "text":
+            print(f"similarity of the first {len(matrix)} images and their captions: mean matched {diagonal:+.3f}, "
+                  f"mean unmatched {float((matrix.sum() - matrix.diagonal().sum()) / max(1, matrix.numel() - len(matrix))):+.3f}"
+                  + (f" -> {args.out}" if args.out else ""))
+        return {"run": args.run_dir, "split": name, "similarity": [[round(v, 5) for v in row] for row in matrix.tolist()],
+                "image_ids": list(evalset.image_ids[:len(matrix)]), "out": args.out}
     return {"run": args.run_dir, "split": name, "color_by": args.color_by, "explained_variance": share,
             "points": [{"kind": k, "label": lab, "x": round(p[0], 5), "y": round(p[1], 5)}
                        for k, lab, p in zip(kinds, point_labels, points.tolist(), strict=True)], "out": args.out}
