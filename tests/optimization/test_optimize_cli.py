@@ -149,3 +149,13 @@ def test_classification_run_quantized_rescored_by_accuracy(classification_run, t
                  "--output", str(tmp_path / "ft")]) == 1
     assert "--finetune-steps: fine-tuning a classification run after pruning is not built" in capsys.readouterr().err
     assert not (tmp_path / "ft").exists()
+
+
+def test_lm_run_static_int8_generates(lm_run, tmp_path, capsys) -> None:
+    details = _optimized(lm_run, tmp_path / "static", "quantize", "--method", "static-int8", "--calibration-batches", "1")
+    assert details["scheme"]["quantization"]["modules"]["layers.0.mlp.w1"]["kind"] == "static-int8"
+    assert "tok_embeddings" not in details["scheme"]["quantization"]["modules"]  # linears only
+    capsys.readouterr()
+    assert main(["generate", "--model", str(tmp_path / "static"), "--prompt", "the cat", "--max-new-tokens", "4",
+                 "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.strip()
