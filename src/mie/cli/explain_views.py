@@ -1,0 +1,75 @@
+"""``mie explain RUN --embeddings``: a split's image and caption embeddings in 2-D (PCA), coloured by a manifest
+attribute, or their image-caption similarity matrix (``--similarity N``). Kept apart from
+:mod:`mie.cli.explain` so that each file stays short."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from mie.errors import ConfigError
+
+
+def embeddings_view(args: argparse.Namespace, run: Any) -> dict[str, Any]:
+    """PCA scatter (or, with ``--similarity N``, the image-caption cosine matrix) of a split of the clip ``run``
+    (a :class:`mie.api.Run`): printed, drawn to ``--out`` and returned for ``--format json``."""
+    import torch
+
+    from mie.explain import pca_2d
+    from mie.recipes.clip.evaluate import embed_eval_set, load_eval_set
+
+    name = args.split or (run.config.data.test_splits[0] if run.config.data.test_splits else "test")
+    evalset = load_eval_set(run.config, name)
+    image_embeds, text_embeds, owner = embed_eval_set(run.model, run.tokenizer, evalset, run.device)
+    labels = [_attribute(attrs, args.color_by) for attrs in evalset.attributes]
+    if all(label == "unknown" for label in labels):
+        raise ConfigError(f"no image of split {name} has the attribute {args.color_by!r}", where="--color-by",
+                          fix="name a manifest attribute: shape, color, size or background (shapes data)")
+    points, share = pca_2d(torch.cat([image_embeds, text_embeds]))
+    count = len(labels)
+    kinds = ["image"] * count + ["caption"] * len(owner)
+    point_labels = labels + [labels[int(i)] for i in owner]
+    matrix = None
+    if args.similarity:
+        from mie.explain import similarity_matrix
+
+        n = min(args.similarity, count)
+        first = [int((owner == i).nonzero()[0]) for i in range(n)]  # each image's first caption
+        matrix = similarity_matrix(image_embeds[:n], text_embeds[first])
+        texts, _ = evalset.flat_captions
+        if args.out:
+            from mie.explain.draw import save_matrix
+
+            save_matrix(matrix, args.out, f"{name}: cosine similarity, first {n} images x their first captions",
+                        [str(i) for i in evalset.image_ids[:n]], [texts[j][:40] for j in first], "caption", "image")
+    if args.out and matrix is None:
+        from mie.explain.draw import save_scatter
+
+        save_scatter(points, point_labels, args.out, f"{name}: PCA of image and caption embeddings by "
+                     f"{args.color_by} (axes {100 * share[0]:.0f}% and {100 * share[1]:.0f}% of variance)", kinds)
+    if args.output_format == "text":
+        print(f"{name}: {count} images and {len(owner)} captions, PCA axes explain {100 * share[0]:.1f}% and "
+              f"{100 * share[1]:.1f}% of the variance; coloured by {args.color_by}: "
+              + ", ".join(f"{v} {point_labels[:count].count(v)}" for v in sorted(set(labels)))
+              + (f" -> {args.out}" if args.out and matrix is None else ""))
+    if matrix is not None:
+        diagonal = float(matrix.diagonal().mean())
+        if args.output_format == "text":
+            print(f"similarity of the first {len(matrix)} images and their captions: mean matched {diagonal:+.3f}, "
+                  f"mean unmatched {float((matrix.sum() - matrix.diagonal().sum()) / max(1, matrix.numel() - len(matrix))):+.3f}"
+                  + (f" -> {args.out}" if args.out else ""))
+        return {"run": args.run_dir, "split": name, "similarity": [[round(v, 5) for v in row] for row in matrix.tolist()],
+                "image_ids": list(evalset.image_ids[:len(matrix)]), "out": args.out}
+    return {"run": args.run_dir, "split": name, "color_by": args.color_by, "explained_variance": share,
+            "points": [{"kind": k, "label": lab, "x": round(p[0], 5), "y": round(p[1], 5)}
+                       for k, lab, p in zip(kinds, point_labels, points.tolist(), strict=True)], "out": args.out}
+
+
+def _attribute(attributes: dict[str, Any] | None, key: str) -> str:
+    """An image's value of ``key``: its own (``background``), or its objects' when they agree, else ``mixed``."""
+    if not attributes:
+        return "unknown"
+    if key in attributes and not isinstance(attributes[key], (list, dict)):
+        return str(attributes[key])
+    values = {str(o[key]) for o in attributes.get("objects", []) if isinstance(o, dict) and key in o}
+    return values.pop() if len(values) == 1 else "mixed" if values else "unknown"
