@@ -117,13 +117,14 @@ def test_the_hook_records_the_weights_that_attend_used_and_only_while_asked():
     torch.manual_seed(0)
     q, k, v = torch.randn(2, 4, 5, 8), torch.randn(2, 2, 7, 8), torch.randn(2, 2, 7, 8)  # grouped KV heads
     mask = torch.rand(2, 1, 5, 7) > 0.3
+    mask[1, 0, 2] = False  # a query that may attend to nothing: zero weights, zero output
     with recording_attention() as weights:
         out = attend(q, k, v, mask)
     assert len(weights) == 1 and weights[0].shape == (2, 4, 5, 7)
     expected = reference_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), mask)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(weights[0] @ v.repeat_interleave(2, 1), expected, atol=1e-5, rtol=1e-5)
-    assert bool((weights[0][~mask.expand(2, 4, 5, 7)] == 0).all())
+    assert bool((weights[0][~mask.expand(2, 4, 5, 7)] == 0).all()) and float(weights[0][1, :, 2].abs().max()) == 0
     with recording_attention() as later:
         pass
     attend(q, k, v, mask)

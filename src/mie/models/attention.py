@@ -63,8 +63,10 @@ def recording_attention() -> Iterator[list[torch.Tensor]]:
         _RECORDED = previous
 
 
-def _record(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, is_causal: bool) -> None:
-    """Append softmax(QK^T / sqrt(d)) (masked, biased as :func:`attend` does) to the active recording."""
+def _record(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, is_causal: bool,
+            has_key: torch.Tensor | None) -> None:
+    """Append softmax(QK^T / sqrt(d)) (masked, biased as :func:`attend` does; zero rows for queries with no
+    allowed key) to the active recording."""
     if k.shape[1] != q.shape[1]:
         k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
     scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(q.shape[-1])
@@ -72,7 +74,8 @@ def _record(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, is_caus
         scores = scores.masked_fill(~causal_mask(*scores.shape[-2:], q.device), float("-inf"))
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
-    _RECORDED.append(torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0))  # type: ignore[union-attr]
+    weights = torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
+    _RECORDED.append(weights if has_key is None else weights * has_key)  # type: ignore[union-attr]
 
 
 def key_mask(real: torch.Tensor) -> torch.Tensor:
@@ -130,7 +133,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
         bias = bias.to(q.dtype)
         mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
     if _RECORDED is not None:
-        _record(q, k, mask, is_causal)
+        _record(q, k, mask, is_causal, has_key)
     if use_sdpa:
         grouped = {"enable_gqa": True} if k.shape[1] != q.shape[1] else {}
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout_p,
