@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if not (Path(args.run_dir) / "config.yaml").is_file():  # as the other benchmarks: say what is missing, exit 0
+        print(f"{args.run_dir}: no finished clip run there; `make run` writes runs/demo (or pass a run folder)")
+        return 0
     run = load_run(args.run_dir)
     root = Path(run.config.data.path)
     rows = [json.loads(line) for line in (root / "captions.jsonl").read_text(encoding="utf-8").splitlines()]
