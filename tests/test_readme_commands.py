@@ -40,7 +40,7 @@ EXPECTED = {
     "mie --help": ["global options (before or after the command)", "--device D"],
     "mie models": ["smollm2-135m-instruct", "all-minilm-l6-v2"],
 }
-SLOW = ("mie generate --model smollm2", "| mie safety evaluate", "| mie safety filter")  # model loads: seconds to minutes
+SLOW = ("mie generate --model smollm2", "| mie safety evaluate", "| mie safety filter", "mie explain safety")  # model loads: seconds to minutes
 SKIP = [  # (pattern, why it does not run here)
     (r"^mie train .*(?<!cross_entropy)$", "trains a model for minutes (tests/recipes and tests/cli cover it)"),
     (r"^mie safety (train|redteam)\b", "minutes of model time (tests/safety covers it)"),
