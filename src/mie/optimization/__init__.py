@@ -1,4 +1,4 @@
-"""Model optimization: quantization (:mod:`.quantize`, :mod:`.int_linear`, :mod:`.qat`), pruning (:mod:`.prune`,
+"""Model optimization: quantization (:mod:`.quantize`, :mod:`.int_linear`, :mod:`.static_int8`, :mod:`.qat`), pruning (:mod:`.prune`,
 :mod:`.wanda`, :mod:`.structured`), inference precision (:mod:`.precision`), benchmarks and profiles
 (:mod:`.benchmark`, :mod:`.profile`); :mod:`.scheme` re-applies an optimization recorded in a checkpoint.
 

@@ -11,8 +11,12 @@ tensors under each swapped name change (``qweight``, ``scales``, ``zeros``, ``bi
 also quantize a causal LM's token embedding (and its tied LM head, which reads the same integers): at 135 M
 parameters SmolLM2's embedding is a fifth of the model.
 
-The scheme (method and, per swapped module, its kind, bits and group size) is plain JSON: it goes into the
-checkpoint's sidecar, and :func:`apply_scheme` reads it back.
+``static-int8`` swaps each linear whose input range was calibrated (:mod:`mie.optimization.static_int8`) for
+a layer with a fixed input grid (``input_scale``, ``input_zero_point``), and one never reached by calibration
+for dynamic int8.
+
+The scheme (method and, per swapped module, its kind, bits and group size, and static int8's input scales and
+observed ranges) is plain JSON: it goes into the checkpoint's sidecar, and :func:`apply_scheme` reads it back.
 """
 
 from __future__ import annotations
