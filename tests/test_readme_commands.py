@@ -43,6 +43,7 @@ EXPECTED = {
 SLOW = ("mie generate --model smollm2", "| mie safety evaluate", "| mie safety filter", "mie explain safety")  # model loads: seconds to minutes
 SKIP = [  # (pattern, why it does not run here)
     (r"^mie train .*(?<!cross_entropy)$", "trains a model for minutes (tests/recipes and tests/cli cover it)"),
+    (r"--model qwen", "needs `make pretrained`, the optional Qwen models (tests/pretrained covers them)"),
     (r"^mie safety (train|redteam)\b", "minutes of model time (tests/safety covers it)"),
     (r"^mie serve\b", "a server that runs until Ctrl-C (tests/serve drives it)"),
     (r"^curl\b", "needs a running mie serve (tests/serve checks every endpoint)"),
