@@ -5,17 +5,19 @@ Every error becomes ``{"error": message}`` with its status (400 bad input, 413 t
 500 a failure, logged with its traceback on the server); the page shows the message as text. No message
 names an absolute path of this machine (:meth:`ServeState.public`); a client that hangs up is logged as such.
 
-======================  ====================================================================
-``GET /``               the page (``static/index.html``; ``/static/*`` its script and style)
-``GET /api/status``     kind, tabs, readiness and loading progress
-``POST /api/search``    ``{"query", "k"}`` -> the k best test images with cosine scores
-``GET /api/image/{i}``  image ``i`` of the searched split
-``POST /api/caption``   the raw bytes of an image (``?k=``) -> the best captions of the split
-``GET /api/report``     report.md, results.json, the plots' names and the run's folder name
-``GET /api/plot/{n}``   a PNG under the run's ``plots/``
-``POST /api/chat``      ``{"messages", "filter"}`` -> server-sent events (tokens, then the verdict)
-``POST /api/evaluate``  ``{"text"}`` -> the safety evaluator's verdict per principle, with reasons
-======================  ====================================================================
+=============================  ==============================================================
+``GET /``                      the page (``static/index.html``; ``/static/*`` its script and style)
+``GET /api/status``            kind, tabs, readiness and loading progress
+``POST /api/search``           ``{"query", "k"}`` -> the k best test images with cosine scores
+``GET /api/image/{i}``         image ``i`` of the searched split
+``POST /api/caption``          the raw bytes of an image (``?k=``) -> the best captions of the split
+``GET /api/report``            report.md, results.json, the plots' names and the run's folder name
+``GET /api/plot/{n}``          a PNG under the run's ``plots/``
+``POST /api/chat``             ``{"messages", "filter"}`` -> server-sent events (tokens, then the verdict)
+``POST /api/evaluate``         ``{"text"}`` -> the safety evaluator's verdict per principle, with reasons
+``POST /api/explain/image``    ``{"row", "query", "method"}`` -> a searched image's heat map (:mod:`mie.serve.explain`)
+``POST /api/explain/safety``   ``{"text", "principle", "method"}`` -> the classifier's token attributions
+=============================  ==============================================================
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from starlette.staticfiles import StaticFiles
 
 from mie.errors import error_line
 from mie.serve.errors import ApiError, ClientGone
+from mie.serve.explain import ExplainGate, explain_image, explain_safety
 from mie.serve.guard import RequestGuard, SecurityHeaders
 from mie.serve.state import ServeState
 from mie.serve.uploads import (
@@ -72,12 +75,15 @@ def create_app(source: str, *, checkpoint: str = "best", safety_methods: str = "
         Route("/api/image/{row}", _image), Route("/api/caption", _caption, methods=["POST"]),
         Route("/api/report", _report), Route("/api/plot/{name}", _plot),
         Route("/api/chat", _chat, methods=["POST"]), Route("/api/evaluate", _evaluate, methods=["POST"]),
+        Route("/api/explain/image", explain_image, methods=["POST"]),
+        Route("/api/explain/safety", explain_safety, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={ApiError: _api_error, HTTPException: _http_error,
                                                        ClientGone: _client_gone, ClientDisconnect: _client_gone,
                                                        Exception: _server_error})
     app.state.serve = state
+    app.state.explain_gate = ExplainGate()
     if start:
         state.start()
     return SecurityHeaders(RequestGuard(app, hosts), app.state)

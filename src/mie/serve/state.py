@@ -144,13 +144,15 @@ class ServeState:
                            retry_after=2)
 
     def status(self) -> dict[str, Any]:
-        """What the page shows at the top: kind, tabs, readiness and progress."""
+        """What the page shows at the top: kind, tabs, readiness, progress and the explanations on offer."""
         return {"source": self.name, "kind": self.kind, "tabs": self.tabs, "methods": self.methods,
                 "ready": self.model_ready.is_set(), "safety_ready": self.safety_ready.is_set(),
                 "progress": self.public(self.progress),
                 "error": self.public(self.error) if self.error is not None else None,
                 "images": len(self.index.paths) if self.index is not None else None,
-                "split": self.index.split if self.index is not None else None}
+                "split": self.index.split if self.index is not None else None,
+                # which explanations the page may ask for (mie.serve.explain)
+                "explain": {"image": self.kind == "clip", "safety": "embeddings" in self.methods}}
 
 
 def _load_model(state: ServeState) -> None:
