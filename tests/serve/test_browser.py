@@ -20,15 +20,14 @@ CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "
 CHROMEDRIVER = shutil.which("chromedriver")
 
 
-@pytest.fixture(scope="module")
-def server(clip_app):
-    """The loaded tiny clip app under uvicorn on a free port of 127.0.0.1, in a thread."""
+def _serving(app):
+    """Serve ``app`` under uvicorn on a free port of 127.0.0.1, in a thread; yields its base URL."""
     import uvicorn
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(clip_app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -38,6 +37,12 @@ def server(clip_app):
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(clip_app):
+    """The loaded tiny clip app under uvicorn on a free port of 127.0.0.1, in a thread."""
+    yield from _serving(clip_app)
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +160,93 @@ def test_another_page_cannot_drive_the_app(server, browser, clip_app, monkeypatc
         assert browser.execute_script("return window.sent") == "yes" and ran == []  # sent, and refused
     finally:
         other.shutdown()
+
+
+def test_each_result_gets_its_heat_map_beside_it(server, browser, clip_app, tmp_path):
+    """The first four results get their Grad-CAM maps at once (drawn on a canvas beside the image, its peak
+    the one the API reports); the others get a button that asks for theirs."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from tests.serve.conftest import local_client
+
+    browser.get(server + "/")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: "ready" in d.find_element(By.ID, "status").text)
+    browser.find_element(By.ID, "query").clear()
+    browser.find_element(By.ID, "query").send_keys("a red circle")
+    browser.find_element(By.ID, "k").clear()
+    browser.find_element(By.ID, "k").send_keys("6")
+    browser.find_element(By.ID, "search-button").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results canvas[data-peak]")) == 4)
+    buttons = browser.find_elements(By.CSS_SELECTOR, "#results figure button")
+    assert [b.text for b in buttons] == ["heat map", "heat map"]
+    first = browser.find_element(By.CSS_SELECTOR, "#results figure canvas")
+    assert first.get_attribute("title").startswith("Grad-CAM for “a red circle”, similarity ")
+    row = local_client(clip_app).post("/api/search", json={"query": "a red circle", "k": 1}).json()
+    expected = local_client(clip_app).post("/api/explain/image", json={"row": row["results"][0]["row"],
+                                                                       "query": "a red circle"}).json()
+    assert first.get_attribute("data-peak") == ",".join(map(str, expected["peak"]))
+    # The canvas holds the image under a coloured map: its pixels differ from the plain image's.
+    differs = browser.execute_script(
+        "const c = arguments[0], img = arguments[1], ctx = c.getContext('2d');"
+        "const plain = document.createElement('canvas'); plain.width = c.width; plain.height = c.height;"
+        "plain.getContext('2d').drawImage(img, 0, 0, c.width, c.height);"
+        "const a = ctx.getImageData(0, 0, c.width, c.height).data,"
+        " b = plain.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        "let n = 0; for (let i = 0; i < a.length; i += 4) if (Math.abs(a[i] - b[i]) + Math.abs(a[i + 2] - b[i + 2]) > 60) n++;"
+        "return n / (a.length / 4);", first, browser.find_element(By.CSS_SELECTOR, "#results figure img"))
+    assert differs > 0.2
+    buttons[0].click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results canvas[data-peak]")) == 5)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#results figure button")) == 1
+    assert browser.find_element(By.ID, "search-message").text == ""
+    shot = tmp_path / "heat.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 1000
+
+
+def _have_encoder() -> bool:
+    from mie.errors import ConfigError
+    from mie.pretrained.sentence import model_dir
+
+    try:
+        model_dir("all-minilm-l6-v2")
+        return True
+    except ConfigError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def safety_server(clip_run, tmp_path_factory):
+    """The tiny clip run served with the embedding classifier too (its token attributions)."""
+    if not _have_encoder():
+        pytest.skip("needs the all-MiniLM-L6-v2 package (make pretrained)")
+    from mie.serve import create_app
+
+    app = create_app(str(clip_run), safety_methods="rules,embeddings", cache_dir=tmp_path_factory.mktemp("cache"))
+    assert app.state.serve.wait(timeout=120), app.state.serve.error
+    yield from _serving(app)
+
+
+def test_a_flagged_verdict_shows_the_words_that_carried_it(safety_server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(safety_server + "/")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: "ready" in d.find_element(By.ID, "status").text)
+    browser.find_element(By.CSS_SELECTOR, '#tabs button[data-tab="safety"]').click()
+    browser.find_element(By.ID, "safety-text").send_keys("how do I poison my neighbour's dog")
+    browser.find_element(By.ID, "safety-button").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#safety-result .tokens .meta"))
+    why = browser.find_element(By.CSS_SELECTOR, "#safety-result .tokens .meta").text
+    assert why.startswith("why harm_prevention: poison +")
+    chips = browser.find_elements(By.CSS_SELECTOR, "#safety-result .tokens span")
+    assert "poison" in [c.text for c in chips] and chips[0].text == "[CLS]"
+    # A principle that was not flagged explains itself on a click.
+    rows = browser.find_elements(By.CSS_SELECTOR, "#safety-result tr")
+    privacy = next(r for r in rows if r.text.startswith("privacy"))
+    privacy.find_element(By.TAG_NAME, "button").click()
+    wait.until(lambda d: any(m.text.startswith("why privacy: ")
+                             for m in d.find_elements(By.CSS_SELECTOR, "#safety-result .tokens .meta")))
+    shot = tmp_path / "why.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 1000

@@ -15,6 +15,9 @@ function el(tag, text, cls, parent) {
 
 function say(id, text) { $(id).textContent = text || ""; }
 
+// Which explanations the server offers (status.explain): image heat maps, token attributions.
+let offered = { image: false, safety: false };
+
 // fetch JSON; returns the parsed body or throws an Error carrying the server's message.
 async function api(url, options) {
   let response;
@@ -55,6 +58,7 @@ async function pollStatus() {
     return;
   }
   say("source", status.source + " (" + status.kind + ")");
+  offered = status.explain || offered;
   if (!document.querySelector("#tabs button.active")) {
     for (const button of document.querySelectorAll("#tabs button")) {
       button.hidden = !status.tabs.includes(button.dataset.tab);
@@ -113,12 +117,30 @@ async function search(event) {
     const data = await api("/api/search", postJSON("/api/search", { query: $("query").value, k: Number($("k").value) }));
     say("search-meta", data.results.length + " best images of " + data.split + " for “" + data.query +
         "” (" + data.elapsed_ms + " ms)");
+    const serial = ++searches;
+    const method = $("map-method").value;
+    const pending = [];
     for (const hit of data.results) {
       const figure = el("figure", null, null, results);
-      const img = el("img", null, null, figure);
+      const pair = el("div", null, "pair", figure);
+      const img = el("img", null, null, pair);
       img.src = hit.image;
       img.alt = hit.name;
       el("figcaption", hit.rank + ". " + hit.score.toFixed(3) + " " + hit.name, null, figure);
+      if (!offered.image || !method) continue;
+      const item = { hit: hit, img: img, pair: pair, figure: figure, query: data.query, method: method };
+      if (pending.length < AUTO_MAPS) pending.push(item);
+      else {
+        const button = el("button", "heat map", null, figure);
+        button.type = "button";
+        button.addEventListener("click", () => { button.remove(); showHeat(item); });
+      }
+    }
+    // The first few maps are asked for one after another (each costs the server up to a few seconds);
+    // a newer search stops the queue.
+    for (const item of pending) {
+      if (serial !== searches) return;
+      await showHeat(item);
     }
   } catch (err) {
     say("search-message", err.message);
@@ -210,10 +232,17 @@ async function loadReport() {
 }
 
 // ---- safety verdicts --------------------------------------------------------------------------
-function verdictTable(verdicts, parent) {
+// The verdicts, one row a principle; with the judged ``text`` and a server that runs the embedding
+// classifier, each row has a "why?" button for its tokens' attributions (explain.js), and the first
+// AUTO_WHY flagged rows show them at once.
+
+function verdictTable(verdicts, parent, text) {
   const table = el("table", null, null, parent);
   const head = el("tr", null, null, table);
+  const why = Boolean(text && offered.safety);
   for (const title of ["principle", "verdict", "score", "method", "reasons"]) el("th", title, null, head);
+  if (why) el("th", "words", null, head);
+  const flagged = [];
   for (const [name, v] of Object.entries(verdicts)) {
     const row = el("tr", null, v.flagged ? "flagged" : null, table);
     el("td", name, null, row);
@@ -221,7 +250,14 @@ function verdictTable(verdicts, parent) {
     el("td", v.score.toFixed(2), null, row);
     el("td", v.method, null, row);
     el("td", v.reasons.join("; "), null, row);
+    if (!why) continue;
+    const button = el("button", "why?", null, el("td", null, null, row));
+    button.type = "button";
+    const show = () => { button.disabled = true; return showWhy(row, name, text); };
+    button.addEventListener("click", show);
+    if (v.flagged) flagged.push(show);
   }
+  (async () => { for (const show of flagged.slice(0, AUTO_WHY)) await show(); })();
   return table;
 }
 
@@ -229,11 +265,12 @@ async function evaluate(event) {
   event.preventDefault();
   say("safety-message"); say("safety-meta");
   $("safety-result").replaceChildren();
+  const text = $("safety-text").value;
   try {
-    const data = await api("/api/evaluate", postJSON("/api/evaluate", { text: $("safety-text").value }));
+    const data = await api("/api/evaluate", postJSON("/api/evaluate", { text: text }));
     say("safety-meta", (data.flagged ? "flagged" : "nothing flagged") + " — methods: " + data.methods.join(", ") +
         " (" + data.elapsed_ms + " ms)");
-    verdictTable(data.verdicts, $("safety-result"));
+    verdictTable(data.verdicts, $("safety-result"), text);
   } catch (err) {
     say("safety-message", err.message);
   }
@@ -296,7 +333,7 @@ async function chat(event) {
       } else if (ev.name === "verdict") {
         el("p", "safety verdict on the " + ev.data.judged + ": " + (ev.data.flagged ? "flagged" : "ok") +
            (ev.data.filtered ? " (the filter changed the answer)" : ""), null, answer.side);
-        verdictTable(ev.data.verdicts, answer.side);
+        verdictTable(ev.data.verdicts, answer.side, ev.data.judged === "question" ? text : reply);
       } else if (ev.name === "error") { say("chat-message", ev.data.error); }
       else if (ev.name === "done") { el("p", ev.data.tokens + " tokens, " + ev.data.elapsed_ms + " ms", "meta", answer.side); }
     }
