@@ -59,7 +59,7 @@ def test_every_table_of_names_is_a_registry():
     (("mie.tokenization.factory", "train_tokenizer", "wordpiece", ["a"]),
      TokenizerError, r"^unknown tokenizer 'wordpiece'; known tokenizers: bpe, char, simple$"),
     (("mie.pretrained.registry", "_spec", "gpt5"), ConfigError,
-     r"^unknown pretrained model 'gpt5'; known pretrained models: smollm2-135m-instruct$"),
+     r"^unknown pretrained model 'gpt5'; known pretrained models: qwen2.5-coder-0.5b-instruct, qwen2.5-coder-1.5b-instruct, smollm2-135m-instruct$"),
 ])
 def test_an_unknown_name_is_one_line_with_the_choices(call, error, line):
     module, function, *args = call

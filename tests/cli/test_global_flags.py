@@ -123,3 +123,18 @@ def test_device_wins_over_a_runs_device_key(tmp_path, capsys):
     assert main(["search", str(run), "a red circle", "--k", "2", "--device", "cpu"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
     assert main(["--device", "cpu", "eval", str(run)]) == 0
+
+
+def test_a_later_main_call_without_the_flags_withdraws_them(capsys):
+    """--threads / --device apply to their own command: a later main() in the same process (a notebook,
+    the test suite) without them is back to the configs' own keys."""
+    from mie.training import threads as threads_module
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["models", "--threads", "1", "--device", "cpu"]) == 0
+        assert threads_module.requested_threads() == 1 and device_module._requested == "cpu"
+        assert main(["models"]) == 0
+        assert threads_module.requested_threads() is None and device_module._requested is None
+    finally:
+        torch.set_num_threads(before)

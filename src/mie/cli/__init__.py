@@ -221,6 +221,8 @@ def _apply_threads(threads: int | None) -> None:
         from mie.training.threads import request_threads
 
         request_threads(threads, where="--threads")
+    elif "mie.training.threads" in sys.modules:  # an earlier main() in this process (tests, notebooks) asked
+        sys.modules["mie.training.threads"].request_threads(None)
 
 
 def _apply_device(device: str | None) -> None:
@@ -230,6 +232,8 @@ def _apply_device(device: str | None) -> None:
         from mie.training.device import request_device
 
         request_device(device)
+    elif "mie.training.device" in sys.modules:  # withdraw an earlier main()'s --device in this process
+        sys.modules["mie.training.device"].request_device(None)
 
 
 def _prefix(name: str | None) -> str:
