@@ -31,11 +31,20 @@ def client(clip_app):
     return local_client(clip_app)
 
 
+@pytest.fixture
+def gate(clip_app):
+    """Swap in a fresh gate (an empty cache: other tests share the app) for the test; the old one comes back."""
+    old = clip_app.state.explain_gate
+    clip_app.state.explain_gate = ExplainGate()
+    yield clip_app.state.explain_gate
+    clip_app.state.explain_gate = old
+
+
 def _first_hit(client, query="a red circle") -> dict:
     return client.post("/api/search", json={"query": query, "k": 1}).json()["results"][0]
 
 
-def test_a_searched_image_gets_the_heat_map_mie_explain_computes(client, clip_app):
+def test_a_searched_image_gets_the_heat_map_mie_explain_computes(client, clip_app, gate):
     from mie.data.transforms import LoadImage
     from mie.explain import gradcam
 
@@ -90,9 +99,9 @@ def test_the_explanations_stay_under_the_guard(client):
     assert client.get("/api/explain/image").status_code == 405
 
 
-def test_a_busy_server_answers_503_with_retry_after(client, clip_app, monkeypatch):
-    monkeypatch.setattr(clip_app.state, "explain_gate", ExplainGate(slots=1, wait_s=0.05))
-    assert clip_app.state.explain_gate._running.acquire(blocking=False)  # another request holds the slot
+def test_a_busy_server_answers_503_with_retry_after(client, gate):
+    gate.wait_s = 0.05
+    assert gate._running.acquire(blocking=False)  # another request holds the slot
     response = client.post("/api/explain/image", json={"row": 1, "query": "a green triangle"})
     assert response.status_code == 503 and response.headers["retry-after"] == "2"
     assert response.json() == {"error": "the server is busy explaining other results; try again in a few seconds"}
