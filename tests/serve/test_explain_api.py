@@ -176,3 +176,11 @@ def test_bad_attribution_requests_get_one_message(safety_client, payload, messag
     response = safety_client.post("/api/explain/safety", json=payload)
     assert response.status_code == 400 and message in response.json()["error"]
 
+
+
+def test_the_page_loads_the_explanations_script_which_writes_no_markup(client):
+    page = client.get("/").text
+    assert page.index('src="/static/app.js"') < page.index('src="/static/explain.js"')  # it uses app.js's helpers
+    script = client.get("/static/explain.js")
+    assert script.status_code == 200 and "textContent" in script.text and "/api/explain/image" in script.text
+    assert "innerHTML" not in script.text and "insertAdjacentHTML" not in script.text and "eval(" not in script.text
