@@ -150,13 +150,3 @@ def apply_scheme(model: nn.Module, scheme: dict[str, Any]) -> nn.Module:
             if spec.get("tied_head"):
                 _set_module(model, spec["tied_head"], TiedQuantizedHead(new))  # type: ignore[arg-type]
     return model
-
-
-def quantized_bytes(model: nn.Module) -> int:
-    """Bytes of every parameter and buffer of ``model`` (what its state dict holds, tied tensors once)."""
-    seen, total = set(), 0
-    for tensor in [*model.parameters(), *model.buffers()]:
-        if tensor.data_ptr() not in seen:
-            seen.add(tensor.data_ptr())
-            total += tensor.numel() * tensor.element_size()
-    return total

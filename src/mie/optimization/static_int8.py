@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mie.optimization.int_linear import DynamicInt8Linear
+from mie.optimization.wanda import observe_linear_inputs
 
 QMAX = 255  # uint8 activations; this CPU's VNNI multiplies u8 x s8 without the int16 saturation of AVX2
 
@@ -42,32 +43,17 @@ def activation_ranges(model: nn.Module, batches: Iterable[Any], forward: Callabl
     """``{linear name: {"min", "max", "rows"}}`` of every ``nn.Linear``'s input over ``batches``
     (``forward(model, batch)`` runs one, in eval mode, without gradients). Linears never called are absent."""
     seen: dict[str, dict[str, float]] = {}
-    handles = []
 
-    def hook(name: str) -> Callable[..., None]:
-        def record(_module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: Any) -> None:
-            x = inputs[0].detach()
-            low, high, rows = float(x.min()), float(x.max()), x.numel() // x.shape[-1]
-            if name in seen:
-                entry = seen[name]
-                entry["min"], entry["max"] = min(entry["min"], low), max(entry["max"], high)
-                entry["rows"] += rows
-            else:
-                seen[name] = {"min": low, "max": high, "rows": rows}
-        return record
+    def record(name: str, x: torch.Tensor) -> None:
+        low, high, rows = float(x.min()), float(x.max()), x.numel() // x.shape[-1]
+        if name in seen:
+            entry = seen[name]
+            entry["min"], entry["max"] = min(entry["min"], low), max(entry["max"], high)
+            entry["rows"] += rows
+        else:
+            seen[name] = {"min": low, "max": high, "rows": rows}
 
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            handles.append(module.register_forward_hook(hook(name)))
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in batches:
-            forward(model, batch)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    observe_linear_inputs(model, batches, forward, record)
     return seen
 
 
