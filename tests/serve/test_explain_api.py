@@ -16,14 +16,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _have_encoder() -> bool:
-    from mie.errors import ConfigError
-    from mie.pretrained.sentence import model_dir
+    from mie.pretrained.sentence import encoder_installed
 
-    try:
-        model_dir("all-minilm-l6-v2")
-        return True
-    except ConfigError:
-        return False
+    return encoder_installed()
 
 
 @pytest.fixture(scope="module")

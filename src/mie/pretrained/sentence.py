@@ -79,6 +79,17 @@ def model_dir(name: str) -> Path:
     return installed_file(spec, f"sentence encoder {name!r}", INSTALL_FIX.format(package=spec.pip_name)).parent
 
 
+def encoder_installed(name: str = "all-minilm-l6-v2") -> bool:
+    """Whether encoder ``name``'s package is installed (what optional features and tests check first); an
+    unknown name is still the registry's one-line ConfigError, not False."""
+    SENTENCE_MODELS.lookup(name)
+    try:
+        model_dir(name)
+        return True
+    except ConfigError:
+        return False
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
