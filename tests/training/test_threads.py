@@ -45,7 +45,7 @@ def test_a_busy_machine_gets_exactly_one_warning_line(monkeypatch, caplog):
     assert "\n" not in lines[0]
 
 
-@pytest.mark.parametrize(("load", "threads_asked"), [(0.0, 2), (0.4, 2), (1.4, 1), (6.0, 1), (1.0, 0)])
+@pytest.mark.parametrize(("load", "threads_asked"), [(0.0, 2), (0.4, 2), (0.8, 2), (1.4, 1), (6.0, 1), (1.0, 0)])
 def test_no_warning_when_the_threads_fit_or_there_is_one(monkeypatch, caplog, load, threads_asked):
     _load(monkeypatch, load)
     torch.set_num_threads(1)  # threads 0 keeps torch's count: one here
