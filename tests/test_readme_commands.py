@@ -150,13 +150,9 @@ def test_activation_puts_mie_on_path():
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     """A folder holding a tiny finished runs/demo and its data/shapes, as the README's commands expect."""
-    import importlib.util
+    from tests.tiny import train_tiny_run
 
-    spec = importlib.util.spec_from_file_location("_finished_run", ROOT / "tests" / "api" / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    root = module.train_tiny_run(tmp_path_factory.mktemp("readme")).parents[1]
+    root = train_tiny_run(tmp_path_factory.mktemp("readme")).parents[1]
     (root / "configs").symlink_to(ROOT / "configs")  # the README's commands run at the repository's root
     return root
 

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 import torch
+from tests.tiny import snapshot, train_tiny_run
 
 import mie
 from mie import cli
 from mie.cli import main
 from mie.io import load_weights
 
-_spec = importlib.util.spec_from_file_location("_finished_run", Path(__file__).parents[1] / "api" / "conftest.py")
-assert _spec is not None and _spec.loader is not None
-_finished = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_finished)
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    return _finished.train_tiny_run(tmp_path_factory.mktemp("embed"))
+    return train_tiny_run(tmp_path_factory.mktemp("embed"))
 
 
 def _hits(out: str) -> list[tuple[float, str]]:
@@ -42,7 +37,7 @@ def test_help_lists_embed_and_search_and_marks_unbuilt_commands(capsys):
 
 def test_embed_writes_the_split_with_its_ids_paths_and_captions(run, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the missing folder emb/ is made only inside the current directory
-    before = _finished.snapshot(run)
+    before = snapshot(run)
     out = tmp_path / "emb" / "test.safetensors"
     assert main(["embed", str(run), "--split", "test", str(out)]) == 0
     assert f"test: 8 images and 40 captions, 16-d, from best.safetensors -> {out}" in capsys.readouterr().out
@@ -55,7 +50,7 @@ def test_embed_writes_the_split_with_its_ids_paths_and_captions(run, tmp_path, c
     torch.testing.assert_close(tensors["image_embeds"].norm(dim=-1), torch.ones(8))
     assert tensors["text_image_index"].tolist() == [i for i in range(8) for _ in range(5)]
     assert meta["checkpoint"] == "best.safetensors" and meta["embed_dim"] == 16
-    assert _finished.snapshot(run) == before
+    assert snapshot(run) == before
 
 
 def test_embed_errors_are_one_line(run, tmp_path, capsys):

@@ -3,26 +3,20 @@ that file can vouch for the numbers, and never a write into the run directory.""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from tests.tiny import snapshot, train_tiny_run
 
 from mie.cli import main
 from mie.evaluation.retrieval import retrieval_metrics
 
-_spec = importlib.util.spec_from_file_location("_finished_run", Path(__file__).parents[1] / "api" / "conftest.py")
-assert _spec is not None and _spec.loader is not None
-_finished = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_finished)
-snapshot = _finished.snapshot
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    return _finished.train_tiny_run(tmp_path_factory.mktemp("eval"))
+    return train_tiny_run(tmp_path_factory.mktemp("eval"))
 
 
 def _eval(capsys, *argv: str) -> tuple[int, str, str]:

@@ -5,22 +5,16 @@ that run one, over a run's own device key."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import io
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from tests.tiny import train_tiny_run
 
 from mie import cli
 from mie.cli import main
 from mie.training import device as device_module
-
-_spec = importlib.util.spec_from_file_location("_finished_run", Path(__file__).parents[1] / "api" / "conftest.py")
-assert _spec is not None and _spec.loader is not None
-_finished = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_finished)
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
 
@@ -114,7 +108,7 @@ def test_generate_places_its_model_on_the_device(monkeypatch, capsys):
 @NO_CUDA
 def test_device_wins_over_a_runs_device_key(tmp_path, capsys):
     """A run saved with device: cuda cannot be searched on this machine, unless --device says cpu."""
-    run = _finished.train_tiny_run(tmp_path)
+    run = train_tiny_run(tmp_path)
     config = yaml.safe_load((run / "config.yaml").read_text())
     (run / "config.yaml").write_text(yaml.safe_dump({**config, "device": "cuda"}))
     assert main(["search", str(run), "a red circle", "--k", "2"]) == 1

@@ -4,23 +4,19 @@ reads the same saved config."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from pathlib import Path
 
 import pytest
 import yaml
+from tests.tiny import TINY as TINY_CLIP
 from tests.tiny import TINY_CLIP_MODEL
 
 from mie.cli import main
 from mie.cli.train import resume_run_dir
 
-_spec = importlib.util.spec_from_file_location("_finished_run", Path(__file__).parents[1] / "api" / "conftest.py")
-assert _spec is not None and _spec.loader is not None
-_finished = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_finished)
-TINY = {**_finished.TINY, "epochs": 1}  # the tiny clip config of tests/api, one epoch (3 steps)
+TINY = {**TINY_CLIP, "epochs": 1}  # the tiny clip config of tests/api, one epoch (3 steps)
 
 
 def _write(path: Path, raw: dict) -> Path:

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
+from tests.tiny import train_tiny_run
 
 import mie
 from mie.cli import main
 from mie.explain import gradcam
 
-_spec = importlib.util.spec_from_file_location("_finished_run", Path(__file__).parents[1] / "api" / "conftest.py")
-assert _spec is not None and _spec.loader is not None
-_finished = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_finished)
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    return _finished.train_tiny_run(tmp_path_factory.mktemp("explain"))
+    return train_tiny_run(tmp_path_factory.mktemp("explain"))
 
 
 def _image(run: Path) -> Path:

@@ -3,20 +3,15 @@ own results.json), generate; the before/after table is printed; bad input is one
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import yaml
-from tests.tiny import TINY_LM
+from tests.tiny import TINY_LM, train_tiny_run
 
 from mie.cli import main
 
-_spec = importlib.util.spec_from_file_location("_api_fixtures", Path(__file__).parents[1] / "api" / "conftest.py")
-assert _spec is not None and _spec.loader is not None
-_api_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_api_fixtures)
 TEXT = "the cat sat on the mat. a dog ran in the park. hello there, how are you today? " * 30
 
 
@@ -24,7 +19,7 @@ TEXT = "the cat sat on the mat. a dog ran in the park. hello there, how are you 
 def clip_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("optimize_clip")
     (root / "runs").mkdir()
-    return _api_fixtures.train_tiny_run(root)
+    return train_tiny_run(root)
 
 
 @pytest.fixture(scope="module")

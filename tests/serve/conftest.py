@@ -3,21 +3,14 @@ through ``mie train`` (seconds), and apps over them that are loaded before the t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import threading
 from pathlib import Path
 
 import pytest
 import yaml
-from tests.tiny import TINY_LM
+from tests.tiny import TINY_LM, train_tiny_run
 
-_spec = importlib.util.spec_from_file_location("_api_fixtures", Path(__file__).parents[1] / "api" / "conftest.py")
-assert _spec is not None and _spec.loader is not None
-_api_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_api_fixtures)
-
-snapshot = _api_fixtures.snapshot
 TEXT = "the cat sat on the mat. a dog ran in the park. hello there, how are you today? " * 30
 
 
@@ -26,7 +19,7 @@ def clip_run(tmp_path_factory) -> Path:
     """A finished tiny clip run (``<tmp>/runs/demo``, its shapes data beside it)."""
     root = tmp_path_factory.mktemp("serve_clip")
     (root / "runs").mkdir()  # mie train creates no missing parent folders
-    return _api_fixtures.train_tiny_run(root)
+    return train_tiny_run(root)
 
 
 @pytest.fixture(scope="session")

@@ -70,7 +70,7 @@ def test_search_ranks_like_mie_search_and_is_fast(client, clip_run):
 
 
 def test_an_image_upload_gets_the_best_captions_in_memory(client, clip_run, clip_app):
-    from tests.serve.conftest import snapshot
+    from tests.tiny import snapshot
 
     before = snapshot(clip_run.parent)
     index = clip_app.state.serve.index
