@@ -7,12 +7,7 @@ import torch
 
 from mie.explain import lm_next_token_attributions
 from mie.models.causal_lm import CausalLM, CausalLMConfig
-
-
-def _have_encoder() -> bool:
-    from mie.pretrained.sentence import encoder_installed
-
-    return encoder_installed()
+from mie.pretrained.sentence import encoder_installed
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +40,7 @@ def test_lm_gradient_x_input_is_the_embedding_times_its_gradient(lm):
     torch.testing.assert_close(torch.tensor(attr.scores), (embedded * embedded.grad)[0].sum(-1).detach())
 
 
-@pytest.mark.skipif(not _have_encoder(), reason="needs the all-MiniLM-L6-v2 package (make pretrained)")
+@pytest.mark.skipif(not encoder_installed(), reason="needs the all-MiniLM-L6-v2 package (make setup installs it)")
 def test_the_safety_classifier_flags_a_harmful_request_for_its_harmful_word():
     from mie.explain.safety_attr import safety_attributions
     from mie.safety.embeddings import EmbeddingMethod

@@ -13,6 +13,7 @@ import torch
 
 from mie.errors import CheckpointError
 from mie.io.checkpoint import sha256_file
+from mie.pretrained.sentence import encoder_installed
 from mie.safety import calibration
 from mie.safety.embeddings import TuneSettings, load_examples
 from mie.safety.evaluator import SafetyEvaluator
@@ -25,12 +26,6 @@ DATA = package_dir()
 
 def _sidecar(name: str) -> dict:
     return json.loads((DATA / name.replace(".safetensors", ".json")).read_text(encoding="utf-8"))
-
-
-def _have_encoder() -> bool:
-    from mie.pretrained.sentence import encoder_installed
-
-    return encoder_installed()
 
 
 @pytest.mark.parametrize("name", [CLASSIFIER, THRESHOLDS])
@@ -75,7 +70,7 @@ def test_calibration_helpers_against_hand_counts():
     assert calibration.roc_auc([1.0, 0.5], [0.5, 0.0]) == pytest.approx((1 + 1 + 0.5 + 1) / 4)
 
 
-@pytest.mark.skipif(not _have_encoder(), reason="needs the all-MiniLM-L6-v2 package (make pretrained)")
+@pytest.mark.skipif(not encoder_installed(), reason="needs the all-MiniLM-L6-v2 package (make setup installs it)")
 def test_the_evaluator_reproduces_the_recorded_figures():
     """Rules + the shipped embeddings on the evaluation set give the figures recorded at build time."""
     torch.set_num_threads(1)

@@ -48,11 +48,11 @@ def local_client(app, **kwargs):
     return TestClient(app, base_url=BASE_URL, **kwargs)
 
 
-def loaded_app(source: str | Path, cache_dir: Path | None = None, **kwargs):
-    """An app over ``source`` (rules-only safety, so no pretrained package is needed), fully loaded."""
+def loaded_app(source: str | Path, cache_dir: Path | None = None, safety_methods: str = "rules", **kwargs):
+    """An app over ``source`` (rules-only safety by default, so no pretrained package is needed), fully loaded."""
     from mie.serve import create_app
 
-    app = create_app(str(source), safety_methods="rules", cache_dir=cache_dir, **kwargs)
+    app = create_app(str(source), safety_methods=safety_methods, cache_dir=cache_dir, **kwargs)
     assert app.state.serve.wait(timeout=120), app.state.serve.error
     return app
 
@@ -61,6 +61,17 @@ def loaded_app(source: str | Path, cache_dir: Path | None = None, **kwargs):
 def clip_app(clip_run, tmp_path_factory):
     """The app over the tiny clip run, loaded (its embeddings cached in a temporary folder)."""
     return loaded_app(clip_run, tmp_path_factory.mktemp("serve_cache"))
+
+
+@pytest.fixture(scope="module")
+def safety_app(clip_run, tmp_path_factory):
+    """The app over the tiny clip run with the embedding classifier too (its verdicts' token attributions);
+    skipped where the all-MiniLM-L6-v2 package is missing. One per test module: each starts with empty caches."""
+    from mie.pretrained.sentence import encoder_installed
+
+    if not encoder_installed():
+        pytest.skip("needs the all-MiniLM-L6-v2 package (make setup installs it)")
+    return loaded_app(clip_run, tmp_path_factory.mktemp("cache"), safety_methods="rules,embeddings")
 
 
 @pytest.fixture(scope="session")

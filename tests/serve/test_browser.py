@@ -204,22 +204,10 @@ def test_each_result_gets_its_heat_map_beside_it(server, browser, clip_app, tmp_
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 1000
 
 
-def _have_encoder() -> bool:
-    from mie.pretrained.sentence import encoder_installed
-
-    return encoder_installed()
-
-
 @pytest.fixture(scope="module")
-def safety_server(clip_run, tmp_path_factory):
+def safety_server(safety_app):
     """The tiny clip run served with the embedding classifier too (its token attributions)."""
-    if not _have_encoder():
-        pytest.skip("needs the all-MiniLM-L6-v2 package (make pretrained)")
-    from mie.serve import create_app
-
-    app = create_app(str(clip_run), safety_methods="rules,embeddings", cache_dir=tmp_path_factory.mktemp("cache"))
-    assert app.state.serve.wait(timeout=120), app.state.serve.error
-    yield from _serving(app)
+    yield from _serving(safety_app)
 
 
 def test_a_flagged_verdict_shows_the_words_that_carried_it(safety_server, browser, tmp_path):

@@ -15,12 +15,6 @@ from mie.serve.explain import MAX_EXPLAIN_CHARS, ExplainGate
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _have_encoder() -> bool:
-    from mie.pretrained.sentence import encoder_installed
-
-    return encoder_installed()
-
-
 @pytest.fixture(scope="module")
 def client(clip_app):
     return local_client(clip_app)
@@ -132,14 +126,8 @@ def test_an_lm_server_has_no_heat_maps_and_a_rules_server_no_attributions(client
 
 
 @pytest.fixture(scope="module")
-def safety_client(clip_run, tmp_path_factory):
-    if not _have_encoder():
-        pytest.skip("needs the all-MiniLM-L6-v2 package (make pretrained)")
-    from mie.serve import create_app
-
-    app = create_app(str(clip_run), safety_methods="rules,embeddings", cache_dir=tmp_path_factory.mktemp("cache"))
-    assert app.state.serve.wait(timeout=120), app.state.serve.error
-    return local_client(app)
+def safety_client(safety_app):
+    return local_client(safety_app)
 
 
 def test_a_flagged_text_gets_its_tokens_attributions(safety_client):
