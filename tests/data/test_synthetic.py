@@ -197,16 +197,19 @@ def test_pixels_show_the_described_colors_on_a_dark_background(shapes: Path, rec
             centre = pixels[o["y"], o["x"]]
             nearest = COLORS[int(np.argmin(((palette - centre) ** 2).sum(axis=1)))]
             assert nearest == o["color"], (r["id"], o)
-            # Count this colour's pixels in the object's box: large objects cover clearly more area.
-            x0, y0 = max(0, o["x"] - 14), max(0, o["y"] - 14)
-            box = pixels[y0 : o["y"] + 15, x0 : o["x"] + 15]
+            # Count this colour's pixels in the object's box: large objects cover clearly more area. The
+            # smallest large shape (a star, ~1.46 r^2) covers more than the largest small one (a circle).
+            half = math.ceil(1.1 * RADIUS_FRACTION["large"] * 64) + 1
+            x0, y0 = max(0, o["x"] - half), max(0, o["y"] - half)
+            box = pixels[y0 : o["y"] + half + 1, x0 : o["x"] + half + 1]
             area = (np.abs(box - COLOR_RGB[o["color"]]).max(axis=2) < 40).sum()
+            split = 0.5 * (1.46 * (RADIUS_FRACTION["large"] * 64) ** 2 + math.pi * (RADIUS_FRACTION["small"] * 64) ** 2)
             if len(r["attributes"]["objects"]) == 1:
                 if o["size"] == "large":
-                    assert area > 150
+                    assert area > split, (r["id"], o, area)
                     large_seen = True
                 else:
-                    assert area < 150
+                    assert area < split, (r["id"], o, area)
                     small_seen = True
     assert large_seen or small_seen
 

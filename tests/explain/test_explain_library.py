@@ -177,10 +177,13 @@ def test_similarity_matrix_is_cosine():
 
 
 def test_a_hit_is_within_the_object_radius_plus_half_a_cell():
-    obj = {"shape": "circle", "color": "red", "size": "small", "x": 32, "y": 32}  # radius 0.09 * 64 = 5.76
-    assert is_hit((32, 37), obj, 64, cell=0.0)
-    assert not is_hit((32, 40), obj, 64, cell=0.0)
-    assert is_hit((32, 40), obj, 64, cell=10.0)
+    from mie.data.shapes_drawing import RADIUS_FRACTION
+
+    obj = {"shape": "circle", "color": "red", "size": "small", "x": 32, "y": 32}
+    r = RADIUS_FRACTION["small"] * 64
+    assert is_hit((32, 32 + math.floor(r)), obj, 64, cell=0.0)
+    assert not is_hit((32, 32 + math.floor(r) + 3), obj, 64, cell=0.0)
+    assert is_hit((32, 32 + math.floor(r) + 3), obj, 64, cell=10.0)
 
 
 def test_gradcam_explains_a_classifier_logit_and_follows_its_weights():

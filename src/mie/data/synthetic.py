@@ -71,7 +71,7 @@ __all__ = [
     "generate_shapes_dataset", "heldout_pairs",
 ]
 
-GENERATOR_VERSION = 2  # 2: the marker lists every file written (``mie.data.shapes_files``)
+GENERATOR_VERSION = 3  # 2: the marker lists every file written (``mie.data.shapes_files``); 3: larger objects
 HELDOUT_FRACTION = 0.1
 NUM_OBJECTS_WEIGHTS = (0.2, 0.4, 0.4)  # P(1), P(2), P(3) before uniqueness pushes some up
 
