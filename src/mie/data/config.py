@@ -67,3 +67,6 @@ class DataConfig:
     max_member_bytes: int = 256 * 1024 * 1024  # one member of a WebDataset tar shard
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     format_options: dict[str, Any] = field(default_factory=dict)
+    #: groups of interchangeable words ([[circle, square, ...]]): each training caption gets a hard negative
+    #: caption with one word replaced or two swapped (NegCLIP), which the clip loss adds to its negatives
+    caption_swaps: list[list[str]] = field(default_factory=list)

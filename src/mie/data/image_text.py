@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
+from mie.data.caption_negatives import negative_captions
 from mie.data.transforms import DEFAULT_MAX_IMAGE_PIXELS, LoadImage, ToTensor
 from mie.errors import DataError, LimitError
 from mie.tokenization.base import BaseTokenizer
@@ -129,6 +130,7 @@ def collate_image_text(
     context_length: int,
     caption_index: str | int = "random",
     generator: torch.Generator | None = None,
+    negatives: Callable[[str, torch.Generator | None], str | None] | None = None,
 ) -> dict[str, Any] | None:
     """Batch samples for contrastive training, choosing ONE caption per image.
 
@@ -137,7 +139,8 @@ def collate_image_text(
     int picks that caption (modulo the count). ``match_ids`` gives the same integer to entries of
     the same image, so a loss can treat them as positives of each other. Returns ``None`` when every
     sample was dropped, so the caller skips the step. Use with ``functools.partial`` as a
-    DataLoader ``collate_fn``.
+    DataLoader ``collate_fn``. ``negatives`` (a ``mie.data.caption_negatives.CaptionSwapper``) adds
+    ``negative_input_ids`` ``[N, L]``: one hard negative caption for each of the N captions it can alter.
     """
     samples = [s for s in batch if s is not None]
     num_skipped = len(batch) - len(samples)
@@ -152,7 +155,10 @@ def collate_image_text(
         raise ValueError(f"caption_index must be 'random' or an int, got {caption_index!r}")
     first_seen: dict[str, int] = {}
     match_ids = [first_seen.setdefault(s.image_id, len(first_seen)) for s in samples]
-    return {
+    extra: dict[str, Any] = {}
+    if negatives is not None:
+        extra["negative_input_ids"] = tokenizer(negative_captions(captions, negatives, generator), context_length)
+    return {**extra,
         "images": torch.stack([s.image for s in samples]),
         "input_ids": tokenizer(captions, context_length),
         "match_ids": torch.tensor(match_ids, dtype=torch.long),

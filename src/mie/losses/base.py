@@ -44,6 +44,7 @@ INPUT_KINDS: dict[str, str] = {
     "text_embeds": "second embedding batch [B, D], paired row by row (captions; the other view)",
     "logit_scale": "the model's learnable 1 / temperature (a positive scalar)",
     "match_ids": "[B] integer ids; equal ids mark the same image, so they are not negatives",
+    "negative_text_embeds": "[N, D] embeddings of hard negative captions (word swaps): extra negatives only",
     "labels": "[B] integer class labels",
     "features": "the current model's features [..., D]",
     "reference_features": "features of the same inputs from a frozen reference model, same shape",

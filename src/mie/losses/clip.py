@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -28,11 +29,14 @@ class CLIPStyleLoss(LossBase):
     ``chunk_size`` computes the log-sum-exp over column chunks with recomputation in backward: peak
     memory is linear in B (no B x B logits) and the result equals dense mode; match_ids and label
     smoothing are supported there too. ``gather_distributed`` compares local features with the
-    features of all ranks (labels offset by ``rank * B``).
+    features of all ranks (labels offset by ``rank * B``). ``negative_text_embeds`` (NegCLIP's hard
+    negative captions, ``data.caption_swaps``) are extra columns of the image->text direction only: each
+    image must rank its own caption above every caption of the batch and every negative (this rank's).
     """
 
     consumes: ClassVar[dict[str, str]] = {"image_embeds": "image_embeds", "text_embeds": "text_embeds",
-                                          "logit_scale": "logit_scale", "match_ids": "match_ids"}
+                                          "logit_scale": "logit_scale", "match_ids": "match_ids",
+                                          "negative_text_embeds": "negative_text_embeds"}
 
     min_batch = 1
 
@@ -63,6 +67,7 @@ class CLIPStyleLoss(LossBase):
         text_embeds: Tensor,
         logit_scale: Tensor | float | None = None,
         match_ids: Tensor | None = None,
+        negative_text_embeds: Tensor | None = None,
     ) -> Tensor:
         """Mean of the image->text and text->image cross-entropies (a scalar).
 
@@ -78,15 +83,17 @@ class CLIPStyleLoss(LossBase):
         img_all, offset = gather_with_grad(img) if self.gather_distributed else (img, 0)
         txt_all, _ = gather_with_grad(txt) if self.gather_distributed else (txt, 0)
         ids_all = gather_no_grad(ids) if (ids is not None and self.gather_distributed) else ids
-        common = dict(
-            offset=offset,
-            q_ids=ids,
-            k_ids=ids_all,
-            label_smoothing=self.label_smoothing,
-            chunk_size=self.chunk_size,
-        )
-        loss_i2t = info_nce(img, txt_all, scale, **common).mean()
-        loss_t2i = info_nce(txt, img_all, scale, **common).mean()
+        common = dict(offset=offset, q_ids=ids, label_smoothing=self.label_smoothing, chunk_size=self.chunk_size)
+        text_keys, text_ids = txt_all, ids_all
+        if negative_text_embeds is not None and negative_text_embeds.shape[0]:
+            neg = negative_text_embeds.to(txt_all.dtype)
+            neg = F.normalize(neg, dim=-1) if self.normalize else neg
+            # After the batch's captions, so the positives' columns (offset) do not move; id -1 is no image's.
+            text_keys = torch.cat([txt_all, neg])
+            if ids_all is not None:
+                text_ids = torch.cat([ids_all, ids_all.new_full((neg.shape[0],), -1)])
+        loss_i2t = info_nce(img, text_keys, scale, k_ids=text_ids, **common).mean()
+        loss_t2i = info_nce(txt, img_all, scale, k_ids=ids_all, **common).mean()
         loss = (loss_i2t + loss_t2i) / 2
         self.record(
             loss=loss,

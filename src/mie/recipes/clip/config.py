@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from mie.config import FRACTION, NON_NEGATIVE, POSITIVE, ConfigError, Rule, one_of
+from mie.data.caption_negatives import CaptionSwapper
 from mie.data.config import DataConfig
 from mie.losses.config import LossConfig
 from mie.models.budget import BOUNDS, MAX_BATCH, check_bound, check_training, check_workers
@@ -15,6 +16,7 @@ from mie.models.multimodal import DualEncoderConfig
 from mie.tokenization.config import TokenizerConfig
 from mie.training.config import TrainerConfig
 from mie.training.tasks import check_task_loss
+from mie.training.tasks.contrastive import build_task_loss
 
 
 @dataclass
@@ -80,6 +82,14 @@ def check_config(config: ClipConfig) -> None:
                 check_task_loss(stage.loss, config.model.embed_dim, f"stages[{index}].loss")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if config.data.caption_swaps:
+        CaptionSwapper(config.data.caption_swaps)  # a malformed group is refused here, before any work
+        for where, loss in [("loss", config.loss)] + [(f"stages[{i}].loss", s.loss) for i, s in
+                                                       enumerate(config.stages) if s.loss is not None]:
+            if "negative_text_embeds" not in build_task_loss(loss, config.model.embed_dim).accepted_inputs():
+                raise ConfigError(f"loss {loss.name!r} takes no negative captions, so data.caption_swaps would "
+                                  "only cost time", where=f"{where}.name",
+                                  fix="use loss clip, or set data.caption_swaps: []")
     check_budget(config)
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
 from mie.data import build_dataset, build_image_transform, collate_image_text
+from mie.data.caption_negatives import CaptionSwapper
 from mie.data.image_text import all_captions
 from mie.data.samplers import GroupedBatchSampler
 from mie.errors import CheckpointError, ConfigError
@@ -68,7 +69,8 @@ def build_train_loader(config: ClipConfig, dataset: Dataset, tokenizer: BaseToke
     data = config.data
     generator = torch.Generator().manual_seed(config.seed)
     collate = functools.partial(collate_image_text, tokenizer=tokenizer, context_length=config.model.context_length,
-                                generator=generator if data.num_workers == 0 else None)
+                                generator=generator if data.num_workers == 0 else None,
+                                negatives=CaptionSwapper(data.caption_swaps) if data.caption_swaps else None)
     # A stream (WebDataset) orders itself: shards are split by rank and worker and reordered per
     # epoch by the dataset's set_epoch, which the trainer calls; it cannot take a shuffling sampler.
     stream = isinstance(dataset, IterableDataset)

@@ -8,7 +8,9 @@ captions of one image). The task runs the dual encoder and offers the loss these
 * ``features`` / ``reference_features``: both towers' embeddings, from the model and from a frozen
   copy of it taken when the stage starts (feature consistency keeps a stage near where it began);
 * ``key_inputs``: the token ids, which a momentum loss (``ema_moco``) encodes with its EMA copy of
-  the text tower, attached when the stage starts.
+  the text tower, attached when the stage starts;
+* ``negative_text_embeds``: hard negative captions (``negative_input_ids``, made by
+  ``data.caption_swaps``) encoded by the text tower in the same forward as the batch's captions.
 
 A loss that needs anything else (``cross_entropy``'s logits and targets) is refused by
 :func:`check_task_loss`, which the recipe calls when the config is loaded.
@@ -32,7 +34,7 @@ from mie.training.task import Task
 from mie.training.tasks.reference import frozen
 
 IMAGE_TEXT_INPUTS = frozenset({"image_embeds", "text_embeds", "logit_scale", "match_ids", "features",
-                               "reference_features", "key_inputs"})
+                               "reference_features", "key_inputs", "negative_text_embeds"})
 _COMPOSITES = {"combined": "losses", "multitask": "tasks"}
 
 
@@ -146,16 +148,23 @@ class ContrastiveTask(Task):
             if key not in batch:
                 raise ValueError(f"an image–text batch needs {key!r}; got keys {sorted(batch)}")
         images, ids = batch["images"], batch["input_ids"]
-        out = self.model(images, ids)
+        negatives = batch.get("negative_input_ids")
+        if negatives is not None and "negative_text_embeds" not in self.loss.accepted_inputs():
+            negatives = None
+        # One forward for captions and negatives (the towers run separately, so the counts may differ):
+        # a DDP-wrapped model is only ever called through forward.
+        out = self.model(images, ids if negatives is None else torch.cat([ids, negatives.to(ids.device)]))
+        text_embeds = out["text_embeds"][: ids.shape[0]]
         match_ids = batch.get("match_ids")
         if match_ids is not None and get_world_size() > 1:
             # collate_image_text numbers images 0..B-1 within a batch; a loss that gathers every
             # rank's batch must not read rank 0's image 3 and rank 1's image 3 as one image.
             match_ids = match_ids + get_rank() * match_ids.shape[0]
-        context = {"image_embeds": out["image_embeds"], "text_embeds": out["text_embeds"],
-                   "logit_scale": out["logit_scale"], "match_ids": match_ids, "key_inputs": ids}
+        context = {"image_embeds": out["image_embeds"], "text_embeds": text_embeds,
+                   "logit_scale": out["logit_scale"], "match_ids": match_ids, "key_inputs": ids,
+                   "negative_text_embeds": None if negatives is None else out["text_embeds"][ids.shape[0]:]}
         if self.reference is not None:
-            context["features"] = torch.cat([out["image_embeds"], out["text_embeds"]])
+            context["features"] = torch.cat([out["image_embeds"], text_embeds])
             with torch.no_grad():
                 ref = self.reference(images, ids)
             context["reference_features"] = torch.cat([ref["image_embeds"], ref["text_embeds"]])
