@@ -14,6 +14,7 @@ from mie.losses.base import LossBase
 
 B, D = 6, 5
 QUEUE = 16
+TAGS = 3
 # The composites hold stateful terms, so propagation of after_optimizer_step is exercised too.
 COMPOSITES: dict[str, dict[str, Any]] = {
     "combined": {"losses": [{"name": "clip"}, {"name": "vicreg", "weight": 0.1},
@@ -33,7 +34,7 @@ def make(name: str, **kwargs: Any) -> LossBase:
         loss = build_loss(name, **{**COMPOSITES[name], **kwargs})
     else:
         accepted = inspect.signature(LOSSES[name].__init__).parameters
-        sizes = {"embed_dim": D, "queue_size": QUEUE} if "embed_dim" in accepted else {}
+        sizes = {k: v for k, v in {"embed_dim": D, "queue_size": QUEUE, "num_tags": TAGS}.items() if k in accepted}
         loss = build_loss(name, **{**sizes, **kwargs})
     for module in loss.modules():
         if callable(getattr(module, "attach", None)):
@@ -55,6 +56,8 @@ def context(requires_grad: bool = True, seed: int = 0) -> dict[str, torch.Tensor
             "match_ids": torch.tensor([0, 1, 1, 2, 3, 4]), "labels": torch.tensor([0, 1, 0, 2, 1, 2]),
             "features": feats, "reference_features": feats.detach() + 0.1,
             "key_inputs": torch.randn(B, D, generator=g),
+            "negative_text_embeds": torch.randn(3, D, generator=g).requires_grad_(requires_grad),
+            "tag_targets": (torch.rand(B, TAGS, generator=g) > 0.5).float(),
             "logits": torch.randn(B, 3, 7, generator=g).requires_grad_(requires_grad), "targets": targets}
 
 

@@ -61,6 +61,8 @@ SPECS = {
         {"warmup_steps": 0, "transition_steps": 4, "temperature": 0.01},
         lambda dt: (_pair(dt), {"step": 2}),
     ),
+    "caption_tags": ({"embed_dim": D, "num_tags": 3},
+                     lambda dt: ((torch.randn(B, D).to(dt), (torch.rand(B, 3) > 0.5).to(dt)), {})),
     "cross_entropy": ({"label_smoothing": 0.1, "ignore_index": 0}, lambda dt: (_lm_inputs(dt), {})),
     "combined": (
         {"losses": [{"name": "clip", "weight": 1.0}, {"name": "vicreg", "weight": 0.1, "sim_coeff": 10}]},

@@ -17,7 +17,7 @@ from mie.losses.base import INPUT_KINDS, LossBase, diagnostics, diagnostics_enab
 COMPOSITE_NAMES = ("combined", "multitask")
 # What an image–text batch supplies (the contrastive training task's inputs).
 IMAGE_TEXT = {"image_embeds", "text_embeds", "logit_scale", "match_ids", "features", "reference_features",
-              "key_inputs"}
+              "key_inputs", "negative_text_embeds", "tag_targets"}
 
 
 def declared(cls: type) -> dict[str, str]:
@@ -71,7 +71,8 @@ def direct_call(name: str, loss: LossBase, ctx: dict) -> torch.Tensor:
     """The same loss called as a user would, without ``forward_context``."""
     img, txt = ctx["image_embeds"], ctx["text_embeds"]
     if name == "combined":
-        return loss(img, txt, logit_scale=ctx["logit_scale"], match_ids=ctx["match_ids"])
+        return loss(img, txt, logit_scale=ctx["logit_scale"], match_ids=ctx["match_ids"],
+                    negative_text_embeds=ctx["negative_text_embeds"])
     if name == "multitask":
         return loss(retrieval={"image_embeds": img, "text_embeds": txt, "match_ids": ctx["match_ids"],
                                "logit_scale": ctx["logit_scale"]},

@@ -70,3 +70,5 @@ class DataConfig:
     #: groups of interchangeable words ([[circle, square, ...]]): each training caption gets a hard negative
     #: caption with one word replaced or two swapped (NegCLIP), which the clip loss adds to its negatives
     caption_swaps: list[list[str]] = field(default_factory=list)
+    #: words whose presence in an image's captions the caption_tags loss predicts from the image
+    caption_tags: list[str] = field(default_factory=list)

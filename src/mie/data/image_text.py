@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import regex
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
@@ -26,6 +27,7 @@ from mie.errors import DataError, LimitError
 from mie.tokenization.base import BaseTokenizer
 
 logger = logging.getLogger(__name__)
+_WORDS = regex.compile(r"\w+")  # caption words, for tag targets
 
 
 class SplitNotFoundError(DataError):
@@ -131,6 +133,7 @@ def collate_image_text(
     caption_index: str | int = "random",
     generator: torch.Generator | None = None,
     negatives: Callable[[str, torch.Generator | None], str | None] | None = None,
+    tags: Sequence[str] = (),
 ) -> dict[str, Any] | None:
     """Batch samples for contrastive training, choosing ONE caption per image.
 
@@ -141,6 +144,7 @@ def collate_image_text(
     sample was dropped, so the caller skips the step. Use with ``functools.partial`` as a
     DataLoader ``collate_fn``. ``negatives`` (a ``mie.data.caption_negatives.CaptionSwapper``) adds
     ``negative_input_ids`` ``[N, L]``: one hard negative caption for each of the N captions it can alter.
+    ``tags`` (words) adds ``tag_targets`` ``[B, T]``: 1 where any caption of the image holds the word.
     """
     samples = [s for s in batch if s is not None]
     num_skipped = len(batch) - len(samples)
@@ -158,6 +162,8 @@ def collate_image_text(
     extra: dict[str, Any] = {}
     if negatives is not None:
         extra["negative_input_ids"] = tokenizer(negative_captions(captions, negatives, generator), context_length)
+    if tags:
+        extra["tag_targets"] = caption_tag_targets([s.captions for s in samples], tags)
     return {**extra,
         "images": torch.stack([s.image for s in samples]),
         "input_ids": tokenizer(captions, context_length),
@@ -166,6 +172,17 @@ def collate_image_text(
         "captions": captions,
         "num_skipped": num_skipped,
     }
+
+
+def caption_tag_targets(captions: Sequence[Sequence[str]], tags: Sequence[str]) -> torch.Tensor:
+    """``[len(captions), len(tags)]`` float: 1 where one of an image's captions holds the tag as a whole word."""
+    out = torch.zeros(len(captions), len(tags))
+    index = {tag.lower(): k for k, tag in enumerate(tags)}
+    for row, texts in enumerate(captions):
+        for word in {w for text in texts for w in _WORDS.findall(text.lower())}:
+            if word in index:
+                out[row, index[word]] = 1.0
+    return out
 
 
 def images_and_all_captions(dataset: Dataset, batch_size: int = 64) -> Iterator[EvalBatch]:

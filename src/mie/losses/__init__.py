@@ -13,6 +13,7 @@ Importing this package imports every loss module so that ``LOSSES`` is complete.
 
 from mie.losses.barlow_twins import BarlowTwinsLoss
 from mie.losses.base import INPUT_KINDS, LogitScale, LossBase, diagnostics, diagnostics_enabled
+from mie.losses.caption_tags import CaptionTagLoss
 from mie.losses.clip import CLIPStyleLoss
 from mie.losses.combined import CombinedLoss, MultitaskLoss
 from mie.losses.contrastive import ContrastiveLoss
@@ -38,6 +39,7 @@ __all__ = [
     "LOSSES",
     "BarlowTwinsLoss",
     "CLIPStyleLoss",
+    "CaptionTagLoss",
     "CombinedLoss",
     "ContrastiveLoss",
     "CrossEntropyLoss",

@@ -45,6 +45,7 @@ INPUT_KINDS: dict[str, str] = {
     "logit_scale": "the model's learnable 1 / temperature (a positive scalar)",
     "match_ids": "[B] integer ids; equal ids mark the same image, so they are not negatives",
     "negative_text_embeds": "[N, D] embeddings of hard negative captions (word swaps): extra negatives only",
+    "tag_targets": "[B, T] 0/1: which of data.caption_tags the image's captions use",
     "labels": "[B] integer class labels",
     "features": "the current model's features [..., D]",
     "reference_features": "features of the same inputs from a frozen reference model, same shape",

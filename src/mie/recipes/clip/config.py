@@ -74,22 +74,25 @@ class ClipConfig(TrainerConfig):
 
 
 def check_config(config: ClipConfig) -> None:
-    """Refuse, in one line, a loss (top level or a stage's) that an image–text batch cannot feed."""
+    """Refuse, in one line, a loss (top level or a stage's) that an image–text batch cannot feed, and
+    caption swaps or tags that no loss would use."""
+    dim, tags = config.model.embed_dim, len(config.data.caption_tags)
+    losses = [("loss", config.loss)] + [(f"stages[{i}].loss", s.loss) for i, s in enumerate(config.stages)
+                                        if s.loss is not None]
     try:
-        check_task_loss(config.loss, config.model.embed_dim, "loss")
-        for index, stage in enumerate(config.stages):
-            if stage.loss is not None:
-                check_task_loss(stage.loss, config.model.embed_dim, f"stages[{index}].loss")
+        for where, loss in losses:
+            check_task_loss(loss, dim, where, num_tags=tags)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if config.data.caption_swaps:
         CaptionSwapper(config.data.caption_swaps)  # a malformed group is refused here, before any work
-        for where, loss in [("loss", config.loss)] + [(f"stages[{i}].loss", s.loss) for i, s in
-                                                       enumerate(config.stages) if s.loss is not None]:
-            if "negative_text_embeds" not in build_task_loss(loss, config.model.embed_dim).accepted_inputs():
-                raise ConfigError(f"loss {loss.name!r} takes no negative captions, so data.caption_swaps would "
-                                  "only cost time", where=f"{where}.name",
-                                  fix="use loss clip, or set data.caption_swaps: []")
+    for key, kind in (("caption_swaps", "negative_text_embeds"), ("caption_tags", "tag_targets")):
+        if not getattr(config.data, key):
+            continue
+        for where, loss in losses:
+            if kind not in build_task_loss(loss, dim, tags).accepted_inputs():
+                raise ConfigError(f"loss {loss.name!r} does not use data.{key}, which would only cost time",
+                                  where=f"{where}.name", fix=f"use a loss that takes {kind}, or set data.{key}: []")
     check_budget(config)
 
 

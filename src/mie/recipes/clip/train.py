@@ -70,7 +70,8 @@ def build_train_loader(config: ClipConfig, dataset: Dataset, tokenizer: BaseToke
     generator = torch.Generator().manual_seed(config.seed)
     collate = functools.partial(collate_image_text, tokenizer=tokenizer, context_length=config.model.context_length,
                                 generator=generator if data.num_workers == 0 else None,
-                                negatives=CaptionSwapper(data.caption_swaps) if data.caption_swaps else None)
+                                negatives=CaptionSwapper(data.caption_swaps) if data.caption_swaps else None,
+                                tags=data.caption_tags)
     # A stream (WebDataset) orders itself: shards are split by rank and worker and reordered per
     # epoch by the dataset's set_epoch, which the trainer calls; it cannot take a shuffling sampler.
     stream = isinstance(dataset, IterableDataset)
@@ -182,7 +183,7 @@ def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = Fa
             _load_weights_into(model, Path(config.init_checkpoint))
         val_set = load_eval_set(config, config.data.val_split) if config.data.val_split else None
         evaluator = retrieval_evaluator(val_set, tokenizer, device) if val_set is not None else None
-        task = ContrastiveTask(model, resolved.loss, evaluator=evaluator)
+        task = ContrastiveTask(model, resolved.loss, evaluator=evaluator, num_tags=len(resolved.data.caption_tags))
         trainer = BaseTrainer(task, resolved, functools.partial(build_train_loader, resolved, train_set, tokenizer),
                               device=device, quiet=quiet, batch_size=resolved.data.batch_size)
         num_train = _num_images(train_set)

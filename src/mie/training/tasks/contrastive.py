@@ -10,7 +10,8 @@ captions of one image). The task runs the dual encoder and offers the loss these
 * ``key_inputs``: the token ids, which a momentum loss (``ema_moco``) encodes with its EMA copy of
   the text tower, attached when the stage starts;
 * ``negative_text_embeds``: hard negative captions (``negative_input_ids``, made by
-  ``data.caption_swaps``) encoded by the text tower in the same forward as the batch's captions.
+  ``data.caption_swaps``) encoded by the text tower in the same forward as the batch's captions;
+* ``tag_targets``: which of ``data.caption_tags`` each image's captions hold (the ``caption_tags`` loss).
 
 A loss that needs anything else (``cross_entropy``'s logits and targets) is refused by
 :func:`check_task_loss`, which the recipe calls when the config is loaded.
@@ -34,7 +35,7 @@ from mie.training.task import Task
 from mie.training.tasks.reference import frozen
 
 IMAGE_TEXT_INPUTS = frozenset({"image_embeds", "text_embeds", "logit_scale", "match_ids", "features",
-                               "reference_features", "key_inputs", "negative_text_embeds"})
+                               "reference_features", "key_inputs", "negative_text_embeds", "tag_targets"})
 _COMPOSITES = {"combined": "losses", "multitask": "tasks"}
 
 
@@ -76,16 +77,19 @@ def _complete_term(term: Any, defaults: Mapping[str, Any]) -> Any:
             "name": term["name"], **({"weight": term["weight"]} if "weight" in term else {})}
 
 
-def build_task_loss(config: LossConfig, embed_dim: int) -> nn.Module:
-    """The loss ``config`` names, with ``embed_dim`` (queues) and, under DDP, ``gather_distributed``
-    filled in where the loss takes them and the config left them out (as OpenCLIP gathers)."""
+def build_task_loss(config: LossConfig, embed_dim: int, num_tags: int = 0) -> nn.Module:
+    """The loss ``config`` names, with ``embed_dim`` (queues, tag heads), ``num_tags`` (``data.caption_tags``)
+    and, under DDP, ``gather_distributed`` filled in where the loss takes them and the config left them
+    out (as OpenCLIP gathers)."""
     defaults: dict[str, Any] = {"embed_dim": embed_dim}
+    if num_tags:
+        defaults["num_tags"] = num_tags
     if is_distributed():
         defaults["gather_distributed"] = True
     return build_loss(config.name, **_complete(config.name, config.kwargs, defaults))
 
 
-def check_task_loss(config: LossConfig, embed_dim: int, where: str = "loss") -> None:
+def check_task_loss(config: LossConfig, embed_dim: int, where: str = "loss", num_tags: int = 0) -> None:
     """Raise ``ValueError`` (one line naming ``where``, the loss and what it needs) unless the loss
     can be built and trained from what an image–text batch supplies."""
     key = _COMPOSITES.get(config.name)
@@ -95,7 +99,7 @@ def check_task_loss(config: LossConfig, embed_dim: int, where: str = "loss") -> 
         raise ValueError(f"{where}.kwargs.{key}: loss {config.name!r} combines registered losses; name them, "
                          f"e.g. --set '{where}.kwargs.{key}={example}'")
     try:
-        loss = build_task_loss(config, embed_dim)
+        loss = build_task_loss(config, embed_dim, num_tags)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{where}: {exc}") from None
     missing = sorted(set(loss.required_inputs()) - IMAGE_TEXT_INPUTS)
@@ -115,19 +119,20 @@ class ContrastiveTask(Task):
     """
 
     def __init__(self, model: nn.Module, loss: LossConfig,
-                 evaluator: Callable[[nn.Module], Mapping[str, float]] | None = None) -> None:
+                 evaluator: Callable[[nn.Module], Mapping[str, float]] | None = None, num_tags: int = 0) -> None:
         super().__init__(model)
         self.default_loss = loss
         self.evaluator = evaluator
         self.embed_dim = int(model.config.embed_dim)
-        self.loss = build_task_loss(loss, self.embed_dim)
+        self.num_tags = num_tags
+        self.loss = build_task_loss(loss, self.embed_dim, num_tags)
         self.reference: nn.Module | None = None
 
     def on_stage_start(self, index: int, stage: StageConfig) -> None:
         """Build the stage's loss; copy the model as the frozen reference and attach momentum
         encoders when the loss takes them."""
         device = next(self.model.parameters()).device
-        self.loss = build_task_loss(stage.loss or self.default_loss, self.embed_dim).to(device)
+        self.loss = build_task_loss(stage.loss or self.default_loss, self.embed_dim, self.num_tags).to(device)
         for module in self.loss.modules():
             if callable(getattr(module, "attach", None)):
                 module.attach(TextTower(self.model))
@@ -162,7 +167,8 @@ class ContrastiveTask(Task):
             match_ids = match_ids + get_rank() * match_ids.shape[0]
         context = {"image_embeds": out["image_embeds"], "text_embeds": text_embeds,
                    "logit_scale": out["logit_scale"], "match_ids": match_ids, "key_inputs": ids,
-                   "negative_text_embeds": None if negatives is None else out["text_embeds"][ids.shape[0]:]}
+                   "negative_text_embeds": None if negatives is None else out["text_embeds"][ids.shape[0]:],
+                   "tag_targets": batch.get("tag_targets")}
         if self.reference is not None:
             context["features"] = torch.cat([out["image_embeds"], text_embeds])
             with torch.no_grad():
