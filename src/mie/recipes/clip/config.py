@@ -89,10 +89,11 @@ def check_config(config: ClipConfig) -> None:
     for key, kind in (("caption_swaps", "negative_text_embeds"), ("caption_tags", "tag_targets")):
         if not getattr(config.data, key):
             continue
-        for where, loss in losses:
-            if kind not in build_task_loss(loss, dim, tags).accepted_inputs():
-                raise ConfigError(f"loss {loss.name!r} does not use data.{key}, which would only cost time",
-                                  where=f"{where}.name", fix=f"use a loss that takes {kind}, or set data.{key}: []")
+        if not any(kind in build_task_loss(loss, dim, tags).accepted_inputs() for _, loss in losses):
+            names = ", ".join(f"{where} {loss.name!r}" for where, loss in losses)
+            raise ConfigError(f"no loss uses it ({names}), so it would only cost time", where=f"data.{key}",
+                              fix=f"use a loss that takes {kind} (clip for caption_swaps, caption_tags for "
+                                  f"caption_tags), or set data.{key}: []")
     check_budget(config)
 
 
