@@ -18,6 +18,12 @@ def test_targets_mark_words_any_caption_of_the_image_holds_as_whole_words():
     torch.testing.assert_close(targets, torch.tensor([[1.0, 0, 0], [0, 1, 1], [0, 0, 0]]))
 
 
+def test_a_phrase_tag_needs_its_words_in_a_row():
+    targets = caption_tag_targets([["a small red circle"], ["a red square and a circle"], ["the Red  Circle!"]],
+                                  ["red circle", "red", "circle"])
+    torch.testing.assert_close(targets, torch.tensor([[1.0, 1, 1], [0, 1, 1], [1, 1, 1]]))
+
+
 def test_loss_is_binary_cross_entropy_of_the_head_on_scaled_embeddings():
     torch.manual_seed(0)
     loss_fn = build_loss("caption_tags", embed_dim=4, num_tags=3)

@@ -7,6 +7,7 @@ this module (``jsonl``, ``flickr``, ``coco``, ``tabular``, ``webdataset``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections import Counter
@@ -175,14 +176,23 @@ def collate_image_text(
 
 
 def caption_tag_targets(captions: Sequence[Sequence[str]], tags: Sequence[str]) -> torch.Tensor:
-    """``[len(captions), len(tags)]`` float: 1 where one of an image's captions holds the tag as a whole word."""
+    """``[len(captions), len(tags)]`` float: 1 where one of an image's captions holds the tag: a word, or a
+    phrase of words in a row ("red circle" is in "a small red circle", not in "a red square and a circle")."""
+    wanted = tuple(" ".join(_WORDS.findall(tag.lower())) for tag in tags)
     out = torch.zeros(len(captions), len(tags))
-    index = {tag.lower(): k for k, tag in enumerate(tags)}
     for row, texts in enumerate(captions):
-        for word in {w for text in texts for w in _WORDS.findall(text.lower())}:
-            if word in index:
-                out[row, index[word]] = 1.0
+        for text in texts:
+            for k in _tags_in(text, wanted):
+                out[row, k] = 1.0
     return out
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _tags_in(text: str, tags: tuple[str, ...]) -> tuple[int, ...]:
+    """Indices of ``tags`` (normalised words joined by spaces) found in ``text``; cached, since a training
+    run meets each caption once per epoch."""
+    words = " " + " ".join(_WORDS.findall(text.lower())) + " "
+    return tuple(k for k, tag in enumerate(tags) if tag and f" {tag} " in words)
 
 
 def images_and_all_captions(dataset: Dataset, batch_size: int = 64) -> Iterator[EvalBatch]:
