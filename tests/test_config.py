@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import yaml
@@ -246,3 +247,38 @@ def test_validate_config_checks_python_built_configs():
 
 def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)
+
+
+def test_a_config_with_base_merges_over_the_file_it_names(tmp_path):
+    from mie.config import read_yaml
+
+    (tmp_path / "a.yaml").write_text("recipe: clip\nmodel: {embed_dim: 64, image_size: 48}\ndata: {test_splits: [x, y]}\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.yaml").write_text("base: ../a.yaml\nmodel: {embed_dim: 32}\ndata: {test_splits: [z]}\n")
+    assert read_yaml(tmp_path / "sub" / "b.yaml") == {
+        "recipe": "clip", "model": {"embed_dim": 32, "image_size": 48}, "data": {"test_splits": ["z"]}}
+
+
+@pytest.mark.parametrize("files,match", [
+    ({"a.yaml": "base: a.yaml\nx: 1\n"}, "leads back"),
+    ({"a.yaml": "base: b.yaml\n", "b.yaml": "base: a.yaml\n"}, "leads back"),
+    ({"a.yaml": "base: 3\n"}, "expected the path"),
+    ({"a.yaml": "base: missing.yaml\n"}, "does not exist"),
+])
+def test_a_bad_base_is_one_clear_error(tmp_path, files, match):
+    from mie.config import read_yaml
+
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        read_yaml(tmp_path / "a.yaml")
+
+
+def test_demo_rerank_is_the_demo_plus_its_rerank_section():
+    from mie.config import read_yaml
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    demo, rerank = read_yaml(root / "demo.yaml"), read_yaml(root / "demo_rerank.yaml")
+    assert rerank["rerank"]["enabled"] is True and "rerank" not in demo
+    assert {k: v for k, v in rerank.items() if k not in ("rerank", "project_name", "output_dir")} == {
+        k: v for k, v in demo.items() if k not in ("project_name", "output_dir")}

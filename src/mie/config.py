@@ -270,10 +270,13 @@ def apply_overrides(cfg: T, overrides: Iterable[str]) -> T:
     return config_from_dict(type(cfg), tree)
 
 
-def read_yaml(path: str | Path) -> Any:
+def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> Any:
     """The YAML document in ``path``, or a one-line error naming the file (and line) that is wrong.
 
-    Parsing is bounded (see :mod:`mie.safe_yaml`): alias bombs and deep nesting are refused.
+    Parsing is bounded (see :mod:`mie.safe_yaml`): alias bombs and deep nesting are refused. A mapping
+    with ``base: other.yaml`` (a path beside this file) is that file's document with this one's keys
+    merged over it: mappings merge key by key, anything else (lists included) replaces. So a variant
+    (``demo_rerank.yaml``) says only how it differs from the config it builds on.
     """
     path = Path(path)
     if not path.is_file():
@@ -281,7 +284,28 @@ def read_yaml(path: str | Path) -> Any:
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise LimitError(f"is {path.stat().st_size:,} bytes; a config is at most {MAX_CONFIG_BYTES:,}", where=path,
                          fix="check that this is the config file you meant")
-    return parse_yaml(path.read_bytes(), str(path))
+    data = parse_yaml(path.read_bytes(), str(path))
+    if not isinstance(data, dict) or "base" not in data:
+        return data
+    base = data.pop("base")
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"base: expected the path of the config this one builds on, got {base!r}", where=path)
+    chain = (*_chain, path.resolve())
+    target = (path.parent / base).resolve()
+    if target in chain or len(chain) >= MAX_BASE_DEPTH:
+        raise ConfigError(f"base: {base} leads back to a config already read (or past {MAX_BASE_DEPTH} levels)",
+                          where=path, fix="make the chain of base configs end in one without base:")
+    return _merge(read_yaml(target, chain), data)
+
+
+MAX_BASE_DEPTH = 8
+
+
+def _merge(base: Any, over: Any) -> Any:
+    """``over`` merged into ``base``: mappings key by key (recursively), anything else replaced."""
+    if not (isinstance(base, dict) and isinstance(over, dict)):
+        return over
+    return {**base, **{k: _merge(base[k], v) if k in base else v for k, v in over.items()}}
 
 
 def load_config(path: str | Path, schema: type[T], overrides: Iterable[str] = ()) -> T:

@@ -17,7 +17,7 @@ TINY = [
     "data.synthetic.num_heldout=16", "data.synthetic.image_size=32", "model.image_size=32",
     "data.batch_size=16", "epochs=2", "eval_every_epochs=1", "model.vision_layers=1", "model.text_layers=1",
     "model.vision_width=32", "model.text_width=32", "model.embed_dim=32", "schedule.warmup_steps=1",
-    "tokenizer.name=simple", "log_every=1",
+    "tokenizer.name=simple", "log_every=1", "stages=[]", "data.caption_tags=[]",
 ]
 
 
