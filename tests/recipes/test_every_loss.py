@@ -39,7 +39,8 @@ def image_text_losses() -> list[str]:
         if name in KWARGS:
             names.append(name)
             continue
-        loss = build_loss(name, **({"embed_dim": 16} if "embed_dim" in _init_args(name) else {}))
+        sizes = {"embed_dim": 16, "num_tags": 2}
+        loss = build_loss(name, **{k: v for k, v in sizes.items() if k in _init_args(name)})
         if loss.required_inputs() <= IMAGE_TEXT_INPUTS:
             names.append(name)
     return names
@@ -80,6 +81,8 @@ def test_every_image_text_loss_trains_two_steps(name, tmp_path, shapes, monkeypa
 
     monkeypatch.setattr(BaseTrainer, "fit", remember_start)
     extra = [f"loss.name={name}"] + ([KWARGS[name]] if name in KWARGS else [])
+    if name == "caption_tags":  # it predicts these words of the captions from the image
+        extra.append("data.caption_tags=[circle, square]")
     assert _train(tmp_path, shapes, *extra) == 0, capsys.readouterr().err
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["train/loss"] for r in rows if r["event"] == "step"]
@@ -91,6 +94,8 @@ def test_every_image_text_loss_trains_two_steps(name, tmp_path, shapes, monkeypa
         # Alone, it pulls the model towards its own copy from the stage's start, so from the start
         # the distance is zero up to rounding (which AdamW's normalised steps may still act on).
         assert all(abs(v) < 1e-5 for v in losses)
+    elif name == "caption_tags":  # the image tower alone learns to see what the captions name
+        assert {"visual", "image_projection"} <= changed and "text" not in changed
     elif name in ("moco", "ema_moco"):
         # MoCo keys carry no gradient (the text side, or its momentum copy, gives them): only images learn.
         assert {"visual", "image_projection"} <= changed and "text" not in changed

@@ -41,7 +41,8 @@ MODEL_PRESETS.add("tiny", _preset("tiny", 128, 2, 4, image_size=64, patch_size=8
 MODEL_PRESETS.add("small", _preset("small", 256, 4, 4, image_size=64, patch_size=8, context_length=32))
 # configs/demo.yaml (`mie demo`): 48 px images, mean-pooled ViT; 1.7 M parameters with its BPE vocabulary.
 MODEL_PRESETS.add("demo", dataclasses.replace(_preset("demo", 128, 4, 4, image_size=48, patch_size=8,
-                                                      context_length=32), vision_pool="mean"))
+                                                      context_length=32), vision_pool="mean",
+                                         vision_stem="conv"))
 # ViT-B/16-like input (224 px, 16 px patches, CLIP's 77-token context) at half the width and depth.
 MODEL_PRESETS.add("base", _preset("base", 512, 8, 8, image_size=224, patch_size=16, context_length=77))
 

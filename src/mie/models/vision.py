@@ -57,10 +57,12 @@ class ConvStem(PatchEmbedding):
     when training from scratch on little data. Each stage halves the resolution (so ``patch_size``
     must be a power of two), normalises over channels and applies GELU; a 1x1 conv maps to ``width``.
 
-    Caveat measured on the shapes demo: per-pixel normalisation maps every flat background pixel to
-    the same unit vector, so fresh embeddings are nearly identical across images (mean cosine ~0.93
-    against ~0.5 for the patchify stem) and training at lr 2e-3 stalled at loss log(batch). The
-    patchify stem is the default; try this one on natural images or with a lower learning rate.
+    Measured on the shapes data (issue 28): given the shapes as labels, a width-128 ViT with this stem
+    found an image's set of shapes in 92% of images after 400 steps at lr 2e-3, with the patchify stem in
+    44%, and the demo (``configs/demo.yaml``) uses it. Caveat: per-pixel normalisation maps every flat
+    background pixel to the same unit vector, so fresh embeddings are nearly identical across images
+    (mean cosine ~0.93 against ~0.5 for the patchify stem), and contrastive training from scratch can
+    start slowly; the patchify stem stays the default of other presets.
     """
 
     def __init__(self, image_size: int, patch_size: int, in_channels: int, width: int) -> None:
