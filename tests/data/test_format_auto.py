@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
+from mie.config import read_yaml
 from mie.data.build import build_dataset, detect_data_format
 from mie.data.config import DataConfig, SyntheticConfig
 from mie.data.synthetic import generate_from_config
@@ -106,7 +106,7 @@ def test_unknown_format_is_a_config_error() -> None:
 def test_default_is_auto_and_every_config_names_its_format() -> None:
     assert DataConfig().format == "auto"
     for path in sorted((REPO / "configs").rglob("*.yaml")):
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = read_yaml(path) or {}  # with its base config merged in
         if raw.get("recipe", "clip") != "clip":
             continue  # an lm config reads text files, not an image-text data.format
         data = raw.get("data", {})
