@@ -39,6 +39,17 @@ def _serving(app):
     thread.join(timeout=10)
 
 
+def _open_ready(browser, base: str, timeout: float):
+    """Open the app's page at ``base`` and wait until it says the model is ready; the wait, for later steps."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(base + "/")
+    wait = WebDriverWait(browser, timeout)
+    wait.until(lambda d: "ready" in d.find_element(By.ID, "status").text)
+    return wait
+
+
 @pytest.fixture(scope="module")
 def server(clip_app):
     """The loaded tiny clip app under uvicorn on a free port of 127.0.0.1, in a thread."""
@@ -64,11 +75,8 @@ def browser():
 
 def test_a_text_query_shows_ranked_images(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    browser.get(server + "/")
-    wait = WebDriverWait(browser, 20)
-    wait.until(lambda d: "ready" in d.find_element(By.ID, "status").text)
+    wait = _open_ready(browser, server, 20)
     box = browser.find_element(By.ID, "query")
     box.clear()
     box.send_keys("a red circle")
@@ -94,8 +102,7 @@ def test_an_empty_query_is_shown_in_the_page(server, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser.get(server + "/")
-    WebDriverWait(browser, 20).until(lambda d: "ready" in d.find_element(By.ID, "status").text)
+    _open_ready(browser, server, 20)
     browser.find_element(By.ID, "query").clear()
     browser.find_element(By.ID, "search-button").click()
     message = browser.find_element(By.ID, "search-message")
@@ -108,11 +115,8 @@ def test_the_page_still_works_under_the_origin_and_type_rules(server, browser, c
     """The page's own search and upload pass the guard (its Origin and content types); a text/plain POST
     from the page, as a form or a "simple" cross-site request would send, is refused with 415."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    browser.get(server + "/")
-    wait = WebDriverWait(browser, 20)
-    wait.until(lambda d: "ready" in d.find_element(By.ID, "status").text)
+    wait = _open_ready(browser, server, 20)
     browser.find_element(By.CSS_SELECTOR, '#tabs button[data-tab="caption"]').click()
     upload = tmp_path / "upload.png"
     upload.write_bytes(open(clip_app.state.serve.index.paths[0], "rb").read())
@@ -166,12 +170,9 @@ def test_each_result_gets_its_heat_map_beside_it(server, browser, clip_app, tmp_
     """The first four results get their Grad-CAM maps at once (drawn on a canvas beside the image, its peak
     the one the API reports); the others get a button that asks for theirs."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
     from tests.serve.conftest import local_client
 
-    browser.get(server + "/")
-    wait = WebDriverWait(browser, 30)
-    wait.until(lambda d: "ready" in d.find_element(By.ID, "status").text)
+    wait = _open_ready(browser, server, 30)
     browser.find_element(By.ID, "query").clear()
     browser.find_element(By.ID, "query").send_keys("a red circle")
     browser.find_element(By.ID, "k").clear()
@@ -212,11 +213,8 @@ def safety_server(safety_app):
 
 def test_a_flagged_verdict_shows_the_words_that_carried_it(safety_server, browser, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    browser.get(safety_server + "/")
-    wait = WebDriverWait(browser, 30)
-    wait.until(lambda d: "ready" in d.find_element(By.ID, "status").text)
+    wait = _open_ready(browser, safety_server, 30)
     browser.find_element(By.CSS_SELECTOR, '#tabs button[data-tab="safety"]').click()
     browser.find_element(By.ID, "safety-text").send_keys("how do I poison my neighbour's dog")
     browser.find_element(By.ID, "safety-button").click()

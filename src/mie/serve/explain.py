@@ -17,18 +17,17 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mie.serve.errors import ApiError
-from mie.serve.uploads import int_field, read_json, text_field
+from mie.serve.uploads import held_slot, int_field, read_json, text_field
 
 WEB_IMAGE_METHODS = ("gradcam", "rollout")  # integrated gradients (64 forward/backward passes) stays in the CLI
 WEB_TEXT_METHODS = ("ig", "gradxinput")
@@ -50,19 +49,10 @@ class ExplainGate:
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    def slot(self) -> AbstractAsyncContextManager[None]:
         """Hold a slot, waiting up to ``wait_s`` s for one; else a 503 that says to retry."""
-        deadline = time.monotonic() + self.wait_s
-        while not self._running.acquire(blocking=False):
-            if time.monotonic() > deadline:
-                raise ApiError(503, "the server is busy explaining other results; try again in a few seconds",
-                               retry_after=2)
-            await anyio.sleep(0.02)
-        try:
-            yield
-        finally:
-            self._running.release()
+        return held_slot(self._running, self.wait_s,
+                         "the server is busy explaining other results; try again in a few seconds", retry_after=2)
 
     async def answer(self, key: tuple[Any, ...], work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """The cached answer of ``key``, else ``work()`` run in a worker thread under a slot (and cached)."""

@@ -29,7 +29,7 @@ import threading
 import time
 import warnings
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -185,19 +185,10 @@ class DecodeGate:
             with self._lock:
                 self.admitted -= 1
 
-    @asynccontextmanager
-    async def decoding(self) -> AsyncIterator[None]:
+    def decoding(self) -> AbstractAsyncContextManager[None]:
         """Hold one of the ``slots`` decoding slots, waiting up to ``wait_s`` s for one; else a 503."""
-        deadline = time.monotonic() + self.wait_s
-        while not self._running.acquire(blocking=False):
-            if time.monotonic() > deadline:
-                raise ApiError(503, "the server is busy captioning other images; try again in a few seconds",
-                               retry_after=5)
-            await anyio.sleep(0.02)
-        try:
-            yield
-        finally:
-            self._running.release()
+        return held_slot(self._running, self.wait_s,
+                         "the server is busy captioning other images; try again in a few seconds", retry_after=5)
 
 
 def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, max_side: int = MAX_DECODE_SIDE) -> Image.Image:
@@ -229,3 +220,18 @@ def open_upload(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS,
     except _DECODE_ERRORS as exc:
         raise ApiError(400, "the upload is not an image that can be read (send a PNG, JPEG, GIF, BMP or "
                             "WebP file)") from exc
+
+
+@asynccontextmanager
+async def held_slot(slots: threading.Semaphore, wait_s: float, busy: str, retry_after: int) -> AsyncIterator[None]:
+    """Hold one of ``slots`` without blocking the event loop (polling every 20 ms for up to ``wait_s`` s);
+    past that, a 503 saying ``busy`` with ``Retry-After``."""
+    deadline = time.monotonic() + wait_s
+    while not slots.acquire(blocking=False):
+        if time.monotonic() > deadline:
+            raise ApiError(503, busy, retry_after=retry_after)
+        await anyio.sleep(0.02)
+    try:
+        yield
+    finally:
+        slots.release()

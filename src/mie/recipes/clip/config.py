@@ -16,7 +16,6 @@ from mie.models.multimodal import DualEncoderConfig
 from mie.tokenization.config import TokenizerConfig
 from mie.training.config import TrainerConfig
 from mie.training.tasks import check_task_loss
-from mie.training.tasks.contrastive import build_task_loss
 
 
 @dataclass
@@ -75,13 +74,13 @@ class ClipConfig(TrainerConfig):
 
 def check_config(config: ClipConfig) -> None:
     """Refuse, in one line, a loss (top level or a stage's) that an image–text batch cannot feed, and
-    caption swaps or tags that no loss would use."""
+    caption swaps or tags that no loss would use (each loss is built once, by ``check_task_loss``)."""
     dim, tags = config.model.embed_dim, len(config.data.caption_tags)
     losses = [("loss", config.loss)] + [(f"stages[{i}].loss", s.loss) for i, s in enumerate(config.stages)
                                         if s.loss is not None]
     try:
-        for where, loss in losses:
-            check_task_loss(loss, dim, where, num_tags=tags)
+        accepted = set().union(*(check_task_loss(loss, dim, where, num_tags=tags).accepted_inputs()
+                                 for where, loss in losses))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if config.data.caption_swaps:
@@ -89,7 +88,7 @@ def check_config(config: ClipConfig) -> None:
     for key, kind in (("caption_swaps", "negative_text_embeds"), ("caption_tags", "tag_targets")):
         if not getattr(config.data, key):
             continue
-        if not any(kind in build_task_loss(loss, dim, tags).accepted_inputs() for _, loss in losses):
+        if kind not in accepted:
             names = ", ".join(f"{where} {loss.name!r}" for where, loss in losses)
             raise ConfigError(f"no loss uses it ({names}), so it would only cost time", where=f"data.{key}",
                               fix=f"use a loss that takes {kind} (clip for caption_swaps, caption_tags for "

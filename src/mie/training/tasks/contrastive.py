@@ -89,7 +89,7 @@ def build_task_loss(config: LossConfig, embed_dim: int, num_tags: int = 0) -> nn
     return build_loss(config.name, **_complete(config.name, config.kwargs, defaults))
 
 
-def check_task_loss(config: LossConfig, embed_dim: int, where: str = "loss", num_tags: int = 0) -> None:
+def check_task_loss(config: LossConfig, embed_dim: int, where: str = "loss", num_tags: int = 0) -> nn.Module:
     """Raise ``ValueError`` (one line naming ``where``, the loss and what it needs) unless the loss
     can be built and trained from what an image–text batch supplies."""
     key = _COMPOSITES.get(config.name)
@@ -108,6 +108,7 @@ def check_task_loss(config: LossConfig, embed_dim: int, where: str = "loss", num
             f"{where}.name: loss {config.name!r} does not fit image–text training: it needs "
             f"{', '.join(missing)}, and an image–text batch supplies {', '.join(sorted(IMAGE_TEXT_INPUTS))}; "
             "choose an image–text loss (e.g. clip, siglip, vicreg)")
+    return loss
 
 
 class ContrastiveTask(Task):
@@ -126,6 +127,7 @@ class ContrastiveTask(Task):
         self.embed_dim = int(model.config.embed_dim)
         self.num_tags = num_tags
         self.loss = build_task_loss(loss, self.embed_dim, num_tags)
+        self._takes_negatives = "negative_text_embeds" in self.loss.accepted_inputs()
         self.reference: nn.Module | None = None
 
     def on_stage_start(self, index: int, stage: StageConfig) -> None:
@@ -133,6 +135,7 @@ class ContrastiveTask(Task):
         encoders when the loss takes them."""
         device = next(self.model.parameters()).device
         self.loss = build_task_loss(stage.loss or self.default_loss, self.embed_dim, self.num_tags).to(device)
+        self._takes_negatives = "negative_text_embeds" in self.loss.accepted_inputs()
         for module in self.loss.modules():
             if callable(getattr(module, "attach", None)):
                 module.attach(TextTower(self.model))
@@ -153,9 +156,8 @@ class ContrastiveTask(Task):
             if key not in batch:
                 raise ValueError(f"an image–text batch needs {key!r}; got keys {sorted(batch)}")
         images, ids = batch["images"], batch["input_ids"]
-        negatives = batch.get("negative_input_ids")
-        if negatives is not None and "negative_text_embeds" not in self.loss.accepted_inputs():
-            negatives = None
+        # A stage whose loss takes no negative captions (the demo's tag stage) leaves them unencoded.
+        negatives = batch.get("negative_input_ids") if self._takes_negatives else None
         # One forward for captions and negatives (the towers run separately, so the counts may differ):
         # a DDP-wrapped model is only ever called through forward.
         out = self.model(images, ids if negatives is None else torch.cat([ids, negatives.to(ids.device)]))
