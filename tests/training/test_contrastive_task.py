@@ -213,3 +213,35 @@ def test_feature_consistency_reference_is_frozen_at_its_stage_start(toys, tmp_pa
     assert not torch.equal(reference["text_projection.weight"], model.text_projection.weight)  # model moved on
     state = trainer.state_dict()["task"]
     assert torch.equal(state["reference.text_projection.weight"], reference["text_projection.weight"])
+
+
+def _tag_batch():
+    data = PairData(4)
+    tag_ids = data.ids[:3].clone()
+    return {"images": data.images, "input_ids": data.ids, "match_ids": torch.arange(4),
+            "tag_targets": torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]]), "tag_input_ids": tag_ids}
+
+
+def test_tag_texts_are_encoded_in_the_same_forward_and_match_a_direct_encoding():
+    model = tiny_model()
+    task = ContrastiveTask(model, LossConfig("combined", {"losses": [{"name": "clip"}, {"name": "tag_match"}]}))
+    batch = _tag_batch()
+    context = task._context(batch)
+    model.eval()
+    torch.testing.assert_close(context["tag_text_embeds"], model.encode_text(batch["tag_input_ids"]))
+    torch.testing.assert_close(context["text_embeds"], model.encode_text(batch["input_ids"]))
+
+
+def test_a_loss_that_reads_no_caption_skips_the_caption_forward(monkeypatch):
+    model = tiny_model()
+    task = ContrastiveTask(model, LossConfig("caption_tags"), num_tags=3)
+    seen = []
+    forward = type(model.text).forward
+    monkeypatch.setattr(type(model.text), "forward", lambda self, ids: seen.append(ids.shape[0]) or forward(self, ids))
+    context = task._context(_tag_batch())
+    assert seen == [1] and context["text_embeds"] is None  # one caption keeps the forward's shape
+    task.on_stage_start(0, StageConfig(name="match", loss=LossConfig("tag_match")))
+    task._context(_tag_batch())
+    assert seen[-1] == 3  # only the three tags
+    with pytest.raises(ValueError, match="tag_input_ids"):
+        task._context({k: v for k, v in _tag_batch().items() if k != "tag_input_ids"})

@@ -135,6 +135,7 @@ def collate_image_text(
     generator: torch.Generator | None = None,
     negatives: Callable[[str, torch.Generator | None], str | None] | None = None,
     tags: Sequence[str] = (),
+    tag_ids: torch.Tensor | None = None,
 ) -> dict[str, Any] | None:
     """Batch samples for contrastive training, choosing ONE caption per image.
 
@@ -145,7 +146,9 @@ def collate_image_text(
     sample was dropped, so the caller skips the step. Use with ``functools.partial`` as a
     DataLoader ``collate_fn``. ``negatives`` (a ``mie.data.caption_negatives.CaptionSwapper``) adds
     ``negative_input_ids`` ``[N, L]``: one hard negative caption for each of the N captions it can alter.
-    ``tags`` (words) adds ``tag_targets`` ``[B, T]``: 1 where any caption of the image holds the word.
+    ``tags`` (words) adds ``tag_targets`` ``[B, T]``: 1 where any caption of the image holds the word;
+    ``tag_ids`` (the tags tokenized once, ``[T, L]``) rides along as ``tag_input_ids`` for a loss that
+    encodes the tags as texts (``tag_match``).
     """
     samples = [s for s in batch if s is not None]
     num_skipped = len(batch) - len(samples)
@@ -165,6 +168,8 @@ def collate_image_text(
         extra["negative_input_ids"] = tokenizer(negative_captions(captions, negatives, generator), context_length)
     if tags:
         extra["tag_targets"] = caption_tag_targets([s.captions for s in samples], tags)
+    if tag_ids is not None:
+        extra["tag_input_ids"] = tag_ids
     return {**extra,
         "images": torch.stack([s.image for s in samples]),
         "input_ids": tokenizer(captions, context_length),

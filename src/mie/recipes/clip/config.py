@@ -79,10 +79,15 @@ def check_config(config: ClipConfig) -> None:
     losses = [("loss", config.loss)] + [(f"stages[{i}].loss", s.loss) for i, s in enumerate(config.stages)
                                         if s.loss is not None]
     try:
-        accepted = set().union(*(check_task_loss(loss, dim, where, num_tags=tags).accepted_inputs()
-                                 for where, loss in losses))
+        built = [(where, check_task_loss(loss, dim, where, num_tags=tags)) for where, loss in losses]
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    accepted = set().union(*(loss.accepted_inputs() for _, loss in built))
+    for where, loss in built:
+        if not tags and loss.required_inputs() & {"tag_targets", "tag_text_embeds"}:
+            raise ConfigError("this loss scores images against the caption tags, and none are listed",
+                              where=where, fix="list the words or phrases in data.caption_tags, e.g. "
+                                               "--set 'data.caption_tags=[circle,square,red circle]'")
     if config.data.caption_swaps:
         CaptionSwapper(config.data.caption_swaps)  # a malformed group is refused here, before any work
     for key, kind in (("caption_swaps", "negative_text_embeds"), ("caption_tags", "tag_targets")):
@@ -91,8 +96,8 @@ def check_config(config: ClipConfig) -> None:
         if kind not in accepted:
             names = ", ".join(f"{where} {loss.name!r}" for where, loss in losses)
             raise ConfigError(f"no loss uses it ({names}), so it would only cost time", where=f"data.{key}",
-                              fix=f"use a loss that takes {kind} (clip for caption_swaps, caption_tags for "
-                                  f"caption_tags), or set data.{key}: []")
+                              fix=f"use a loss that takes {kind} (clip for caption_swaps, caption_tags or "
+                                  f"tag_match for caption_tags), or set data.{key}: []")
     check_budget(config)
 
 

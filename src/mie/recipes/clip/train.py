@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDa
 
 from mie.data import build_dataset, build_image_transform, collate_image_text
 from mie.data.caption_negatives import CaptionSwapper
-from mie.data.image_text import all_captions
+from mie.data.image_text import all_captions, caption_tag_targets
 from mie.data.samplers import GroupedBatchSampler
 from mie.errors import CheckpointError, ConfigError
 from mie.io import load_weights
@@ -71,7 +71,9 @@ def build_train_loader(config: ClipConfig, dataset: Dataset, tokenizer: BaseToke
     collate = functools.partial(collate_image_text, tokenizer=tokenizer, context_length=config.model.context_length,
                                 generator=generator if data.num_workers == 0 else None,
                                 negatives=CaptionSwapper(data.caption_swaps) if data.caption_swaps else None,
-                                tags=data.caption_tags)
+                                tags=data.caption_tags,
+                                tag_ids=tokenizer(list(data.caption_tags), config.model.context_length)
+                                if data.caption_tags else None)
     # A stream (WebDataset) orders itself: shards are split by rank and worker and reordered per
     # epoch by the dataset's set_epoch, which the trainer calls; it cannot take a shuffling sampler.
     stream = isinstance(dataset, IterableDataset)
@@ -172,8 +174,10 @@ def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = Fa
                 logger.info("training the %s tokenizer on the captions", config.tokenizer.name)
                 tokenizer = build_tokenizer(config, all_captions(train_set))
                 tokenizer.save(tokenizer_path)
-        # The run directory owns its tokenizer (tokenizer.json); the saved config records the vocabulary size.
-        resolved = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size))
+        # The run directory owns its tokenizer (tokenizer.json); the saved config records the vocabulary size
+        # and the caption tags the training captions use.
+        resolved = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size),
+                                       data=dataclasses.replace(config.data, caption_tags=used_tags(config, train_set)))
         if main and resume is None:  # a resume records its config only once it has worked
             save_run_config(resolved, run_dir)
 
@@ -202,6 +206,20 @@ def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = Fa
         result = (evaluate_and_report(run_dir, resolved, tokenizer, device, summary, stages) if main
                   else RunResult(run_dir, {}, {}))
     return result
+
+
+def used_tags(config: ClipConfig, train_set: Dataset) -> list[str]:
+    """``data.caption_tags`` less those no training caption uses, which could only teach "never" (a phrase of
+    the held-out colour-shape pairs would learn that no image is ever one); each dropped tag is logged."""
+    tags = list(config.data.caption_tags)
+    if not tags:
+        return tags
+    found = caption_tag_targets([[c] for c in all_captions(train_set)], tags).amax(dim=0)
+    unused = [tag for tag, hit in zip(tags, found.tolist()) if not hit]
+    if unused:
+        logger.info("data.caption_tags: %d of %d tags appear in no training caption and are left out: %s",
+                    len(unused), len(tags), ", ".join(unused))
+    return [tag for tag, hit in zip(tags, found.tolist()) if hit]
 
 
 def _load_weights_into(model: nn.Module, path: Path) -> None:

@@ -35,7 +35,8 @@ from mie.training.task import Task
 from mie.training.tasks.reference import frozen
 
 IMAGE_TEXT_INPUTS = frozenset({"image_embeds", "text_embeds", "logit_scale", "match_ids", "features",
-                               "reference_features", "key_inputs", "negative_text_embeds", "tag_targets"})
+                               "reference_features", "key_inputs", "negative_text_embeds", "tag_targets",
+                               "tag_text_embeds"})
 _COMPOSITES = {"combined": "losses", "multitask": "tasks"}
 
 
@@ -127,7 +128,7 @@ class ContrastiveTask(Task):
         self.embed_dim = int(model.config.embed_dim)
         self.num_tags = num_tags
         self.loss = build_task_loss(loss, self.embed_dim, num_tags)
-        self._takes_negatives = "negative_text_embeds" in self.loss.accepted_inputs()
+        self._texts = self._texts_to_encode()
         self.reference: nn.Module | None = None
 
     def on_stage_start(self, index: int, stage: StageConfig) -> None:
@@ -135,7 +136,7 @@ class ContrastiveTask(Task):
         encoders when the loss takes them."""
         device = next(self.model.parameters()).device
         self.loss = build_task_loss(stage.loss or self.default_loss, self.embed_dim, self.num_tags).to(device)
-        self._takes_negatives = "negative_text_embeds" in self.loss.accepted_inputs()
+        self._texts = self._texts_to_encode()
         for module in self.loss.modules():
             if callable(getattr(module, "attach", None)):
                 module.attach(TextTower(self.model))
@@ -143,6 +144,17 @@ class ContrastiveTask(Task):
         if "reference_features" in self.loss.accepted_inputs():
             self.reference = frozen(self.model, copy=True)  # a submodule: saved with the task's state
         self.loss.train(self.training)
+
+    def _texts_to_encode(self) -> tuple[str, ...]:
+        """Which token-id batches the loss needs encoded: captions, negative captions, the tags as texts.
+
+        Decided per stage, not per step: a stage whose loss reads no caption embedding (the demo's tag
+        stage) skips the caption forward of the text tower."""
+        takes = self.loss.accepted_inputs()
+        wanted = {"input_ids": bool(takes & {"text_embeds", "features", "reference_features", "key_inputs"}),
+                  "negative_input_ids": "negative_text_embeds" in takes,
+                  "tag_input_ids": "tag_text_embeds" in takes}
+        return tuple(key for key, needed in wanted.items() if needed)
 
     def train(self, mode: bool = True) -> ContrastiveTask:
         """Train/eval mode for the model and loss; the reference copy always stays in eval mode."""
@@ -156,12 +168,18 @@ class ContrastiveTask(Task):
             if key not in batch:
                 raise ValueError(f"an image–text batch needs {key!r}; got keys {sorted(batch)}")
         images, ids = batch["images"], batch["input_ids"]
-        # A stage whose loss takes no negative captions (the demo's tag stage) leaves them unencoded.
-        negatives = batch.get("negative_input_ids") if self._takes_negatives else None
-        # One forward for captions and negatives (the towers run separately, so the counts may differ):
-        # a DDP-wrapped model is only ever called through forward.
-        out = self.model(images, ids if negatives is None else torch.cat([ids, negatives.to(ids.device)]))
-        text_embeds = out["text_embeds"][: ids.shape[0]]
+        # One forward for every text the loss needs (the towers run separately, so the counts may differ):
+        # a DDP-wrapped model is only ever called through forward. A loss that reads no text still gets
+        # one caption through the text tower, so the forward keeps its shape.
+        parts = {key: batch[key].to(ids.device) for key in self._texts if batch.get(key) is not None}
+        if "tag_input_ids" in self._texts and "tag_input_ids" not in parts:
+            raise ValueError("the loss scores images against data.caption_tags as texts, but the batch has no "
+                             "tag_input_ids; list the tags in data.caption_tags")
+        texts = list(parts.values()) or [ids[:1]]
+        width = max(t.shape[1] for t in texts)
+        out = self.model(images, torch.cat([F.pad(t, (0, width - t.shape[1])) for t in texts]))
+        embeds = dict(zip(parts, out["text_embeds"].split([t.shape[0] for t in parts.values()]))) if parts else {}
+        text_embeds = embeds.get("input_ids")
         match_ids = batch.get("match_ids")
         if match_ids is not None and get_world_size() > 1:
             # collate_image_text numbers images 0..B-1 within a batch; a loss that gathers every
@@ -169,8 +187,8 @@ class ContrastiveTask(Task):
             match_ids = match_ids + get_rank() * match_ids.shape[0]
         context = {"image_embeds": out["image_embeds"], "text_embeds": text_embeds,
                    "logit_scale": out["logit_scale"], "match_ids": match_ids, "key_inputs": ids,
-                   "negative_text_embeds": None if negatives is None else out["text_embeds"][ids.shape[0]:],
-                   "tag_targets": batch.get("tag_targets")}
+                   "negative_text_embeds": embeds.get("negative_input_ids"),
+                   "tag_targets": batch.get("tag_targets"), "tag_text_embeds": embeds.get("tag_input_ids")}
         if self.reference is not None:
             context["features"] = torch.cat([out["image_embeds"], text_embeds])
             with torch.no_grad():

@@ -1,0 +1,69 @@
+"""Tag matching: images against the text tower's own embeddings of the caption tags (phrase-level sigmoid).
+
+``caption_tags`` puts a linear head on the image tower; this loss asks the text tower instead. Each of
+``data.caption_tags`` ("circle", "red", "red circle", ...) is encoded as a short text, and every image is
+scored against every tag with a sigmoid, SigLIP-style: the targets are which tags the image's own
+captions use (weak supervision from the captions, never labels). Whole captions can be told apart by
+colours, counts and positions alone; a phrase such as "red circle" cannot, and the image that holds a red
+square and a blue circle is its negative, so the image tower must bind colour to shape and the text tower
+learns the short queries a user types. Because the tags are texts, phrases never seen in training ("a
+pink star" where no training image has one) are scored by composition, not by a head row of their own::
+
+    loss:
+      name: combined
+      kwargs: {losses: [{name: clip}, {name: tag_match, weight: 1.0}]}
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mie.losses.base import LossBase, check_positive, check_tensor
+from mie.losses.registry import register_loss
+
+
+@register_loss("tag_match")
+class TagMatchLoss(LossBase):
+    """Binary cross-entropy of ``scale * cos(image, tag text) + bias`` against ``tag_targets`` ``[B, T]``.
+
+    ``tag_text_embeds`` ``[T, D]`` are the text tower's embeddings of ``data.caption_tags`` (the clip task
+    encodes them in the same forward as the captions). ``init_scale`` and ``init_bias`` start the learnable
+    temperature and bias; the bias starts near the log-odds of a tag being present (few tags per image).
+    ``positive_weight`` scales the loss of present tags (rare ones would otherwise be drowned by absent ones).
+    """
+
+    consumes: ClassVar[dict[str, str]] = {"image_embeds": "image_embeds", "tag_text_embeds": "tag_text_embeds",
+                                          "tag_targets": "tag_targets"}
+
+    def __init__(self, init_scale: float = 10.0, init_bias: float = -5.0, positive_weight: float = 1.0) -> None:
+        super().__init__()
+        check_positive(init_scale, "init_scale")
+        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+        self.bias = nn.Parameter(torch.tensor(float(init_bias)))
+        self.positive_weight = check_positive(positive_weight, "positive_weight")
+
+    def forward(self, image_embeds: Tensor, tag_text_embeds: Tensor, tag_targets: Tensor) -> Tensor:
+        """Mean binary cross-entropy over images and tags (a scalar)."""
+        image_embeds = check_tensor(image_embeds, "image_embeds")
+        tag_text_embeds = check_tensor(tag_text_embeds, "tag_text_embeds")
+        if image_embeds.shape[1] != tag_text_embeds.shape[1]:
+            raise ValueError(f"image_embeds shape {list(image_embeds.shape)} and tag_text_embeds shape "
+                             f"{list(tag_text_embeds.shape)} differ in width; both must come from one dual encoder")
+        shape = (image_embeds.shape[0], tag_text_embeds.shape[0])
+        if not isinstance(tag_targets, Tensor) or tuple(tag_targets.shape) != shape:
+            raise ValueError(f"tag_targets must be [B, T] = {list(shape)} (images x tags), got shape "
+                             f"{list(getattr(tag_targets, 'shape', ()))}")
+        images = F.normalize(image_embeds, dim=-1)  # check_tensor gave both in the compute dtype
+        tags = F.normalize(tag_text_embeds, dim=-1).to(images.dtype)
+        logits = self.log_scale.exp() * images @ tags.T + self.bias
+        targets = tag_targets.to(logits.dtype)
+        weight = None if self.positive_weight == 1.0 else 1.0 + (self.positive_weight - 1.0) * targets
+        loss = F.binary_cross_entropy_with_logits(logits, targets, weight=weight)
+        self.record(loss=loss, tag_accuracy=((logits > 0) == (targets > 0.5)).float().mean(),
+                    tag_scale=self.log_scale.exp())
+        return loss
