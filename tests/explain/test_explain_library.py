@@ -200,3 +200,31 @@ def test_gradcam_explains_a_classifier_logit_and_follows_its_weights():
         assert heat.score == pytest.approx(float(model(image[None])[0, 1]), rel=1e-4)
     other = gradcam(model, image, target=classifier_target(model, 2))
     assert heat.values.shape == (4, 4) and not torch.allclose(heat.values, other.values)
+
+
+def test_gradcam_is_each_tokens_gradient_times_its_activation_at_the_last_blocks_input(inputs):
+    """HiResCAM against a second implementation: hooks capture the last block's input and its gradient."""
+    model, (image, ids) = tiny_clip(3), inputs
+    captured = {}
+    last = model.visual.trunk.blocks[-1]
+
+    def keep(module, args):
+        args[0].retain_grad()
+        captured["acts"] = args[0]
+
+    handle = last.register_forward_pre_hook(keep)
+    try:
+        tokens = model.visual.forward_tokens(image[None])  # the plain trunk: every block through its forward
+        pooled = tokens[:, 0] if model.visual.cls_token is not None else tokens.mean(dim=1)
+        embedding = torch.nn.functional.normalize(model.image_projection(pooled), dim=-1)
+        score = (embedding * model.encode_text(ids)).sum()
+        score.backward()
+    finally:
+        handle.remove()
+    acts, grad = captured["acts"][0], captured["acts"].grad[0]
+    expected = torch.relu((acts * grad).sum(dim=-1)).detach()
+    expected = expected[1:] if model.visual.cls_token is not None else expected
+    expected = (expected / expected.max()).view(4, 4)
+    heat = gradcam(model, image, ids)
+    torch.testing.assert_close(heat.values, expected, rtol=1e-4, atol=1e-5)
+    assert heat.score == pytest.approx(float(score.detach()), rel=1e-5)

@@ -3,9 +3,10 @@
 Three methods, each returning a :class:`ImageMap` (a ``[grid, grid]`` map over the ViT's patches, or a
 ``[H, W]`` map over the input pixels for integrated gradients), all non-negative and scaled to a maximum of 1:
 
-- ``gradcam``: Grad-CAM (Selvaraju et al., 2017) on the patch tokens that enter the last block: the
-  gradient of the cosine similarity, averaged over tokens, weights each channel; the map is
-  ``relu(sum_c weight_c * token_c)`` per patch. The last block's patch outputs cannot reach a class-token
+- ``gradcam``: Grad-CAM (Selvaraju et al., 2017) on the patch tokens that enter the last block, in its
+  HiResCAM form (Draelos & Carin, 2020): each token's gradient of the cosine similarity weights its own
+  channels, and the map is ``relu(sum_c grad_c * token_c)`` per patch (Grad-CAM proper averages the
+  gradient over tokens first, which blurs a ViT's map: its tokens all carry global context). The last block's patch outputs cannot reach a class-token
   embedding, hence its input.
 - ``rollout``: attention rollout (Abnar & Zuidema, 2020): the product over layers of
   ``0.5 * (mean-over-heads attention + I)``, read at the pooled token's row (class token, or the mean of all
@@ -104,7 +105,10 @@ def gradcam(model: nn.Module, image: torch.Tensor, ids: torch.Tensor | None = No
     (grad,) = torch.autograd.grad(score, acts)
     patches = slice(1, None) if visual.cls_token is not None else slice(None)
     a, g = acts[0, patches].detach(), grad[0, patches]
-    cam = torch.relu(a @ g.mean(dim=0))  # per patch: sum over channels of (mean gradient x activation)
+    # Per patch: sum over channels of gradient x activation, each token with its own gradient (HiResCAM,
+    # Draelos & Carin 2020). Grad-CAM's gradient averaged over tokens pointed at the named object in 17% of
+    # the demo's pointing trials, at chance; token by token, 73% (benchmarks/explain.py).
+    cam = torch.relu((a * g).sum(dim=-1))
     grid = _grid(visual)
     return ImageMap(_unit(cam.view(grid, grid)), "gradcam", image.shape[-1], float(score.detach()))
 
