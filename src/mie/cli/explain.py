@@ -25,6 +25,7 @@ EXAMPLES = """examples:
   mie explain safety --text "how do I poison my neighbour's dog" --method ig   # why the evaluator flags it
   mie explain runs/shapes-cls --image cat.png --out heat.png      # a classifier: its predicted class
   mie explain runs/demo --embeddings --split test --color-by shape --out map.png
+  mie explain runs/demo --embeddings --projection tsne --perplexity 10 --out tsne.png  # t-SNE, not PCA
   mie explain runs/demo --embeddings --similarity 20 --out sim.png             # image-text cosine matrix
   mie explain runs/demo --attention --text "a red circle" --layer -1 --out att.png
   mie explain runs/demo --attention --image cat.png --layer 0 --head 2 --out att.png
@@ -55,7 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--principle", metavar="NAME",
                         help="with RUN safety: the principle to explain (default the highest-scoring one)")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="integrated-gradients steps for tokens")
-    parser.add_argument("--embeddings", action="store_true", help="a 2-D PCA view of a split's embeddings")
+    parser.add_argument("--embeddings", action="store_true", help="a 2-D view of a split's embeddings")
+    parser.add_argument("--projection", choices=("pca", "tsne"), default="pca",
+                        help="--embeddings' projection: PCA, or exact t-SNE (slower; up to 5,000 points)")
+    parser.add_argument("--perplexity", type=float, metavar="P",
+                        help="t-SNE perplexity (default 30, or (points - 1) / 3 for a smaller split)")
     parser.add_argument("--split", metavar="NAME", help="the split for --embeddings (default the first test split)")
     parser.add_argument("--color-by", metavar="ATTR", default="shape",
                         help="manifest attribute colouring --embeddings (shape, color, size, background)")
@@ -106,6 +111,12 @@ def _check(args: argparse.Namespace) -> None:
                           fix="explain a sentence")
     if args.steps < 1 or args.steps > 1024:
         raise ConfigError(f"is {args.steps}", where="--steps", fix="use 1 to 1024 (32 keeps completeness within 1%)")
+    if args.perplexity is not None and (not args.embeddings or args.projection != "tsne"):
+        raise ConfigError("applies to t-SNE maps only", where="--perplexity",
+                          fix="add --embeddings --projection tsne, or leave --perplexity out")
+    if args.similarity and args.projection == "tsne":
+        raise ConfigError("draws no projection with --similarity", where="--projection tsne",
+                          fix="ask for the similarity matrix and the t-SNE map in two commands")
     if args.embeddings:
         return
     if args.attention:

@@ -1,6 +1,6 @@
-"""``mie explain RUN --embeddings``: a split's image and caption embeddings in 2-D (PCA), coloured by a manifest
-attribute, or their image-caption similarity matrix (``--similarity N``). Kept apart from
-:mod:`mie.cli.explain` so that each file stays short."""
+"""``mie explain RUN --embeddings``: a split's image and caption embeddings in 2-D (PCA, or t-SNE with
+``--projection tsne``), coloured by a manifest attribute, or their image-caption similarity matrix
+(``--similarity N``). Kept apart from :mod:`mie.cli.explain` so that each file stays short."""
 
 from __future__ import annotations
 
@@ -11,11 +11,8 @@ from mie.errors import ConfigError
 
 
 def embeddings_view(args: argparse.Namespace, run: Any) -> dict[str, Any]:
-    """PCA scatter (or, with ``--similarity N``, the image-caption cosine matrix) of a split of the clip ``run``
-    (a :class:`mie.api.Run`): printed, drawn to ``--out`` and returned for ``--format json``."""
-    import torch
-
-    from mie.explain import pca_2d
+    """PCA or t-SNE scatter (or, with ``--similarity N``, the image-caption cosine matrix) of a split of the clip
+    ``run`` (a :class:`mie.api.Run`): printed, drawn to ``--out`` and returned for ``--format json``."""
     from mie.recipes.clip.evaluate import embed_eval_set, load_eval_set
 
     name = args.split or (run.config.data.test_splits[0] if run.config.data.test_splits else "test")
@@ -25,7 +22,6 @@ def embeddings_view(args: argparse.Namespace, run: Any) -> dict[str, Any]:
     if all(label == "unknown" for label in labels):
         raise ConfigError(f"no image of split {name} has the attribute {args.color_by!r}", where="--color-by",
                           fix="name a manifest attribute: shape, color, size or background (shapes data)")
-    points, share = pca_2d(torch.cat([image_embeds, text_embeds]))
     count = len(labels)
     kinds = ["image"] * count + ["caption"] * len(owner)
     point_labels = labels + [labels[int(i)] for i in owner]
@@ -42,17 +38,18 @@ def embeddings_view(args: argparse.Namespace, run: Any) -> dict[str, Any]:
 
             save_matrix(matrix, args.out, f"{name}: cosine similarity, first {n} images x their first captions",
                         [str(i) for i in evalset.image_ids[:n]], [texts[j][:40] for j in first], "caption", "image")
-    if args.out and matrix is None:
-        from mie.explain.draw import save_scatter
+    if matrix is None:
+        points, share, perplexity, how = _project(args, image_embeds, text_embeds)
+        if args.out:
+            from mie.explain.draw import save_scatter
 
-        save_scatter(points, point_labels, args.out, f"{name}: PCA of image and caption embeddings by "
-                     f"{args.color_by} (axes {100 * share[0]:.0f}% and {100 * share[1]:.0f}% of variance)", kinds)
-    if args.output_format == "text":
-        print(f"{name}: {count} images and {len(owner)} captions, PCA axes explain {100 * share[0]:.1f}% and "
-              f"{100 * share[1]:.1f}% of the variance; coloured by {args.color_by}: "
-              + ", ".join(f"{v} {point_labels[:count].count(v)}" for v in sorted(set(labels)))
-              + (f" -> {args.out}" if args.out and matrix is None else ""))
-    if matrix is not None:
+            save_scatter(points, point_labels, args.out,
+                         f"{name}: {how[0]} of image and caption embeddings by {args.color_by} ({how[1]})", kinds)
+        if args.output_format == "text":
+            print(f"{name}: {count} images and {len(owner)} captions, {how[0]} ({how[1]}); coloured by "
+                  f"{args.color_by}: " + ", ".join(f"{v} {point_labels[:count].count(v)}" for v in sorted(set(labels)))
+                  + (f" -> {args.out}" if args.out else ""))
+    else:
         diagonal = float(matrix.diagonal().mean())
         if args.output_format == "text":
             print(f"similarity of the first {len(matrix)} images and their captions: mean matched {diagonal:+.3f}, "
@@ -60,9 +57,33 @@ def embeddings_view(args: argparse.Namespace, run: Any) -> dict[str, Any]:
                   + (f" -> {args.out}" if args.out else ""))
         return {"run": args.run_dir, "split": name, "similarity": [[round(v, 5) for v in row] for row in matrix.tolist()],
                 "image_ids": list(evalset.image_ids[:len(matrix)]), "out": args.out}
-    return {"run": args.run_dir, "split": name, "color_by": args.color_by, "explained_variance": share,
+    return {"run": args.run_dir, "split": name, "color_by": args.color_by, "projection": args.projection,
+            "explained_variance": share, "perplexity": perplexity,
             "points": [{"kind": k, "label": lab, "x": round(p[0], 5), "y": round(p[1], 5)}
                        for k, lab, p in zip(kinds, point_labels, points.tolist(), strict=True)], "out": args.out}
+
+
+def _project(args: argparse.Namespace, image_embeds: Any, text_embeds: Any) -> tuple[Any, Any, Any, tuple[str, str]]:
+    """The 2-D points of images then captions by ``--projection``, PCA's variance shares (else ``None``), the
+    t-SNE perplexity (else ``None``) and the plot's name and detail."""
+    import torch
+
+    embeds = torch.cat([image_embeds, text_embeds])
+    if args.projection == "pca":
+        from mie.explain import pca_2d
+
+        points, share = pca_2d(embeds)
+        return points, share, None, ("PCA", f"axes {100 * share[0]:.1f}% and {100 * share[1]:.1f}% of variance")
+    from mie.explain.tsne import tsne_2d
+
+    # Unasked, the usual 30 shrinks to what a small split allows; an explicit value is checked as given.
+    perplexity = args.perplexity if args.perplexity is not None else min(30.0, (len(embeds) - 1) / 3)
+    try:
+        points = tsne_2d(embeds, perplexity)
+    except ValueError as exc:
+        raise ConfigError(str(exc), where="--projection tsne",
+                          fix="choose --perplexity in the range above" if "perplexity" in str(exc) else None) from None
+    return points, None, perplexity, ("t-SNE", f"perplexity {perplexity:g}")
 
 
 def _attribute(attributes: dict[str, Any] | None, key: str) -> str:
