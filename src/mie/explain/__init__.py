@@ -1,6 +1,6 @@
 """Explain what a model sees: image heat maps (Grad-CAM on ViT patch tokens, attention rollout, integrated
 gradients), token attributions (integrated gradients, gradient x input), attention maps through the one
-attention stack's recording hook, and embedding views (PCA, similarity matrices).
+attention stack's recording hook, and embedding views (PCA, exact t-SNE, similarity matrices).
 
 Library code: it takes models and tensors and never reads a run directory's recipe (``mie explain`` does).
 The PNG helpers live in :mod:`mie.explain.draw` (imports matplotlib).
@@ -18,8 +18,9 @@ from mie.explain.text_attr import (
     lm_next_token_attributions,
     token_attributions,
 )
+from mie.explain.tsne import tsne_2d
 
 __all__ = ["BASELINE", "DEFAULT_STEPS", "IGResult", "IMAGE_METHODS", "TEXT_METHODS", "ImageMap", "TokenAttribution",
            "attention_maps", "clip_text_attributions", "gradcam", "gradient_x_input", "image_ig", "image_map",
            "image_tower_maps", "integrated_gradients", "layer_map", "lm_next_token_attributions", "pca_2d",
-           "rollout", "similarity_matrix", "text_tower_maps", "token_attributions"]
+           "rollout", "similarity_matrix", "text_tower_maps", "token_attributions", "tsne_2d"]
