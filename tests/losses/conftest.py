@@ -58,6 +58,7 @@ def context(requires_grad: bool = True, seed: int = 0) -> dict[str, torch.Tensor
             "key_inputs": torch.randn(B, D, generator=g),
             "negative_text_embeds": torch.randn(3, D, generator=g).requires_grad_(requires_grad),
             "tag_targets": (torch.rand(B, TAGS, generator=g) > 0.5).float(),
+            "image_token_embeds": torch.randn(B, 4, D, generator=g).requires_grad_(requires_grad),
             "tag_text_embeds": torch.randn(TAGS, D, generator=g).requires_grad_(requires_grad),
             "logits": torch.randn(B, 3, 7, generator=g).requires_grad_(requires_grad), "targets": targets}
 

@@ -66,6 +66,9 @@ SPECS = {
     "tag_match": ({"init_scale": 5.0, "init_bias": -1.0},
                   lambda dt: ((torch.randn(B, D).to(dt), torch.randn(3, D).to(dt)),
                               {"tag_targets": (torch.rand(B, 3) > 0.5).to(dt)})),
+    "tag_ground": ({"init_scale": 5.0, "init_bias": -1.0},
+                   lambda dt: ((torch.randn(B, 4, D).to(dt), torch.randn(3, D).to(dt)),
+                               {"tag_targets": (torch.rand(B, 3) > 0.5).to(dt)})),
     "cross_entropy": ({"label_smoothing": 0.1, "ignore_index": 0}, lambda dt: (_lm_inputs(dt), {})),
     "combined": (
         {"losses": [{"name": "clip", "weight": 1.0}, {"name": "vicreg", "weight": 0.1, "sim_coeff": 10}]},

@@ -17,7 +17,8 @@ from mie.losses.base import INPUT_KINDS, LossBase, diagnostics, diagnostics_enab
 COMPOSITE_NAMES = ("combined", "multitask")
 # What an image–text batch supplies (the contrastive training task's inputs).
 IMAGE_TEXT = {"image_embeds", "text_embeds", "logit_scale", "match_ids", "features", "reference_features",
-              "key_inputs", "negative_text_embeds", "tag_targets", "tag_text_embeds"}
+              "key_inputs", "negative_text_embeds", "tag_targets", "tag_text_embeds",
+              "image_token_embeds"}
 
 
 def declared(cls: type) -> dict[str, str]:

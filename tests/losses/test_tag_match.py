@@ -111,3 +111,33 @@ def test_a_tiny_run_matches_tags_as_texts_and_drops_tags_no_caption_uses(tmp_pat
     # Cosines start near 0, so every logit starts near the bias (-5): BCE near the mean of
     # softplus(5) over present tags and softplus(-5) over absent ones, between the two.
     assert math.log1p(math.exp(-5)) - 0.1 < first["train/tag_match/loss"] < math.log1p(math.exp(5)) + 0.1
+
+
+def test_ground_scores_each_image_by_its_best_patch():
+    torch.manual_seed(0)
+    loss_fn = build_loss("tag_ground", init_scale=5.0, init_bias=-1.0)
+    tokens, tags, targets = torch.randn(4, 6, 3), torch.randn(2, 3), (torch.rand(4, 2) > 0.5).float()
+    best = (F.normalize(tokens, dim=-1) @ F.normalize(tags, dim=-1).T).amax(dim=1)  # [4, 2]
+    p = torch.sigmoid(5.0 * best - 1.0)
+    expected = -(targets * p.log() + (1 - targets) * (1 - p).log()).mean()
+    assert loss_fn(tokens, tags, targets).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_ground_binds_where_the_pooled_embedding_cannot():
+    """Two images with the same words: red circle + blue square, and blue circle + red square. Patches are
+    sums of a colour and a shape direction, so the pooled means are equal and no pooled score can tell the
+    images apart, but the best patch can."""
+    red, blue, circle, square = torch.eye(4)
+    images = torch.stack([torch.stack([red + circle, blue + square]), torch.stack([blue + circle, red + square])])
+    red_circle = (red + circle)[None]
+    truth, swapped = torch.tensor([[1.0], [0.0]]), torch.tensor([[0.0], [1.0]])
+    with torch.no_grad():
+        pooled = [float(TagMatchLoss()(images.mean(dim=1), red_circle, t)) for t in (truth, swapped)]
+        ground = [float(build_loss("tag_ground")(images, red_circle, t)) for t in (truth, swapped)]
+    assert ground[0] < ground[1]  # the truth costs less than its swap: the patches hold the binding
+    assert pooled[0] == pytest.approx(pooled[1])  # the pooled embeddings cannot tell
+
+
+def test_ground_refuses_pooled_embeddings_in_one_line():
+    with pytest.raises(ValueError, match="image_token_embeds must have 3 dimensions"):
+        build_loss("tag_ground")(torch.randn(3, 4), torch.randn(2, 4), torch.zeros(3, 2))

@@ -161,3 +161,17 @@ def test_a_pre_port_checkpoint_loads_strictly_and_gives_the_same_embeddings(tag,
     torch.testing.assert_close(embeds["image_embeds"], outputs["image_embeds"], atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(embeds["text_embeds"], outputs["text_embeds"], atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(tokens, outputs["text_tokens"], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_image_tokens_come_with_the_same_embeddings_and_a_mean_pooled_tower_averages_them(pool):
+    torch.manual_seed(0)
+    model = DualEncoder(micro_config(vision_pool=pool, patch_size=4), eos_id=3, pad_id=0).eval()
+    images, ids = batch()
+    out = model(images, ids, image_tokens=True)
+    torch.testing.assert_close(out["image_embeds"], model.encode_image(images), rtol=1e-4, atol=1e-5)
+    tokens = out["image_token_embeds"]
+    assert tokens.shape == (3, 16, 24)  # patches only, never the class token
+    if pool == "mean":  # the projection is linear: the tokens' mean is the embedding before its norm
+        torch.testing.assert_close(tokens.mean(dim=1), model.encode_image(images, normalize=False),
+                                   rtol=1e-4, atol=1e-5)

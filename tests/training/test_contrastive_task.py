@@ -245,3 +245,16 @@ def test_a_loss_that_reads_no_caption_skips_the_caption_forward(monkeypatch):
     assert seen[-1] == 3  # only the three tags
     with pytest.raises(ValueError, match="tag_input_ids"):
         task._context({k: v for k, v in _tag_batch().items() if k != "tag_input_ids"})
+
+
+def test_a_loss_on_patch_tokens_gets_them_from_the_same_forward():
+    model = tiny_model()
+    task = ContrastiveTask(model, LossConfig("combined", {"losses": [{"name": "clip"}, {"name": "tag_ground"}]}))
+    context = task._context(_tag_batch())
+    tokens = context["image_token_embeds"]
+    assert tokens.shape == (4, model.visual.patch_embed.num_patches, model.config.embed_dim)
+    model.eval()
+    images = _tag_batch()["images"]
+    torch.testing.assert_close(context["image_embeds"], model.encode_image(images), rtol=1e-4, atol=1e-5)
+    embeds, patches = model.encode_image_tokens(images)
+    torch.testing.assert_close(patches, tokens)

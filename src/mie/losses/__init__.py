@@ -32,7 +32,7 @@ from mie.losses.registry import LOSSES, build_loss, loss_arguments, register_los
 from mie.losses.siglip import SigLIPLoss
 from mie.losses.simple_contrastive import SimpleContrastiveLoss
 from mie.losses.supcon import SupervisedContrastiveLoss
-from mie.losses.tag_match import TagMatchLoss
+from mie.losses.tag_match import TagGroundLoss, TagMatchLoss
 from mie.losses.vicreg import VICRegLoss
 
 __all__ = [
@@ -61,6 +61,7 @@ __all__ = [
     "SigLIPLoss",
     "SimpleContrastiveLoss",
     "SupervisedContrastiveLoss",
+    "TagGroundLoss",
     "TagMatchLoss",
     "VICRegLoss",
     "build_loss",

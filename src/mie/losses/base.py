@@ -46,6 +46,7 @@ INPUT_KINDS: dict[str, str] = {
     "match_ids": "[B] integer ids; equal ids mark the same image, so they are not negatives",
     "negative_text_embeds": "[N, D] embeddings of hard negative captions (word swaps): extra negatives only",
     "tag_targets": "[B, T] 0/1: which of data.caption_tags the image's captions use",
+    "image_token_embeds": "[B, N, D] the image tower's patch tokens projected into the embedding space",
     "tag_text_embeds": "[T, D] the text tower's embeddings of data.caption_tags (the tags as texts)",
     "labels": "[B] integer class labels",
     "features": "the current model's features [..., D]",

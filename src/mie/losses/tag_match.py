@@ -54,16 +54,45 @@ class TagMatchLoss(LossBase):
         if image_embeds.shape[1] != tag_text_embeds.shape[1]:
             raise ValueError(f"image_embeds shape {list(image_embeds.shape)} and tag_text_embeds shape "
                              f"{list(tag_text_embeds.shape)} differ in width; both must come from one dual encoder")
-        shape = (image_embeds.shape[0], tag_text_embeds.shape[0])
-        if not isinstance(tag_targets, Tensor) or tuple(tag_targets.shape) != shape:
-            raise ValueError(f"tag_targets must be [B, T] = {list(shape)} (images x tags), got shape "
-                             f"{list(getattr(tag_targets, 'shape', ()))}")
         images = F.normalize(image_embeds, dim=-1)  # check_tensor gave both in the compute dtype
         tags = F.normalize(tag_text_embeds, dim=-1).to(images.dtype)
-        logits = self.log_scale.exp() * images @ tags.T + self.bias
+        return self._bce(images @ tags.T, tag_targets)
+
+    def _bce(self, cosines: Tensor, tag_targets: Tensor) -> Tensor:
+        """The loss of image-tag cosines ``[B, T]`` against ``tag_targets``, with the metrics recorded."""
+        if not isinstance(tag_targets, Tensor) or tuple(tag_targets.shape) != tuple(cosines.shape):
+            raise ValueError(f"tag_targets must be [B, T] = {list(cosines.shape)} (images x tags), got shape "
+                             f"{list(getattr(tag_targets, 'shape', ()))}")
+        logits = self.log_scale.exp() * cosines + self.bias
         targets = tag_targets.to(logits.dtype)
         weight = None if self.positive_weight == 1.0 else 1.0 + (self.positive_weight - 1.0) * targets
         loss = F.binary_cross_entropy_with_logits(logits, targets, weight=weight)
         self.record(loss=loss, tag_accuracy=((logits > 0) == (targets > 0.5)).float().mean(),
                     tag_scale=self.log_scale.exp())
         return loss
+
+
+@register_loss("tag_ground")
+class TagGroundLoss(TagMatchLoss):
+    """``tag_match`` scored per patch: an image's score for a tag is its best patch's, ``max_n cos(token_n, tag)``.
+
+    A pooled embedding can only hold "red circle" as a conjunction feature that survives the mean over patches
+    (a red square beside a blue circle pools to the same colour and shape words). A patch holds one object, so
+    here each patch need only say what its own object is; the mean over patches then carries the objects'
+    conjunctions into the embedding retrieval uses. As FILIP (Yao et al., 2021) scores tokens by their best
+    match; the gradient reaches the best patch of each image and tag. ``image_token_embeds`` ``[B, N, D]`` are
+    the image tower's patch tokens in the embedding space (the clip task asks the model for them).
+    """
+
+    consumes: ClassVar[dict[str, str]] = {"image_token_embeds": "image_token_embeds",
+                                          "tag_text_embeds": "tag_text_embeds", "tag_targets": "tag_targets"}
+
+    def forward(self, image_token_embeds: Tensor, tag_text_embeds: Tensor, tag_targets: Tensor) -> Tensor:
+        """Mean binary cross-entropy over images and tags of the best patch's scaled cosine plus the bias."""
+        tokens = check_tensor(image_token_embeds, "image_token_embeds", ndim=3)
+        tags = check_tensor(tag_text_embeds, "tag_text_embeds")
+        if tokens.shape[-1] != tags.shape[-1]:
+            raise ValueError(f"image_token_embeds shape {list(tokens.shape)} and tag_text_embeds shape "
+                             f"{list(tags.shape)} differ in width; both must come from one dual encoder")
+        cosines = F.normalize(tokens, dim=-1) @ F.normalize(tags, dim=-1).to(tokens.dtype).T  # [B, N, T]
+        return self._bce(cosines.amax(dim=1), tag_targets)

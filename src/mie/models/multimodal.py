@@ -140,13 +140,24 @@ class DualEncoder(nn.Module):
         """Clamp the log-scale parameter in place to ``[0, log(max_logit_scale)]`` (call after a step)."""
         self.logit_scale.clamp_(0.0, math.log(self.config.max_logit_scale))
 
-    def forward(self, images: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Normalized ``image_embeds`` and ``text_embeds`` (``[B, embed_dim]``) and the scalar ``logit_scale``."""
-        return {
-            "image_embeds": self.encode_image(images),
-            "text_embeds": self.encode_text(ids),
-            "logit_scale": self.get_logit_scale(),
-        }
+    def encode_image_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit image embeddings ``[B, embed_dim]`` and the patch tokens projected into the same space,
+        ``[B, N, embed_dim]`` (not normalised; for a mean-pooled tower their mean is the embedding before its
+        norm), from one pass of the image tower."""
+        tokens = self.visual.forward_tokens(images)
+        pooled = tokens[:, 0] if self.visual.pool == "cls" else tokens.mean(dim=1)
+        patches = tokens[:, 1:] if self.visual.cls_token is not None else tokens
+        return F.normalize(self.image_projection(pooled), dim=-1), self.image_projection(patches)
+
+    def forward(self, images: torch.Tensor, ids: torch.Tensor, image_tokens: bool = False) -> dict[str, torch.Tensor]:
+        """Normalized ``image_embeds`` and ``text_embeds`` (``[B, embed_dim]``) and the scalar ``logit_scale``;
+        with ``image_tokens`` also ``image_token_embeds`` (:meth:`encode_image_tokens`)."""
+        out = {"text_embeds": self.encode_text(ids), "logit_scale": self.get_logit_scale()}
+        if image_tokens:
+            out["image_embeds"], out["image_token_embeds"] = self.encode_image_tokens(images)
+        else:
+            out["image_embeds"] = self.encode_image(images)
+        return out
 
 
 def key_masks(*padding_masks: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:

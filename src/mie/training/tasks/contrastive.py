@@ -36,7 +36,7 @@ from mie.training.tasks.reference import frozen
 
 IMAGE_TEXT_INPUTS = frozenset({"image_embeds", "text_embeds", "logit_scale", "match_ids", "features",
                                "reference_features", "key_inputs", "negative_text_embeds", "tag_targets",
-                               "tag_text_embeds"})
+                               "tag_text_embeds", "image_token_embeds"})
 _COMPOSITES = {"combined": "losses", "multitask": "tasks"}
 
 
@@ -150,7 +150,7 @@ class ContrastiveTask(Task):
 
         Decided per stage, not per step: a stage whose loss reads no caption embedding (the demo's tag
         stage) skips the caption forward of the text tower."""
-        takes = self.loss.accepted_inputs()
+        takes = self._takes = self.loss.accepted_inputs()
         wanted = {"input_ids": bool(takes & {"text_embeds", "features", "reference_features", "key_inputs"}),
                   "negative_input_ids": "negative_text_embeds" in takes,
                   "tag_input_ids": "tag_text_embeds" in takes}
@@ -177,7 +177,9 @@ class ContrastiveTask(Task):
                              "tag_input_ids; list the tags in data.caption_tags")
         texts = list(parts.values()) or [ids[:1]]
         width = max(t.shape[1] for t in texts)
-        out = self.model(images, torch.cat([F.pad(t, (0, width - t.shape[1])) for t in texts]))
+        texts = torch.cat([F.pad(t, (0, width - t.shape[1])) for t in texts])
+        out = (self.model(images, texts, image_tokens=True) if "image_token_embeds" in self._takes
+               else self.model(images, texts))
         embeds = dict(zip(parts, out["text_embeds"].split([t.shape[0] for t in parts.values()]))) if parts else {}
         text_embeds = embeds.get("input_ids")
         match_ids = batch.get("match_ids")
@@ -188,7 +190,8 @@ class ContrastiveTask(Task):
         context = {"image_embeds": out["image_embeds"], "text_embeds": text_embeds,
                    "logit_scale": out["logit_scale"], "match_ids": match_ids, "key_inputs": ids,
                    "negative_text_embeds": embeds.get("negative_input_ids"),
-                   "tag_targets": batch.get("tag_targets"), "tag_text_embeds": embeds.get("tag_input_ids")}
+                   "tag_targets": batch.get("tag_targets"), "tag_text_embeds": embeds.get("tag_input_ids"),
+                   "image_token_embeds": out.get("image_token_embeds")}
         if self.reference is not None:
             context["features"] = torch.cat([out["image_embeds"], text_embeds])
             with torch.no_grad():
