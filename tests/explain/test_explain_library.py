@@ -80,6 +80,19 @@ def test_image_ig_is_complete_within_one_percent_at_the_library_steps(inputs):
     assert math.isclose(heat.score, result.output)
 
 
+def test_image_ig_doubles_its_steps_until_complete_and_stops_at_the_cap(inputs):
+    image, ids = inputs
+    model = tiny_clip(0)
+    fixed = image_ig(model, image, ids, steps=2, tolerance=None)[1]
+    assert fixed.steps == 2
+    strict = image_ig(model, image, ids, steps=2, tolerance=0.0, max_steps=16)[1]  # never met: runs to the cap
+    assert strict.steps == 16
+    loose = image_ig(model, image, ids, steps=2, tolerance=fixed.relative_gap + 1.0)[1]  # met at once
+    assert loose.steps == 2
+    if fixed.relative_gap > 0.01:  # where 2 points fall short, the default doubling gets within 1%
+        assert image_ig(model, image, ids, steps=2)[1].relative_gap <= 0.01
+
+
 def test_token_ig_is_complete_within_one_percent_and_covers_the_caption_up_to_its_end(inputs):
     image, ids = inputs
     attr = clip_text_attributions(tiny_clip(0), ids, image, "ig", DEFAULT_STEPS, [str(i) for i in ids[0].tolist()])

@@ -25,6 +25,7 @@ class IGResult:
     attributions: torch.Tensor
     output: float  # f(x)
     baseline_output: float  # f(baseline)
+    steps: int = 0  # gradient points used
 
     @property
     def gap(self) -> float:
@@ -56,7 +57,7 @@ def integrated_gradients(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Ten
         total += (grad * scale[start:start + chunk].view(shape)).sum(dim=0, keepdim=True)
     with torch.no_grad():
         ends = f(torch.cat([base, x.detach()])).tolist()
-    return IGResult(delta * total, ends[1], ends[0])
+    return IGResult(delta * total, ends[1], ends[0], steps)
 
 
 def gradient_x_input(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
