@@ -141,3 +141,27 @@ def test_ground_binds_where_the_pooled_embedding_cannot():
 def test_ground_refuses_pooled_embeddings_in_one_line():
     with pytest.raises(ValueError, match="image_token_embeds must have 3 dimensions"):
         build_loss("tag_ground")(torch.randn(3, 4), torch.randn(2, 4), torch.zeros(3, 2))
+
+
+@pytest.mark.parametrize("name", ["tag_match", "tag_ground", "caption_tags"])
+def test_a_tag_subset_scores_only_its_columns(name):
+    torch.manual_seed(0)
+    names = ["circle", "square", "red", "red circle"]
+    full = torch.randn(5, 4), torch.randn(4, 4), (torch.rand(5, 4) > 0.5).float()
+    if name == "caption_tags":
+        loss_fn = build_loss(name, embed_dim=4, num_tags=4, tag_names=names, tags=["red circle", "circle"])
+        emb, _, targets = full
+        assert loss_fn.head.out_features == 2
+        expected = F.binary_cross_entropy_with_logits(loss_fn.head(emb * 2.0), targets[:, [3, 0]])
+        assert loss_fn(emb, targets).item() == pytest.approx(expected.item(), rel=1e-5)
+        return
+    images = torch.randn(5, 3, 4) if name == "tag_ground" else full[0]
+    subset = build_loss(name, tag_names=names, tags=["red circle", "circle"])
+    alone = build_loss(name)
+    picked = alone(images, full[1][[3, 0]], full[2][:, [3, 0]])
+    assert subset(images, full[1], full[2]).item() == pytest.approx(picked.item(), rel=1e-6)
+
+
+def test_an_unknown_tag_in_a_subset_is_named():
+    with pytest.raises(ValueError, match=r"\['hexagon'\] are not in data.caption_tags"):
+        build_loss("tag_match", tag_names=["circle", "square"], tags=["circle", "hexagon"])

@@ -234,7 +234,7 @@ def test_tag_texts_are_encoded_in_the_same_forward_and_match_a_direct_encoding()
 
 def test_a_loss_that_reads_no_caption_skips_the_caption_forward(monkeypatch):
     model = tiny_model()
-    task = ContrastiveTask(model, LossConfig("caption_tags"), num_tags=3)
+    task = ContrastiveTask(model, LossConfig("caption_tags"), tag_names=["circle", "square", "red"])
     seen = []
     forward = type(model.text).forward
     monkeypatch.setattr(type(model.text), "forward", lambda self, ids: seen.append(ids.shape[0]) or forward(self, ids))

@@ -17,6 +17,7 @@ pink star" where no training image has one) are scored by composition, not by a 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mie.losses.base import LossBase, check_positive, check_tensor
+from mie.losses.caption_tags import tag_columns
 from mie.losses.registry import register_loss
 
 
@@ -35,13 +37,17 @@ class TagMatchLoss(LossBase):
     encodes them in the same forward as the captions). ``init_scale`` and ``init_bias`` start the learnable
     temperature and bias; the bias starts near the log-odds of a tag being present (few tags per image).
     ``positive_weight`` scales the loss of present tags (rare ones would otherwise be drowned by absent ones).
+    ``tags`` scores only those of ``data.caption_tags`` (``tag_names``, filled in by the clip recipe).
     """
 
     consumes: ClassVar[dict[str, str]] = {"image_embeds": "image_embeds", "tag_text_embeds": "tag_text_embeds",
                                           "tag_targets": "tag_targets"}
 
-    def __init__(self, init_scale: float = 10.0, init_bias: float = -5.0, positive_weight: float = 1.0) -> None:
+    def __init__(self, init_scale: float = 10.0, init_bias: float = -5.0, positive_weight: float = 1.0,
+                 tag_names: Sequence[str] = (), tags: Sequence[str] = ()) -> None:
         super().__init__()
+        columns = tag_columns(tags, tag_names)
+        self.register_buffer("columns", None if columns is None else torch.tensor(columns), persistent=False)
         check_positive(init_scale, "init_scale")
         self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
         self.bias = nn.Parameter(torch.tensor(float(init_bias)))
@@ -58,11 +64,18 @@ class TagMatchLoss(LossBase):
         tags = F.normalize(tag_text_embeds, dim=-1).to(images.dtype)
         return self._bce(images @ tags.T, tag_targets)
 
+    def _picked(self, cosines: Tensor, tag_targets: Tensor) -> tuple[Tensor, Tensor]:
+        """Only the ``tags`` columns of both (after their shapes were checked against each other)."""
+        if self.columns is None:
+            return cosines, tag_targets
+        return cosines[..., self.columns], tag_targets[:, self.columns]
+
     def _bce(self, cosines: Tensor, tag_targets: Tensor) -> Tensor:
         """The loss of image-tag cosines ``[B, T]`` against ``tag_targets``, with the metrics recorded."""
         if not isinstance(tag_targets, Tensor) or tuple(tag_targets.shape) != tuple(cosines.shape):
             raise ValueError(f"tag_targets must be [B, T] = {list(cosines.shape)} (images x tags), got shape "
                              f"{list(getattr(tag_targets, 'shape', ()))}")
+        cosines, tag_targets = self._picked(cosines, tag_targets)
         logits = self.log_scale.exp() * cosines + self.bias
         targets = tag_targets.to(logits.dtype)
         weight = None if self.positive_weight == 1.0 else 1.0 + (self.positive_weight - 1.0) * targets

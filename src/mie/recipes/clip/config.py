@@ -79,7 +79,8 @@ def check_config(config: ClipConfig) -> None:
     losses = [("loss", config.loss)] + [(f"stages[{i}].loss", s.loss) for i, s in enumerate(config.stages)
                                         if s.loss is not None]
     try:
-        built = [(where, check_task_loss(loss, dim, where, num_tags=tags)) for where, loss in losses]
+        built = [(where, check_task_loss(loss, dim, where, tag_names=config.data.caption_tags))
+                 for where, loss in losses]
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     accepted = set().union(*(loss.accepted_inputs() for _, loss in built))

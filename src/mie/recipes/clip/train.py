@@ -187,7 +187,7 @@ def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = Fa
             _load_weights_into(model, Path(config.init_checkpoint))
         val_set = load_eval_set(config, config.data.val_split) if config.data.val_split else None
         evaluator = retrieval_evaluator(val_set, tokenizer, device) if val_set is not None else None
-        task = ContrastiveTask(model, resolved.loss, evaluator=evaluator, num_tags=len(resolved.data.caption_tags))
+        task = ContrastiveTask(model, resolved.loss, evaluator=evaluator, tag_names=resolved.data.caption_tags)
         trainer = BaseTrainer(task, resolved, functools.partial(build_train_loader, resolved, train_set, tokenizer),
                               device=device, quiet=quiet, batch_size=resolved.data.batch_size)
         num_train = _num_images(train_set)

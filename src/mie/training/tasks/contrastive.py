@@ -20,7 +20,7 @@ A loss that needs anything else (``cross_entropy``'s logits and targets) is refu
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -78,19 +78,20 @@ def _complete_term(term: Any, defaults: Mapping[str, Any]) -> Any:
             "name": term["name"], **({"weight": term["weight"]} if "weight" in term else {})}
 
 
-def build_task_loss(config: LossConfig, embed_dim: int, num_tags: int = 0) -> nn.Module:
-    """The loss ``config`` names, with ``embed_dim`` (queues, tag heads), ``num_tags`` (``data.caption_tags``)
+def build_task_loss(config: LossConfig, embed_dim: int, tag_names: Sequence[str] = ()) -> nn.Module:
+    """The loss ``config`` names, with ``embed_dim`` (queues, tag heads), ``num_tags`` and ``tag_names``
+    (``data.caption_tags``)
     and, under DDP, ``gather_distributed`` filled in where the loss takes them and the config left them
     out (as OpenCLIP gathers)."""
     defaults: dict[str, Any] = {"embed_dim": embed_dim}
-    if num_tags:
-        defaults["num_tags"] = num_tags
+    if tag_names:
+        defaults.update(num_tags=len(tag_names), tag_names=list(tag_names))
     if is_distributed():
         defaults["gather_distributed"] = True
     return build_loss(config.name, **_complete(config.name, config.kwargs, defaults))
 
 
-def check_task_loss(config: LossConfig, embed_dim: int, where: str = "loss", num_tags: int = 0) -> nn.Module:
+def check_task_loss(config: LossConfig, embed_dim: int, where: str = "loss", tag_names: Sequence[str] = ()) -> nn.Module:
     """Raise ``ValueError`` (one line naming ``where``, the loss and what it needs) unless the loss
     can be built and trained from what an image–text batch supplies."""
     key = _COMPOSITES.get(config.name)
@@ -100,7 +101,7 @@ def check_task_loss(config: LossConfig, embed_dim: int, where: str = "loss", num
         raise ValueError(f"{where}.kwargs.{key}: loss {config.name!r} combines registered losses; name them, "
                          f"e.g. --set '{where}.kwargs.{key}={example}'")
     try:
-        loss = build_task_loss(config, embed_dim, num_tags)
+        loss = build_task_loss(config, embed_dim, tag_names)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{where}: {exc}") from None
     missing = sorted(set(loss.required_inputs()) - IMAGE_TEXT_INPUTS)
@@ -121,13 +122,14 @@ class ContrastiveTask(Task):
     """
 
     def __init__(self, model: nn.Module, loss: LossConfig,
-                 evaluator: Callable[[nn.Module], Mapping[str, float]] | None = None, num_tags: int = 0) -> None:
+                 evaluator: Callable[[nn.Module], Mapping[str, float]] | None = None,
+                 tag_names: Sequence[str] = ()) -> None:
         super().__init__(model)
         self.default_loss = loss
         self.evaluator = evaluator
         self.embed_dim = int(model.config.embed_dim)
-        self.num_tags = num_tags
-        self.loss = build_task_loss(loss, self.embed_dim, num_tags)
+        self.tag_names = list(tag_names)
+        self.loss = build_task_loss(loss, self.embed_dim, self.tag_names)
         self._texts = self._texts_to_encode()
         self.reference: nn.Module | None = None
 
@@ -135,7 +137,7 @@ class ContrastiveTask(Task):
         """Build the stage's loss; copy the model as the frozen reference and attach momentum
         encoders when the loss takes them."""
         device = next(self.model.parameters()).device
-        self.loss = build_task_loss(stage.loss or self.default_loss, self.embed_dim, self.num_tags).to(device)
+        self.loss = build_task_loss(stage.loss or self.default_loss, self.embed_dim, self.tag_names).to(device)
         self._texts = self._texts_to_encode()
         for module in self.loss.modules():
             if callable(getattr(module, "attach", None)):
