@@ -215,8 +215,10 @@ def test_gradcam_explains_a_classifier_logit_and_follows_its_weights():
     assert heat.values.shape == (4, 4) and not torch.allclose(heat.values, other.values)
 
 
-def test_gradcam_is_each_tokens_gradient_times_its_activation_at_the_last_blocks_input(inputs):
-    """HiResCAM against a second implementation: hooks capture the last block's input and its gradient."""
+@pytest.mark.parametrize("per_token", [False, True])
+def test_gradcam_and_hirescam_against_hooks_on_the_last_blocks_input(inputs, per_token):
+    """Against a second implementation: hooks capture the last block's input and its gradient; Grad-CAM
+    weights channels by the gradient averaged over tokens, HiResCAM by each token's own."""
     model, (image, ids) = tiny_clip(3), inputs
     captured = {}
     last = model.visual.trunk.blocks[-1]
@@ -234,10 +236,11 @@ def test_gradcam_is_each_tokens_gradient_times_its_activation_at_the_last_blocks
         score.backward()
     finally:
         handle.remove()
-    acts, grad = captured["acts"][0], captured["acts"].grad[0]
-    expected = torch.relu((acts * grad).sum(dim=-1)).detach()
-    expected = expected[1:] if model.visual.cls_token is not None else expected
+    patches = slice(1, None) if model.visual.cls_token is not None else slice(None)  # the class token aside
+    acts, grad = captured["acts"][0, patches], captured["acts"].grad[0, patches]
+    expected = torch.relu((acts * grad).sum(dim=-1) if per_token else acts @ grad.mean(dim=0)).detach()
     expected = (expected / expected.max()).view(4, 4)
-    heat = gradcam(model, image, ids)
+    heat = gradcam(model, image, ids, per_token=per_token)
     torch.testing.assert_close(heat.values, expected, rtol=1e-4, atol=1e-5)
+    assert heat.method == ("hirescam" if per_token else "gradcam")
     assert heat.score == pytest.approx(float(score.detach()), rel=1e-5)
