@@ -63,11 +63,14 @@ def _embeddings_from(module: nn.Module, holder: dict[str, torch.Tensor]) -> Iter
 def token_attributions(embedding: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], ids: torch.Tensor,
                        method: str = "ig", steps: int = DEFAULT_STEPS, tokens: list[str] | None = None,
                        target: str = "output", baseline_id: int | None = None,
-                       baseline_name: str | None = None) -> TokenAttribution:
+                       baseline_name: str | None = None, tolerance: float | None = 0.01,
+                       max_steps: int = 8 * DEFAULT_STEPS) -> TokenAttribution:
     """Attribute ``forward(ids_batch) -> [N]`` to the tokens of ``ids`` ``[1, L]`` through ``embedding``
     (the module whose output is ``[N, L, D]``); ``tokens`` name the ids (default their numbers). The
     integrated-gradients baseline is the zero embedding, or token ``baseline_id``'s embedding at every
-    position (a model with RMS norms has no gradient at zero, so a causal LM takes its end-of-text token)."""
+    position (a model with RMS norms has no gradient at zero, so a causal LM takes its end-of-text token).
+    With a ``tolerance``, integrated gradients double ``steps`` (up to ``max_steps``) until the attributions
+    add up to the output difference within it."""
     if method not in TEXT_METHODS:
         raise ValueError(f"unknown text method {method!r}; choose one of {', '.join(TEXT_METHODS)}")
     with torch.no_grad():  # before the hook is on: it would hand back the last swapped-in value
@@ -91,8 +94,10 @@ def token_attributions(embedding: nn.Module, forward: Callable[[torch.Tensor], t
         else:
             baseline, stated = base, f"the embedding of {baseline_name or f'token {baseline_id}'} at every position"
         result = integrated_gradients(f, embedded, baseline, steps=steps)
+        while tolerance is not None and result.relative_gap > tolerance and result.steps * 2 <= max_steps:
+            result = integrated_gradients(f, embedded, baseline, steps=result.steps * 2)
     return TokenAttribution(names, result.attributions[0].sum(dim=-1).tolist(), method, target, output, stated,
-                            steps, result.baseline_output, result.gap, result.relative_gap)
+                            result.steps, result.baseline_output, result.gap, result.relative_gap)
 
 
 def clip_text_attributions(model: nn.Module, ids: torch.Tensor, image: torch.Tensor, method: str = "ig",
@@ -115,7 +120,8 @@ def clip_text_attributions(model: nn.Module, ids: torch.Tensor, image: torch.Ten
 def lm_next_token_attributions(model: nn.Module, ids: torch.Tensor, method: str = "ig", steps: int = DEFAULT_STEPS,
                                tokens: list[str] | None = None, choice: int | None = None,
                                choice_text: str | None = None, baseline_id: int | None = None,
-                               baseline_name: str | None = None) -> TokenAttribution:
+                               baseline_name: str | None = None, tolerance: float | None = 0.01,
+                       max_steps: int = 8 * DEFAULT_STEPS) -> TokenAttribution:
     """Tokens of the prompt ``ids`` ``[1, L]`` that drive a causal LM's logit for its next token ``choice``
     (default its greedy choice); ``baseline_id``: see :func:`token_attributions` (pass the end-of-text id)."""
     with torch.no_grad():
