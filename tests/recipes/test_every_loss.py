@@ -81,7 +81,7 @@ def test_every_image_text_loss_trains_two_steps(name, tmp_path, shapes, monkeypa
 
     monkeypatch.setattr(BaseTrainer, "fit", remember_start)
     extra = [f"loss.name={name}"] + ([KWARGS[name]] if name in KWARGS else [])
-    if name in ("caption_tags", "tag_match"):  # they score the image against these words of its captions
+    if name in ("caption_tags", "tag_match", "tag_ground"):  # they score the image against these words of its captions
         extra.append("data.caption_tags=[circle, square]")
     assert _train(tmp_path, shapes, *extra) == 0, capsys.readouterr().err
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
