@@ -129,7 +129,8 @@ def test_the_readme_blocks_are_found_and_each_is_recognised():
     assert "make run" in texts and "make test" in texts and "source .venv/bin/activate" in texts
     assert len(BY_KIND["run"]) >= 5 and BY_KIND["slow"]
     continued = [c for c in COMMANDS if "loss.kwargs.losses" in c.text]
-    assert continued and continued[0].text.startswith("mie train configs/demo.yaml --set loss.name=combined --set")
+    assert continued and continued[0].text.startswith("mie train configs/demo.yaml --set stages=[] --set data.caption_tags=[] "
+                                                 "--set loss.name=combined --set")
     assert all(key in texts for key in EXPECTED), [key for key in EXPECTED if key not in texts]
 
 
