@@ -73,11 +73,6 @@ def _unit(values: torch.Tensor) -> torch.Tensor:
     return values / top if float(top) > 0 else values
 
 
-def _pool(visual: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """The tower's pooled features from its normed output tokens (class token or mean)."""
-    return tokens[:, 0] if visual.pool == "cls" else tokens.mean(dim=1)
-
-
 def _grid(visual: nn.Module) -> int:
     return int(round(visual.patch_embed.num_patches ** 0.5))
 
@@ -107,7 +102,7 @@ def gradcam(model: nn.Module, image: torch.Tensor, ids: torch.Tensor | None = No
         x = block(x)
     acts = x.detach().requires_grad_(True)
     out = visual.trunk.norm(blocks[-1](acts)) if blocks else visual.trunk.norm(acts)
-    score = target(_pool(visual, out))
+    score = target(visual.pool_tokens(out))
     (grad,) = torch.autograd.grad(score, acts)
     patches = slice(1, None) if visual.cls_token is not None else slice(None)
     a, g = acts[0, patches].detach(), grad[0, patches]
@@ -166,9 +161,8 @@ def image_ig(model: nn.Module, image: torch.Tensor, ids: torch.Tensor, steps: in
         return (model.encode_image(batch) * text).sum(dim=-1)
 
     base = black_baseline(image) if baseline is None else baseline
-    result = integrated_gradients(similarity, image[None], base[None], steps=steps)
-    while tolerance is not None and result.relative_gap > tolerance and result.steps * 2 <= max_steps:
-        result = integrated_gradients(similarity, image[None], base[None], steps=result.steps * 2)
+    result = integrated_gradients(similarity, image[None], base[None], steps=steps, tolerance=tolerance,
+                                  max_steps=max_steps)
     values = result.attributions[0].sum(dim=0).abs()
     return ImageMap(_unit(values), "ig", image.shape[-1], result.output), result
 

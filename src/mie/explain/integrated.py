@@ -40,9 +40,21 @@ class IGResult:
 
 
 def integrated_gradients(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, baseline: torch.Tensor,
-                         steps: int = DEFAULT_STEPS, chunk: int = 16) -> IGResult:
+                         steps: int = DEFAULT_STEPS, chunk: int = 16, tolerance: float | None = None,
+                         max_steps: int = 1024) -> IGResult:
     """Attributions shaped like ``x`` ``[1, ...]`` for ``f`` (``[N, ...] -> [N]``) from ``baseline`` (same
-    shape), with ``f``'s values at both ends; ``steps`` gradient points, ``chunk`` of them per batch."""
+    shape), with ``f``'s values at both ends; ``steps`` gradient points, ``chunk`` of them per batch. With a
+    ``tolerance``, ``steps`` doubles (up to ``max_steps``) until the attributions add up to ``f(x) -
+    f(baseline)`` within it (a path with kinks, such as a conv stem's from a black image, needs more points)."""
+    result = _integrate(f, x, baseline, steps, chunk)
+    while tolerance is not None and result.relative_gap > tolerance and result.steps * 2 <= max_steps:
+        result = _integrate(f, x, baseline, result.steps * 2, chunk)
+    return result
+
+
+def _integrate(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, baseline: torch.Tensor, steps: int,
+               chunk: int) -> IGResult:
+    """One Gauss-Legendre integration with ``steps`` points."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     nodes, weights = np.polynomial.legendre.leggauss(steps)  # on [-1, 1]; mapped to [0, 1] below

@@ -93,9 +93,7 @@ def token_attributions(embedding: nn.Module, forward: Callable[[torch.Tensor], t
             baseline, stated = torch.zeros_like(embedded), BASELINE
         else:
             baseline, stated = base, f"the embedding of {baseline_name or f'token {baseline_id}'} at every position"
-        result = integrated_gradients(f, embedded, baseline, steps=steps)
-        while tolerance is not None and result.relative_gap > tolerance and result.steps * 2 <= max_steps:
-            result = integrated_gradients(f, embedded, baseline, steps=result.steps * 2)
+        result = integrated_gradients(f, embedded, baseline, steps=steps, tolerance=tolerance, max_steps=max_steps)
     return TokenAttribution(names, result.attributions[0].sum(dim=-1).tolist(), method, target, output, stated,
                             result.steps, result.baseline_output, result.gap, result.relative_gap)
 

@@ -29,6 +29,16 @@ from mie.losses.caption_tags import tag_columns
 from mie.losses.registry import register_loss
 
 
+def _unit(images: Tensor, name: str, tags: Tensor, ndim: int = 2) -> tuple[Tensor, Tensor]:
+    """Both checked (rank, finite, one width) and scaled to unit length, in the images' compute dtype."""
+    images = check_tensor(images, name, ndim=ndim)
+    tags = check_tensor(tags, "tag_text_embeds")
+    if images.shape[-1] != tags.shape[-1]:
+        raise ValueError(f"{name} shape {list(images.shape)} and tag_text_embeds shape {list(tags.shape)} differ "
+                         "in width; both must come from one dual encoder")
+    return F.normalize(images, dim=-1), F.normalize(tags, dim=-1).to(images.dtype)
+
+
 @register_loss("tag_match")
 class TagMatchLoss(LossBase):
     """Binary cross-entropy of ``scale * cos(image, tag text) + bias`` against ``tag_targets`` ``[B, T]``.
@@ -55,13 +65,7 @@ class TagMatchLoss(LossBase):
 
     def forward(self, image_embeds: Tensor, tag_text_embeds: Tensor, tag_targets: Tensor) -> Tensor:
         """Mean binary cross-entropy over images and tags (a scalar)."""
-        image_embeds = check_tensor(image_embeds, "image_embeds")
-        tag_text_embeds = check_tensor(tag_text_embeds, "tag_text_embeds")
-        if image_embeds.shape[1] != tag_text_embeds.shape[1]:
-            raise ValueError(f"image_embeds shape {list(image_embeds.shape)} and tag_text_embeds shape "
-                             f"{list(tag_text_embeds.shape)} differ in width; both must come from one dual encoder")
-        images = F.normalize(image_embeds, dim=-1)  # check_tensor gave both in the compute dtype
-        tags = F.normalize(tag_text_embeds, dim=-1).to(images.dtype)
+        images, tags = _unit(image_embeds, "image_embeds", tag_text_embeds)
         return self._bce(images @ tags.T, tag_targets)
 
     def _picked(self, cosines: Tensor, tag_targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -102,10 +106,5 @@ class TagGroundLoss(TagMatchLoss):
 
     def forward(self, image_token_embeds: Tensor, tag_text_embeds: Tensor, tag_targets: Tensor) -> Tensor:
         """Mean binary cross-entropy over images and tags of the best patch's scaled cosine plus the bias."""
-        tokens = check_tensor(image_token_embeds, "image_token_embeds", ndim=3)
-        tags = check_tensor(tag_text_embeds, "tag_text_embeds")
-        if tokens.shape[-1] != tags.shape[-1]:
-            raise ValueError(f"image_token_embeds shape {list(tokens.shape)} and tag_text_embeds shape "
-                             f"{list(tags.shape)} differ in width; both must come from one dual encoder")
-        cosines = F.normalize(tokens, dim=-1) @ F.normalize(tags, dim=-1).to(tokens.dtype).T  # [B, N, T]
-        return self._bce(cosines.amax(dim=1), tag_targets)
+        tokens, tags = _unit(image_token_embeds, "image_token_embeds", tag_text_embeds, ndim=3)
+        return self._bce((tokens @ tags.T).amax(dim=1), tag_targets)  # [B, N, T] cosines -> the best patch

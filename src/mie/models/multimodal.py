@@ -145,9 +145,9 @@ class DualEncoder(nn.Module):
         ``[B, N, embed_dim]`` (not normalised; for a mean-pooled tower their mean is the embedding before its
         norm), from one pass of the image tower."""
         tokens = self.visual.forward_tokens(images)
-        pooled = tokens[:, 0] if self.visual.pool == "cls" else tokens.mean(dim=1)
         patches = tokens[:, 1:] if self.visual.cls_token is not None else tokens
-        return F.normalize(self.image_projection(pooled), dim=-1), self.image_projection(patches)
+        pooled = self.image_projection(self.visual.pool_tokens(tokens))
+        return F.normalize(pooled, dim=-1), self.image_projection(patches)
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor, image_tokens: bool = False) -> dict[str, torch.Tensor]:
         """Normalized ``image_embeds`` and ``text_embeds`` (``[B, embed_dim]``) and the scalar ``logit_scale``;

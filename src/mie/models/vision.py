@@ -131,10 +131,15 @@ class VisionTransformer(nn.Module):
         """All output tokens after the final norm: ``[B, (1 +) num_patches, width]`` (class token first)."""
         return self.trunk(self._embed(images))
 
+    def pool_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Pooled features ``[B, width]`` of the output tokens ``[B, (1 +) num_patches, width]``
+        (:meth:`forward_tokens`): the class token, or the mean of all tokens."""
+        return tokens[:, 0] if self.pool == "cls" else tokens.mean(dim=1)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled image features ``[B, width]``: the class token (the trunk's last block runs its query side
         on that token only, ``Transformer.forward_at``) or the mean of all tokens."""
         x = self._embed(images)
         if self.pool == "cls":
             return self.trunk.forward_at(x, torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
-        return self.trunk(x).mean(dim=1)
+        return self.pool_tokens(self.trunk(x))

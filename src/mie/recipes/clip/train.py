@@ -168,16 +168,19 @@ def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = Fa
                         if config.data.format == "synthetic" else "")  # no silent wait before the first step
             train_set = _train_dataset(config)
             check_batch_sizes(config, train_set)  # before a tokenizer is trained or a step is taken
-            if (resume is not None or not main) and tokenizer_path.is_file():
+            reuse = (resume is not None or not main) and tokenizer_path.is_file()
+            captions = all_captions(train_set) if config.data.caption_tags or not reuse else []
+            if reuse:
                 tokenizer = load_any_tokenizer(tokenizer_path)
             else:
                 logger.info("training the %s tokenizer on the captions", config.tokenizer.name)
-                tokenizer = build_tokenizer(config, all_captions(train_set))
+                tokenizer = build_tokenizer(config, captions)
                 tokenizer.save(tokenizer_path)
         # The run directory owns its tokenizer (tokenizer.json); the saved config records the vocabulary size
         # and the caption tags the training captions use.
+        tags = used_tags(config.data.caption_tags, captions)
         resolved = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size),
-                                       data=dataclasses.replace(config.data, caption_tags=used_tags(config, train_set)))
+                                       data=dataclasses.replace(config.data, caption_tags=tags))
         if main and resume is None:  # a resume records its config only once it has worked
             save_run_config(resolved, run_dir)
 
@@ -208,18 +211,18 @@ def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = Fa
     return result
 
 
-def used_tags(config: ClipConfig, train_set: Dataset) -> list[str]:
-    """``data.caption_tags`` less those no training caption uses, which could only teach "never" (a phrase of
-    the held-out colour-shape pairs would learn that no image is ever one); each dropped tag is logged."""
-    tags = list(config.data.caption_tags)
+def used_tags(tags: Sequence[str], captions: Sequence[str]) -> list[str]:
+    """``tags`` (``data.caption_tags``) less those none of the training ``captions`` uses, which could only
+    teach "never" (a phrase of the held-out colour-shape pairs would learn that no image is ever one); each
+    dropped tag is logged."""
     if not tags:
-        return tags
-    found = caption_tag_targets([[c] for c in all_captions(train_set)], tags).amax(dim=0)
-    unused = [tag for tag, hit in zip(tags, found.tolist()) if not hit]
+        return []
+    found = caption_tag_targets([captions], tags)[0].tolist()  # all captions as one row: is each tag anywhere
+    unused = [tag for tag, hit in zip(tags, found) if not hit]
     if unused:
         logger.info("data.caption_tags: %d of %d tags appear in no training caption and are left out: %s",
                     len(unused), len(tags), ", ".join(unused))
-    return [tag for tag, hit in zip(tags, found.tolist()) if hit]
+    return [tag for tag, hit in zip(tags, found) if hit]
 
 
 def _load_weights_into(model: nn.Module, path: Path) -> None:

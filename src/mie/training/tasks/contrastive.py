@@ -129,16 +129,15 @@ class ContrastiveTask(Task):
         self.evaluator = evaluator
         self.embed_dim = int(model.config.embed_dim)
         self.tag_names = list(tag_names)
-        self.loss = build_task_loss(loss, self.embed_dim, self.tag_names)
-        self._texts = self._texts_to_encode()
+        self._use_loss(loss)
         self.reference: nn.Module | None = None
 
     def on_stage_start(self, index: int, stage: StageConfig) -> None:
         """Build the stage's loss; copy the model as the frozen reference and attach momentum
         encoders when the loss takes them."""
         device = next(self.model.parameters()).device
-        self.loss = build_task_loss(stage.loss or self.default_loss, self.embed_dim, self.tag_names).to(device)
-        self._texts = self._texts_to_encode()
+        self._use_loss(stage.loss or self.default_loss)
+        self.loss.to(device)
         for module in self.loss.modules():
             if callable(getattr(module, "attach", None)):
                 module.attach(TextTower(self.model))
@@ -147,16 +146,17 @@ class ContrastiveTask(Task):
             self.reference = frozen(self.model, copy=True)  # a submodule: saved with the task's state
         self.loss.train(self.training)
 
-    def _texts_to_encode(self) -> tuple[str, ...]:
-        """Which token-id batches the loss needs encoded: captions, negative captions, the tags as texts.
-
-        Decided per stage, not per step: a stage whose loss reads no caption embedding (the demo's tag
-        stage) skips the caption forward of the text tower."""
-        takes = self._takes = self.loss.accepted_inputs()
+    def _use_loss(self, config: LossConfig) -> None:
+        """Build ``config``'s loss and decide, once per stage, what each batch must be encoded for it: the
+        token-id batches (captions, negative captions, the tags as texts) and whether the patch tokens. A
+        stage whose loss reads no caption embedding (the demo's tag stage) skips the captions' forward."""
+        self.loss = build_task_loss(config, self.embed_dim, self.tag_names)
+        takes = self.loss.accepted_inputs()
         wanted = {"input_ids": bool(takes & {"text_embeds", "features", "reference_features", "key_inputs"}),
                   "negative_input_ids": "negative_text_embeds" in takes,
                   "tag_input_ids": "tag_text_embeds" in takes}
-        return tuple(key for key, needed in wanted.items() if needed)
+        self._texts = tuple(key for key, needed in wanted.items() if needed)
+        self._image_tokens = "image_token_embeds" in takes
 
     def train(self, mode: bool = True) -> ContrastiveTask:
         """Train/eval mode for the model and loss; the reference copy always stays in eval mode."""
@@ -180,8 +180,7 @@ class ContrastiveTask(Task):
         texts = list(parts.values()) or [ids[:1]]
         width = max(t.shape[1] for t in texts)
         texts = torch.cat([F.pad(t, (0, width - t.shape[1])) for t in texts])
-        out = (self.model(images, texts, image_tokens=True) if "image_token_embeds" in self._takes
-               else self.model(images, texts))
+        out = self.model(images, texts, image_tokens=True) if self._image_tokens else self.model(images, texts)
         embeds = dict(zip(parts, out["text_embeds"].split([t.shape[0] for t in parts.values()]))) if parts else {}
         text_embeds = embeds.get("input_ids")
         match_ids = batch.get("match_ids")

@@ -43,8 +43,7 @@ def pick_negatives(sim: torch.Tensor, positive: torch.Tensor, mode: str = "softm
 def image_features(encoder: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A ``DualEncoder``'s image tokens ``[B, N, width]`` and unit image embeddings ``[B, embed_dim]``."""
     tokens = encoder.visual.forward_tokens(images)
-    pooled = tokens[:, 0] if encoder.visual.pool == "cls" else tokens.mean(dim=1)
-    return tokens, F.normalize(encoder.image_projection(pooled), dim=-1)
+    return tokens, F.normalize(encoder.image_projection(encoder.visual.pool_tokens(tokens)), dim=-1)
 
 
 @torch.no_grad()
