@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mie.evaluation.rerank import rerank_retrieval, rerank_topk
@@ -35,3 +36,25 @@ def test_hard_negatives_skip_positives():
     assert pick_negatives(sim, positive, "hardest").tolist() == [1, 2, 1]
     sampled = pick_negatives(sim, positive, "softmax", temperature=0.05, generator=torch.Generator().manual_seed(0))
     assert not positive[torch.arange(3), sampled].any()
+
+
+def test_negative_curriculum_anneals_geometrically_over_the_stage():
+    from types import SimpleNamespace
+
+    from mie.training.tasks.itm import NegativeCurriculum
+
+    task = SimpleNamespace(temperature=0.05)
+    curriculum = NegativeCurriculum(task, start=2.0, end=0.05)
+    assert task.temperature == 2.0  # the first step samples near-uniform negatives
+    seen = []
+    for step in range(1, 11):  # a stage of 10 steps
+        curriculum.on_step_end(SimpleNamespace(stage_step=step, total_steps=10), step, {})
+        seen.append(task.temperature)
+    assert seen[-1] == pytest.approx(0.05)
+    assert seen[4] == pytest.approx((2.0 * 0.05) ** 0.5)  # halfway: the geometric mean
+    assert all(a > b for a, b in zip(seen, seen[1:]))
+    # a time budget that shrinks the schedule ends the anneal early, never past the end temperature
+    curriculum.on_step_end(SimpleNamespace(stage_step=12, total_steps=10), 12, {})
+    assert task.temperature == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="temperatures must be > 0"):
+        NegativeCurriculum(task, start=0.0, end=0.05)

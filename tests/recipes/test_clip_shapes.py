@@ -30,7 +30,7 @@ def test_grouped_training_probe_and_val_tuned_reranker(tmp_path, capsys):
                     "synthetic": {"num_train": 48, "num_val": 12, "num_test": 16, "num_heldout": 12,
                                   "image_size": 32}},
            "rerank": {"enabled": True, "k": 4, "epochs": 1, "batch_size": 16, "batches": "neighbours",
-                      "group_size": 4, "sim_weights": [0.0, 1.0, 1000.0],
+                      "group_size": 4, "sim_weights": [0.0, 1.0, 1000.0], "temperature_start": 1.0,
                       "fusion": {"type": "cross", "dim": 16, "heads": 2, "layers": 1}}}
     assert main(["train", str(_write(tmp_path, raw))]) == 0
     out = capsys.readouterr().out
@@ -43,6 +43,7 @@ def test_grouped_training_probe_and_val_tuned_reranker(tmp_path, capsys):
     assert "## Shape or colour?" in report and report.rstrip().endswith("`results.json`.")
     training = results["rerank"]["training"]
     assert training["sim_weight chosen on val"] in (0.0, 1.0, 1000.0)
+    assert training["negative temperature"] == {"start": 1.0, "end": pytest.approx(0.05)}  # annealed
     assert set(training["val mean R@1 per sim_weight"]) == {"none", "0", "1", "1000"}
     assert main(["eval", str(tmp_path / "run")]) == 0  # the saved weight re-scores to the same numbers
     assert "reproduces the numbers" in capsys.readouterr().out

@@ -25,6 +25,7 @@ class RerankConfig:
 
     RULES: ClassVar[dict[str, Rule]] = {"k": POSITIVE, "epochs": POSITIVE, "batch_size": POSITIVE, "lr": POSITIVE,
                                         "negatives": one_of("softmax", "hardest"), "temperature": POSITIVE,
+                                        "temperature_start": NON_NEGATIVE,
                                         "max_minutes": NON_NEGATIVE, "weight_decay": FRACTION,
                                         "sim_weight": NON_NEGATIVE, "batches": one_of("random", "neighbours"),
                                         "group_size": POSITIVE}
@@ -38,6 +39,9 @@ class RerankConfig:
     weight_decay: float = 0.05
     negatives: str = "softmax"  # softmax: sampled from softmax(sim / temperature); hardest: the top one
     temperature: float = 0.05
+    #: > 0 (softmax negatives): the temperature starts here and anneals geometrically to ``temperature``
+    #: over the run (easy negatives first); 0 = ``temperature`` throughout
+    temperature_start: float = 0.0
     max_minutes: float = 0.0  # 0 = no budget for the re-ranker's training
     sim_weight: float = 1.0  # ranking score = ITM logit + sim_weight x cosine similarity (BLIP); 0 = ITM alone
     #: when given, sim_weight is the one of these with the best re-ranked mean R@1 on data.val_split

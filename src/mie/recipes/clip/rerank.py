@@ -34,7 +34,7 @@ from mie.training import BaseTrainer
 from mie.training.config import OptimizerConfig, ScheduleConfig, TrainerConfig
 from mie.training.device import pin_memory
 from mie.training.progress import ProgressBar
-from mie.training.tasks.itm import ITMTask, image_features, text_features
+from mie.training.tasks.itm import ITMTask, NegativeCurriculum, image_features, text_features
 
 logger = logging.getLogger(__name__)
 RERANKER_FILE = "reranker.safetensors"
@@ -88,16 +88,21 @@ def train_reranker(run_dir: Path, config: ClipConfig, model: nn.Module, tokenize
                                    optimizer=OptimizerConfig(lr=cfg.lr, weight_decay=cfg.weight_decay),
                                    schedule=ScheduleConfig(warmup_steps=20))
     neighbours = _image_embeddings(model, dataset, device) if cfg.batches == "neighbours" else None
+    callbacks: list[Any] = [ProgressBar(quiet=quiet)]
+    if cfg.temperature_start > 0 and cfg.negatives == "softmax":
+        callbacks.append(NegativeCurriculum(task, cfg.temperature_start, cfg.temperature))
     trainer = BaseTrainer(task, trainer_config, functools.partial(_loader, config, dataset, tokenizer,
                                                                   neighbours=neighbours),
-                          callbacks=[ProgressBar(quiet=quiet)], device=device, batch_size=cfg.batch_size)
+                          callbacks=callbacks, device=device, batch_size=cfg.batch_size)
     logger.info("training the re-ranker (%s fusion, %d layers, %s parameters) on %d images",
                 cfg.fusion.type, cfg.fusion.layers, f"{sum(p.numel() for p in matcher.parameters()):,}", len(dataset))
     start = time.monotonic()
     trainer.fit()
     last = trainer.last_step_metrics
     summary = {"steps": trainer.global_step, "wall_time_s": round(time.monotonic() - start, 1),
-               "final train loss": last.get("train/loss"), "final train accuracy": last.get("train/accuracy")}
+               "final train loss": last.get("train/loss"), "final train accuracy": last.get("train/accuracy"),
+               "negative temperature": {"start": cfg.temperature_start or cfg.temperature,
+                                        "end": round(task.temperature, 6)}}
     return matcher.eval(), summary
 
 

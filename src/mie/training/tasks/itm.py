@@ -4,7 +4,11 @@ As in ALBEF (Li et al., 2021): for each image of a batch one non-matching captio
 one non-matching image, is drawn from the dual encoder's similarity scores, either the hardest one
 (``negatives="hardest"``) or sampled with probability ``softmax(sim / temperature)`` over the
 non-matching ones (``"softmax"``). The matcher scores the ``B`` positives and ``2B`` negatives and
-learns with binary cross-entropy. Only the matcher trains; the dual encoder supplies token features::
+learns with binary cross-entropy. Only the matcher trains; the dual encoder supplies token features.
+:class:`NegativeCurriculum` anneals the temperature from near-uniform negatives to hard ones over the
+run, so the head first learns to match at all, then the fine details (on the shapes demo it lifted a
+3-epoch head off the 1:2 prior, ITM-alone val R@1 0.30 -> 0.65; a 9-epoch head at a higher learning
+rate learnt from hard negatives throughout, and re-ranked better without it)::
 
     task = ITMTask(ImageTextMatcher(FusionConfig(), 128, 128), dual_encoder, negatives="softmax")
     task.training_forward({"images": x, "input_ids": ids, "match_ids": m})  # {"loss", "accuracy"}
@@ -18,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mie.training.callbacks import Callback
 from mie.training.task import Task
 from mie.training.tasks.reference import frozen
 
@@ -77,7 +82,8 @@ class ITMTask(Task):
         return self
 
     def training_forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """BCE over ``B`` positive and ``2B`` hard-negative pairs; accuracy at logit 0 (detached)."""
+        """BCE over ``B`` positive and ``2B`` hard-negative pairs; accuracy at logit 0 and the sampling
+        temperature (detached)."""
         images, ids = batch["images"], batch["input_ids"]
         size = images.shape[0]
         match = batch.get("match_ids", torch.arange(size, device=images.device))
@@ -95,4 +101,23 @@ class ITMTask(Task):
         labels = torch.cat([torch.ones(size, device=logits.device), torch.zeros(2 * size, device=logits.device)])
         loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
         accuracy = ((logits.detach() > 0).float() == labels).float().mean()
-        return {"loss": loss, "accuracy": accuracy}
+        return {"loss": loss, "accuracy": accuracy, "temperature": torch.tensor(self.temperature)}
+
+
+class NegativeCurriculum(Callback):
+    """Anneals an ``ITMTask``'s sampling temperature geometrically from ``start`` (near-uniform negatives)
+    to ``end`` (hard ones) over the stage's steps (``trainer.total_steps``, which a time budget shrinks)."""
+
+    def __init__(self, task: ITMTask, start: float, end: float) -> None:
+        if start <= 0 or end <= 0:
+            raise ValueError(f"temperatures must be > 0; got start {start}, end {end}")
+        self.task, self.start, self.end = task, start, end
+        task.temperature = start
+
+    def temperature(self, fraction: float) -> float:
+        """The temperature at ``fraction`` (0..1) of the run: ``start * (end / start) ** fraction``."""
+        return self.start * (self.end / self.start) ** min(max(fraction, 0.0), 1.0)
+
+    def on_step_end(self, trainer: Any, step: int, metrics: dict[str, float]) -> None:
+        """Set the temperature of the next step from the share of the stage done."""
+        self.task.temperature = self.temperature(trainer.stage_step / max(1, trainer.total_steps))
