@@ -27,10 +27,11 @@ def test_grouped_training_probe_and_val_tuned_reranker(tmp_path, capsys):
            "group_batches": "colors", "group_size": 4,
            "data": {"format": "synthetic", "path": str(tmp_path / "data"), "batch_size": 16,
                     "test_splits": ["test", "test_heldout"],
-                    "synthetic": {"num_train": 48, "num_val": 12, "num_test": 16, "num_heldout": 12,
+                    "synthetic": {"num_train": 48, "num_val": 40, "num_test": 16, "num_heldout": 12,
                                   "image_size": 32}},
            "rerank": {"enabled": True, "k": 4, "epochs": 1, "batch_size": 16, "batches": "neighbours",
                       "group_size": 4, "sim_weights": [0.0, 1.0, 1000.0], "temperature_start": 1.0,
+                      "novel_pairs": 4,
                       "fusion": {"type": "cross", "dim": 16, "heads": 2, "layers": 1}}}
     assert main(["train", str(_write(tmp_path, raw))]) == 0
     out = capsys.readouterr().out
@@ -44,7 +45,10 @@ def test_grouped_training_probe_and_val_tuned_reranker(tmp_path, capsys):
     training = results["rerank"]["training"]
     assert training["sim_weight chosen on val"] in (0.0, 1.0, 1000.0)
     assert training["negative temperature"] == {"start": 1.0, "end": pytest.approx(0.05)}  # annealed
-    assert set(training["val mean R@1 per sim_weight"]) == {"none", "0", "1", "1000"}
+    assert len(training["pairs new to the head"]) == 4  # kept from its images; val split by them:
+    tables = {k.split(" mean R@1")[0]: v for k, v in training.items() if "mean R@1 per sim_weight" in k}
+    assert set(tables) == {"val (seen pairs)", "val (new pairs)"}
+    assert all(set(t) == {"none", "0", "1", "1000"} for t in tables.values())
     assert main(["eval", str(tmp_path / "run")]) == 0  # the saved weight re-scores to the same numbers
     assert "reproduces the numbers" in capsys.readouterr().out
 

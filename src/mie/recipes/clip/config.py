@@ -25,7 +25,7 @@ class RerankConfig:
 
     RULES: ClassVar[dict[str, Rule]] = {"k": POSITIVE, "epochs": POSITIVE, "batch_size": POSITIVE, "lr": POSITIVE,
                                         "negatives": one_of("softmax", "hardest"), "temperature": POSITIVE,
-                                        "temperature_start": NON_NEGATIVE,
+                                        "temperature_start": NON_NEGATIVE, "novel_pairs": NON_NEGATIVE,
                                         "max_minutes": NON_NEGATIVE, "weight_decay": FRACTION,
                                         "sim_weight": NON_NEGATIVE, "batches": one_of("random", "neighbours"),
                                         "group_size": POSITIVE}
@@ -50,6 +50,10 @@ class RerankConfig:
     #: frozen dual encoder, so the mined negatives are its own top-k confusions; random: shuffled
     batches: str = "random"
     group_size: int = 16
+    #: > 0 (shapes data): this many colour-shape pairs are kept from the head's training images, and
+    #: sim_weight is chosen for the smaller of its val gains on the images with and without them
+    #: (``mie.recipes.clip.rerank_novel``), as test_heldout's pairs are new to the head
+    novel_pairs: int = 0
 
 
 @dataclass

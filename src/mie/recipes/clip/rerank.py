@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from mie.data import build_dataset, build_image_transform, collate_image_text
 from mie.data.samplers import NeighbourBatchSampler
@@ -29,6 +29,7 @@ from mie.io.checkpoint import save_weights
 from mie.models.fusion import ImageTextMatcher
 from mie.recipes.clip.config import ClipConfig
 from mie.recipes.clip.evaluate import EVAL_BATCH_SIZE, EvalSet, load_eval_set
+from mie.recipes.clip.rerank_novel import holds, novel_pairs, objects_of, safest_weight, split_gallery
 from mie.tokenization.base import BaseTokenizer
 from mie.training import BaseTrainer
 from mie.training.config import OptimizerConfig, ScheduleConfig, TrainerConfig
@@ -78,8 +79,13 @@ def train_reranker(run_dir: Path, config: ClipConfig, model: nn.Module, tokenize
                    device: torch.device, quiet: bool = False) -> tuple[ImageTextMatcher, dict[str, Any]]:
     """Train the ITM head on ``config.data.train_split`` (the dual encoder ``model`` frozen); save it."""
     cfg = config.rerank
-    dataset = build_dataset(config.data, config.data.train_split,
-                            transform=build_image_transform(config.model.image_size, train=False), cache_images=True)
+    dataset: Dataset = build_dataset(config.data, config.data.train_split, cache_images=True,
+                                     transform=build_image_transform(config.model.image_size, train=False))
+    held: list[tuple[str, str]] = []
+    if cfg.novel_pairs:  # pairs the head never sees, to choose the fusion weight on (rerank_novel)
+        objects = [objects_of(r.attributes) for r in getattr(dataset, "records", [])]
+        held = novel_pairs(objects, cfg.novel_pairs, config.seed)
+        dataset = Subset(dataset, [i for i, o in enumerate(objects) if not holds(o, held)])
     torch.manual_seed(config.seed)
     matcher = build_matcher(config)
     task = ITMTask(matcher, model, negatives=cfg.negatives, temperature=cfg.temperature)
@@ -103,6 +109,8 @@ def train_reranker(run_dir: Path, config: ClipConfig, model: nn.Module, tokenize
                "final train loss": last.get("train/loss"), "final train accuracy": last.get("train/accuracy"),
                "negative temperature": {"start": cfg.temperature_start or cfg.temperature,
                                         "end": round(task.temperature, 6)}}
+    if held:
+        summary["pairs new to the head"] = [" ".join(pair) for pair in held]
     return matcher.eval(), summary
 
 
@@ -192,18 +200,36 @@ def score_split(matcher: ImageTextMatcher, model: nn.Module, tokenizer: BaseToke
     return fused_metrics(sim, owner, itm, k, sim_weight)
 
 
-def choose_sim_weight(matcher: ImageTextMatcher, model: nn.Module, tokenizer: BaseTokenizer, val: EvalSet,
-                      config: ClipConfig, device: torch.device) -> tuple[float, dict[str, float]]:
-    """The ``rerank.sim_weights`` entry with the best re-ranked mean R@1 on the validation split (ties: the
-    larger weight, nearer the encoder's own order); and the val mean R@1 of each, ``"none"`` without."""
+def val_table(matcher: ImageTextMatcher, model: nn.Module, tokenizer: BaseTokenizer, val: EvalSet,
+              config: ClipConfig, device: torch.device) -> dict[str, float]:
+    """Mean R@1 of ``val`` without re-ranking (``"none"``) and re-ranked with each ``rerank.sim_weights`` entry."""
     cfg = config.rerank
     sim, owner, itm = itm_scorer(matcher, model, tokenizer, val, cfg.k, device)
     table = {"none": fused_metrics(sim, owner, itm, cfg.k, 0.0)["without"]["mean_R@1"]}
     for weight in sorted(cfg.sim_weights):
         table[f"{weight:g}"] = rerank_retrieval(sim, owner, cfg.k,
                                                 lambda i, t, w=weight: itm(i, t) + w * sim[i, t])["mean_R@1"]
-    best = max(sorted(cfg.sim_weights), key=lambda w: (table[f"{w:g}"], w))
-    return float(best), table
+    return table
+
+
+def choose_sim_weight(matcher: ImageTextMatcher, model: nn.Module, tokenizer: BaseTokenizer, val: EvalSet,
+                      config: ClipConfig, device: torch.device, novel: list[str] | None = None
+                      ) -> tuple[float, dict[str, Any]]:
+    """The ``rerank.sim_weights`` entry with the best re-ranked mean R@1 on the validation split (ties: the
+    larger weight, nearer the encoder's own order) and the figures it was chosen on. With ``novel`` pairs
+    (``"red circle"``, kept from the head's training) val splits into the images without and with them, and
+    the weight is the one whose smaller gain over the two galleries is largest (``rerank_novel``)."""
+    weights = sorted(config.rerank.sim_weights)
+    if not novel:
+        table = val_table(matcher, model, tokenizer, val, config, device)
+        best = max(weights, key=lambda w: (table[f"{w:g}"], w))
+        return float(best), {"val mean R@1 per sim_weight": {w: round(r, 4) for w, r in table.items()}}
+    galleries = split_gallery(val, [tuple(pair.split(" ")) for pair in novel])
+    tables = [val_table(matcher, model, tokenizer, g, config, device) for g in galleries]
+    gains = {w: tuple(t[f"{w:g}"] - t["none"] for t in tables) for w in weights}
+    figures = {f"{g.name} mean R@1 per sim_weight ({len(g.images)} images)": {w: round(r, 4) for w, r in t.items()}
+               for g, t in zip(galleries, tables)}
+    return float(safest_weight(gains)), figures
 
 
 def rerank_and_report(run_dir: Path, config: ClipConfig, model: nn.Module, tokenizer: BaseTokenizer,
@@ -212,10 +238,9 @@ def rerank_and_report(run_dir: Path, config: ClipConfig, model: nn.Module, token
     matcher, training = train_reranker(run_dir, config, model, tokenizer, device)
     weight = config.rerank.sim_weight
     if config.rerank.sim_weights and config.data.val_split:
-        weight, table = choose_sim_weight(matcher, model, tokenizer, load_eval_set(config, config.data.val_split),
-                                          config, device)
-        training = {**training, "sim_weight chosen on val": weight,
-                    "val mean R@1 per sim_weight": {w: round(r, 4) for w, r in table.items()}}
+        weight, figures = choose_sim_weight(matcher, model, tokenizer, load_eval_set(config, config.data.val_split),
+                                            config, device, training.get("pairs new to the head"))
+        training = {**training, "sim_weight chosen on val": weight, **figures}
     save_reranker(run_dir, config, matcher, training, weight)
     results = {e.name: score_split(matcher, model, tokenizer, e, config.rerank.k, device, weight) for e in evalsets}
     add_to_report(run_dir, config, results, training)
