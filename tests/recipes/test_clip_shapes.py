@@ -49,6 +49,8 @@ def test_grouped_training_probe_and_val_tuned_reranker(tmp_path, capsys):
     tables = {k.split(" mean R@1")[0]: v for k, v in training.items() if "mean R@1 per sim_weight" in k}
     assert set(tables) == {"val (seen pairs)", "val (new pairs)"}
     assert all(set(t) == {"none", "0", "1", "1000"} for t in tables.values())
+    section = (tmp_path / "run" / "report.md").read_text().split("## Re-ranking")[1]
+    assert "(sampling temperature 1 -> 0.05)" in section and "4 colour-shape pairs kept" in section
     assert main(["eval", str(tmp_path / "run")]) == 0  # the saved weight re-scores to the same numbers
     assert "reproduces the numbers" in capsys.readouterr().out
 

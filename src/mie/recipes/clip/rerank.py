@@ -283,11 +283,19 @@ def add_to_report(run_dir: Path, config: ClipConfig, results: dict[str, Any], tr
     saved["rerank"] = {"k": config.rerank.k, "fusion": dataclasses.asdict(config.rerank.fusion),
                        "negatives": config.rerank.negatives, "training": training, "results": results}
     save_json_atomic(run_dir / RESULTS_FILE, saved)
-    fusion = config.rerank.fusion
+    fusion, cfg = config.rerank.fusion, config.rerank
+    temperature = training.get("negative temperature") or {}
+    anneal = (f" (sampling temperature {temperature['start']:g} -> {temperature['end']:g})"
+              if temperature and temperature["start"] != temperature["end"] else "")
+    weight = training.get("sim_weight chosen on val", cfg.sim_weight)
+    novel = training.get("pairs new to the head")
+    chosen = (f"; the weight was chosen on val with {len(novel)} colour-shape pairs kept from the head's "
+              f"training ({', '.join(novel)})" if novel else "")
     section = ["## Re-ranking with an image-text matching head", "",
                f"A {fusion.type} fusion ({fusion.layers} layers, width {fusion.dim}) with an ITM head, trained "
-               f"{training['steps']} steps ({training['wall_time_s']} s) on {config.rerank.negatives} hard negatives "
-               f"of the frozen dual encoder, re-orders each query's top {config.rerank.k}. Recall in %.", "",
+               f"{training['steps']} steps ({training['wall_time_s']} s) on {cfg.negatives} hard negatives of the "
+               f"frozen dual encoder{anneal}, re-orders each query's top {cfg.k} by ITM logit + {weight:g} x "
+               f"cosine{chosen}. Recall in %.", "",
                *format_rerank_table(results, config.rerank.k), ""]
     report = run_dir / REPORT_FILE
     lines = report.read_text(encoding="utf-8").rstrip("\n").split("\n")
