@@ -43,3 +43,14 @@ def test_safest_weight_maximises_the_smaller_gain():
     gains = {1.0: (0.02, -0.01), 10.0: (0.01, 0.006), 100.0: (0.004, 0.004), 1000.0: (0.0, 0.0)}
     assert safest_weight(gains) == 10.0  # 1 helps seen pairs most but hurts the new ones
     assert safest_weight({5.0: (0.0, 0.0), 50.0: (0.0, 0.0)}) == 50.0  # ties: nearer the encoder's order
+
+
+def test_annealing_hardest_negatives_is_refused_in_one_line():
+    from mie.recipes.clip.config import ClipConfig, check_config
+
+    config = ClipConfig(project_name="x", output_dir="out")
+    config.rerank.temperature_start, config.rerank.negatives = 2.0, "hardest"
+    with pytest.raises(ConfigError, match="rerank.temperature_start: anneals .* hardest negatives are not sampled"):
+        check_config(config)
+    config.rerank.negatives = "softmax"
+    check_config(config)  # accepted with sampled negatives

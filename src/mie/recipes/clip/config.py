@@ -107,6 +107,9 @@ def check_config(config: ClipConfig) -> None:
             raise ConfigError(f"no loss uses it ({names}), so it would only cost time", where=f"data.{key}",
                               fix=f"use a loss that takes {kind} (clip for caption_swaps, caption_tags or "
                                   f"tag_match for caption_tags), or set data.{key}: []")
+    if config.rerank.temperature_start and config.rerank.negatives != "softmax":
+        raise ConfigError("anneals the sampling temperature, and hardest negatives are not sampled",
+                          where="rerank.temperature_start", fix="use rerank.negatives: softmax, or set it to 0")
     check_budget(config)
 
 

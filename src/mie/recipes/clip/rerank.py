@@ -95,7 +95,7 @@ def train_reranker(run_dir: Path, config: ClipConfig, model: nn.Module, tokenize
                                    schedule=ScheduleConfig(warmup_steps=20))
     neighbours = _image_embeddings(model, dataset, device) if cfg.batches == "neighbours" else None
     callbacks: list[Any] = [ProgressBar(quiet=quiet)]
-    if cfg.temperature_start > 0 and cfg.negatives == "softmax":
+    if cfg.temperature_start:  # check_config refuses it with hardest negatives
         callbacks.append(NegativeCurriculum(task, cfg.temperature_start, cfg.temperature))
     trainer = BaseTrainer(task, trainer_config, functools.partial(_loader, config, dataset, tokenizer,
                                                                   neighbours=neighbours),
@@ -110,7 +110,7 @@ def train_reranker(run_dir: Path, config: ClipConfig, model: nn.Module, tokenize
                "negative temperature": {"start": cfg.temperature_start or cfg.temperature,
                                         "end": round(task.temperature, 6)}}
     if held:
-        summary["pairs new to the head"] = [" ".join(pair) for pair in held]
+        summary["pairs new to the head"] = [list(pair) for pair in held]
     return matcher.eval(), summary
 
 
@@ -205,7 +205,7 @@ def val_table(matcher: ImageTextMatcher, model: nn.Module, tokenizer: BaseTokeni
     """Mean R@1 of ``val`` without re-ranking (``"none"``) and re-ranked with each ``rerank.sim_weights`` entry."""
     cfg = config.rerank
     sim, owner, itm = itm_scorer(matcher, model, tokenizer, val, cfg.k, device)
-    table = {"none": fused_metrics(sim, owner, itm, cfg.k, 0.0)["without"]["mean_R@1"]}
+    table = {"none": rerank_retrieval(sim, owner, cfg.k, lambda i, t: sim[i, t])["mean_R@1"]}
     for weight in sorted(cfg.sim_weights):
         table[f"{weight:g}"] = rerank_retrieval(sim, owner, cfg.k,
                                                 lambda i, t, w=weight: itm(i, t) + w * sim[i, t])["mean_R@1"]
@@ -213,18 +213,18 @@ def val_table(matcher: ImageTextMatcher, model: nn.Module, tokenizer: BaseTokeni
 
 
 def choose_sim_weight(matcher: ImageTextMatcher, model: nn.Module, tokenizer: BaseTokenizer, val: EvalSet,
-                      config: ClipConfig, device: torch.device, novel: list[str] | None = None
+                      config: ClipConfig, device: torch.device, novel: list[list[str]] | None = None
                       ) -> tuple[float, dict[str, Any]]:
     """The ``rerank.sim_weights`` entry with the best re-ranked mean R@1 on the validation split (ties: the
     larger weight, nearer the encoder's own order) and the figures it was chosen on. With ``novel`` pairs
-    (``"red circle"``, kept from the head's training) val splits into the images without and with them, and
+    (``["red", "circle"]``, kept from the head's training) val splits into the images without and with them, and
     the weight is the one whose smaller gain over the two galleries is largest (``rerank_novel``)."""
     weights = sorted(config.rerank.sim_weights)
     if not novel:
         table = val_table(matcher, model, tokenizer, val, config, device)
         best = max(weights, key=lambda w: (table[f"{w:g}"], w))
         return float(best), {"val mean R@1 per sim_weight": {w: round(r, 4) for w, r in table.items()}}
-    galleries = split_gallery(val, [tuple(pair.split(" ")) for pair in novel])
+    galleries = split_gallery(val, [(colour, shape) for colour, shape in novel])
     tables = [val_table(matcher, model, tokenizer, g, config, device) for g in galleries]
     gains = {w: tuple(t[f"{w:g}"] - t["none"] for t in tables) for w in weights}
     figures = {f"{g.name} mean R@1 per sim_weight ({len(g.images)} images)": {w: round(r, 4) for w, r in t.items()}
@@ -290,7 +290,7 @@ def add_to_report(run_dir: Path, config: ClipConfig, results: dict[str, Any], tr
     weight = training.get("sim_weight chosen on val", cfg.sim_weight)
     novel = training.get("pairs new to the head")
     chosen = (f"; the weight was chosen on val with {len(novel)} colour-shape pairs kept from the head's "
-              f"training ({', '.join(novel)})" if novel else "")
+              f"training ({', '.join(' '.join(pair) for pair in novel)})" if novel else "")
     section = ["## Re-ranking with an image-text matching head", "",
                f"A {fusion.type} fusion ({fusion.layers} layers, width {fusion.dim}) with an ITM head, trained "
                f"{training['steps']} steps ({training['wall_time_s']} s) on {cfg.negatives} hard negatives of the "

@@ -60,8 +60,8 @@ def sub_gallery(evalset: EvalSet, rows: Sequence[int], name: str) -> EvalSet:
 def split_gallery(evalset: EvalSet, pairs: Sequence[Pair]) -> tuple[EvalSet, EvalSet]:
     """``(seen, new)``: the images of ``evalset`` without and with one of ``pairs``; a ConfigError when
     either side is empty (too small a val split to check the weight on new pairs)."""
-    new = [i for i, attrs in enumerate(evalset.attributes) if holds(objects_of(attrs), pairs)]
-    seen = sorted(set(range(len(evalset.attributes))) - set(new))
+    shows = [holds(objects_of(attrs), pairs) for attrs in evalset.attributes]
+    new, seen = [i for i, s in enumerate(shows) if s], [i for i, s in enumerate(shows) if not s]
     if not new or not seen:
         raise ConfigError(f"rerank.novel_pairs: {len(new)} of the {len(evalset.attributes)} {evalset.name} images "
                           "show a pair new to the re-ranker; both galleries need images",

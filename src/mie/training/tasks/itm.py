@@ -100,7 +100,7 @@ class ITMTask(Task):
         labels = torch.cat([torch.ones(size, device=logits.device), torch.zeros(2 * size, device=logits.device)])
         loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
         accuracy = ((logits.detach() > 0).float() == labels).float().mean()
-        return {"loss": loss, "accuracy": accuracy, "temperature": torch.tensor(self.temperature)}
+        return {"loss": loss, "accuracy": accuracy, "temperature": self.temperature}
 
 
 class NegativeCurriculum(Callback):
