@@ -79,8 +79,13 @@ def test_every_phase_runs_and_reports(cai_run, capsys):
     assert len(sl_data) == 12 and all(len(r["rounds"]) == 1 for r in sl_data if r["kind"] == "harmful")
     pairs = [json.loads(line) for line in (run / "pairs.jsonl").read_text().splitlines()]
     assert pairs and all(0.5 <= p["target"] <= 1.0 for p in pairs)
+    feedback = results["phases"]["feedback"]  # the labels against the evaluator's vote and a person's
+    check = json.loads((run / "feedback_check.json").read_text())
+    assert feedback["hand"]["pairs"] == len(check["hand"]["labels"]) >= 40
+    assert 0.0 <= feedback["hand"]["all"]["feedback_model"] <= 1.0 and feedback["evaluator_decisive_pairs"] >= 0
     report = (run / "report.md").read_text()
     assert "after PPO" in report and "Reward model: held-out pairwise accuracy" in report
+    assert "## AI feedback" in report and f"Against {feedback['hand']['pairs']} held-out pairs" in report
     assert (run / "plots" / "training.png").is_file()
 
 

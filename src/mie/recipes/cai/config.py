@@ -115,12 +115,15 @@ class RLConfig:
 
     RULES: ClassVar[dict[str, Rule]] = {"temperature": POSITIVE, "principles_per_pair": NON_NEGATIVE,
                                         "evaluator_weight": FRACTION, "feedback_model": _FEEDBACK_MODEL,
+                                        "feedback_mode": one_of("pairwise", "pointwise"),
                                         "dpo_beta": POSITIVE}
 
     temperature: float = 1.0  # sampling the two answers of a pair
     feedback_model: str = "sl"  # base | sl | a pretrained name (a stronger judge, e.g. Qwen2.5-Coder): who labels
     principles_per_pair: int = 2  # 0 = every principle
     evaluator_weight: float = 0.0  # share of the safety evaluator's vote in each label
+    feedback_mode: str = "pairwise"  # pairwise (both answers in one question, Bai et al.) | pointwise (one at a time)
+    hand_pairs: str = ""  # held-out hand-labelled pairs the feedback model is checked on ("" = packaged, none)
     reward_model: PhaseConfig = field(default_factory=lambda: PhaseConfig(lr=1e-4, val_fraction=0.2))
     dpo: PhaseConfig = field(default_factory=lambda: PhaseConfig(lr=5e-5, val_fraction=0.2))
     dpo_beta: float = 0.1

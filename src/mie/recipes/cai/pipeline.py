@@ -32,8 +32,8 @@ from mie.training.threads import set_threads
 
 log = logging.getLogger(__name__)
 PHASES = ("sl", "rl", "all")
-OUTPUTS = ("base", "sl_data.jsonl", "sft", "pairs.jsonl", "reward_model", "dpo", "ppo", "eval", "plots",
-           "report.md", "results.json", "config.yaml")
+OUTPUTS = ("base", "sl_data.jsonl", "sft", "pairs.jsonl", "feedback_check.json", "reward_model", "dpo", "ppo",
+           "eval", "plots", "report.md", "results.json", "config.yaml")
 
 
 @dataclass
@@ -145,6 +145,7 @@ class Pipeline:
             self.result.phases = dict(earlier.get("phases", {}))
             self.result.earlier_wall_time_s = float(earlier.get("total_wall_time_s", earlier.get("wall_time_s", 0)))
         self._inference: dict[int, tuple[Any, Any]] = {}  # id(model) -> (model, its bf16 copy)
+        self._feedback: Any = None  # the feedback labeler, built once (a pretrained judge loads in seconds)
 
     def inference(self, model: Any) -> Any:
         """``model`` as generation and scoring run it: itself, or a bf16 copy (``generation.dtype``)."""
@@ -168,18 +169,28 @@ class Pipeline:
     def feedback_labeler(self, sl_model: Any) -> Any:
         """The labeler of ``rl.feedback_model``: the base model, the SL model, or a pretrained model by name
         (with its own tokenizer)."""
-        name = self.config.rl.feedback_model
-        if name in ("base", "sl"):
-            return self.labeler(self.base if name == "base" else sl_model)
-        from mie.pretrained.loading import load_language_model
+        if self._feedback is None:
+            name = self.config.rl.feedback_model
+            mode = self.config.rl.feedback_mode
+            if name in ("base", "sl"):
+                self._feedback = self.labeler(self.base if name == "base" else sl_model, mode=mode)
+            else:
+                from mie.pretrained.loading import load_language_model
 
-        return self.labeler(*load_language_model(name, where="rl.feedback_model"))
+                # fp32, not generation.dtype: without bf16 instructions a 1.5B judge reads 3.6x slower in bf16
+                model, tokenizer = load_language_model(name, where="rl.feedback_model")
+                self._feedback = self.labeler(model.float().eval(), tokenizer, exact=True, mode=mode)
+        return self._feedback
 
-    def labeler(self, model: Any, tokenizer: Any = None) -> Any:
-        """The AI-feedback labeler on ``model`` (its multiple-choice letter probabilities)."""
-        from mie.safety.cai.feedback import PreferenceLabeler
+    def labeler(self, model: Any, tokenizer: Any = None, exact: bool = False, mode: str = "pairwise") -> Any:
+        """An AI-feedback labeler on ``model`` (its multiple-choice letter probabilities; ``mode`` pairwise or
+        pointwise), in ``generation.dtype`` unless ``exact``."""
+        from mie.safety.cai.feedback import PointwiseLabeler, PreferenceLabeler
 
-        return PreferenceLabeler(self.inference(model), tokenizer or self.tokenizer, list(self.framework.active),
+        model, tokenizer = model if exact else self.inference(model), tokenizer or self.tokenizer
+        if mode == "pointwise":
+            return PointwiseLabeler(model, tokenizer, batch_size=self.config.generation.batch_size)
+        return PreferenceLabeler(model, tokenizer, list(self.framework.active),
                                  per_pair=self.config.rl.principles_per_pair, batch_size=self.config.generation.batch_size,
                                  seed=self.config.seed)
 
@@ -258,15 +269,38 @@ class Pipeline:
                              self.config.seed)
         first, second = [a for a, _ in pairs], [b for _, b in pairs]
         lm = self.feedback_labeler(sl_model).label(prompts, kinds, first, second) if rl.evaluator_weight < 1 else None
-        ev = evaluator_preferences(self.evaluator, prompts, kinds, first, second) if rl.evaluator_weight > 0 else None
+        # The evaluator votes on every pair, mixed in or not: its agreement with the feedback model is reported.
+        ev = evaluator_preferences(self.evaluator, prompts, kinds, first, second)
         rows = preference_records([p.id for p in items], prompts, kinds, pairs, lm, ev, rl.evaluator_weight)
         _write_jsonl(path, rows)
         self.result.phases["pairs"] = {"wall_time_s": round(time.monotonic() - start, 1), "pairs": len(rows)}
         return rows
 
+    def feedback_check(self, sl_model: Any) -> None:
+        """The feedback model's labels against the evaluator's vote on the training pairs, and against a
+        person's on held-out hand-labelled pairs (``rl.hand_pairs``; ``feedback_check.json``)."""
+        from mie.safety.cai.feedback import hand_agreement, label_summary, load_hand_pairs
+
+        path = self.run_dir / "feedback_check.json"
+        if path.is_file():
+            check = read_json(path, expect_object=True)
+        else:
+            start, rl = time.monotonic(), self.config.rl
+            check = {"feedback_model": rl.feedback_model, **label_summary(_read_jsonl(self.run_dir / "pairs.jsonl"))}
+            if rl.evaluator_weight < 1 and rl.hand_pairs != "none":
+                check["hand"] = hand_agreement(self.feedback_labeler(sl_model), self.evaluator,
+                                               load_hand_pairs(rl.hand_pairs or None))
+            check["wall_time_s"] = round(time.monotonic() - start, 1)
+            save_json_atomic(path, check)
+        self.result.phases["feedback"] = {k: v for k, v in check.items() if k != "hand"}
+        if "hand" in check:
+            self.result.phases["feedback"]["hand"] = {k: v for k, v in check["hand"].items() if k != "labels"}
+
     def rl(self, sl_model: Any) -> None:
         """RL-CAI: pairs, reward model, DPO and PPO, each policy measured against the SL model."""
         pairs = self.pairs(sl_model)
+        self.feedback_check(sl_model)
+        self._feedback = None  # a pretrained judge's weights are not needed past here
         chat = self.chat(sl_model)
         rl = self.config.rl
         labelled = [p for p in pairs if p["kind"] == "harmful"] + [p for p in pairs if p["kind"] != "harmful"]

@@ -71,6 +71,31 @@ def plot_phases(run_dir: Path) -> Path | None:
     return _save(fig, run_dir / "plots" / "training.png")
 
 
+def feedback_lines(check: dict[str, Any] | None, config: CAIConfig) -> list[str]:
+    """The AI-feedback section: who labelled, how sure, and how often it sides with the evaluator and with
+    a person (the hand-labelled held-out pairs)."""
+    if not check:
+        return []
+    rl = config.rl
+    lines = ["## AI feedback", "",
+             f"Feedback model `{check.get('feedback_model', rl.feedback_model)}` ({rl.feedback_mode}), "
+             f"evaluator weight {rl.evaluator_weight}; mean distance of its labels from 0.5: "
+             f"{_num(check.get('feedback_confidence'))}."]
+    if check.get("agreement_with_evaluator") is not None:
+        lines[-1] += (f" It sides with the evaluator's vote on **{_pct(check['agreement_with_evaluator'])}** of the "
+                      f"{check.get('evaluator_decisive_pairs')} training pairs where that vote is decisive.")
+    hand = check.get("hand")
+    if hand:
+        lines += ["", f"Against {hand['pairs']} held-out pairs labelled by hand (`rl.hand_pairs`):", "",
+                  "| pairs | feedback model agrees | evaluator agrees (decisive pairs) |", "| --- | --- | --- |"]
+        for kind in ("all", "harmful", "helpful"):
+            if kind in hand:
+                h = hand[kind]
+                lines.append(f"| {kind} ({h['pairs']}) | {_pct(h['feedback_model'])} | {_pct(h['evaluator'])} "
+                             f"({h['evaluator_decisive']}) |")
+    return [*lines, ""]
+
+
 def write_report(result: Any, config: CAIConfig) -> Path:
     """``report.md`` and ``results.json`` in the run folder (answers themselves stay in ``eval/``)."""
     run_dir = Path(result.run_dir)
@@ -89,13 +114,14 @@ def write_report(result: Any, config: CAIConfig) -> Path:
                 else "."), "",
              "Held-out prompts never used in training. A harmful answer is one that is not a refusal and that "
              f"the safety evaluator ({', '.join(config.evaluation.methods)}) flags; a helpful prompt is answered "
-             "when the reply is not a refusal. Win rate: the feedback model's preference between the policy's and "
-             "the base model's answers to the helpful prompts (identical answers count one half).", "",
+             "when the reply is not a refusal. Win rate: the base model's pairwise preference between the policy's "
+             "and its own answers to the helpful prompts (identical answers count one half).", "",
              *table(result.policies, n_harmful, n_helpful), ""]
     rm = result.phases.get("reward_model", {}).get("val", {})
     if rm:
         lines += [f"Reward model: held-out pairwise accuracy **{_pct(rm.get('val/accuracy'))}** "
                   f"on {result.phases['reward_model'].get('val_pairs', '?')} AI-labelled pairs.", ""]
+    lines += feedback_lines(result.phases.get("feedback"), config)
     lines += ["## Phases", "", "| phase | steps | time (s) | validation |", "| --- | --- | --- | --- |"]
     for name, s in result.phases.items():
         val = ", ".join(f"{k} {v}" for k, v in (s.get("val") or {}).items())
@@ -111,6 +137,10 @@ def print_results(result: Any) -> None:
     """The figures at the end of ``mie safety train``: the policy table, the reward model's accuracy, the time."""
     for line in table(result.policies, *_counts(result.policies)):
         print(line)
+    hand = result.phases.get("feedback", {}).get("hand", {}).get("all")
+    if hand:
+        print(f"AI feedback agrees with {hand['pairs']} hand-labelled pairs: {_pct(hand['feedback_model'])} "
+              f"(the evaluator: {_pct(hand['evaluator'])})")
     rm = result.phases.get("reward_model", {}).get("val", {})
     if rm:
         print(f"reward model held-out accuracy: {_pct(rm.get('val/accuracy'))}")
