@@ -104,6 +104,8 @@ def test_the_heat_map_changes_when_the_run_weights_are_randomised(run):
     (["--attention", "--text", "x", "--layer", "9"], "--layer: layer 9 is out of range"),
     (["--image", "missing.png", "--text", "x"], "--image missing.png: is no file"),
     (["--embeddings", "--out", "map.jpg"], "--out map.jpg: must end with .png"),
+    (["--text", "x", "--image", "x.png", "--projection", "tsne"], "--projection tsne: applies to --embeddings maps only"),
+    (["--embeddings", "--perplexity", "10"], "--perplexity: applies to t-SNE maps only"),
     (["--embeddings", "--color-by", "mood"], "--color-by: no image of split test has the attribute 'mood'"),
 ])
 def test_errors_are_one_line(run, capsys, args, message):

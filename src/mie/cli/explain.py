@@ -114,6 +114,9 @@ def _check(args: argparse.Namespace) -> None:
     if args.perplexity is not None and (not args.embeddings or args.projection != "tsne"):
         raise ConfigError("applies to t-SNE maps only", where="--perplexity",
                           fix="add --embeddings --projection tsne, or leave --perplexity out")
+    if args.projection != "pca" and not args.embeddings:  # said, not silently ignored
+        raise ConfigError("applies to --embeddings maps only", where=f"--projection {args.projection}",
+                          fix="add --embeddings, or leave --projection out")
     if args.similarity and args.projection == "tsne":
         raise ConfigError("draws no projection with --similarity", where="--projection tsne",
                           fix="ask for the similarity matrix and the t-SNE map in two commands")
