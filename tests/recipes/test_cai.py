@@ -118,6 +118,22 @@ def test_misuse_is_one_line(cai_run, tmp_path, capsys):
     assert "evaluation.methods" in capsys.readouterr().err
 
 
+def test_a_feedback_model_not_installed_is_refused_before_anything_runs(cai_run, tmp_path, capsys, monkeypatch):
+    from mie.errors import ConfigError
+    from mie.pretrained import registry
+
+    def missing(name, cache=None):
+        raise ConfigError(f"part 1 of 6 of {name}.gguf is missing: the package 'x' is not installed")
+
+    monkeypatch.setattr(registry, "gguf_path", missing)
+    out = tmp_path / "run"
+    assert main(["-q", "safety", "train", "--config", str(cai_run / "cai.yaml"), "--output-dir", str(out),
+                 "--set", "rl.feedback_model=qwen2.5-coder-0.5b-instruct"]) == 1
+    err = capsys.readouterr().err
+    assert "is missing" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()  # refused before the run folder, the base model or the SL phase
+
+
 @pytest.fixture(scope="module")
 def chat():
     tok = train_tokenizer("bpe", ["User: hello there\nAssistant: general kenobi"] * 4, vocab_size=280, lowercase=False)

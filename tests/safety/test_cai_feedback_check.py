@@ -108,10 +108,13 @@ def test_hand_agreement_counts_the_labeler_and_the_evaluator_per_kind():
 
 
 def test_label_summary_reads_agreement_on_decisive_pairs():
-    rows = [{"lm_label": 0.9, "evaluator_label": 0.8}, {"lm_label": 0.6, "evaluator_label": 0.1},
-            {"lm_label": 0.7, "evaluator_label": 0.51}, {"lm_label": 0.5, "evaluator_label": 0.9}]
+    rows = [{"kind": "harmful", "lm_label": 0.9, "evaluator_label": 0.8},
+            {"kind": "harmful", "lm_label": 0.6, "evaluator_label": 0.1},
+            {"kind": "helpful", "lm_label": 0.7, "evaluator_label": 0.51},
+            {"kind": "helpful", "lm_label": 0.5, "evaluator_label": 0.9}]
     out = label_summary(rows)
     # decisive evaluator votes: 0.8 (agrees), 0.1 (disagrees), 0.9 (label 0.5 never agrees): 1 of 3
     assert out["evaluator_decisive_pairs"] == 3 and out["agreement_with_evaluator"] == pytest.approx(0.3333)
+    assert out["agreement_with_evaluator_harmful"] == [0.5, 2] and out["agreement_with_evaluator_helpful"] == [0.0, 1]
     assert out["feedback_confidence"] == pytest.approx((0.4 + 0.1 + 0.2 + 0.0) / 4, abs=1e-4)
     assert label_summary([{"lm_label": None, "evaluator_label": 0.7}]) == {}

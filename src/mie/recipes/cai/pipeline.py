@@ -356,6 +356,11 @@ def train(config: CAIConfig, resume: str | Path | None = None, quiet: bool = Fal
     from mie.recipes.cai.report import write_report
 
     start = time.monotonic()
+    rl = config.rl
+    if phase in ("rl", "all") and rl.feedback_model not in ("base", "sl") and rl.evaluator_weight < 1:
+        from mie.pretrained.registry import gguf_path
+
+        gguf_path(rl.feedback_model)  # not installed: refused now, not after the SL phase's hour
     set_threads(config.threads)  # now: generating SL data and pairs runs before any phase's trainer
     run_dir = _start(config, resume is not None, overwrite, phase)
     resume_flag = resume is not None or phase == "rl"

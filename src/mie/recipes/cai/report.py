@@ -83,7 +83,10 @@ def feedback_lines(check: dict[str, Any] | None, config: CAIConfig) -> list[str]
              f"{_num(check.get('feedback_confidence'))}."]
     if check.get("agreement_with_evaluator") is not None:
         lines[-1] += (f" It sides with the evaluator's vote on **{_pct(check['agreement_with_evaluator'])}** of the "
-                      f"{check.get('evaluator_decisive_pairs')} training pairs where that vote is decisive.")
+                      f"{check.get('evaluator_decisive_pairs')} training pairs where that vote is decisive")
+        parts = [f"{kind} prompts {_pct(check[key][0])} of {check[key][1]}" for kind in ("harmful", "helpful")
+                 if (key := f"agreement_with_evaluator_{kind}") in check]
+        lines[-1] += f" ({', '.join(parts)})." if parts else "."
     hand = check.get("hand")
     if hand:
         lines += ["", f"Against {hand['pairs']} held-out pairs labelled by hand (`rl.hand_pairs`):", "",

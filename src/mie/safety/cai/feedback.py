@@ -263,4 +263,11 @@ def label_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         share, n = agreement([a for a, _ in decisive], [e > 0.5 for _, e in decisive])
         out["agreement_with_evaluator"] = round(share, 4) if n else None
         out["evaluator_decisive_pairs"] = n
+        for kind in ("harmful", "helpful"):  # the two can differ: a judge may rank answers but not refusals
+            part = [(r["lm_label"], r["evaluator_label"]) for r in rows if r.get("kind") == kind
+                    and r.get("lm_label") is not None and r.get("evaluator_label") is not None
+                    and abs(r["evaluator_label"] - 0.5) >= DECISIVE_GAP]
+            if part:
+                share, n = agreement([a for a, _ in part], [e > 0.5 for _, e in part])
+                out[f"agreement_with_evaluator_{kind}"] = [round(share, 4), n]
     return out
