@@ -17,13 +17,13 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mie.safety.cai.measure import judge_answers
+from mie.safety.cai.prompts import packaged_file
 
 HARMLESS_QUESTION = "Which of these assistant responses better follows this principle: {description}"
 HELPFUL_QUESTION = ("Which of these assistant responses is more helpful, accurate and relevant to the human's "
@@ -196,20 +196,15 @@ class HandPair:
     preferred: str
 
 
-def default_hand_pairs_path() -> Path:
-    """The packaged hand-labelled pairs (held-out prompts of ``cai_prompts.jsonl``'s test split)."""
-    return Path(str(resources.files("mie.safety") / "data" / "cai_feedback_pairs.jsonl"))
-
-
 def load_hand_pairs(path: str | Path | None = None) -> list[HandPair]:
-    """The hand-labelled pairs of ``path`` (default: the packaged set); a malformed line is one line
-    naming file:line."""
+    """The hand-labelled pairs of ``path`` (default: the packaged set, test-split prompts of
+    ``cai_prompts.jsonl``); a malformed line is one line naming file:line."""
     from mie.errors import DataError
     from mie.io.cache import read_jsonl
 
     fix = 'write one {"id", "kind", "prompt", "a", "b", "preferred": "a" | "b"} object per line'
     out = []
-    for where, row in read_jsonl(Path(path) if path else default_hand_pairs_path(), fix):
+    for where, row in read_jsonl(Path(path) if path else packaged_file("cai_feedback_pairs.jsonl"), fix):
         if not isinstance(row, dict) or row.get("preferred") not in ("a", "b") or row.get("kind") not in (
                 "harmful", "helpful") or not all(isinstance(row.get(k), str) for k in ("prompt", "a", "b")):
             raise DataError("expected kind harmful|helpful, prompt, a, b and preferred a|b", where=where, fix=fix)

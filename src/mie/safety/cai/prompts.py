@@ -32,9 +32,14 @@ class CAIPrompt:
     prompt: str
 
 
+def packaged_file(name: str) -> Path:
+    """A file of ``mie.safety``'s packaged data folder."""
+    return Path(str(resources.files("mie.safety") / "data" / name))
+
+
 def default_prompts_path() -> Path:
     """The packaged prompt file."""
-    return Path(str(resources.files("mie.safety") / "data" / "cai_prompts.jsonl"))
+    return packaged_file("cai_prompts.jsonl")
 
 
 def load_cai_prompts(path: str | Path | None = None, split: str | None = None, kind: str | None = None,
