@@ -116,8 +116,8 @@ class PointwiseLabeler:
     def goodness(self, prompts: Sequence[str], kinds: Sequence[str], answers: Sequence[str]) -> list[float]:
         """Per answer, in [0, 1]: how well it serves its prompt (see the class)."""
         out = [0.0] * len(answers)
-        for kind, judge in self._judges.items():
-            idx = [i for i, k in enumerate(kinds) if (k == "harmful") == (kind == "harmful")]
+        for kind, judge in self._judges.items():  # any kind but harmful is asked the helpful question
+            idx = [i for i, k in enumerate(kinds) if ("harmful" if k == "harmful" else "helpful") == kind]
             if not idx:
                 continue
             verdicts = judge.score_batch([answers[i] for i in idx], [prompts[i] for i in idx])
@@ -247,22 +247,23 @@ def label_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Of ``preference_records`` rows: how sure the feedback model is (mean distance of its label from 0.5)
     and how often it sides with the evaluator's vote, on the pairs where that vote is decisive."""
     lm = [r["lm_label"] for r in rows if r.get("lm_label") is not None]
-    both = [(r["lm_label"], r["evaluator_label"]) for r in rows
-            if r.get("lm_label") is not None and r.get("evaluator_label") is not None]
     out: dict[str, Any] = {}
     if lm:
         # lm_label is relative to the chosen answer; its distance from 0.5 is what says how sure it is
         out["feedback_confidence"] = round(sum(abs(x - 0.5) for x in lm) / len(lm), 4)
-    if both:
-        decisive = [(a, e) for a, e in both if abs(e - 0.5) >= DECISIVE_GAP]
-        share, n = agreement([a for a, _ in decisive], [e > 0.5 for _, e in decisive])
+
+    def with_evaluator(kind: str | None) -> tuple[float, int]:
+        decisive = [(r["lm_label"], r["evaluator_label"]) for r in rows if r.get("lm_label") is not None
+                    and r.get("evaluator_label") is not None and abs(r["evaluator_label"] - 0.5) >= DECISIVE_GAP
+                    and (kind is None or r.get("kind") == kind)]
+        return agreement([a for a, _ in decisive], [e > 0.5 for _, e in decisive])
+
+    if any(r.get("lm_label") is not None and r.get("evaluator_label") is not None for r in rows):
+        share, n = with_evaluator(None)
         out["agreement_with_evaluator"] = round(share, 4) if n else None
         out["evaluator_decisive_pairs"] = n
         for kind in ("harmful", "helpful"):  # the two can differ: a judge may rank answers but not refusals
-            part = [(r["lm_label"], r["evaluator_label"]) for r in rows if r.get("kind") == kind
-                    and r.get("lm_label") is not None and r.get("evaluator_label") is not None
-                    and abs(r["evaluator_label"] - 0.5) >= DECISIVE_GAP]
-            if part:
-                share, n = agreement([a for a, _ in part], [e > 0.5 for _, e in part])
+            share, n = with_evaluator(kind)
+            if n:
                 out[f"agreement_with_evaluator_{kind}"] = [round(share, 4), n]
     return out
