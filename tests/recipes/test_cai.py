@@ -53,6 +53,7 @@ def cai_run(tmp_path_factory):
         "sl": {"generation": {"candidates": 2, "answer_tokens": 4, "critique_tokens": 3, "revision_tokens": 4},
                "sft": phase},
         "rl": {"feedback_model": "base", "principles_per_pair": 1, "evaluator_weight": 0.5, "reward_model": phase,
+               "pair_system": "Answer with care.",
                "dpo": phase, "ppo": {**phase, "max_steps": 2, "max_new_tokens": 3, "lora": {"r": 0}}},
         "evaluation": {"methods": ["rules"], "kl_prompts": 4},
     }
@@ -79,6 +80,8 @@ def test_every_phase_runs_and_reports(cai_run, capsys):
     assert len(sl_data) == 12 and all(len(r["rounds"]) == 1 for r in sl_data if r["kind"] == "harmful")
     pairs = [json.loads(line) for line in (run / "pairs.jsonl").read_text().splitlines()]
     assert pairs and all(0.5 <= p["target"] <= 1.0 for p in pairs)
+    model_rows = results["phases"]["reward_model"]  # rl.min_margin 0: every pair is trained on
+    assert model_rows["pairs_unsure"] == 0 and model_rows["train_pairs"] + model_rows["val_pairs"] == len(pairs)
     feedback = results["phases"]["feedback"]  # the labels against the evaluator's vote and a person's
     check = json.loads((run / "feedback_check.json").read_text())
     assert feedback["hand"]["pairs"] == len(check["hand"]["labels"]) >= 40

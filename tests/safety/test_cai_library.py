@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from mie.errors import DataError
 from mie.models.causal_lm import CausalLM, CausalLMConfig
 from mie.safety.cai.critique import CritiqueSettings, FewShot, clean, critique_revise, helpful_samples
-from mie.safety.cai.feedback import PreferenceLabeler, evaluator_preferences, preference_records
+from mie.safety.cai.feedback import PreferenceLabeler, evaluator_preferences, preference_records, sample_pairs, trainable_pairs
 from mie.safety.cai.measure import AnswerVerdict, judge_answers, mean_kl, rates
 from mie.safety.cai.prompts import CAIPrompt, load_cai_prompts
 from mie.safety.constitution import ConstitutionalFramework
@@ -140,6 +140,34 @@ def test_evaluator_feedback_and_preference_records(rules):
     assert first["lm_label"] == pytest.approx(0.4) and first["evaluator_label"] == pytest.approx(1 - p[0])
     with pytest.raises(ValueError, match="needs the feedback"):
         preference_records(["a"], ["q"], ["helpful"], [("x", "y")], None, None, 0.5)
+
+
+class _Recorder:
+    """A chat stand-in that answers with its name and the seed it was given."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.calls = name, []
+
+    def complete_batch(self, conversations, max_new_tokens, temperature, seed):
+        self.calls.append((len(conversations), max_new_tokens, temperature, seed))
+        return [f"{self.name} {seed} {c[0]['content']}" for c in conversations]
+
+
+def test_pairs_draw_their_second_answer_from_the_second_chat():
+    plain, careful = _Recorder("plain"), _Recorder("careful")
+    pairs = sample_pairs(plain, ["q1", "q2"], 0.7, 12, seed=3, second=careful)
+    assert pairs == [("plain 3 q1", "careful 1000006 q1"), ("plain 3 q2", "careful 1000006 q2")]
+    assert plain.calls == [(2, 12, 0.7, 3)] and careful.calls == [(2, 12, 0.7, 1000006)]
+    alone = _Recorder("plain")
+    assert sample_pairs(alone, ["q"], 1.0, 5, seed=0) == [("plain 0 q", "plain 1000003 q")]  # two seeds, one model
+
+
+def test_trainable_pairs_drop_unsure_labels_and_put_harmful_first():
+    rows = [{"kind": "helpful", "target": 0.9, "id": 1}, {"kind": "harmful", "target": 0.52, "id": 2},
+            {"kind": "harmful", "target": 0.7, "id": 3}, {"kind": "helpful", "target": 0.5, "id": 4}]
+    assert [r["id"] for r in trainable_pairs(rows)] == [2, 3, 1, 4]
+    assert [r["id"] for r in trainable_pairs(rows, 0.05)] == [3, 1]  # within 0.05 of 0.5: not trained on
+    assert trainable_pairs(rows, 0.45) == []
 
 
 def test_prompt_loader_filters_and_names_the_bad_line(tmp_path):

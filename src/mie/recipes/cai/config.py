@@ -106,6 +106,7 @@ def _is_feedback_model(value: str) -> bool:
     return value in ("base", "sl") or value in MODELS
 
 
+_MARGIN: Rule = (lambda v: 0.0 <= v < 0.5, "in [0, 0.5)")
 _FEEDBACK_MODEL: Rule = (_is_feedback_model, "base | sl | a pretrained model's name (qwen2.5-coder-1.5b-instruct, ...)")
 
 
@@ -115,6 +116,7 @@ class RLConfig:
 
     RULES: ClassVar[dict[str, Rule]] = {"temperature": POSITIVE, "principles_per_pair": NON_NEGATIVE,
                                         "evaluator_weight": FRACTION, "feedback_model": _FEEDBACK_MODEL,
+                                        "min_margin": _MARGIN,
                                         "feedback_mode": one_of("pairwise", "pointwise"),
                                         "dpo_beta": POSITIVE}
 
@@ -124,6 +126,10 @@ class RLConfig:
     evaluator_weight: float = 0.0  # share of the safety evaluator's vote in each label
     feedback_mode: str = "pairwise"  # pairwise (both answers in one question, Bai et al.) | pointwise (one at a time)
     hand_pairs: str = ""  # held-out hand-labelled pairs the feedback model is checked on ("" = packaged, none)
+    # A system prompt the second answer of each pair is drawn with (e.g. "be careful"): pairs then hold a plain
+    # and a careful answer, as the hand-labelled ones do, and the policy learns the preferred one without it.
+    pair_system: str = ""
+    min_margin: float = 0.0  # pairs whose label is within this of 0.5 are not trained on (the judge is unsure)
     reward_model: PhaseConfig = field(default_factory=lambda: PhaseConfig(lr=1e-4, val_fraction=0.2))
     dpo: PhaseConfig = field(default_factory=lambda: PhaseConfig(lr=5e-5, val_fraction=0.2))
     dpo_beta: float = 0.1

@@ -160,11 +160,12 @@ class Pipeline:
             self._inference[id(model)] = (model, copy.deepcopy(model).to(torch.bfloat16).eval())
         return self._inference[id(model)][1]
 
-    def chat(self, model: Any) -> ChatTarget:
-        """``model`` answering in the run's chat format (greedy unless told otherwise)."""
+    def chat(self, model: Any, system: str = "") -> ChatTarget:
+        """``model`` answering in the run's chat format (greedy unless told otherwise), with ``system`` or
+        else ``generation.system`` as its system prompt."""
         g = self.config.generation
         return ChatTarget(self.inference(model), self.tokenizer, max_new_tokens=g.max_new_tokens, batch_size=g.batch_size,
-                          system=g.system or None)
+                          system=system or g.system or None)
 
     def feedback_labeler(self, sl_model: Any) -> Any:
         """The labeler of ``rl.feedback_model``: the base model, the SL model, or a pretrained model by name
@@ -266,7 +267,7 @@ class Pipeline:
         items = [*self.train_harmful, *self.train_helpful]
         prompts, kinds = [p.prompt for p in items], [p.kind for p in items]
         pairs = sample_pairs(self.chat(sl_model), prompts, rl.temperature, self.config.generation.max_new_tokens,
-                             self.config.seed)
+                             self.config.seed, self.chat(sl_model, rl.pair_system) if rl.pair_system else None)
         first, second = [a for a, _ in pairs], [b for _, b in pairs]
         lm = self.feedback_labeler(sl_model).label(prompts, kinds, first, second) if rl.evaluator_weight < 1 else None
         # The evaluator votes on every pair, mixed in or not: its agreement with the feedback model is reported.
@@ -298,20 +299,24 @@ class Pipeline:
 
     def rl(self, sl_model: Any) -> None:
         """RL-CAI: pairs, reward model, DPO and PPO, each policy measured against the SL model."""
+        from mie.safety.cai.feedback import trainable_pairs
+
         pairs = self.pairs(sl_model)
         self.feedback_check(sl_model)
         self._feedback = None  # a pretrained judge's weights are not needed past here
         chat = self.chat(sl_model)
         rl = self.config.rl
-        labelled = [p for p in pairs if p["kind"] == "harmful"] + [p for p in pairs if p["kind"] != "harmful"]
+        labelled = trainable_pairs(pairs, rl.min_margin)
         train, val = split_rows(pair_rows(chat, labelled, rl.reward_model.max_len), rl.reward_model.val_fraction)
         if not train:
-            raise ConfigError("no preference pair to train on (every sampled pair was identical)",
-                              where=self.run_dir / "pairs.jsonl", fix="raise rl.temperature or use more prompts")
+            raise ConfigError(f"no preference pair to train on ({len(pairs)} labelled, {len(sure)} with a label at "
+                              f"least rl.min_margin={rl.min_margin:g} from 0.5)", where=self.run_dir / "pairs.jsonl",
+                              fix="lower rl.min_margin, raise rl.temperature or use more prompts")
         folder = self.run_dir / "reward_model"
         summary = phases.phase_done(folder) or phases.train_reward_model(
             self.config, sl_model, train, val, self.pad_id, folder, self.resume, self.quiet)
-        self.result.phases["reward_model"] = {**summary, "train_pairs": len(train), "val_pairs": len(val)}
+        self.result.phases["reward_model"] = {**summary, "train_pairs": len(train), "val_pairs": len(val),
+                                              "pairs_unsure": len(pairs) - len(labelled)}
 
         folder = self.run_dir / "dpo"
         summary = phases.phase_done(folder) or phases.train_dpo(

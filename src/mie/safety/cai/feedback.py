@@ -148,14 +148,22 @@ def evaluator_preferences(evaluator: Any, prompts: Sequence[str], kinds: Sequenc
     return out
 
 
-def sample_pairs(chat: Any, prompts: Sequence[str], temperature: float, max_new_tokens: int, seed: int
-                 ) -> list[tuple[str, str]]:
-    """Two answers per prompt sampled from ``chat``'s model (two differently seeded passes)."""
+def sample_pairs(chat: Any, prompts: Sequence[str], temperature: float, max_new_tokens: int, seed: int,
+                 second: Any = None) -> list[tuple[str, str]]:
+    """Two answers per prompt sampled from ``chat``'s model (two differently seeded passes); the second
+    from ``second`` when given (the same model with another system prompt, e.g. a careful one)."""
     conversations = [[{"role": "user", "content": p}] for p in prompts]
     a = chat.complete_batch(conversations, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
-    b = chat.complete_batch(conversations, max_new_tokens=max_new_tokens, temperature=temperature,
-                            seed=seed + 1_000_003)
+    b = (second or chat).complete_batch(conversations, max_new_tokens=max_new_tokens, temperature=temperature,
+                                        seed=seed + 1_000_003)
     return list(zip(a, b, strict=True))
+
+
+def trainable_pairs(rows: Sequence[dict[str, Any]], min_margin: float = 0.0) -> list[dict[str, Any]]:
+    """The preference rows to train on: those whose ``target`` is at least ``min_margin`` above 0.5 (a label
+    within the judge's noise teaches noise), harmful prompts first."""
+    sure = [r for r in rows if r["target"] - 0.5 >= min_margin]
+    return [r for r in sure if r["kind"] == "harmful"] + [r for r in sure if r["kind"] != "harmful"]
 
 
 def preference_records(ids: Sequence[str], prompts: Sequence[str], kinds: Sequence[str],
