@@ -34,9 +34,10 @@ def tiny():
     return model.eval(), tok
 
 
-def test_the_packaged_hand_pairs_are_held_out_balanced_and_distinct():
-    pairs = load_hand_pairs()
-    assert len(pairs) >= 40 and len({p.id for p in pairs}) == len(pairs)
+@pytest.mark.parametrize("split", ["dev", "test"])
+def test_the_packaged_hand_pairs_are_held_out_balanced_and_distinct(split):
+    pairs = load_hand_pairs(split=split)
+    assert len(pairs) >= 39 and len({p.id for p in pairs}) == len(pairs)
     test = {p.prompt: p.kind for p in load_cai_prompts(split="test")}
     train = {p.prompt for p in load_cai_prompts(split="train")}
     for p in pairs:
@@ -46,6 +47,12 @@ def test_the_packaged_hand_pairs_are_held_out_balanced_and_distinct():
         sides = [p.preferred for p in pairs if p.kind == kind]
         # each side preferred about as often, so a labeler that always says "first" scores about half
         assert abs(sides.count("a") - sides.count("b")) <= 1
+
+
+def test_the_untouched_hand_pairs_share_no_prompt_with_those_the_mode_was_chosen_on():
+    dev, test = load_hand_pairs(split="dev"), load_hand_pairs(split="test")
+    assert not {p.prompt for p in dev} & {p.prompt for p in test}
+    assert not {p.id for p in dev} & {p.id for p in test}
 
 
 def test_a_malformed_hand_pair_names_its_line(tmp_path):

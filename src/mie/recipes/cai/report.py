@@ -96,6 +96,11 @@ def feedback_lines(check: dict[str, Any] | None, config: CAIConfig) -> list[str]
                 h = hand[kind]
                 lines.append(f"| {kind} ({h['pairs']}) | {_pct(h['feedback_model'])} | {_pct(h['evaluator'])} "
                              f"({h['evaluator_decisive']}) |")
+    dev = (check.get("hand_dev") or {}).get("all")
+    if dev:
+        lines += ["", f"On the {dev['pairs']} packaged pairs the labelling mode was chosen on (`dev`, so not an "
+                  f"untouched figure): feedback model {_pct(dev['feedback_model'])}, evaluator "
+                  f"{_pct(dev['evaluator'])} ({dev['evaluator_decisive']} decisive)."]
     return [*lines, ""]
 
 

@@ -204,15 +204,21 @@ class HandPair:
     preferred: str
 
 
-def load_hand_pairs(path: str | Path | None = None) -> list[HandPair]:
-    """The hand-labelled pairs of ``path`` (default: the packaged set, test-split prompts of
-    ``cai_prompts.jsonl``); a malformed line is one line naming file:line."""
+# The packaged hand-labelled pairs (test-split prompts of cai_prompts.jsonl, labelled by one person): ``dev``,
+# on which the labelling mode was chosen (pointwise over pairwise), and ``test``, labelled afterwards from
+# other prompts and answers and untouched by any choice, so its agreement is the one to quote.
+HAND_SETS = {"test": "cai_feedback_pairs_test.jsonl", "dev": "cai_feedback_pairs_dev.jsonl"}
+
+
+def load_hand_pairs(path: str | Path | None = None, split: str = "test") -> list[HandPair]:
+    """The hand-labelled pairs of ``path`` (default: the packaged ``split``, ``test`` or ``dev``, of
+    ``HAND_SETS``); a malformed line is one line naming file:line."""
     from mie.errors import DataError
     from mie.io.cache import read_jsonl
 
     fix = 'write one {"id", "kind", "prompt", "a", "b", "preferred": "a" | "b"} object per line'
     out = []
-    for where, row in read_jsonl(Path(path) if path else packaged_file("cai_feedback_pairs.jsonl"), fix):
+    for where, row in read_jsonl(Path(path) if path else packaged_file(HAND_SETS[split]), fix):
         if not isinstance(row, dict) or row.get("preferred") not in ("a", "b") or row.get("kind") not in (
                 "harmful", "helpful") or not all(isinstance(row.get(k), str) for k in ("prompt", "a", "b")):
             raise DataError("expected kind harmful|helpful, prompt, a, b and preferred a|b", where=where, fix=fix)
