@@ -121,6 +121,11 @@ def test_misuse_is_one_line(cai_run, tmp_path, capsys):
     assert "not cai" in err and len(err.strip().splitlines()) == 1
     assert main(["-q", "safety", "train", "--config", config, "--set", "evaluation.methods=[rulez]"]) == 1
     assert "evaluation.methods" in capsys.readouterr().err
+    # every labelled pair within rl.min_margin of 0.5: nothing to train on, said in one line
+    assert main(["-q", "safety", "train", "--config", config, "--output-dir", str(cai_run / "run"), "--phase", "rl",
+                 "--set", "rl.min_margin=0.4"]) == 1
+    err = capsys.readouterr().err
+    assert "no preference pair to train on" in err and "rl.min_margin=0.4" in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_feedback_model_not_installed_is_refused_before_anything_runs(cai_run, tmp_path, capsys, monkeypatch):
@@ -137,6 +142,9 @@ def test_a_feedback_model_not_installed_is_refused_before_anything_runs(cai_run,
     err = capsys.readouterr().err
     assert "is missing" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()  # refused before the run folder, the base model or the SL phase
+    # A finished run whose pairs are labelled resumes without the judge (nothing left for it to label).
+    assert main(["-q", "safety", "train", "--config", str(cai_run / "cai.yaml"), "--output-dir", str(cai_run / "run"),
+                 "--resume", "--set", "rl.feedback_model=qwen2.5-coder-0.5b-instruct"]) == 0
 
 
 @pytest.fixture(scope="module")

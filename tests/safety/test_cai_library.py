@@ -10,7 +10,13 @@ import torch.nn.functional as F
 from mie.errors import DataError
 from mie.models.causal_lm import CausalLM, CausalLMConfig
 from mie.safety.cai.critique import CritiqueSettings, FewShot, clean, critique_revise, helpful_samples
-from mie.safety.cai.feedback import PreferenceLabeler, evaluator_preferences, preference_records, sample_pairs, trainable_pairs
+from mie.safety.cai.feedback import (
+    PreferenceLabeler,
+    evaluator_preferences,
+    preference_records,
+    sample_pairs,
+    trainable_pairs,
+)
 from mie.safety.cai.measure import AnswerVerdict, judge_answers, mean_kl, rates
 from mie.safety.cai.prompts import CAIPrompt, load_cai_prompts
 from mie.safety.constitution import ConstitutionalFramework

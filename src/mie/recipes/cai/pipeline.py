@@ -312,7 +312,7 @@ class Pipeline:
         labelled = trainable_pairs(pairs, rl.min_margin)
         train, val = split_rows(pair_rows(chat, labelled, rl.reward_model.max_len), rl.reward_model.val_fraction)
         if not train:
-            raise ConfigError(f"no preference pair to train on ({len(pairs)} labelled, {len(sure)} with a label at "
+            raise ConfigError(f"no preference pair to train on ({len(pairs)} labelled, {len(labelled)} with a label at "
                               f"least rl.min_margin={rl.min_margin:g} from 0.5)", where=self.run_dir / "pairs.jsonl",
                               fix="lower rl.min_margin, raise rl.temperature or use more prompts")
         folder = self.run_dir / "reward_model"
@@ -365,7 +365,10 @@ def train(config: CAIConfig, resume: str | Path | None = None, quiet: bool = Fal
 
     start = time.monotonic()
     rl = config.rl
-    if phase in ("rl", "all") and rl.feedback_model not in ("base", "sl") and rl.evaluator_weight < 1:
+    # A run whose pairs and feedback check are already labelled (and kept on --resume) needs no judge.
+    labelled = not overwrite and all((Path(config.output_dir) / name).is_file()
+                                     for name in ("pairs.jsonl", "feedback_check.json"))
+    if phase in ("rl", "all") and rl.feedback_model not in ("base", "sl") and rl.evaluator_weight < 1 and not labelled:
         from mie.pretrained.registry import gguf_path
 
         gguf_path(rl.feedback_model)  # not installed: refused now, not after the SL phase's hour
