@@ -149,20 +149,24 @@ def test_evaluator_feedback_and_preference_records(rules):
 
 
 class _Recorder:
-    """A chat stand-in that answers with its name and the seed it was given."""
+    """A chat stand-in that answers with its name, the seed it was given and the conversation it read."""
 
-    def __init__(self, name: str) -> None:
-        self.name, self.calls = name, []
+    def __init__(self, name: str, system: str = "") -> None:
+        self.name, self.system, self.calls = name, system, []
+
+    def messages(self, prompt):
+        return ([{"role": "system", "content": self.system}] if self.system else []) + [
+            {"role": "user", "content": prompt}]
 
     def complete_batch(self, conversations, max_new_tokens, temperature, seed):
         self.calls.append((len(conversations), max_new_tokens, temperature, seed))
-        return [f"{self.name} {seed} {c[0]['content']}" for c in conversations]
+        return [f"{self.name} {seed} " + "|".join(m["content"] for m in c) for c in conversations]
 
 
-def test_pairs_draw_their_second_answer_from_the_second_chat():
-    plain, careful = _Recorder("plain"), _Recorder("careful")
+def test_pairs_draw_their_second_answer_from_the_second_chat_with_its_system_prompt():
+    plain, careful = _Recorder("plain"), _Recorder("careful", system="Be careful.")
     pairs = sample_pairs(plain, ["q1", "q2"], 0.7, 12, seed=3, second=careful)
-    assert pairs == [("plain 3 q1", "careful 1000006 q1"), ("plain 3 q2", "careful 1000006 q2")]
+    assert pairs == [("plain 3 q1", "careful 1000006 Be careful.|q1"), ("plain 3 q2", "careful 1000006 Be careful.|q2")]
     assert plain.calls == [(2, 12, 0.7, 3)] and careful.calls == [(2, 12, 0.7, 1000006)]
     alone = _Recorder("plain")
     assert sample_pairs(alone, ["q"], 1.0, 5, seed=0) == [("plain 0 q", "plain 1000003 q")]  # two seeds, one model

@@ -28,7 +28,7 @@ class RerankConfig:
                                         "temperature_start": NON_NEGATIVE, "novel_pairs": NON_NEGATIVE,
                                         "max_minutes": NON_NEGATIVE, "weight_decay": FRACTION,
                                         "sim_weight": NON_NEGATIVE, "batches": one_of("random", "neighbours"),
-                                        "group_size": POSITIVE}
+                                        "group_size": POSITIVE, "grounding": NON_NEGATIVE}
 
     enabled: bool = False
     k: int = 10  # candidates re-ranked per query
@@ -51,9 +51,17 @@ class RerankConfig:
     batches: str = "random"
     group_size: int = 16
     #: > 0 (shapes data): this many colour-shape pairs are kept from the head's training images, and
-    #: sim_weight is chosen for the smaller of its val gains on the images with and without them
-    #: (``mie.recipes.clip.rerank_novel``), as test_heldout's pairs are new to the head
+    #: sim_weight is chosen on the val images with and without them (``mie.recipes.clip.rerank_novel``),
+    #: as test_heldout's pairs are new to the head
     novel_pairs: int = 0
+    #: phrase grounding (``mie.evaluation.grounding``; needs data.caption_tags): the ranking score becomes
+    #: ITM logit + sim_weight x (cosine + grounding x the caption phrases' best-patch cosines); 0 = off
+    grounding: float = 0.0
+    #: when given (with sim_weights), grounding is chosen on val together with sim_weight
+    groundings: list[float] = field(default_factory=list)
+    #: the phrases grounding scores; empty = data.caption_tags as written, all of them (training keeps only
+    #: those its captions use, but a phrase none uses, a held-out pair, is scored by composition here)
+    phrases: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -110,6 +118,14 @@ def check_config(config: ClipConfig) -> None:
     if config.rerank.temperature_start and config.rerank.negatives != "softmax":
         raise ConfigError("anneals the sampling temperature, and hardest negatives are not sampled",
                           where="rerank.temperature_start", fix="use rerank.negatives: softmax, or set it to 0")
+    if config.rerank.enabled and (config.rerank.grounding or any(config.rerank.groundings)) \
+            and not (config.rerank.phrases or config.data.caption_tags):
+        raise ConfigError("scores a caption's phrases, and neither rerank.phrases nor data.caption_tags lists any",
+                          where="rerank.grounding", fix="list the phrases in data.caption_tags, or set "
+                                                        "rerank.grounding: 0 and rerank.groundings: []")
+    if any(g < 0 for g in config.rerank.groundings):
+        raise ConfigError(f"must be >= 0, got {config.rerank.groundings}", where="rerank.groundings",
+                          fix="use weights >= 0 (0 = no grounding)")
     check_budget(config)
 
 

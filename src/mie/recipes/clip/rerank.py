@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from mie.data import build_dataset, build_image_transform, collate_image_text
 from mie.data.samplers import NeighbourBatchSampler
 from mie.evaluation.report import REPORT_FILE, RESULTS_FILE, compare_results, load_results
+from mie.evaluation.grounding import caption_phrases, phrase_grounding
 from mie.evaluation.rerank import PairScorer, rerank_retrieval
 from mie.io import load_weights
 from mie.io.atomic import atomic_write_text
@@ -29,7 +30,7 @@ from mie.io.checkpoint import save_weights
 from mie.models.fusion import ImageTextMatcher
 from mie.recipes.clip.config import ClipConfig
 from mie.recipes.clip.evaluate import EVAL_BATCH_SIZE, EvalSet, load_eval_set
-from mie.recipes.clip.rerank_novel import holds, novel_pairs, objects_of, safest_weight, split_gallery
+from mie.recipes.clip.rerank_novel import holds, novel_pairs, objects_of, safest_setting, split_gallery
 from mie.tokenization.base import BaseTokenizer
 from mie.training import BaseTrainer
 from mie.training.config import OptimizerConfig, ScheduleConfig, TrainerConfig
@@ -115,21 +116,41 @@ def train_reranker(run_dir: Path, config: ClipConfig, model: nn.Module, tokenize
 
 
 def save_reranker(run_dir: Path, config: ClipConfig, matcher: ImageTextMatcher, summary: dict[str, Any],
-                  sim_weight: float) -> None:
-    """Keep the head with its fusion settings, training summary and the ``sim_weight`` it ranks with."""
+                  sim_weight: float, grounding: float = 0.0) -> None:
+    """Keep the head with its fusion settings, training summary and the ``sim_weight`` and ``grounding`` it
+    ranks with."""
     save_weights(run_dir / "checkpoints" / RERANKER_FILE, matcher.state_dict(),
-                 {"fusion": dataclasses.asdict(config.rerank.fusion), "training": summary, "sim_weight": sim_weight})
+                 {"fusion": dataclasses.asdict(config.rerank.fusion), "training": summary, "sim_weight": sim_weight,
+                  "grounding": grounding})
 
 
-def load_reranker(run_dir: Path, config: ClipConfig, device: torch.device) -> tuple[ImageTextMatcher, float] | None:
-    """The run's trained ITM head and the ``sim_weight`` it was saved with, or None when the run has none."""
+def load_reranker(run_dir: Path, config: ClipConfig, device: torch.device
+                  ) -> tuple[ImageTextMatcher, float, float] | None:
+    """The run's trained ITM head and the ``sim_weight`` and ``grounding`` it was saved with, or None when the
+    run has none."""
     path = run_dir / "checkpoints" / RERANKER_FILE
     if not path.is_file():
         return None
     matcher = build_matcher(config)
     state, meta = load_weights(path)
     matcher.load_state_dict(state)
-    return matcher.to(device).eval(), float(meta.get("sim_weight", config.rerank.sim_weight))
+    return (matcher.to(device).eval(), float(meta.get("sim_weight", config.rerank.sim_weight)),
+            float(meta.get("grounding", config.rerank.grounding)))
+
+
+@torch.no_grad()
+def grounding_scores(model: nn.Module, tokenizer: BaseTokenizer, evalset: EvalSet, tags: list[str],
+                     device: torch.device) -> torch.Tensor:
+    """``[N images, T captions]`` of ``evalset``: each caption's phrases (``tags`` it holds) scored against
+    the image's patches by the dual encoder (``mie.evaluation.grounding``)."""
+    model.eval()
+    texts, _ = evalset.flat_captions
+    ctx = model.config.context_length
+    tag_embeds = torch.cat([model.encode_text(tokenizer(tags[i:i + EVAL_BATCH_SIZE], ctx).to(device)).float().cpu()
+                            for i in range(0, len(tags), EVAL_BATCH_SIZE)])
+    patches = torch.cat([model.encode_image_tokens(evalset.images[i:i + EVAL_BATCH_SIZE].to(device))[1].float().cpu()
+                         for i in range(0, len(evalset.images), EVAL_BATCH_SIZE)])
+    return phrase_grounding(patches, tag_embeds, caption_phrases(texts, tags))
 
 
 @torch.no_grad()
@@ -183,66 +204,100 @@ def itm_scorer(matcher: ImageTextMatcher, model: nn.Module, tokenizer: BaseToken
     return sim, owner, itm
 
 
-def fused_metrics(sim: torch.Tensor, owner: torch.Tensor, itm: PairScorer, k: int,
-                  sim_weight: float) -> dict[str, dict[str, float]]:
-    """R@K from the dual encoder alone and after re-ranking its top ``k`` by ITM logit + ``sim_weight`` x cosine
-    (as BLIP ranks; a large weight keeps the encoder's order)."""
-    with_rerank = rerank_retrieval(sim, owner, k, lambda i, t: itm(i, t) + sim_weight * sim[i, t])
+def fused_metrics(sim: torch.Tensor, owner: torch.Tensor, itm: PairScorer, k: int, sim_weight: float,
+                  ground: torch.Tensor | None = None, grounding: float = 0.0) -> dict[str, dict[str, float]]:
+    """R@K from the dual encoder alone and after re-ranking its top ``k`` by ITM logit + ``sim_weight`` x
+    (cosine + ``grounding`` x phrase grounding ``ground`` [N, T]) (as BLIP ranks; a large weight keeps the
+    encoder's cosine in charge)."""
+    with_rerank = rerank_retrieval(sim, owner, k, _fused(itm, sim, sim_weight, ground, grounding))
     plain = rerank_retrieval(sim, owner, k, lambda i, t: sim[i, t])
     return {"without": plain, "with": with_rerank}
 
 
-def score_split(matcher: ImageTextMatcher, model: nn.Module, tokenizer: BaseTokenizer, evalset: EvalSet, k: int,
-                device: torch.device, sim_weight: float = 1.0) -> dict[str, dict[str, float]]:
-    """Retrieval R@K of ``evalset`` from the dual encoder alone and after re-ranking its top ``k`` by
-    ITM logit + ``sim_weight`` x cosine similarity."""
+def _fused(itm: PairScorer, sim: torch.Tensor, weight: float, ground: torch.Tensor | None, grounding: float
+           ) -> PairScorer:
+    """The ranking score of image ``i`` and caption ``t``."""
+    if ground is None or not grounding:
+        return lambda i, t: itm(i, t) + weight * sim[i, t]
+    return lambda i, t: itm(i, t) + weight * (sim[i, t] + grounding * ground[i, t])
+
+
+def score_split(matcher: ImageTextMatcher, model: nn.Module, tokenizer: BaseTokenizer, evalset: EvalSet,
+                config: ClipConfig, device: torch.device, sim_weight: float = 1.0, grounding: float = 0.0
+                ) -> dict[str, dict[str, float]]:
+    """Retrieval R@K of ``evalset`` from the dual encoder alone and re-ranked (``fused_metrics``)."""
+    k = config.rerank.k
     sim, owner, itm = itm_scorer(matcher, model, tokenizer, evalset, k, device)
-    return fused_metrics(sim, owner, itm, k, sim_weight)
+    ground = grounding_scores(model, tokenizer, evalset, phrases(config), device) if grounding \
+        else None
+    return fused_metrics(sim, owner, itm, k, sim_weight, ground, grounding)
+
+
+def phrases(config: ClipConfig) -> list[str]:
+    """The phrases the re-ranker grounds: ``rerank.phrases``, else ``data.caption_tags``."""
+    return list(config.rerank.phrases or config.data.caption_tags)
+
+
+def settings(config: ClipConfig) -> list[tuple[float, float]]:
+    """The ``(sim_weight, grounding)`` pairs val chooses from: ``rerank.sim_weights`` x ``rerank.groundings``
+    (or the configured grounding alone)."""
+    cfg = config.rerank
+    return [(w, g) for w in sorted(cfg.sim_weights) for g in sorted(cfg.groundings or [cfg.grounding])]
 
 
 def val_table(matcher: ImageTextMatcher, model: nn.Module, tokenizer: BaseTokenizer, val: EvalSet,
-              config: ClipConfig, device: torch.device) -> dict[str, float]:
-    """Mean R@1 of ``val`` without re-ranking (``"none"``) and re-ranked with each ``rerank.sim_weights`` entry."""
-    cfg = config.rerank
-    sim, owner, itm = itm_scorer(matcher, model, tokenizer, val, cfg.k, device)
-    table = {"none": rerank_retrieval(sim, owner, cfg.k, lambda i, t: sim[i, t])["mean_R@1"]}
-    for weight in sorted(cfg.sim_weights):
-        table[f"{weight:g}"] = rerank_retrieval(sim, owner, cfg.k,
-                                                lambda i, t, w=weight: itm(i, t) + w * sim[i, t])["mean_R@1"]
+              config: ClipConfig, device: torch.device) -> dict[Any, float]:
+    """Mean R@1 of ``val`` without re-ranking (``"none"``) and re-ranked with each ``settings`` pair."""
+    k = config.rerank.k
+    sim, owner, itm = itm_scorer(matcher, model, tokenizer, val, k, device)
+    choices = settings(config)
+    ground = grounding_scores(model, tokenizer, val, phrases(config), device) \
+        if any(g for _, g in choices) else None
+    table: dict[Any, float] = {"none": rerank_retrieval(sim, owner, k, lambda i, t: sim[i, t])["mean_R@1"]}
+    for weight, grounding in choices:
+        table[(weight, grounding)] = rerank_retrieval(sim, owner, k, _fused(itm, sim, weight, ground,
+                                                                            grounding))["mean_R@1"]
     return table
 
 
-def choose_sim_weight(matcher: ImageTextMatcher, model: nn.Module, tokenizer: BaseTokenizer, val: EvalSet,
-                      config: ClipConfig, device: torch.device, novel: list[list[str]] | None = None
-                      ) -> tuple[float, dict[str, Any]]:
-    """The ``rerank.sim_weights`` entry with the best re-ranked mean R@1 on the validation split (ties: the
-    larger weight, nearer the encoder's own order) and the figures it was chosen on. With ``novel`` pairs
-    (``["red", "circle"]``, kept from the head's training) val splits into the images without and with them, and
-    the weight is the one whose smaller gain over the two galleries is largest (``rerank_novel``)."""
-    weights = sorted(config.rerank.sim_weights)
+def _label(key: Any) -> str:
+    """A table key as results.json shows it."""
+    return key if isinstance(key, str) else f"sim_weight {key[0]:g}, grounding {key[1]:g}"
+
+
+def choose_setting(matcher: ImageTextMatcher, model: nn.Module, tokenizer: BaseTokenizer, val: EvalSet,
+                   config: ClipConfig, device: torch.device, novel: list[list[str]] | None = None
+                   ) -> tuple[float, float, dict[str, Any]]:
+    """The ``(sim_weight, grounding)`` of ``settings`` with the best re-ranked mean R@1 on the validation split
+    (ties: the larger weight, then the smaller grounding) and the figures it was chosen on. With ``novel``
+    pairs (``["red", "circle"]``, kept from the head's training) val splits into the images without and with
+    them, and the choice is ``safest_setting``'s (``rerank_novel``)."""
+    choices = settings(config)
     if not novel:
         table = val_table(matcher, model, tokenizer, val, config, device)
-        best = max(weights, key=lambda w: (table[f"{w:g}"], w))
-        return float(best), {"val mean R@1 per sim_weight": {w: round(r, 4) for w, r in table.items()}}
+        best = max(choices, key=lambda c: (table[c], c[0], -c[1]))
+        return best[0], best[1], {"val mean R@1 per setting": {_label(c): round(r, 4) for c, r in table.items()}}
     galleries = split_gallery(val, [(colour, shape) for colour, shape in novel])
     tables = [val_table(matcher, model, tokenizer, g, config, device) for g in galleries]
-    gains = {w: tuple(t[f"{w:g}"] - t["none"] for t in tables) for w in weights}
-    figures = {f"{g.name} mean R@1 per sim_weight ({len(g.images)} images)": {w: round(r, 4) for w, r in t.items()}
+    gains = {c: tuple(t[c] - t["none"] for t in tables) for c in choices}
+    figures = {f"{g.name} mean R@1 per setting ({len(g.images)} images)": {_label(c): round(r, 4) for c, r in t.items()}
                for g, t in zip(galleries, tables)}
-    return float(safest_weight(gains)), figures
+    best = safest_setting(gains, tuple(len(g.images) for g in galleries))
+    return best[0], best[1], figures
 
 
 def rerank_and_report(run_dir: Path, config: ClipConfig, model: nn.Module, tokenizer: BaseTokenizer,
                       evalsets: list[EvalSet], device: torch.device) -> dict[str, Any]:
     """Train the re-ranker, score every test split with and without it, add both to the report."""
     matcher, training = train_reranker(run_dir, config, model, tokenizer, device)
-    weight = config.rerank.sim_weight
+    weight, grounding = config.rerank.sim_weight, config.rerank.grounding
     if config.rerank.sim_weights and config.data.val_split:
-        weight, figures = choose_sim_weight(matcher, model, tokenizer, load_eval_set(config, config.data.val_split),
-                                            config, device, training.get("pairs new to the head"))
-        training = {**training, "sim_weight chosen on val": weight, **figures}
-    save_reranker(run_dir, config, matcher, training, weight)
-    results = {e.name: score_split(matcher, model, tokenizer, e, config.rerank.k, device, weight) for e in evalsets}
+        weight, grounding, figures = choose_setting(matcher, model, tokenizer,
+                                                    load_eval_set(config, config.data.val_split), config, device,
+                                                    training.get("pairs new to the head"))
+        training = {**training, "sim_weight chosen on val": weight, "grounding chosen on val": grounding, **figures}
+    save_reranker(run_dir, config, matcher, training, weight, grounding)
+    results = {e.name: score_split(matcher, model, tokenizer, e, config, device, weight, grounding) for e in evalsets}
     add_to_report(run_dir, config, results, training)
     return results
 
@@ -253,8 +308,8 @@ def rescore(run_dir: Path, config: ClipConfig, model: nn.Module, tokenizer: Base
     loaded = load_reranker(run_dir, config, device)
     if loaded is None:
         return None
-    matcher, weight = loaded
-    return {e.name: score_split(matcher, model, tokenizer, e, config.rerank.k, device, weight) for e in evalsets}
+    matcher, weight, grounding = loaded
+    return {e.name: score_split(matcher, model, tokenizer, e, config, device, weight, grounding) for e in evalsets}
 
 
 def compare_rerank(run_dir: Path, results: dict[str, Any]) -> list[str]:
@@ -288,14 +343,18 @@ def add_to_report(run_dir: Path, config: ClipConfig, results: dict[str, Any], tr
     anneal = (f" (sampling temperature {temperature['start']:g} -> {temperature['end']:g})"
               if temperature and temperature["start"] != temperature["end"] else "")
     weight = training.get("sim_weight chosen on val", cfg.sim_weight)
+    grounding = training.get("grounding chosen on val", cfg.grounding)
+    score = (f"ITM logit + {weight:g} x (cosine + {grounding:g} x phrase grounding)" if grounding
+             else f"ITM logit + {weight:g} x cosine")
     novel = training.get("pairs new to the head")
-    chosen = (f"; the weight was chosen on val with {len(novel)} colour-shape pairs kept from the head's "
+    chosen = (f"; the weights were chosen on val with {len(novel)} colour-shape pairs kept from the head's "
               f"training ({', '.join(' '.join(pair) for pair in novel)})" if novel else "")
     section = ["## Re-ranking with an image-text matching head", "",
                f"A {fusion.type} fusion ({fusion.layers} layers, width {fusion.dim}) with an ITM head, trained "
                f"{training['steps']} steps ({training['wall_time_s']} s) on {cfg.negatives} hard negatives of the "
-               f"frozen dual encoder{anneal}, re-orders each query's top {cfg.k} by ITM logit + {weight:g} x "
-               f"cosine{chosen}. Recall in %.", "",
+               f"frozen dual encoder{anneal}, re-orders each query's top {cfg.k} by {score}{chosen}"
+               + (" (phrase grounding: the mean over the caption's phrases of the best patch's cosine)" if grounding
+                  else "") + ". Recall in %.", "",
                *format_rerank_table(results, config.rerank.k), ""]
     report = run_dir / REPORT_FILE
     lines = report.read_text(encoding="utf-8").rstrip("\n").split("\n")

@@ -179,8 +179,11 @@ def train(config: ClipConfig, resume: str | Path | None = None, quiet: bool = Fa
         # The run directory owns its tokenizer (tokenizer.json); the saved config records the vocabulary size
         # and the caption tags the training captions use.
         tags = used_tags(config.data.caption_tags, captions)
+        # The re-ranker grounds every phrase as written, those no training caption uses too (by composition).
+        phrases = list(config.rerank.phrases or (config.data.caption_tags if config.rerank.enabled else []))
         resolved = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size),
-                                       data=dataclasses.replace(config.data, caption_tags=tags))
+                                       data=dataclasses.replace(config.data, caption_tags=tags),
+                                       rerank=dataclasses.replace(config.rerank, phrases=phrases))
         if main and resume is None:  # a resume records its config only once it has worked
             save_run_config(resolved, run_dir)
 

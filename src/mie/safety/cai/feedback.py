@@ -151,11 +151,13 @@ def evaluator_preferences(evaluator: Any, prompts: Sequence[str], kinds: Sequenc
 def sample_pairs(chat: Any, prompts: Sequence[str], temperature: float, max_new_tokens: int, seed: int,
                  second: Any = None) -> list[tuple[str, str]]:
     """Two answers per prompt sampled from ``chat``'s model (two differently seeded passes); the second
-    from ``second`` when given (the same model with another system prompt, e.g. a careful one)."""
-    conversations = [[{"role": "user", "content": p}] for p in prompts]
-    a = chat.complete_batch(conversations, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
-    b = (second or chat).complete_batch(conversations, max_new_tokens=max_new_tokens, temperature=temperature,
-                                        seed=seed + 1_000_003)
+    from ``second`` when given (the same model with another system prompt, e.g. a careful one). Each
+    target puts its own system message (if any) before the prompt."""
+    other = second or chat
+    a = chat.complete_batch([chat.messages(p) for p in prompts], max_new_tokens=max_new_tokens,
+                            temperature=temperature, seed=seed)
+    b = other.complete_batch([other.messages(p) for p in prompts], max_new_tokens=max_new_tokens,
+                             temperature=temperature, seed=seed + 1_000_003)
     return list(zip(a, b, strict=True))
 
 
