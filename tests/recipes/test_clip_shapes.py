@@ -31,6 +31,7 @@ def test_grouped_training_probe_and_val_tuned_reranker(tmp_path, capsys):
                                   "image_size": 32}},
            "rerank": {"enabled": True, "k": 4, "epochs": 1, "batch_size": 16, "batches": "neighbours",
                       "group_size": 4, "sim_weights": [0.0, 1.0, 1000.0], "temperature_start": 1.0,
+                      "groundings": [0.0, 0.5], "phrases": ["red circle", "blue square", "circle", "red", "cross"],
                       "novel_pairs": 4,
                       "fusion": {"type": "cross", "dim": 16, "heads": 2, "layers": 1}}}
     assert main(["train", str(_write(tmp_path, raw))]) == 0
@@ -43,12 +44,15 @@ def test_grouped_training_probe_and_val_tuned_reranker(tmp_path, capsys):
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Shape or colour?" in report and report.rstrip().endswith("`results.json`.")
     training = results["rerank"]["training"]
-    assert training["sim_weight chosen on val"] in (0.0, 1.0, 1000.0)
+    assert training["sim_weight chosen on val"] in (0.0, 1.0, 1000.0) and training["grounding chosen on val"] in (0, 0.5)
     assert training["negative temperature"] == {"start": 1.0, "end": pytest.approx(0.05)}  # annealed
     assert len(training["pairs new to the head"]) == 4  # kept from its images; val split by them:
-    tables = {k.split(" mean R@1")[0]: v for k, v in training.items() if "mean R@1 per sim_weight" in k}
+    tables = {k.split(" mean R@1")[0]: v for k, v in training.items() if "mean R@1 per setting" in k}
     assert set(tables) == {"val (seen pairs)", "val (new pairs)"}
-    assert all(set(t) == {"none", "0", "1", "1000"} for t in tables.values())
+    settings = {f"sim_weight {w}, grounding {g}" for w in (0, 1, 1000) for g in (0, 0.5)}
+    assert all(set(t) == {"none"} | settings for t in tables.values())
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())  # the phrases grounded, as written
+    assert saved["rerank"]["phrases"] == ["red circle", "blue square", "circle", "red", "cross"]
     section = (tmp_path / "run" / "report.md").read_text().split("## Re-ranking")[1]
     assert "(sampling temperature 1 -> 0.05)" in section and "4 colour-shape pairs kept" in section
     assert main(["eval", str(tmp_path / "run")]) == 0  # the saved weight re-scores to the same numbers

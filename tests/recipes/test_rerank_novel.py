@@ -7,7 +7,7 @@ import torch
 
 from mie.errors import ConfigError
 from mie.recipes.clip.evaluate import EvalSet
-from mie.recipes.clip.rerank_novel import holds, novel_pairs, objects_of, safest_weight, split_gallery
+from mie.recipes.clip.rerank_novel import holds, novel_pairs, objects_of, safest_setting, split_gallery
 
 
 def _attrs(*pairs):
@@ -39,10 +39,16 @@ def test_split_gallery_keeps_each_image_with_its_captions():
         split_gallery(val, [("pink", "hexagon")])
 
 
-def test_safest_weight_maximises_the_smaller_gain():
-    gains = {1.0: (0.02, -0.01), 10.0: (0.01, 0.006), 100.0: (0.004, 0.004), 1000.0: (0.0, 0.0)}
-    assert safest_weight(gains) == 10.0  # 1 helps seen pairs most but hurts the new ones
-    assert safest_weight({5.0: (0.0, 0.0), 50.0: (0.0, 0.0)}) == 50.0  # ties: nearer the encoder's order
+def test_safest_setting_helps_most_on_val_without_lowering_either_gallery():
+    gains = {(1.0, 0.0): (0.02, -0.01), (10.0, 0.0): (0.01, 0.006), (100.0, 0.0): (0.004, 0.004),
+             (100.0, 0.5): (0.03, 0.0), (1000.0, 0.0): (0.0, 0.0)}
+    # (1, 0) helps seen pairs but lowers the new ones; of the rest (100, 0.5) gains most over val's 300 + 100 images
+    assert safest_setting(gains, (300, 100)) == (100.0, 0.5)
+    # weighted by size: a new-pair gallery four times the rest prefers the setting that helps both
+    assert safest_setting(gains, (100, 400)) == (10.0, 0.0)
+    assert safest_setting({(5.0, 0.0): (0.0, 0.0), (50.0, 0.0): (0.0, 0.0), (50.0, 1.0): (0.0, 0.0)}) == (50.0, 0.0)
+    # every setting lowers a gallery: the one whose smaller gain is largest
+    assert safest_setting({(1.0, 0.0): (0.05, -0.02), (2.0, 0.0): (0.01, -0.01)}) == (2.0, 0.0)
 
 
 def test_annealing_hardest_negatives_is_refused_in_one_line():
@@ -54,3 +60,17 @@ def test_annealing_hardest_negatives_is_refused_in_one_line():
         check_config(config)
     config.rerank.negatives = "softmax"
     check_config(config)  # accepted with sampled negatives
+
+
+def test_grounding_without_phrases_or_with_a_negative_weight_is_refused_in_one_line():
+    from mie.recipes.clip.config import ClipConfig, check_config
+
+    config = ClipConfig(project_name="x", output_dir="out")
+    config.rerank.enabled, config.rerank.groundings = True, [0.0, 0.5]
+    with pytest.raises(ConfigError, match="rerank.grounding: scores a caption's phrases"):
+        check_config(config)
+    config.rerank.phrases = ["red circle"]
+    check_config(config)  # accepted with phrases to ground
+    config.rerank.groundings = [-1.0]
+    with pytest.raises(ConfigError, match="rerank.groundings: must be >= 0"):
+        check_config(config)

@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from mie.data import build_dataset, build_image_transform, collate_image_text
 from mie.data.samplers import NeighbourBatchSampler
-from mie.evaluation.report import REPORT_FILE, RESULTS_FILE, compare_results, load_results
 from mie.evaluation.grounding import caption_phrases, phrase_grounding
+from mie.evaluation.report import REPORT_FILE, RESULTS_FILE, compare_results, load_results
 from mie.evaluation.rerank import PairScorer, rerank_retrieval
 from mie.io import load_weights
 from mie.io.atomic import atomic_write_text
