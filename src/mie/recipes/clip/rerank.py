@@ -344,17 +344,15 @@ def add_to_report(run_dir: Path, config: ClipConfig, results: dict[str, Any], tr
               if temperature and temperature["start"] != temperature["end"] else "")
     weight = training.get("sim_weight chosen on val", cfg.sim_weight)
     grounding = training.get("grounding chosen on val", cfg.grounding)
-    score = (f"ITM logit + {weight:g} x (cosine + {grounding:g} x phrase grounding)" if grounding
-             else f"ITM logit + {weight:g} x cosine")
+    score = (f"ITM logit + {weight:g} x (cosine + {grounding:g} x phrase grounding, the mean over the caption's "
+             "phrases of the best patch's cosine)" if grounding else f"ITM logit + {weight:g} x cosine")
     novel = training.get("pairs new to the head")
     chosen = (f"; the weights were chosen on val with {len(novel)} colour-shape pairs kept from the head's "
               f"training ({', '.join(' '.join(pair) for pair in novel)})" if novel else "")
     section = ["## Re-ranking with an image-text matching head", "",
                f"A {fusion.type} fusion ({fusion.layers} layers, width {fusion.dim}) with an ITM head, trained "
                f"{training['steps']} steps ({training['wall_time_s']} s) on {cfg.negatives} hard negatives of the "
-               f"frozen dual encoder{anneal}, re-orders each query's top {cfg.k} by {score}{chosen}"
-               + (" (phrase grounding: the mean over the caption's phrases of the best patch's cosine)" if grounding
-                  else "") + ". Recall in %.", "",
+               f"frozen dual encoder{anneal}, re-orders each query's top {cfg.k} by {score}{chosen}. Recall in %.", "",
                *format_rerank_table(results, config.rerank.k), ""]
     report = run_dir / REPORT_FILE
     lines = report.read_text(encoding="utf-8").rstrip("\n").split("\n")
