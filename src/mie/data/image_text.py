@@ -192,6 +192,12 @@ def caption_tag_targets(captions: Sequence[Sequence[str]], tags: Sequence[str]) 
     return out
 
 
+def tags_in(text: str, tags: Sequence[str]) -> tuple[int, ...]:
+    """Indices of ``tags`` found in ``text`` as whole words in a row, case-insensitive (the matching
+    ``caption_tag_targets`` uses)."""
+    return _tags_in(text, tuple(" ".join(_WORDS.findall(tag.lower())) for tag in tags))
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def _tags_in(text: str, tags: tuple[str, ...]) -> tuple[int, ...]:
     """Indices of ``tags`` (normalised words joined by spaces) found in ``text``; cached, since a training

@@ -16,33 +16,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import regex
 import torch
 import torch.nn.functional as F
 
-_WORDS = regex.compile(r"[\p{L}\p{N}]+")
-
-
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(_WORDS.findall(text.lower()))
-
-
-def _contains(words: tuple[str, ...], part: tuple[str, ...]) -> bool:
-    """Whether ``part`` occurs in ``words`` as consecutive words."""
-    n = len(part)
-    return n > 0 and any(words[i:i + n] == part for i in range(len(words) - n + 1))
+from mie.data.image_text import tags_in
 
 
 def caption_phrases(captions: Sequence[str], tags: Sequence[str]) -> list[list[int]]:
     """For each caption, the indices of ``tags`` that occur in it (whole words, in a row, case-insensitive)
     and are not part of a longer occurring tag; an empty list when none occurs."""
-    tag_words = [_words(tag) for tag in tags]
     out = []
     for caption in captions:
-        words = _words(caption)
-        found = [k for k, tw in enumerate(tag_words) if _contains(words, tw)]
-        out.append([k for k in found if not any(len(tag_words[j]) > len(tag_words[k])
-                                                and _contains(tag_words[j], tag_words[k]) for j in found)])
+        found = tags_in(caption, tags)
+        # a tag inside a longer found one ("red" in "red circle") is that phrase's word, not a phrase of its own
+        out.append([k for k in found
+                    if not any(len(tags[j]) > len(tags[k]) and tags_in(tags[j], [tags[k]]) for j in found)])
     return out
 
 
