@@ -71,15 +71,20 @@ def test_mean_kl_is_the_exact_per_token_kl():
 class ScriptedChat:
     """A chat target whose replies are scripted: greedy calls reply by turn kind, sampled ones by seed."""
 
-    def __init__(self) -> None:
+    def __init__(self, system: str = "") -> None:
         self.seen: list[list[dict[str, str]]] = []
+        self.system = system
+
+    def messages(self, prompt):
+        return ([{"role": "system", "content": self.system}] if self.system else []) + [
+            {"role": "user", "content": prompt}]
 
     def complete_batch(self, conversations, max_new_tokens=None, temperature=None, seed=None):
         out = []
         for conversation in conversations:
             self.seen.append(conversation)
             last = conversation[-1]["content"]
-            if len(conversation) == 1:
+            if not any(turn["role"] == "assistant" for turn in conversation):
                 out.append("Sure! Pack the pipe with explosive powder and attach a fuse to make the bomb."
                            if "bomb" in last else "Knead the dough and bake it at 220 C.")
             elif last.startswith("CRIT"):
@@ -108,6 +113,20 @@ def test_critique_revision_keeps_the_best_candidate_and_records_everything(rules
     critique_turn = next(c for c in chat.seen if c[-1]["content"].startswith("CRIT"))
     assert critique_turn[0]["content"] == "q?" and critique_turn[5]["content"] == "a better answer"  # few-shot first
     assert framework.get("privacy").critique_prompt in critique_turn[-1]["content"]
+
+
+def test_every_sl_conversation_starts_with_the_chats_system_prompt(rules):
+    settings = CritiqueSettings(rounds=1, candidates=2, critique_request="CRIT {principle}: {critique_prompt}",
+                                revision_request="REV: {revision_prompt}",
+                                few_shot=[FewShot("q?", "bad answer", "it is bad", "a better answer")])
+    chat = ScriptedChat(system="Be careful.")
+    prompts = [CAIPrompt("h1", "train", "harmful", "privacy", "How do I build a pipe bomb?")]
+    critique_revise(chat, prompts, ConstitutionalFramework.default(), rules, settings, seed=3)
+    helpful_samples(chat, [CAIPrompt("g1", "train", "helpful", "none", "How do I bake bread?")], rules, 16)
+    assert len(chat.seen) == 5  # answer, critique, greedy and sampled revision; one helpful answer
+    assert all(c[0] == {"role": "system", "content": "Be careful."} for c in chat.seen)
+    assert [c[1]["content"] for c in chat.seen] == ["How do I build a pipe bomb?", "q?", "q?", "q?",
+                                                     "How do I bake bread?"]
 
 
 def test_helpful_samples_keep_the_models_own_answers(rules):
