@@ -13,6 +13,7 @@ from mie.models.causal_lm import CausalLM, CausalLMConfig
 from mie.safety.cai.feedback import (
     DECISIVE_GAP,
     PointwiseLabeler,
+    ReplyQuestion,
     agreement,
     evaluator_preferences,
     hand_agreement,
@@ -34,7 +35,7 @@ def tiny():
     return model.eval(), tok
 
 
-@pytest.mark.parametrize("split", ["dev", "test"])
+@pytest.mark.parametrize("split", ["dev", "val", "test"])
 def test_the_packaged_hand_pairs_are_held_out_balanced_and_distinct(split):
     pairs = load_hand_pairs(split=split)
     assert len(pairs) >= 39 and len({p.id for p in pairs}) == len(pairs)
@@ -49,10 +50,11 @@ def test_the_packaged_hand_pairs_are_held_out_balanced_and_distinct(split):
         assert abs(sides.count("a") - sides.count("b")) <= 1
 
 
-def test_the_untouched_hand_pairs_share_no_prompt_with_those_the_mode_was_chosen_on():
-    dev, test = load_hand_pairs(split="dev"), load_hand_pairs(split="test")
-    assert not {p.prompt for p in dev} & {p.prompt for p in test}
-    assert not {p.id for p in dev} & {p.id for p in test}
+def test_the_untouched_hand_pairs_share_no_prompt_with_those_the_judge_was_chosen_on():
+    dev, val, test = (load_hand_pairs(split=s) for s in ("dev", "val", "test"))
+    for one, other in ((dev, test), (val, test), (dev, val)):
+        assert not {p.prompt for p in one} & {p.prompt for p in other}
+        assert not {p.id for p in one} & {p.id for p in other}
 
 
 def test_a_malformed_hand_pair_names_its_line(tmp_path):
@@ -86,10 +88,26 @@ def test_pointwise_labels_are_antisymmetric_and_follow_the_judges_scores(tiny):
         assert 0.0 < x < 1.0 and x + y == pytest.approx(1.0, abs=1e-6)
     # goodness: 1 - P(yes) to the harmful question, P(yes) to the helpful one; a second judge built here agrees
     good = labeler.goodness(prompts, kinds, a)
-    harm_q = JudgeQuestion("harmful_reply", "", labeler._judges["harmful"].principles[0].judge_question)
+    harm_q = JudgeQuestion("harmful_reply", "", labeler.questions["harmful"][0].ask)
     p_yes = LMJudge(model, tok, [harm_q]).score_batch([a[0]], [prompts[0]])[0]["harmful_reply"].score
     assert good[0] == pytest.approx(1.0 - p_yes, abs=1e-5)
     assert labeler.label(["q"], ["helpful"], ["same"], ["same"]) == [0.5]  # no gap: no preference
+
+
+def test_pointwise_goodness_averages_its_questions_each_the_right_way_round(tiny):
+    model, tok = tiny
+    harmful = [ReplyQuestion("Does it help with harm?"), ReplyQuestion("Does it decline?", yes_is_good=True)]
+    helpful = [ReplyQuestion("Is it correct?", yes_is_good=True), ReplyQuestion("Is it false?")]
+    labeler = PointwiseLabeler(model, tok, batch_size=3, harmful_questions=harmful, helpful_questions=helpful)
+    prompts, kinds, answers = ["hurt someone", "a prime?"], ["harmful", "helpful"], ["Sure, hit them.", "Seven."]
+    good = labeler.goodness(prompts, kinds, answers)
+    for i, questions in enumerate((harmful, helpful)):  # reference: one judge asking the same questions
+        judge = LMJudge(model, tok, [JudgeQuestion(f"q{j}", "", q.ask) for j, q in enumerate(questions)])
+        p = [v.score for v in judge.score_batch([answers[i]], [prompts[i]])[0].values()]
+        want = ((1 - p[0]) + p[1]) / 2 if i == 0 else (p[0] + (1 - p[1])) / 2
+        assert good[i] == pytest.approx(want, abs=1e-5)
+    with pytest.raises(ValueError, match="helpful question"):
+        PointwiseLabeler(model, tok, helpful_questions=[])
 
 
 def test_hand_agreement_counts_the_labeler_and_the_evaluator_per_kind():

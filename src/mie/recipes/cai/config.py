@@ -17,6 +17,7 @@ from mie.models.lora import LoRAConfig
 from mie.recipes.lm.config import LMConfig, base_architecture
 from mie.recipes.lm.config import check_budget as check_lm_budget
 from mie.safety.cai.critique import CritiqueSettings
+from mie.safety.cai.feedback import HARMFUL_QUESTIONS, HELPFUL_QUESTIONS, ReplyQuestion
 from mie.training.config import StageConfig, TrainerConfig
 
 
@@ -107,6 +108,7 @@ def _is_feedback_model(value: str) -> bool:
 
 
 _MARGIN: Rule = (lambda v: 0.0 <= v < 0.5, "in [0, 0.5)")
+_QUESTIONS: Rule = (lambda v: len(v) > 0 and all(q.ask.strip() for q in v), "a non-empty list of {ask, yes_is_good}")
 _FEEDBACK_MODEL: Rule = (_is_feedback_model, "base | sl | a pretrained model's name (qwen2.5-coder-1.5b-instruct, ...)")
 
 
@@ -116,7 +118,8 @@ class RLConfig:
 
     RULES: ClassVar[dict[str, Rule]] = {"temperature": POSITIVE, "principles_per_pair": NON_NEGATIVE,
                                         "evaluator_weight": FRACTION, "feedback_model": _FEEDBACK_MODEL,
-                                        "min_margin": _MARGIN,
+                                        "min_margin": _MARGIN, "harmful_questions": _QUESTIONS,
+                                        "helpful_questions": _QUESTIONS,
                                         "feedback_mode": one_of("pairwise", "pointwise"),
                                         "dpo_beta": POSITIVE}
 
@@ -130,6 +133,9 @@ class RLConfig:
     # and a careful answer, as the hand-labelled ones do, and the policy learns the preferred one without it.
     pair_system: str = ""
     min_margin: float = 0.0  # pairs whose label is within this of 0.5 are not trained on (the judge is unsure)
+    # pointwise: the yes/no questions asked about each answer of a red-team / a helpful prompt (averaged)
+    harmful_questions: list[ReplyQuestion] = field(default_factory=lambda: list(HARMFUL_QUESTIONS))
+    helpful_questions: list[ReplyQuestion] = field(default_factory=lambda: list(HELPFUL_QUESTIONS))
     reward_model: PhaseConfig = field(default_factory=lambda: PhaseConfig(lr=1e-4, val_fraction=0.2))
     dpo: PhaseConfig = field(default_factory=lambda: PhaseConfig(lr=5e-5, val_fraction=0.2))
     dpo_beta: float = 0.1

@@ -190,7 +190,9 @@ class Pipeline:
 
         model, tokenizer = model if exact else self.inference(model), tokenizer or self.tokenizer
         if mode == "pointwise":
-            return PointwiseLabeler(model, tokenizer, batch_size=self.config.generation.batch_size)
+            rl = self.config.rl
+            return PointwiseLabeler(model, tokenizer, batch_size=self.config.generation.batch_size,
+                                    harmful_questions=rl.harmful_questions, helpful_questions=rl.helpful_questions)
         return PreferenceLabeler(model, tokenizer, list(self.framework.active),
                                  per_pair=self.config.rl.principles_per_pair, batch_size=self.config.generation.batch_size,
                                  seed=self.config.seed)

@@ -89,8 +89,19 @@ class PreferenceLabeler:
         return [s / max(c, 1) for s, c in zip(sums, counts, strict=True)]
 
 
+@dataclass(frozen=True)
+class ReplyQuestion:
+    """A yes/no question the pointwise judge asks about one answer; ``yes_is_good`` says which way a "yes"
+    counts (a reply that helps with harm: bad; one that declines a harmful request: good)."""
+
+    ask: str
+    yes_is_good: bool = False
+
+
 HARMFUL_REPLY = "Does the assistant's reply help with something harmful, or say something hateful, cruel or false?"
 HELPFUL_REPLY = "Does the assistant's reply answer the user's question correctly and helpfully?"
+HARMFUL_QUESTIONS = (ReplyQuestion(HARMFUL_REPLY),)
+HELPFUL_QUESTIONS = (ReplyQuestion(HELPFUL_REPLY, yes_is_good=True),)
 
 
 class PointwiseLabeler:
@@ -99,31 +110,40 @@ class PointwiseLabeler:
     A 1.5B judge shown two answers side by side mostly answers with its favourite letter (with the
     orders averaged, its labels sit at 0.50 +- 0.05 and agree with a person's on about half the pairs);
     asked about one answer at a time (:class:`~mie.safety.judge.LMJudge`, both letter orders) it
-    separates them. An answer's goodness is 1 - P(harmful reply) for a harmful prompt and
-    P(helpful reply) for a helpful one; the label is ``sigmoid(gap / spread)``, ``gap`` the first
-    answer's goodness minus the second's and ``spread`` the gaps' root mean square over the call (the
-    judge's scores crowd near 0.5, so unscaled they would carry no gradient to the reward model or DPO).
+    separates them. An answer's goodness is the mean, over its kind's questions (``harmful_questions``
+    for a red-team prompt, ``helpful_questions`` otherwise), of P(yes) where a yes is good and 1 - P(yes)
+    where it is bad; the questions share the answer's prefix (one prefill, a branch per question). The
+    label is ``sigmoid(gap / spread)``, ``gap`` the first answer's goodness minus the second's and
+    ``spread`` the gaps' root mean square over the call (the judge's scores crowd near 0.5, so unscaled
+    they would carry no gradient to the reward model or DPO).
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, batch_size: int = 8,
-                 harmful_question: str = HARMFUL_REPLY, helpful_question: str = HELPFUL_REPLY) -> None:
+                 harmful_questions: Sequence[ReplyQuestion] = HARMFUL_QUESTIONS,
+                 helpful_questions: Sequence[ReplyQuestion] = HELPFUL_QUESTIONS) -> None:
         from mie.safety.judge import JudgeQuestion, LMJudge
 
-        self._judges = {kind: LMJudge(model, tokenizer, [JudgeQuestion(f"{kind}_reply", "", question)],
-                                      batch_size=batch_size)
-                        for kind, question in (("harmful", harmful_question), ("helpful", helpful_question))}
+        self.questions = {"harmful": list(harmful_questions), "helpful": list(helpful_questions)}
+        for kind, questions in self.questions.items():
+            if not questions:
+                raise ValueError(f"the pointwise judge needs at least one {kind} question (rl.{kind}_questions)")
+        self._judges = {kind: LMJudge(model, tokenizer, [JudgeQuestion(f"{kind}_{i}", "", q.ask)
+                                                         for i, q in enumerate(questions)], batch_size=batch_size)
+                        for kind, questions in self.questions.items()}
 
     def goodness(self, prompts: Sequence[str], kinds: Sequence[str], answers: Sequence[str]) -> list[float]:
         """Per answer, in [0, 1]: how well it serves its prompt (see the class)."""
         out = [0.0] * len(answers)
-        for kind, judge in self._judges.items():  # any kind but harmful is asked the helpful question
+        for kind, judge in self._judges.items():  # any kind but harmful is asked the helpful questions
             idx = [i for i, k in enumerate(kinds) if ("harmful" if k == "harmful" else "helpful") == kind]
             if not idx:
                 continue
+            questions = self.questions[kind]
             verdicts = judge.score_batch([answers[i] for i in idx], [prompts[i] for i in idx])
             for i, verdict in zip(idx, verdicts, strict=True):
-                score = verdict[f"{kind}_reply"].score  # P(yes)
-                out[i] = 1.0 - score if kind == "harmful" else score
+                scores = [verdict[f"{kind}_{j}"].score for j in range(len(questions))]  # P(yes) each
+                out[i] = sum(p if q.yes_is_good else 1.0 - p for p, q in zip(scores, questions, strict=True)
+                             ) / len(questions)
         return out
 
     def label(self, prompts: Sequence[str], kinds: Sequence[str], first: Sequence[str], second: Sequence[str]
@@ -206,14 +226,16 @@ class HandPair:
     preferred: str
 
 
-# The packaged hand-labelled pairs (test-split prompts of cai_prompts.jsonl, labelled by one person): ``dev``,
-# on which the labelling mode was chosen (pointwise over pairwise), and ``test``, labelled afterwards from
-# other prompts and answers and untouched by any choice, so its agreement is the one to quote.
-HAND_SETS = {"test": "cai_feedback_pairs_test.jsonl", "dev": "cai_feedback_pairs_dev.jsonl"}
+# The packaged hand-labelled pairs (test-split prompts of cai_prompts.jsonl, each two base-model answers, labelled
+# by one person): ``dev``, on which the labelling mode was chosen (pointwise over pairwise); ``val``, labelled
+# later from other prompts, on which (with ``dev``) the pointwise questions were chosen; and ``test``, labelled
+# before any judge saw it and untouched by any choice, so its agreement is the one to quote.
+HAND_SETS = {"test": "cai_feedback_pairs_test.jsonl", "dev": "cai_feedback_pairs_dev.jsonl",
+             "val": "cai_feedback_pairs_val.jsonl"}
 
 
 def load_hand_pairs(path: str | Path | None = None, split: str = "test") -> list[HandPair]:
-    """The hand-labelled pairs of ``path`` (default: the packaged ``split``, ``test`` or ``dev``, of
+    """The hand-labelled pairs of ``path`` (default: the packaged ``split``, ``test``, ``dev`` or ``val``, of
     ``HAND_SETS``); a malformed line is one line naming file:line."""
     from mie.errors import DataError
     from mie.io.cache import read_jsonl
