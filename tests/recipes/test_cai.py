@@ -84,13 +84,14 @@ def test_every_phase_runs_and_reports(cai_run, capsys):
     assert model_rows["pairs_unsure"] == 0 and model_rows["train_pairs"] + model_rows["val_pairs"] == len(pairs)
     feedback = results["phases"]["feedback"]  # the labels against the evaluator's vote and a person's
     check = json.loads((run / "feedback_check.json").read_text())
-    assert feedback["hand"]["pairs"] == len(check["hand"]["labels"]) >= 39  # the untouched set, and the dev set
-    assert feedback["hand_dev"]["pairs"] == len(check["hand_dev"]["labels"]) >= 40
+    assert feedback["hand"]["pairs"] == len(check["hand"]["labels"]) >= 39  # the untouched set by default
+    assert feedback["hand"]["set"] == "test"  # evaluator_weight 0.5: the mixed label trained on is checked too
+    assert 0.0 <= feedback["hand"]["all"]["ai_feedback"] <= 1.0
     assert 0.0 <= feedback["hand"]["all"]["feedback_model"] <= 1.0 and feedback["evaluator_decisive_pairs"] >= 0
     report = (run / "report.md").read_text()
     assert "after PPO" in report and "Reward model: held-out pairwise accuracy" in report
     assert "## AI feedback" in report and f"Against {feedback['hand']['pairs']} held-out pairs" in report
-    assert f"On the {feedback['hand_dev']['pairs']} packaged pairs the labelling mode was chosen on" in report
+    assert "(`rl.hand_pairs`: test)" in report and "mixed label agrees" in report
     assert (run / "plots" / "training.png").is_file()
 
 

@@ -127,7 +127,9 @@ def test_hand_agreement_counts_the_labeler_and_the_evaluator_per_kind():
     assert out["all"]["evaluator_decisive"] == n
     if n:
         assert out["all"]["evaluator"] == pytest.approx(round(share, 4))
-    assert out["harmful"]["pairs"] + out["helpful"]["pairs"] == len(pairs)
+    assert out["harmful"]["pairs"] + out["helpful"]["pairs"] == len(pairs) and "ai_feedback" not in out["all"]
+    mixed = hand_agreement(Fixed(), rules, pairs, evaluator_weight=0.7)  # the label trained on: 0.3 x 0.8 + 0.7 x ev
+    assert mixed["all"]["ai_feedback"] == pytest.approx(round(agreement([0.24 + 0.7 * e for e in ev], want)[0], 4))
     with pytest.raises(ValueError, match="no hand-labelled pair"):
         hand_agreement(Fixed(), rules, [])
 

@@ -128,7 +128,9 @@ class RLConfig:
     principles_per_pair: int = 2  # 0 = every principle
     evaluator_weight: float = 0.0  # share of the safety evaluator's vote in each label
     feedback_mode: str = "pairwise"  # pairwise (both answers in one question, Bai et al.) | pointwise (one at a time)
-    hand_pairs: str = ""  # held-out hand-labelled pairs the feedback model is checked on ("" = packaged, none)
+    # held-out hand-labelled pairs the feedback is checked on: a packaged set (test, the default; dev; val), a
+    # file of one's own, or none
+    hand_pairs: str = ""
     # A system prompt the second answer of each pair is drawn with (e.g. "be careful"): pairs then hold a plain
     # and a careful answer, as the hand-labelled ones do, and the policy learns the preferred one without it.
     pair_system: str = ""

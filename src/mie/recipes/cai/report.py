@@ -89,18 +89,16 @@ def feedback_lines(check: dict[str, Any] | None, config: CAIConfig) -> list[str]
         lines[-1] += f" ({', '.join(parts)})." if parts else "."
     hand = check.get("hand")
     if hand:
-        lines += ["", f"Against {hand['pairs']} held-out pairs labelled by hand (`rl.hand_pairs`):", "",
-                  "| pairs | feedback model agrees | evaluator agrees (decisive pairs) |", "| --- | --- | --- |"]
+        mixed = rl.evaluator_weight > 0 and "ai_feedback" in hand.get("all", {})
+        lines += ["", f"Against {hand['pairs']} held-out pairs labelled by hand (`rl.hand_pairs`: "
+                  f"{hand.get('set', rl.hand_pairs or 'test')}):", "",
+                  "| pairs | feedback model agrees | evaluator agrees (decisive pairs) |"
+                  + (" mixed label agrees |" if mixed else ""), "| --- | --- | --- |" + (" --- |" if mixed else "")]
         for kind in ("all", "harmful", "helpful"):
             if kind in hand:
                 h = hand[kind]
                 lines.append(f"| {kind} ({h['pairs']}) | {_pct(h['feedback_model'])} | {_pct(h['evaluator'])} "
-                             f"({h['evaluator_decisive']}) |")
-    dev = (check.get("hand_dev") or {}).get("all")
-    if dev:
-        lines += ["", f"On the {dev['pairs']} packaged pairs the labelling mode was chosen on (`dev`, so not an "
-                  f"untouched figure): feedback model {_pct(dev['feedback_model'])}, evaluator "
-                  f"{_pct(dev['evaluator'])} ({dev['evaluator_decisive']} decisive)."]
+                             f"({h['evaluator_decisive']}) |" + (f" {_pct(h['ai_feedback'])} |" if mixed else ""))
     return [*lines, ""]
 
 
