@@ -37,7 +37,7 @@ def tiny():
 
 @pytest.mark.parametrize("split", ["dev", "val", "test"])
 def test_the_packaged_hand_pairs_are_held_out_balanced_and_distinct(split):
-    pairs = load_hand_pairs(split=split)
+    pairs = load_hand_pairs(split)
     assert len(pairs) >= 39 and len({p.id for p in pairs}) == len(pairs)
     test = {p.prompt: p.kind for p in load_cai_prompts(split="test")}
     train = {p.prompt for p in load_cai_prompts(split="train")}
@@ -51,7 +51,7 @@ def test_the_packaged_hand_pairs_are_held_out_balanced_and_distinct(split):
 
 
 def test_the_untouched_hand_pairs_share_no_prompt_with_those_the_judge_was_chosen_on():
-    dev, val, test = (load_hand_pairs(split=s) for s in ("dev", "val", "test"))
+    dev, val, test = (load_hand_pairs(s) for s in ("dev", "val", "test"))
     for one, other in ((dev, test), (val, test), (dev, val)):
         assert not {p.prompt for p in one} & {p.prompt for p in other}
         assert not {p.id for p in one} & {p.id for p in other}

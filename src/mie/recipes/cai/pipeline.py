@@ -282,7 +282,7 @@ class Pipeline:
     def feedback_check(self, sl_model: Any) -> None:
         """The feedback model's labels against the evaluator's vote on the training pairs, and against a
         person's on held-out hand-labelled pairs (``rl.hand_pairs``; ``feedback_check.json``)."""
-        from mie.safety.cai.feedback import HAND_SETS, hand_agreement, label_summary, load_hand_pairs
+        from mie.safety.cai.feedback import hand_agreement, label_summary, load_hand_pairs
 
         path = self.run_dir / "feedback_check.json"
         if path.is_file():
@@ -291,11 +291,10 @@ class Pipeline:
             start, rl = time.monotonic(), self.config.rl
             check = {"feedback_model": rl.feedback_model, **label_summary(_read_jsonl(self.run_dir / "pairs.jsonl"))}
             if rl.evaluator_weight < 1 and rl.hand_pairs != "none":
-                split = rl.hand_pairs or "test"  # a packaged split by name, or a file of one's own
-                pairs = load_hand_pairs(split=split) if split in HAND_SETS else load_hand_pairs(split)
-                check["hand"] = hand_agreement(self.feedback_labeler(sl_model), self.evaluator, pairs,
-                                               evaluator_weight=rl.evaluator_weight)
-                check["hand"]["set"] = split
+                source = rl.hand_pairs or "test"  # a packaged set by name, or a file of one's own
+                check["hand"] = hand_agreement(self.feedback_labeler(sl_model), self.evaluator,
+                                               load_hand_pairs(source), evaluator_weight=rl.evaluator_weight)
+                check["hand"]["set"] = source
             check["wall_time_s"] = round(time.monotonic() - start, 1)
             save_json_atomic(path, check)
         self.result.phases["feedback"] = {k: v for k, v in check.items() if k != "hand"}

@@ -89,7 +89,7 @@ def feedback_lines(check: dict[str, Any] | None, config: CAIConfig) -> list[str]
         lines[-1] += f" ({', '.join(parts)})." if parts else "."
     hand = check.get("hand")
     if hand:
-        mixed = rl.evaluator_weight > 0 and "ai_feedback" in hand.get("all", {})
+        mixed = "ai_feedback" in hand.get("all", {})  # checked only when the evaluator is mixed in
         lines += ["", f"Against {hand['pairs']} held-out pairs labelled by hand (`rl.hand_pairs`: "
                   f"{hand.get('set', rl.hand_pairs or 'test')}):", "",
                   "| pairs | feedback model agrees | evaluator agrees (decisive pairs) |"

@@ -76,31 +76,28 @@ def _shots(settings: CritiqueSettings, critique: str, revision: str) -> list[dic
     return messages
 
 
-def _turns(chat: Any, text: str) -> list[dict[str, str]]:
-    """The one-turn conversation ``text`` becomes in ``chat``: its system message (if any), then the user's."""
-    return chat.messages(text) if hasattr(chat, "messages") else [{"role": "user", "content": text}]
-
-
 def critique_revise(chat: Any, prompts: Sequence[CAIPrompt], framework: Any, evaluator: Any,
                     settings: CritiqueSettings, seed: int = 0) -> list[dict[str, Any]]:
     """One record per red-team prompt: ``prompt``, ``initial`` answer, ``rounds`` (principle, critique,
     candidates, revision), ``final``, ``accepted`` (not harmful), ``kind``.
 
-    ``chat`` is a :class:`~mie.safety.targets.ChatTarget` (its ``complete_batch`` generates);
+    ``chat`` is a :class:`~mie.safety.targets.ChatTarget` (``messages`` frames a prompt with its system
+    message, ``complete_batch`` generates);
     ``framework`` is a ``ConstitutionalFramework``; ``evaluator`` a ``SafetyEvaluator``.
     """
     rng = random.Random(seed)
     texts = [p.prompt for p in prompts]
-    current = chat.complete_batch([_turns(chat, t) for t in texts], max_new_tokens=settings.answer_tokens,
+    current = chat.complete_batch([chat.messages(t) for t in texts], max_new_tokens=settings.answer_tokens,
                                   temperature=0.0)
     records = [{"id": p.id, "kind": p.kind, "prompt": p.prompt, "initial": a, "rounds": []}
                for p, a in zip(prompts, current, strict=True)]
+    system = chat.messages("")[:-1]  # the chat's system message, if it has one
     for round_index in range(settings.rounds):
         principles = [framework.get(p.principle) if settings.use_prompt_principle and p.principle in framework
                       else framework.sample(rng) for p in prompts]
         requests = [_requests(settings, principle) for principle in principles]
         # the system message (if any) first, then the few-shot turns, then this prompt's own
-        histories = [_turns(chat, "")[:-1] + _shots(settings, cr, rr) + [
+        histories = [system + _shots(settings, cr, rr) + [
             {"role": "user", "content": t}, {"role": "assistant", "content": a}, {"role": "user", "content": cr}]
                      for t, a, (cr, rr) in zip(texts, current, requests, strict=True)]
         critiques = [clean(c) for c in chat.complete_batch(histories, max_new_tokens=settings.critique_tokens,
@@ -138,7 +135,7 @@ def helpful_samples(chat: Any, prompts: Sequence[CAIPrompt], evaluator: Any, max
     """One record per helpful prompt: the model's own greedy answer as the ``final`` response, accepted
     when it answers (no refusal) and is not flagged."""
     texts = [p.prompt for p in prompts]
-    answers = chat.complete_batch([_turns(chat, t) for t in texts], max_new_tokens=max_new_tokens,
+    answers = chat.complete_batch([chat.messages(t) for t in texts], max_new_tokens=max_new_tokens,
                                   temperature=0.0)
     verdicts = judge_answers(evaluator, texts, answers)
     return [{"id": p.id, "kind": p.kind, "prompt": p.prompt, "initial": a, "rounds": [], "final": a,

@@ -146,9 +146,9 @@ class PointwiseLabeler:
             questions = self.questions[kind]
             verdicts = judge.score_batch([answers[i] for i in idx], [prompts[i] for i in idx])
             for i, verdict in zip(idx, verdicts, strict=True):
-                scores = [verdict[f"{kind}_{j}"].score for j in range(len(questions))]  # P(yes) each
-                out[i] = sum(p if q.yes_is_good else 1.0 - p for p, q in zip(scores, questions, strict=True)
-                             ) / len(questions)
+                # P(yes) of each question, in the order asked
+                out[i] = sum(v.score if q.yes_is_good else 1.0 - v.score
+                             for v, q in zip(verdict.values(), questions, strict=True)) / len(questions)
         return out
 
     def label(self, prompts: Sequence[str], kinds: Sequence[str], first: Sequence[str], second: Sequence[str]
@@ -239,15 +239,16 @@ HAND_SETS = {"test": "cai_feedback_pairs_test.jsonl", "dev": "cai_feedback_pairs
              "val": "cai_feedback_pairs_val.jsonl"}
 
 
-def load_hand_pairs(path: str | Path | None = None, split: str = "test") -> list[HandPair]:
-    """The hand-labelled pairs of ``path`` (default: the packaged ``split``, ``test``, ``dev`` or ``val``, of
-    ``HAND_SETS``); a malformed line is one line naming file:line."""
+def load_hand_pairs(source: str | Path = "test") -> list[HandPair]:
+    """The hand-labelled pairs of ``source``: a packaged set by name (``test``, ``dev`` or ``val``, of
+    ``HAND_SETS``) or a file; a malformed line is one line naming file:line."""
     from mie.errors import DataError
     from mie.io.cache import read_jsonl
 
     fix = 'write one {"id", "kind", "prompt", "a", "b", "preferred": "a" | "b"} object per line'
     out = []
-    for where, row in read_jsonl(Path(path) if path else packaged_file(HAND_SETS[split]), fix):
+    path = packaged_file(HAND_SETS[source]) if source in HAND_SETS else Path(source)
+    for where, row in read_jsonl(path, fix):
         if not isinstance(row, dict) or row.get("preferred") not in ("a", "b") or row.get("kind") not in (
                 "harmful", "helpful") or not all(isinstance(row.get(k), str) for k in ("prompt", "a", "b")):
             raise DataError("expected kind harmful|helpful, prompt, a, b and preferred a|b", where=where, fix=fix)
